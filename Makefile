@@ -1,0 +1,68 @@
+# ha-celery: `make demo` runs the local failure drill, `make test` the whole suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.8
+STACK ?= dev
+TASKS ?= 10000
+SCENARIO ?= kill-broker
+CONFIG ?= ha
+
+.PHONY: help setup system-deps plan test lint typecheck contracts unit integration demo bench lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+# --- set-up (idempotent: every target below depends on it) -------------------
+system-deps: ## apt packages: rabbitmq-server (local broker), iproute2 (network namespaces)
+	@if ! command -v rabbitmq-server >/dev/null || ! command -v ip >/dev/null; then \
+	  echo "installing rabbitmq-server and iproute2 with apt"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq rabbitmq-server iproute2 >/dev/null; \
+	fi
+	@# Debian starts a system broker on 5672; the harness runs its own nodes.
+	@if command -v systemctl >/dev/null && systemctl is-active -q rabbitmq-server 2>/dev/null; then systemctl stop rabbitmq-server; fi
+	@pkill -u rabbitmq -f 'rabbit@localhost' 2>/dev/null || true
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null || python3 -m pip install -q "uv==$(UV_VERSION)"
+	uv sync --frozen --quiet
+	@touch $@
+
+setup: system-deps $(VENV)/.synced ## install everything (apt packages + the locked virtualenv)
+
+lock: ## re-resolve uv.lock and regenerate app/requirements.txt for the worker image
+	uv lock
+	uv export --frozen --only-group app --no-header --no-annotate -o app/requirements.txt --quiet
+
+# --- the cloud program, offline ----------------------------------------------
+plan: $(VENV)/.synced ## offline plan of STACK (default dev) under Pulumi mocks -> build/plan/STACK
+	$(PY) -m plan --stack $(STACK)
+
+# --- quality gates -------------------------------------------------------------
+lint: $(VENV)/.synced
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.synced
+	$(VENV)/bin/mypy .
+
+contracts: $(VENV)/.synced
+	$(VENV)/bin/lint-imports
+
+unit: $(VENV)/.synced ## fast tests only (mocks, renderers, settings)
+	$(VENV)/bin/pytest -m "not integration and not drill" -q
+
+test: setup lint typecheck contracts ## everything: gates, unit, integration (real RabbitMQ) and drills
+	$(VENV)/bin/pytest -q
+
+# --- the local harness -----------------------------------------------------------
+demo: setup ## local 3-node RabbitMQ + Celery drill (TASKS=, SCENARIO=, CONFIG=ha|seed)
+	$(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --config $(CONFIG)
+
+bench: setup ## benchmarks -> build/bench/results.json (QUICK=1 for the short run)
+	$(PY) -m drill.bench $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

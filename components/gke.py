@@ -1,0 +1,171 @@
+"""GkeCluster: a GKE cluster with a separate node pool and a Kubernetes provider for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+import pulumi_kubernetes as k8s
+import yaml
+
+# The plugin replaced the in-tree gcp auth provider (removed in kubectl 1.26): the
+# kubeconfig holds no token, so nothing in it expires or leaks into state.
+AUTH_PLUGIN = "gke-gcloud-auth-plugin"
+
+
+@dataclass(frozen=True)
+class GkeClusterArgs:
+    project: str
+    """GCP project id."""
+    location: str
+    """A zone (zonal cluster: one control plane) or a region (regional: replicated control plane)."""
+    regional: bool
+    """True when location is a region: node_zones then spread the nodes."""
+    node_zones: tuple[str, ...]
+    """Zones carrying nodes. For a regional cluster GKE counts node_count per zone."""
+    nodes_per_zone: int
+    """Nodes in each zone (total nodes / zones), so 3 zones x 1 = the 3 nodes the broker needs."""
+    machine_type: str
+    """Node machine type; its family decides which disk types attach."""
+    spot: bool
+    """Spot VMs: cheap but reclaimable together, so dev only."""
+    disk_type: str
+    """Node boot disk type (pd-standard, pd-balanced, pd-ssd, hyperdisk-balanced)."""
+    disk_size_gb: int
+    """Node boot disk size, GB."""
+    release_channel: str
+    """RAPID, REGULAR or STABLE: GKE upgrades control plane and nodes within it."""
+    min_master_version: str
+    """major.minor floor for the control plane."""
+    deletion_protection: bool
+    """When true, `pulumi destroy` (and a replacement) of the cluster fails until it is turned off."""
+    labels: dict[str, str]
+    """GCP labels on the cluster and the nodes, for cost reports."""
+
+
+def render_kubeconfig(name: str, endpoint: str, ca_certificate: str) -> str:
+    """A kubeconfig for one cluster that authenticates through gke-gcloud-auth-plugin."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": {"server": f"https://{endpoint}", "certificate-authority-data": ca_certificate}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+        "current-context": name,
+        "users": [
+            {
+                "name": name,
+                "user": {
+                    "exec": {
+                        "apiVersion": "client.authentication.k8s.io/v1beta1",
+                        "command": AUTH_PLUGIN,
+                        "installHint": "gcloud components install gke-gcloud-auth-plugin",
+                        "provideClusterInfo": True,
+                        "interactiveMode": "Never",
+                    }
+                },
+            }
+        ],
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+class GkeCluster(pulumi.ComponentResource):
+    """A VPC-native, shielded, workload-identity GKE cluster with its own node pool.
+
+    The default node pool is removed and the cluster carries no node_config: a node
+    config on the cluster resource itself makes every change to it a cluster replacement.
+    """
+
+    cluster: gcp.container.Cluster
+    node_pool: gcp.container.NodePool
+    name: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    provider: k8s.Provider
+
+    def __init__(self, name: str, args: GkeClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("ha-celery:index:GkeCluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        # A dedicated node identity: the Compute Engine default account has project Editor.
+        node_sa = gcp.serviceaccount.Account(
+            f"{name}-nodes",
+            account_id=f"{name}-nodes"[:30],
+            display_name=f"GKE nodes of {name}",
+            project=args.project,
+            opts=child,
+        )
+        member = node_sa.email.apply(lambda email: f"serviceAccount:{email}")
+        # The minimum roles GKE documents for a node service account, plus image pulls.
+        roles = ["roles/container.defaultNodeServiceAccount", "roles/artifactregistry.reader"]
+        grants = [
+            gcp.projects.IAMMember(f"{name}-nodes-{role.split('/')[1]}", project=args.project, role=role, member=member, opts=child)
+            for role in roles
+        ]
+
+        self.cluster = gcp.container.Cluster(
+            name,
+            project=args.project,
+            location=args.location,
+            node_locations=list(args.node_zones) if args.regional else None,
+            remove_default_node_pool=True,
+            initial_node_count=1,
+            deletion_protection=args.deletion_protection,
+            release_channel=gcp.container.ClusterReleaseChannelArgs(channel=args.release_channel),
+            min_master_version=args.min_master_version,
+            networking_mode="VPC_NATIVE",
+            # Empty policy = GKE allocates the pod and service secondary ranges itself.
+            ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(),
+            # Dataplane V2 enforces the NetworkPolicies the broker component creates.
+            datapath_provider="ADVANCED_DATAPATH",
+            workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(workload_pool=f"{args.project}.svc.id.goog"),
+            enable_shielded_nodes=True,
+            resource_labels=args.labels,
+            opts=child,
+        )
+
+        self.node_pool = gcp.container.NodePool(
+            f"{name}-pool",
+            project=args.project,
+            cluster=self.cluster.name,
+            location=args.location,
+            node_locations=list(args.node_zones),
+            node_count=args.nodes_per_zone,
+            management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
+            # One extra node during upgrades and none taken away first: the broker's PDB
+            # (maxUnavailable 1) then always has somewhere to reschedule.
+            upgrade_settings=gcp.container.NodePoolUpgradeSettingsArgs(strategy="SURGE", max_surge=1, max_unavailable=0),
+            node_config=gcp.container.NodePoolNodeConfigArgs(
+                machine_type=args.machine_type,
+                spot=args.spot,
+                disk_type=args.disk_type,
+                disk_size_gb=args.disk_size_gb,
+                service_account=node_sa.email,
+                # Access is governed by IAM roles, not legacy scopes (Google's recommendation).
+                oauth_scopes=["https://www.googleapis.com/auth/cloud-platform"],
+                workload_metadata_config=gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(mode="GKE_METADATA"),
+                shielded_instance_config=gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
+                    enable_secure_boot=True, enable_integrity_monitoring=True
+                ),
+                labels={"ha-celery/pool": "main"},
+                resource_labels=args.labels,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=grants),
+        )
+
+        self.name = self.cluster.name
+        self.kubeconfig = pulumi.Output.secret(
+            pulumi.Output.all(self.cluster.name, self.cluster.endpoint, self.cluster.master_auth).apply(
+                lambda a: render_kubeconfig(f"gke_{args.project}_{args.location}_{a[0]}", a[1], a[2]["cluster_ca_certificate"])
+            )
+        )
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            # The cluster's id is stable; without it a rotated CA or endpoint in the
+            # kubeconfig would replace every Kubernetes object in the stack.
+            cluster_identifier=self.cluster.id,
+            delete_unreachable=False,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.node_pool]),
+        )
+        self.register_outputs({"name": self.name, "kubeconfig": self.kubeconfig, "endpoint": self.cluster.endpoint})

@@ -1,0 +1,128 @@
+"""Registry: an Artifact Registry Docker repository with the worker image pushed into it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_docker_build as docker_build
+import pulumi_gcp as gcp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_tag(directory: Path) -> str:
+    """A content hash of the build context: the tag changes exactly when the image can.
+
+    Tags are immutable in the repository, so a tag must never be reused for other bytes;
+    a content hash also keeps `pulumi preview` quiet when nothing changed.
+    """
+    digest = hashlib.sha256()
+    ignored = {"__pycache__", ".mypy_cache", ".pytest_cache"}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not ignored & set(p.parts)):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RegistryArgs:
+    project: str
+    """GCP project id."""
+    location: str
+    """Region of the repository: the cluster's, so pulls stay in-region."""
+    app_dir: str
+    """Build context of the worker image, relative to the project (kept relative so state does not
+    depend on where the project is checked out)."""
+    mirror_image: str | None
+    """A public image (the broker's) to copy into the repository for clusters without internet
+    egress, or None."""
+    labels: dict[str, str]
+    """GCP labels on the repository."""
+
+
+class Registry(pulumi.ComponentResource):
+    """Artifact Registry DOCKER repository, the worker image built and pushed by digest.
+
+    Container Registry (gcr.io) accepts no pushes since March 2025; Artifact Registry
+    replaces it. Images are referenced by digest, so a pod never runs other bytes than
+    the ones this stack built, whatever happens to tags.
+    """
+
+    repository: gcp.artifactregistry.Repository
+    url: pulumi.Output[str]
+    worker_image: pulumi.Output[str]
+    broker_image: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("ha-celery:index:Registry", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.repository = gcp.artifactregistry.Repository(
+            name,
+            project=args.project,
+            location=args.location,
+            repository_id=name,
+            format="DOCKER",
+            mode="STANDARD_REPOSITORY",
+            description="ha-celery worker (and mirrored broker) images",
+            docker_config=gcp.artifactregistry.RepositoryDockerConfigArgs(immutable_tags=True),
+            # Keep the recent images a rollback may need; delete the rest so storage stays flat.
+            cleanup_policies=[
+                gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                    id="keep-recent",
+                    action="KEEP",
+                    most_recent_versions=gcp.artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(keep_count=10),
+                ),
+                gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                    id="delete-old",
+                    action="DELETE",
+                    condition=gcp.artifactregistry.RepositoryCleanupPolicyConditionArgs(older_than="2592000s"),
+                ),
+            ],
+            cleanup_policy_dry_run=False,
+            labels=args.labels,
+            opts=child,
+        )
+        host = f"{args.location}-docker.pkg.dev"
+        self.url = pulumi.Output.concat(host, "/", args.project, "/", self.repository.repository_id)
+
+        # A short-lived OAuth token of whoever runs `pulumi up`: no key file to leak.
+        token = gcp.organizations.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self)).access_token
+        registries = [
+            docker_build.RegistryArgs(address=host, username="oauth2accesstoken", password=pulumi.Output.secret(token))
+        ]
+
+        tag = source_tag(ROOT / args.app_dir)
+        worker = docker_build.Image(
+            f"{name}-worker",
+            context=docker_build.BuildContextArgs(location=args.app_dir),
+            dockerfile=docker_build.DockerfileArgs(location=f"{args.app_dir}/Dockerfile"),
+            platforms=[docker_build.Platform.LINUX_AMD64],
+            tags=[pulumi.Output.concat(self.url, "/worker:", tag)],
+            push=True,
+            registries=registries,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.repository]),
+        )
+        # `ref` is tag@sha256:digest once pushed: pods pin the exact bytes.
+        self.worker_image = worker.ref
+
+        self.broker_image = None
+        if args.mirror_image:
+            mirror = docker_build.Image(
+                f"{name}-broker-mirror",
+                context=docker_build.BuildContextArgs(location=args.app_dir),
+                dockerfile=docker_build.DockerfileArgs(inline=f"FROM {args.mirror_image}\n"),
+                platforms=[docker_build.Platform.LINUX_AMD64],
+                tags=[pulumi.Output.concat(self.url, "/", args.mirror_image.rsplit("/", 1)[-1])],
+                push=True,
+                registries=registries,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.repository]),
+            )
+            self.broker_image = mirror.ref
+
+        outputs: dict[str, pulumi.Input[str]] = {"url": self.url, "worker_image": self.worker_image}
+        if self.broker_image is not None:
+            outputs["broker_image"] = self.broker_image
+        self.register_outputs(outputs)

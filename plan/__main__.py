@@ -1,0 +1,129 @@
+"""`python -m plan --stack dev`: the resources a stack would create, without a cloud or the CLI.
+
+Writes build/plan/<stack>/resources.json (type, name, parent type, inputs with every secret
+replaced by "[secret]") and build/plan/<stack>/kubernetes/*.yaml (each Kubernetes object as
+it would be sent to the API server). Exits 2 with the settings error on bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import rpc
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from plan.mocks import RecordingMocks
+from settings import PROJECT, SettingsError
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "[secret]"
+
+
+def mask(value: Any) -> Any:
+    """Replaces every secret (as the engine marks them) by a placeholder, recursively."""
+    if rpc.is_rpc_secret(value):
+        return SECRET
+    if isinstance(value, Mapping):
+        return {k: mask(v) for k, v in value.items() if not str(k).startswith("__")}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [mask(v) for v in value]
+    # The engine's wire format (protobuf Struct) has only doubles; Kubernetes wants integers.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def stack_config(stack: str, overrides: Sequence[str]) -> dict[str, str]:
+    """The stack file's config as Pulumi hands it to a program: every value a string."""
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        stacks = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
+        raise SystemExit(f"plan: no stack file {path.name}; stacks: {', '.join(stacks)}")
+    raw: dict[str, Any] = (yaml.safe_load(path.read_text()) or {}).get("config", {})
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"plan: --set takes key=value, got {item!r}")
+        raw[key if ":" in key else f"{PROJECT}:{key}"] = yaml.safe_load(value)
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+
+
+def parent_types(monitor: MockMonitor) -> dict[tuple[str, str], str | None]:
+    """(type, name) -> the parent's type token, read from the URNs' type chains."""
+    parents: dict[tuple[str, str], str | None] = {}
+    for urn in monitor.resources:
+        *_, chain, name = urn.split("::")
+        types = chain.split("$")
+        parent = types[-2] if len(types) > 1 else None
+        parents[(types[-1], name)] = None if parent == "pulumi:pulumi:Stack" else parent
+    return parents
+
+
+def kubernetes_manifest(resource: Mapping[str, Any]) -> dict[str, Any] | None:
+    token: str = resource["type"]
+    if not token.startswith("kubernetes:"):
+        return None
+    inputs = dict(resource["inputs"])
+    # apiVersion first, as kubectl prints objects; the rest as the SDK serialised it.
+    return {"apiVersion": inputs.pop("apiVersion"), "kind": inputs.pop("kind"), **inputs}
+
+
+def run(stack: str, config: dict[str, str]) -> list[dict[str, Any]]:
+    mocks = RecordingMocks(project=config.get("gcp:project", "mock-project"))
+    monitor = MockMonitor(mocks)
+    pulumi.runtime.set_all_config(config)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    try:
+        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+    except SettingsError as error:
+        print(f"plan: stack {stack}: {error}", file=sys.stderr)
+        print(f"plan: {len(mocks.registrations)} resources were registered before the error.", file=sys.stderr)
+        raise SystemExit(2) from error
+    parents = parent_types(monitor)
+    return [
+        {"type": r.type, "name": r.name, "parent": parents.get((r.type, r.name)), "inputs": mask(r.inputs)}
+        for r in mocks.registrations
+    ]
+
+
+def write(out: Path, resources: list[dict[str, Any]]) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    manifests = out / "kubernetes"
+    manifests.mkdir(parents=True)
+    (out / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True) + "\n")
+    for resource in resources:
+        manifest = kubernetes_manifest(resource)
+        if manifest is None:
+            continue
+        meta = manifest.get("metadata", {})
+        stem = "-".join(p for p in (manifest["kind"], meta.get("namespace"), meta.get("name", resource["name"])) if p)
+        (manifests / f"{stem.lower()}.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m plan", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "plan", help="plan directory (default build/plan)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    args = parser.parse_args(argv)
+    resources = run(args.stack, stack_config(args.stack, args.set))
+    out = args.out / args.stack
+    write(out, resources)
+    kinds = sum(1 for r in resources if kubernetes_manifest(r) is not None)
+    print(f"plan: stack {args.stack}: {len(resources)} resources, {kinds} Kubernetes objects -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,414 @@
+"""Typed, validated stack settings: the only module that reads Pulumi config.
+
+The defaults, types and descriptions live in Pulumi.yaml's ``config:`` block; this module
+reads that block too, because Pulumi does not apply project defaults under mocks (the
+unit tests and ``make plan``). Every invalid value is reported before any resource is
+registered, all problems at once, each naming the key, the value given and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+PROJECT = "ha-celery"
+PROJECT_FILE = Path(__file__).with_name("Pulumi.yaml")
+
+REGION_RE = re.compile(r"^[a-z]+(?:-[a-z]+)+[0-9]+$")
+ZONE_RE = re.compile(r"^(?P<region>[a-z]+(?:-[a-z]+)+[0-9]+)-[a-z]$")
+MACHINE_TYPE_RE = re.compile(r"^(?P<family>[a-z][a-z0-9]*)-[a-z0-9-]+$")
+K8S_MINOR_RE = re.compile(r"^1\.(?P<minor>[0-9]{2})$")
+# A full version tag: floating tags (4.3, latest) would change the broker on a reschedule.
+RABBITMQ_IMAGE_RE = re.compile(
+    r"^(?:[a-z0-9.-]+(?::[0-9]+)?/)?(?:[a-z0-9._-]+/)*rabbitmq:4\.3\.[0-9]+(?:-management)?(?:-alpine)?$"
+)
+GCP_PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+
+# Machine families that attach Hyperdisk only (Compute Engine "disk types" per family).
+HYPERDISK_ONLY_FAMILIES = frozenset({"n4", "c4", "c4a", "c4d", "x4", "a4", "a4x", "m4", "h4d"})
+# Families that cannot attach Hyperdisk Balanced at all.
+PD_ONLY_FAMILIES = frozenset({"e2", "n1", "f1", "g1", "t2a"})
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class SettingsError(ValueError):
+    """One or more stack settings are invalid; the message lists every problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid stack settings:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    PROD = "prod"
+
+
+class ReleaseChannel(StrEnum):
+    RAPID = "RAPID"
+    REGULAR = "REGULAR"
+    STABLE = "STABLE"
+
+
+class DiskType(StrEnum):
+    """Compute Engine disk types, as GKE and the PD CSI driver name them."""
+
+    PD_STANDARD = "pd-standard"
+    PD_BALANCED = "pd-balanced"
+    PD_SSD = "pd-ssd"
+    HYPERDISK_BALANCED = "hyperdisk-balanced"
+
+    @property
+    def is_hyperdisk(self) -> bool:
+        return self.value.startswith("hyperdisk")
+
+
+class BrokerStorage(StrEnum):
+    """The RabbitMQ disk kinds users choose from, each one Compute Engine disk type."""
+
+    SSD = "ssd"
+    BALANCED = "balanced"
+    STANDARD = "standard"
+    HYPERDISK = "hyperdisk"
+
+    @property
+    def disk_type(self) -> DiskType:
+        return {
+            BrokerStorage.SSD: DiskType.PD_SSD,
+            BrokerStorage.BALANCED: DiskType.PD_BALANCED,
+            BrokerStorage.STANDARD: DiskType.PD_STANDARD,
+            BrokerStorage.HYPERDISK: DiskType.HYPERDISK_BALANCED,
+        }[self]
+
+
+class Autoscaling(StrEnum):
+    NONE = "none"
+    HPA = "hpa"
+    KEDA = "keda"
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    project: str
+    """GCP project id (``gcp:project``)."""
+    region: str
+    """Region of the cluster and the registry, derived from ``location``."""
+    location: str
+    """A zone (zonal cluster) or a region (regional cluster)."""
+    node_zones: tuple[str, ...]
+    """Zones that carry nodes: the zone itself for a zonal cluster."""
+    node_count: int
+    """Nodes in the whole cluster; GKE's node_count is per zone, see ``nodes_per_zone``."""
+    machine_type: str
+    spot_nodes: bool
+    node_disk_type: DiskType
+    node_disk_size_gb: int
+    release_channel: ReleaseChannel
+    kubernetes_version: str
+    """major.minor: the control-plane floor and the schema version of the offline plan."""
+    deletion_protection: bool
+
+    @property
+    def regional(self) -> bool:
+        return self.location == self.region
+
+    @property
+    def nodes_per_zone(self) -> int:
+        return self.node_count // len(self.node_zones)
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    location: str
+    """Artifact Registry region: the cluster's, so pulls stay in-region and free."""
+    mirror_rabbitmq_image: bool
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    replicas: int
+    storage: BrokerStorage
+    storage_gi: int
+    image: str
+    cpu_millis: int
+    memory_mib: int
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    replicas: int
+    concurrency: int
+    cpu_millis: int
+    memory_mib: int
+    scheduler_enabled: bool
+    scheduler_tasks: int
+    autoscaling: Autoscaling
+    autoscaling_max_replicas: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    stack: str
+    environment: Environment
+    cluster: ClusterSettings
+    registry: RegistrySettings
+    broker: BrokerSettings
+    workers: WorkerSettings
+
+    @property
+    def production(self) -> bool:
+        return self.environment is Environment.PROD
+
+
+@cache
+def schema() -> Mapping[str, Mapping[str, Any]]:
+    """The ``config:`` block of Pulumi.yaml: key -> {type, default?, description}."""
+    data = yaml.safe_load(PROJECT_FILE.read_text())
+    config: dict[str, dict[str, Any]] = data["config"]
+    return config
+
+
+class _Reader:
+    """Reads raw config values, applying Pulumi.yaml defaults and collecting problems."""
+
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self.raw = raw
+        self.problems: list[str] = []
+
+    def fail(self, key: str, value: object, allowed: str) -> None:
+        # One problem per key: a follow-on check on a value already rejected only adds noise.
+        if any(p.startswith(f"{key}: ") for p in self.problems):
+            return
+        self.problems.append(f"{key}: got {value!r}; allowed: {allowed}")
+
+    def _value(self, key: str) -> Any:
+        spec = schema()[key]
+        if key.rsplit(":", maxsplit=1)[-1] in self.raw or f"{PROJECT}:{key}" in self.raw:
+            text = self.raw.get(f"{PROJECT}:{key}", self.raw.get(key))
+            if spec["type"] == "string":
+                return text
+            try:
+                return json.loads(str(text))
+            except json.JSONDecodeError:
+                return text
+        if "default" not in spec:
+            return None
+        return spec["default"]
+
+    def string(self, key: str, allowed: str = "a non-empty string") -> str:
+        value = self._value(key)
+        if not isinstance(value, str) or not value:
+            self.fail(f"{PROJECT}:{key}", value, f"{allowed} (it is required)")
+            return ""
+        return value
+
+    def choice(self, key: str, enum: type[E]) -> E | None:
+        value = self._value(key)
+        try:
+            return enum(value)
+        except ValueError:
+            self.fail(f"{PROJECT}:{key}", value, " | ".join(e.value for e in enum))
+            return None
+
+    def integer(self, key: str, minimum: int = 1) -> int:
+        value = self._value(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(f"{PROJECT}:{key}", value, f"a whole number >= {minimum}")
+            return minimum
+        return value
+
+    def boolean(self, key: str) -> bool:
+        value = self._value(key)
+        if not isinstance(value, bool):
+            self.fail(f"{PROJECT}:{key}", value, "true | false")
+            return False
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self._value(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(f"{PROJECT}:{key}", value, "a list of strings")
+            return ()
+        return tuple(value)
+
+
+def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None) -> Settings:
+    """Validates raw stack config (keys with or without the ``ha-celery:`` prefix).
+
+    Raises SettingsError listing every invalid value, so users fix them in one go.
+    """
+    r = _Reader(raw)
+    environment = r.choice("environment", Environment) or Environment.DEV
+    prod = environment is Environment.PROD
+
+    if not gcp_project or not GCP_PROJECT_RE.match(gcp_project):
+        r.fail(
+            "gcp:project",
+            gcp_project,
+            "a GCP project id (6-30 lowercase letters, digits, hyphens); "
+            "set it with `pulumi config set gcp:project <id>`",
+        )
+    project = gcp_project or ""
+
+    location = r.string("location", "a region (us-east1) or a zone (us-east1-c)")
+    zones = r.strings("nodeZones")
+    region = location
+    if zone_match := ZONE_RE.match(location):
+        region = zone_match["region"]
+        if zones and zones != (location,):
+            r.fail(f"{PROJECT}:nodeZones", list(zones), f"empty (or [{location}]) for the zonal location {location}")
+        zones = (location,)
+    elif REGION_RE.match(location):
+        if not zones:
+            r.fail(
+                f"{PROJECT}:nodeZones",
+                [],
+                f"one or more zones of region {location}, e.g. [{location}-b, {location}-c, {location}-d]",
+            )
+        for zone in zones:
+            m = ZONE_RE.match(zone)
+            if not m or m["region"] != location:
+                r.fail(f"{PROJECT}:nodeZones", zone, f"a zone of region {location} ({location}-<letter>)")
+        if len(set(zones)) != len(zones):
+            r.fail(f"{PROJECT}:nodeZones", list(zones), "distinct zones")
+    elif location:
+        r.fail(f"{PROJECT}:location", location, "a region like us-east1 or a zone like us-east1-c")
+
+    node_count = r.integer("nodeCount")
+    if zones and node_count % len(zones):
+        r.fail(
+            f"{PROJECT}:nodeCount",
+            node_count,
+            f"a multiple of the {len(zones)} zones in {list(zones)} (GKE puts the same number of nodes in each zone)",
+        )
+
+    machine_type = r.string("machineType", "a machine type like e2-standard-2")
+    family = ""
+    if machine_type:
+        if m := MACHINE_TYPE_RE.match(machine_type):
+            family = m["family"]
+        else:
+            r.fail(f"{PROJECT}:machineType", machine_type, "a machine type like e2-standard-2 or n2-standard-4")
+
+    def check_disk(key: str, shown: str, disk: DiskType) -> None:
+        if family in HYPERDISK_ONLY_FAMILIES and not disk.is_hyperdisk:
+            r.fail(
+                f"{PROJECT}:{key}",
+                shown,
+                f"hyperdisk kinds only: {family.upper()} machines ({machine_type}) attach Hyperdisk, not {disk}",
+            )
+        if family in PD_ONLY_FAMILIES and disk.is_hyperdisk:
+            r.fail(
+                f"{PROJECT}:{key}",
+                shown,
+                f"persistent-disk kinds only: {family.upper()} machines ({machine_type}) cannot attach {disk}",
+            )
+
+    node_disk = r.choice("nodeDiskType", DiskType)
+    if node_disk:
+        check_disk("nodeDiskType", node_disk.value, node_disk)
+    spot = r.boolean("spotNodes")
+    if prod and spot:
+        r.fail(
+            f"{PROJECT}:spotNodes",
+            True,
+            "false in prod (spot VMs can all be reclaimed at once, taking the broker quorum with them)",
+        )
+
+    version = r.string("kubernetesVersion", "major.minor, e.g. 1.35")
+    if version and not K8S_MINOR_RE.match(version):
+        r.fail(f"{PROJECT}:kubernetesVersion", version, "major.minor, e.g. 1.35")
+
+    replicas = r.integer("brokerReplicas")
+    if prod and (replicas < 3 or replicas % 2 == 0):
+        r.fail(
+            f"{PROJECT}:brokerReplicas",
+            replicas,
+            "an odd number >= 3 in prod (quorum queues need a majority to survive a node loss)",
+        )
+    storage = r.choice("brokerStorage", BrokerStorage)
+    if storage:
+        check_disk("brokerStorage", storage.value, storage.disk_type)
+    image = r.string("brokerImage", "rabbitmq:4.3.<patch>[-management]")
+    if image and not RABBITMQ_IMAGE_RE.match(image):
+        r.fail(
+            f"{PROJECT}:brokerImage",
+            image,
+            "a RabbitMQ 4.3 image pinned to a full version, e.g. rabbitmq:4.3.5-management",
+        )
+
+    autoscaling = r.choice("autoscaling", Autoscaling) or Autoscaling.NONE
+    worker_replicas = r.integer("workerReplicas")
+    if prod and worker_replicas < 2:
+        r.fail(
+            f"{PROJECT}:workerReplicas", worker_replicas, ">= 2 in prod (one worker is one machine away from a stop)"
+        )
+    max_replicas = r.integer("autoscalingMaxReplicas")
+    if autoscaling is not Autoscaling.NONE and max_replicas < worker_replicas:
+        r.fail(f"{PROJECT}:autoscalingMaxReplicas", max_replicas, f">= workerReplicas ({worker_replicas})")
+
+    cluster = ClusterSettings(
+        project=project,
+        region=region,
+        location=location,
+        node_zones=zones,
+        node_count=node_count,
+        machine_type=machine_type,
+        spot_nodes=spot,
+        node_disk_type=node_disk or DiskType.PD_BALANCED,
+        node_disk_size_gb=r.integer("nodeDiskSizeGb", minimum=10),
+        release_channel=r.choice("releaseChannel", ReleaseChannel) or ReleaseChannel.REGULAR,
+        kubernetes_version=version,
+        deletion_protection=r.boolean("deletionProtection"),
+    )
+    registry = RegistrySettings(location=region, mirror_rabbitmq_image=r.boolean("mirrorRabbitmqImage"))
+    broker = BrokerSettings(
+        replicas=replicas,
+        storage=storage or BrokerStorage.STANDARD,
+        storage_gi=r.integer("brokerStorageGi"),
+        image=image,
+        cpu_millis=r.integer("brokerCpuMillis", minimum=100),
+        memory_mib=r.integer("brokerMemoryMiB", minimum=512),
+    )
+    workers = WorkerSettings(
+        replicas=worker_replicas,
+        concurrency=r.integer("workerConcurrency"),
+        cpu_millis=r.integer("workerCpuMillis", minimum=50),
+        memory_mib=r.integer("workerMemoryMiB", minimum=128),
+        scheduler_enabled=r.boolean("schedulerEnabled"),
+        scheduler_tasks=r.integer("schedulerTasks"),
+        autoscaling=autoscaling,
+        autoscaling_max_replicas=max_replicas,
+    )
+    unknown = sorted(k for k in raw if k.removeprefix(f"{PROJECT}:") not in schema())
+    for key in unknown:
+        r.fail(
+            key if ":" in key else f"{PROJECT}:{key}",
+            raw[key],
+            "one of the keys in Pulumi.yaml: " + ", ".join(schema()),
+        )
+    if r.problems:
+        raise SettingsError(r.problems)
+    return Settings(
+        stack=stack, environment=environment, cluster=cluster, registry=registry, broker=broker, workers=workers
+    )
+
+
+def load() -> Settings:
+    """Reads the current stack's config through Pulumi (the only pulumi.Config call)."""
+    import pulumi
+
+    config = pulumi.Config(PROJECT)
+    raw = {key: value for key in schema() if (value := config.get(key)) is not None}
+    return parse(pulumi.get_stack(), raw, pulumi.Config("gcp").get("project"))

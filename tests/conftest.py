@@ -1,0 +1,76 @@
+"""Shared fixtures: the offline plan of every stack, built once per session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+STACKS = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
+
+
+@dataclass(frozen=True)
+class Plan:
+    stack: str
+    directory: Path
+    resources: list[dict[str, Any]]
+
+    def of_type(self, token: str) -> list[dict[str, Any]]:
+        return [r for r in self.resources if r["type"] == token]
+
+    def one(self, token: str) -> dict[str, Any]:
+        found = self.of_type(token)
+        assert len(found) == 1, f"{self.stack}: expected one {token}, found {[r['name'] for r in found]}"
+        return found[0]
+
+    def manifests(self) -> list[Path]:
+        return sorted((self.directory / "kubernetes").glob("*.yaml"))
+
+    def objects(self, kind: str) -> list[dict[str, Any]]:
+        docs = [yaml.safe_load(p.read_text()) for p in self.manifests()]
+        return [d for d in docs if d["kind"] == kind]
+
+    def object(self, kind: str) -> dict[str, Any]:
+        found = self.objects(kind)
+        assert len(found) == 1, f"{self.stack}: expected one {kind}, found {[o['metadata']['name'] for o in found]}"
+        return found[0]
+
+
+def run_plan(stack: str, out: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, "-m", "plan", "--stack", stack, "--out", str(out)]
+    for item in overrides:
+        args += ["--set", item]
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture(scope="session")
+def plan_runner(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., subprocess.CompletedProcess[str]]:
+    def runner(stack: str, *overrides: str) -> subprocess.CompletedProcess[str]:
+        return run_plan(stack, tmp_path_factory.mktemp(f"plan-{stack}"), *overrides)
+
+    return runner
+
+
+@pytest.fixture(scope="session")
+def plans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Plan]]:
+    out = tmp_path_factory.mktemp("plans")
+    result: dict[str, Plan] = {}
+    for stack in STACKS:
+        done = run_plan(stack, out)
+        assert done.returncode == 0, f"plan of {stack} failed:\n{done.stderr}"
+        directory = out / stack
+        result[stack] = Plan(stack, directory, json.loads((directory / "resources.json").read_text()))
+    yield result
+
+
+@pytest.fixture(params=STACKS)
+def plan(request: pytest.FixtureRequest, plans: dict[str, Plan]) -> Plan:
+    return plans[request.param]
