@@ -49,7 +49,9 @@ def render_kubeconfig(name: str, endpoint: str, ca_certificate: str) -> str:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": name, "cluster": {"server": f"https://{endpoint}", "certificate-authority-data": ca_certificate}}],
+        "clusters": [
+            {"name": name, "cluster": {"server": f"https://{endpoint}", "certificate-authority-data": ca_certificate}}
+        ],
         "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
         "current-context": name,
         "users": [
@@ -99,7 +101,9 @@ class GkeCluster(pulumi.ComponentResource):
         # The minimum roles GKE documents for a node service account, plus image pulls.
         roles = ["roles/container.defaultNodeServiceAccount", "roles/artifactregistry.reader"]
         grants = [
-            gcp.projects.IAMMember(f"{name}-nodes-{role.split('/')[1]}", project=args.project, role=role, member=member, opts=child)
+            gcp.projects.IAMMember(
+                f"{name}-nodes-{role.split('/')[1]}", project=args.project, role=role, member=member, opts=child
+            )
             for role in roles
         ]
 
@@ -118,7 +122,9 @@ class GkeCluster(pulumi.ComponentResource):
             ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(),
             # Dataplane V2 enforces the NetworkPolicies the broker component creates.
             datapath_provider="ADVANCED_DATAPATH",
-            workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(workload_pool=f"{args.project}.svc.id.goog"),
+            workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
+                workload_pool=f"{args.project}.svc.id.goog"
+            ),
             enable_shielded_nodes=True,
             resource_labels=args.labels,
             opts=child,
@@ -134,7 +140,9 @@ class GkeCluster(pulumi.ComponentResource):
             management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
             # One extra node during upgrades and none taken away first: the broker's PDB
             # (maxUnavailable 1) then always has somewhere to reschedule.
-            upgrade_settings=gcp.container.NodePoolUpgradeSettingsArgs(strategy="SURGE", max_surge=1, max_unavailable=0),
+            upgrade_settings=gcp.container.NodePoolUpgradeSettingsArgs(
+                strategy="SURGE", max_surge=1, max_unavailable=0
+            ),
             node_config=gcp.container.NodePoolNodeConfigArgs(
                 machine_type=args.machine_type,
                 spot=args.spot,
@@ -143,7 +151,9 @@ class GkeCluster(pulumi.ComponentResource):
                 service_account=node_sa.email,
                 # Access is governed by IAM roles, not legacy scopes (Google's recommendation).
                 oauth_scopes=["https://www.googleapis.com/auth/cloud-platform"],
-                workload_metadata_config=gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(mode="GKE_METADATA"),
+                workload_metadata_config=gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(
+                    mode="GKE_METADATA"
+                ),
                 shielded_instance_config=gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
                     enable_secure_boot=True, enable_integrity_monitoring=True
                 ),
@@ -156,7 +166,9 @@ class GkeCluster(pulumi.ComponentResource):
         self.name = self.cluster.name
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(self.cluster.name, self.cluster.endpoint, self.cluster.master_auth).apply(
-                lambda a: render_kubeconfig(f"gke_{args.project}_{args.location}_{a[0]}", a[1], a[2]["cluster_ca_certificate"])
+                lambda a: render_kubeconfig(
+                    f"gke_{args.project}_{args.location}_{a[0]}", a[1], a[2]["cluster_ca_certificate"]
+                )
             )
         )
         self.provider = k8s.Provider(

@@ -73,7 +73,9 @@ class Registry(pulumi.ComponentResource):
                 gcp.artifactregistry.RepositoryCleanupPolicyArgs(
                     id="keep-recent",
                     action="KEEP",
-                    most_recent_versions=gcp.artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(keep_count=10),
+                    most_recent_versions=gcp.artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(
+                        keep_count=10
+                    ),
                 ),
                 gcp.artifactregistry.RepositoryCleanupPolicyArgs(
                     id="delete-old",

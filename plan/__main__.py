@@ -8,6 +8,7 @@ it would be sent to the API server). Exits 2 with the settings error on bad conf
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import runpy
 import shutil
@@ -24,6 +25,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from plan.mocks import RecordingMocks
+import settings
 from settings import PROJECT, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,13 +81,17 @@ def kubernetes_manifest(resource: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"apiVersion": inputs.pop("apiVersion"), "kind": inputs.pop("kind"), **inputs}
 
 
+def run_program() -> None:
+    runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+
+
 def run(stack: str, config: dict[str, str]) -> list[dict[str, Any]]:
     mocks = RecordingMocks(project=config.get("gcp:project", "mock-project"))
     monitor = MockMonitor(mocks)
     pulumi.runtime.set_all_config(config)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     try:
-        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+        _sync_await(run_pulumi_func(run_program))
     except SettingsError as error:
         print(f"plan: stack {stack}: {error}", file=sys.stderr)
         print(f"plan: {len(mocks.registrations)} resources were registered before the error.", file=sys.stderr)
@@ -97,11 +103,13 @@ def run(stack: str, config: dict[str, str]) -> list[dict[str, Any]]:
     ]
 
 
-def write(out: Path, resources: list[dict[str, Any]]) -> None:
+def write(out: Path, resources: list[dict[str, Any]], effective: settings.Settings) -> None:
     if out.exists():
         shutil.rmtree(out)
     manifests = out / "kubernetes"
     manifests.mkdir(parents=True)
+    # The settings after defaults: what the stack really asks for, for review beside the resources.
+    (out / "settings.json").write_text(json.dumps(dataclasses.asdict(effective), indent=2) + "\n")
     (out / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True) + "\n")
     for resource in resources:
         manifest = kubernetes_manifest(resource)
@@ -118,9 +126,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "plan", help="plan directory (default build/plan)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     args = parser.parse_args(argv)
-    resources = run(args.stack, stack_config(args.stack, args.set))
+    config = stack_config(args.stack, args.set)
+    resources = run(args.stack, config)
+    # Strict re-parse of the stack file itself: a misspelt key is an error, not a silent default.
+    ours = {k: v for k, v in config.items() if k.startswith(f"{PROJECT}:")}
+    try:
+        effective = settings.parse(args.stack, ours, config.get("gcp:project"))
+    except SettingsError as error:
+        print(f"plan: stack {args.stack}: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
     out = args.out / args.stack
-    write(out, resources)
+    write(out, resources, effective)
     kinds = sum(1 for r in resources if kubernetes_manifest(r) is not None)
     print(f"plan: stack {args.stack}: {len(resources)} resources, {kinds} Kubernetes objects -> {out}")
 

@@ -34,7 +34,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
     registrations: list[Registration] = field(default_factory=list)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        self.registrations.append(Registration(args.typ, args.name, dict(args.inputs), args.custom))
+        self.registrations.append(Registration(args.typ, args.name, dict(args.inputs), bool(args.custom)))
         state = dict(args.inputs)
         token, name = args.typ, args.name
         if token == "gcp:container/cluster:Cluster":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ def plan_runner(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., subpr
 
 
 @pytest.fixture(scope="session")
-def plans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Plan]]:
+def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Plan]:
     out = tmp_path_factory.mktemp("plans")
     result: dict[str, Plan] = {}
     for stack in STACKS:
@@ -68,7 +68,7 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Plan]]
         assert done.returncode == 0, f"plan of {stack} failed:\n{done.stderr}"
         directory = out / stack
         result[stack] = Plan(stack, directory, json.loads((directory / "resources.json").read_text()))
-    yield result
+    return result
 
 
 @pytest.fixture(params=STACKS)

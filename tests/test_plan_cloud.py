@@ -81,7 +81,8 @@ def test_kubeconfig_uses_the_auth_plugin() -> None:
     config = yaml.safe_load(render_kubeconfig("c", "203.0.113.10", "Y2E="))
     user = config["users"][0]["user"]
     assert user["exec"]["command"] == AUTH_PLUGIN
-    assert "token" not in user and "client-key-data" not in user
+    assert "token" not in user
+    assert "client-key-data" not in user
     assert config["clusters"][0]["cluster"]["server"] == "https://203.0.113.10"
 
 

@@ -62,20 +62,41 @@ def test_storage_kinds_map_to_disk_types() -> None:
 
 BAD: list[tuple[str, dict[str, str], dict[str, Any], str, str]] = [
     # id, base, overrides, key named, words of the allowed values
-    ("unknown-storage", DEV, {"brokerStorage": "nvme"}, "ha-celery:brokerStorage", "ssd | balanced | standard | hyperdisk"),
+    (
+        "unknown-storage",
+        DEV,
+        {"brokerStorage": "nvme"},
+        "ha-celery:brokerStorage",
+        "ssd | balanced | standard | hyperdisk",
+    ),
     ("even-replicas-prod", PROD, {"brokerReplicas": 4}, "ha-celery:brokerReplicas", "odd number >= 3"),
     ("one-replica-prod", PROD, {"brokerReplicas": 1}, "ha-celery:brokerReplicas", "odd number >= 3"),
     ("zero-nodes", DEV, {"nodeCount": 0}, "ha-celery:nodeCount", ">= 1"),
     ("negative-nodes", DEV, {"nodeCount": -3}, "ha-celery:nodeCount", ">= 1"),
     ("nodes-not-fitting-zones", PROD, {"nodeCount": 4}, "ha-celery:nodeCount", "multiple of the 3 zones"),
-    ("n4-with-pd-disk", DEV, {"machineType": "n4-standard-4", "nodeDiskType": "pd-balanced"}, "ha-celery:nodeDiskType",
-     "Hyperdisk"),
-    ("c4-with-pd-ssd-broker", DEV, {"machineType": "c4-standard-4", "nodeDiskType": "hyperdisk-balanced",
-                                     "brokerStorage": "ssd"}, "ha-celery:brokerStorage", "Hyperdisk"),
+    (
+        "n4-with-pd-disk",
+        DEV,
+        {"machineType": "n4-standard-4", "nodeDiskType": "pd-balanced"},
+        "ha-celery:nodeDiskType",
+        "Hyperdisk",
+    ),
+    (
+        "c4-with-pd-ssd-broker",
+        DEV,
+        {"machineType": "c4-standard-4", "nodeDiskType": "hyperdisk-balanced", "brokerStorage": "ssd"},
+        "ha-celery:brokerStorage",
+        "Hyperdisk",
+    ),
     ("e2-with-hyperdisk", DEV, {"nodeDiskType": "hyperdisk-balanced"}, "ha-celery:nodeDiskType", "cannot attach"),
     ("malformed-location", DEV, {"location": "US_EAST"}, "ha-celery:location", "a region like us-east1"),
-    ("zone-of-other-region", PROD, {"nodeZones": ["us-west1-a", "us-east1-c", "us-east1-d"]}, "ha-celery:nodeZones",
-     "a zone of region us-east1"),
+    (
+        "zone-of-other-region",
+        PROD,
+        {"nodeZones": ["us-west1-a", "us-east1-c", "us-east1-d"]},
+        "ha-celery:nodeZones",
+        "a zone of region us-east1",
+    ),
     ("regional-without-zones", PROD, {"nodeZones": []}, "ha-celery:nodeZones", "one or more zones"),
     ("zero-storage", DEV, {"brokerStorageGi": 0}, "ha-celery:brokerStorageGi", ">= 1"),
     ("tiny-memory", DEV, {"brokerMemoryMiB": 64}, "ha-celery:brokerMemoryMiB", ">= 512"),
@@ -92,7 +113,9 @@ BAD: list[tuple[str, dict[str, str], dict[str, Any], str, str]] = [
 
 
 @pytest.mark.parametrize(("base", "overrides", "key", "allowed"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_value_names_key_value_and_allowed(base: dict[str, str], overrides: dict[str, Any], key: str, allowed: str) -> None:
+def test_bad_value_names_key_value_and_allowed(
+    base: dict[str, str], overrides: dict[str, Any], key: str, allowed: str
+) -> None:
     with pytest.raises(SettingsError) as error:
         parse(base, **overrides)
     message = str(error.value)
