@@ -1,9 +1,12 @@
 """ha-celery: settings -> components -> exports. The only place that reads stack config."""
 
 import pulumi
+import pulumi_kubernetes as k8s
 
 import settings
+from broker.config import DEFAULT_CONSUMER_TIMEOUT_MS
 from components.gke import GkeCluster, GkeClusterArgs
+from components.rabbitmq import RabbitMQCluster, RabbitMQClusterArgs
 from components.registry import Registry, RegistryArgs
 
 config = settings.load()
@@ -39,9 +42,35 @@ registry = Registry(
     ),
 )
 
+k8s_opts = pulumi.ResourceOptions(provider=gke.provider)
+# Fixed name: the broker's node names and the workers' broker hostnames contain it.
+namespace = k8s.core.v1.Namespace(
+    "ha-celery", metadata={"name": "ha-celery", "labels": {"app.kubernetes.io/part-of": "ha-celery"}}, opts=k8s_opts
+)
+
+broker = RabbitMQCluster(
+    "rabbitmq",
+    RabbitMQClusterArgs(
+        namespace=namespace.metadata["name"],
+        replicas=config.broker.replicas,
+        disk_type=config.broker.storage.disk_type.value,
+        storage_gi=config.broker.storage_gi,
+        image=registry.broker_image if registry.broker_image is not None else config.broker.image,
+        cpu_millis=config.broker.cpu_millis,
+        memory_mib=config.broker.memory_mib,
+        production=config.production,
+        consumer_timeout_ms=DEFAULT_CONSUMER_TIMEOUT_MS,
+        cluster_name=f"ha-celery-{config.stack}",
+    ),
+    opts=k8s_opts,
+)
+
 pulumi.export("cluster_name", gke.name)
 pulumi.export("kubeconfig", gke.kubeconfig)
 pulumi.export("registry_url", registry.url)
 pulumi.export("worker_image", registry.worker_image)
 if registry.broker_image is not None:
     pulumi.export("broker_image", registry.broker_image)
+pulumi.export("broker_hosts", broker.hosts)
+pulumi.export("broker_service", broker.service_name)
+pulumi.export("broker_credentials_secret", broker.credentials_secret)

@@ -24,8 +24,8 @@ from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from plan.mocks import RecordingMocks
 import settings
+from plan.mocks import RecordingMocks
 from settings import PROJECT, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,8 @@ SECRET = "[secret]"
 def mask(value: Any) -> Any:
     """Replaces every secret (as the engine marks them) by a placeholder, recursively."""
     if rpc.is_rpc_secret(value):
-        return SECRET
+        # Keep the shape (a Secret's keys are no secret), mask every leaf.
+        return mask_leaves(rpc.unwrap_rpc_secret(value))
     if isinstance(value, Mapping):
         return {k: mask(v) for k, v in value.items() if not str(k).startswith("__")}
     if isinstance(value, Sequence) and not isinstance(value, str):
@@ -44,6 +45,26 @@ def mask(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def mask_leaves(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: mask_leaves(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [mask_leaves(v) for v in value]
+    return SECRET
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (rendered config files) as literal blocks, readable in review."""
+
+
+def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_BlockDumper.add_representer(str, _str_presenter)
 
 
 def stack_config(stack: str, overrides: Sequence[str]) -> dict[str, str]:
@@ -77,7 +98,6 @@ def kubernetes_manifest(resource: Mapping[str, Any]) -> dict[str, Any] | None:
     if not token.startswith("kubernetes:"):
         return None
     inputs = dict(resource["inputs"])
-    # apiVersion first, as kubectl prints objects; the rest as the SDK serialised it.
     return {"apiVersion": inputs.pop("apiVersion"), "kind": inputs.pop("kind"), **inputs}
 
 
@@ -97,10 +117,14 @@ def run(stack: str, config: dict[str, str]) -> list[dict[str, Any]]:
         print(f"plan: {len(mocks.registrations)} resources were registered before the error.", file=sys.stderr)
         raise SystemExit(2) from error
     parents = parent_types(monitor)
-    return [
-        {"type": r.type, "name": r.name, "parent": parents.get((r.type, r.name)), "inputs": mask(r.inputs)}
-        for r in mocks.registrations
-    ]
+    # Sorted: registration order depends on output resolution, and a plan must diff cleanly.
+    return sorted(
+        (
+            {"type": r.type, "name": r.name, "parent": parents.get((r.type, r.name)), "inputs": mask(r.inputs)}
+            for r in mocks.registrations
+        ),
+        key=lambda r: (r["type"], r["name"]),
+    )
 
 
 def write(out: Path, resources: list[dict[str, Any]], effective: settings.Settings) -> None:
@@ -117,7 +141,7 @@ def write(out: Path, resources: list[dict[str, Any]], effective: settings.Settin
             continue
         meta = manifest.get("metadata", {})
         stem = "-".join(p for p in (manifest["kind"], meta.get("namespace"), meta.get("name", resource["name"])) if p)
-        (manifests / f"{stem.lower()}.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+        (manifests / f"{stem.lower()}.yaml").write_text(yaml.dump(manifest, Dumper=_BlockDumper, sort_keys=True))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
