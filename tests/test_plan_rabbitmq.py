@@ -19,8 +19,9 @@ def pod(plan: Plan) -> dict[str, Any]:
 
 
 def broker_container(plan: Plan) -> dict[str, Any]:
-    [container] = [c for c in pod(plan)["containers"] if c["name"] == "rabbitmq"]
-    return container
+    found: list[dict[str, Any]] = [c for c in pod(plan)["containers"] if c["name"] == "rabbitmq"]
+    assert len(found) == 1
+    return found[0]
 
 
 def env(container: dict[str, Any]) -> dict[str, Any]:
