@@ -4,10 +4,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 import settings
-from broker.config import DEFAULT_CONSUMER_TIMEOUT_MS
+from app import timing
 from components.gke import GkeCluster, GkeClusterArgs
-from components.rabbitmq import RabbitMQCluster, RabbitMQClusterArgs
+from components.rabbitmq import AMQP_PORT, RabbitMQCluster, RabbitMQClusterArgs
 from components.registry import Registry, RegistryArgs
+from components.workers import CeleryWorkers, CeleryWorkersArgs
 
 config = settings.load()
 labels = {"app": "ha-celery", "stack": config.stack, "environment": config.environment.value}
@@ -59,8 +60,29 @@ broker = RabbitMQCluster(
         cpu_millis=config.broker.cpu_millis,
         memory_mib=config.broker.memory_mib,
         production=config.production,
-        consumer_timeout_ms=DEFAULT_CONSUMER_TIMEOUT_MS,
+        consumer_timeout_ms=timing.CONSUMER_TIMEOUT_MS,
         cluster_name=f"ha-celery-{config.stack}",
+    ),
+    opts=k8s_opts,
+)
+
+workers = CeleryWorkers(
+    "celery",
+    CeleryWorkersArgs(
+        namespace=namespace.metadata["name"],
+        image=registry.worker_image,
+        broker_hosts=broker.hosts,
+        broker_port=AMQP_PORT,
+        credentials_secret=broker.credentials_secret,
+        management_url=broker.management_url,
+        replicas=config.workers.replicas,
+        concurrency=config.workers.concurrency,
+        cpu_millis=config.workers.cpu_millis,
+        memory_mib=config.workers.memory_mib,
+        scheduler_enabled=config.workers.scheduler_enabled,
+        scheduler_tasks=config.workers.scheduler_tasks,
+        autoscaling=config.workers.autoscaling.value,
+        autoscaling_max_replicas=config.workers.autoscaling_max_replicas,
     ),
     opts=k8s_opts,
 )
@@ -74,3 +96,4 @@ if registry.broker_image is not None:
 pulumi.export("broker_hosts", broker.hosts)
 pulumi.export("broker_service", broker.service_name)
 pulumi.export("broker_credentials_secret", broker.credentials_secret)
+pulumi.export("worker_deployment", workers.deployment_name)

@@ -71,6 +71,7 @@ class RabbitMQCluster(pulumi.ComponentResource):
     hosts: pulumi.Output[list[str]]
     credentials_secret: pulumi.Output[str]
     password: pulumi.Output[str]
+    management_url: pulumi.Output[str]
 
     def __init__(self, name: str, args: RabbitMQClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ha-celery:index:RabbitMQCluster", name, None, opts)
@@ -407,6 +408,11 @@ class RabbitMQCluster(pulumi.ComponentResource):
                         "ports": [{"protocol": "TCP", "port": EPMD_PORT}, {"protocol": "TCP", "port": DIST_PORT}],
                     },
                     {
+                        # KEDA's rabbitmq trigger reads queue depth from the management API.
+                        "from_": [{"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "keda"}}}],
+                        "ports": [{"protocol": "TCP", "port": MANAGEMENT_PORT}],
+                    },
+                    {
                         # Scrapers live in their own namespaces (GKE managed Prometheus: gmp-system).
                         "from_": [{"namespace_selector": {}}],
                         "ports": [{"protocol": "TCP", "port": PROMETHEUS_PORT}],
@@ -421,12 +427,22 @@ class RabbitMQCluster(pulumi.ComponentResource):
             lambda ns: [f"{app}-{i}.{nodes_service}.{ns}.svc.cluster.local" for i in range(args.replicas)]
         )
         self.credentials_secret = user_secret.metadata["name"]
+        self.management_url = pulumi.Output.secret(
+            pulumi.Output.concat(
+                f"http://{USERNAME}:",
+                secret_password,
+                f"@{app}.",
+                args.namespace,
+                f".svc.cluster.local:{MANAGEMENT_PORT}/",
+            )
+        )
         self.register_outputs(
             {
                 "service_name": self.service_name,
                 "hosts": self.hosts,
                 "credentials_secret": self.credentials_secret,
                 "password": self.password,
+                "management_url": self.management_url,
             }
         )
 

@@ -169,3 +169,13 @@ def test_component_outputs(plan: Plan) -> None:
     children = [r for r in plan.resources if r["parent"] == "ha-celery:index:RabbitMQCluster"]
     assert len(children) >= 10
     assert all(c["name"].startswith("rabbitmq-") for c in children), "children are named from the component"
+
+
+def test_consumer_timeout_outlasts_the_task_time_limit(plan: Plan) -> None:
+    from app import timing
+
+    conf = plan.object("ConfigMap")["data"]["20-ha-celery.conf"]
+    [line] = [ln for ln in conf.splitlines() if ln.startswith("consumer_timeout = ")]
+    timeout_ms = int(line.split("=")[1])
+    assert timeout_ms >= timing.MIN_CONSUMER_TIMEOUT_MS
+    assert timeout_ms > timing.TASK_TIME_LIMIT_S * 1000

@@ -1,0 +1,297 @@
+"""CeleryWorkers: the worker Deployment, its PDB, the scheduler Job and optional autoscaling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from app import config as app_config
+from app import timing
+
+WORKER_UID = 10001
+"""The non-root user baked into app/Dockerfile."""
+CLIENT_LABEL = "ha-celery/broker-client"
+"""The broker's NetworkPolicy admits AMQP from pods with this label only."""
+WORKER_COMMAND = ["celery", "-A", "app.celery_app", "worker", "--loglevel=INFO"]
+"""Exec form, no shell: celery is PID 1 and receives the kubelet's SIGTERM (warm shutdown)."""
+HEALTH = ["python", "-m", "app.health"]
+Autoscaling = Literal["none", "hpa", "keda"]
+
+
+@dataclass(frozen=True)
+class CeleryWorkersArgs:
+    namespace: pulumi.Input[str]
+    """Namespace of every object (the broker's)."""
+    image: pulumi.Input[str]
+    """Worker image by digest (repo/worker:tag@sha256:...), from the Registry component."""
+    broker_hosts: pulumi.Input[list[str]]
+    """Per-pod broker hostnames: the failover list each worker shuffles."""
+    broker_port: int
+    """AMQP port of the broker pods."""
+    credentials_secret: pulumi.Input[str]
+    """Secret with `username` and `password` keys (the broker component's)."""
+    management_url: pulumi.Input[str]
+    """http://user:password@host:15672/ (secret): KEDA's rabbitmq trigger reads queue depth there."""
+    replicas: int
+    """Worker pods (the minimum when autoscaling)."""
+    concurrency: int
+    """Prefork processes per pod."""
+    cpu_millis: int
+    """CPU request per pod, millicores (no CPU limit: throttling a worker only slows the queue)."""
+    memory_mib: int
+    """Memory request = limit per pod, MiB."""
+    scheduler_enabled: bool
+    """Create the scheduler Job that enqueues scheduler_tasks tasks (the seed's experiment)."""
+    scheduler_tasks: int
+    """Tasks the scheduler Job publishes, every one confirmed by the broker."""
+    autoscaling: Autoscaling
+    """none, hpa (CPU) or keda (queue length; KEDA must be installed in the cluster)."""
+    autoscaling_max_replicas: int
+    """Upper bound of worker pods when autoscaling."""
+    queue: str = app_config.QUEUE_NAME
+    """The task queue the workers consume (and KEDA measures)."""
+    name: str = "celery-worker"
+    """Fixed object name, so `kubectl logs deploy/celery-worker` works in every stack."""
+
+
+class CeleryWorkers(pulumi.ComponentResource):
+    """Workers that lose no task: late acks, warm shutdown within the grace period, spread over nodes."""
+
+    deployment: k8s.apps.v1.Deployment
+    deployment_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: CeleryWorkersArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("ha-celery:index:CeleryWorkers", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        app = args.name
+        selector = {"app.kubernetes.io/name": app}
+        labels = {
+            **selector,
+            "app.kubernetes.io/component": "worker",
+            "app.kubernetes.io/part-of": "ha-celery",
+            CLIENT_LABEL: "true",
+        }
+
+        broker_env: list[k8s.core.v1.EnvVarArgsDict] = [
+            {"name": app_config.ENV_BROKER_HOSTS, "value": pulumi.Output.from_input(args.broker_hosts).apply(",".join)},
+            {"name": app_config.ENV_BROKER_PORT, "value": str(args.broker_port)},
+            {
+                "name": app_config.ENV_BROKER_USER,
+                "value_from": {"secret_key_ref": {"name": args.credentials_secret, "key": "username"}},
+            },
+            {
+                "name": app_config.ENV_BROKER_PASSWORD,
+                "value_from": {"secret_key_ref": {"name": args.credentials_secret, "key": "password"}},
+            },
+        ]
+        security: k8s.core.v1.SecurityContextArgsDict = {
+            "allow_privilege_escalation": False,
+            "read_only_root_filesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        pod_security: k8s.core.v1.PodSecurityContextArgsDict = {
+            "run_as_non_root": True,
+            "run_as_user": WORKER_UID,
+            "run_as_group": WORKER_UID,
+            "seccomp_profile": {"type": "RuntimeDefault"},
+        }
+        # The only writable place: heartbeat and ready files, celery's scratch space.
+        tmp_volume: k8s.core.v1.VolumeArgsDict = {
+            "name": "tmp",
+            "empty_dir": {"medium": "Memory", "size_limit": "64Mi"},
+        }
+        tmp_mount: k8s.core.v1.VolumeMountArgsDict = {"name": "tmp", "mount_path": "/tmp"}
+
+        worker: k8s.core.v1.ContainerArgsDict = {
+            "name": "worker",
+            "image": args.image,
+            "command": WORKER_COMMAND,
+            "env": [
+                *broker_env,
+                {"name": app_config.ENV_CONCURRENCY, "value": str(args.concurrency)},
+                {"name": app_config.ENV_PREFETCH_MULTIPLIER, "value": str(app_config.DEFAULT_PREFETCH_MULTIPLIER)},
+                {"name": app_config.ENV_HEARTBEAT_FILE, "value": app_config.DEFAULT_HEARTBEAT_FILE},
+                {"name": app_config.ENV_READY_FILE, "value": app_config.DEFAULT_READY_FILE},
+            ],
+            "resources": {
+                "requests": {"cpu": f"{args.cpu_millis}m", "memory": f"{args.memory_mib}Mi"},
+                "limits": {"memory": f"{args.memory_mib}Mi"},
+            },
+            # A file the worker's own bootstep touches while connected: `celery inspect ping`
+            # would cost seconds of CPU per probe and a broker round trip.
+            "startup_probe": {
+                "exec_": {"command": [*HEALTH, "--max-age", str(timing.LIVENESS_MAX_AGE_S)]},
+                "period_seconds": 5,
+                "failure_threshold": 24,
+                "timeout_seconds": 5,
+            },
+            "liveness_probe": {
+                "exec_": {"command": [*HEALTH, "--max-age", str(timing.LIVENESS_MAX_AGE_S)]},
+                "period_seconds": 30,
+                "timeout_seconds": 10,
+                "failure_threshold": 3,
+            },
+            # Not ready while disconnected from every broker: a rollout then waits instead of
+            # replacing working pods with ones that cannot consume.
+            "readiness_probe": {
+                "exec_": {"command": [*HEALTH, "--ready", "--max-age", str(timing.LIVENESS_MAX_AGE_S)]},
+                "period_seconds": 10,
+                "timeout_seconds": 10,
+                "failure_threshold": 3,
+            },
+            "security_context": security,
+            "volume_mounts": [tmp_mount],
+        }
+        spread: list[k8s.core.v1.TopologySpreadConstraintArgsDict] = [
+            {
+                "max_skew": 1,
+                "topology_key": key,
+                # Anyway: stateless workers must still schedule while a zone or node is down.
+                "when_unsatisfiable": "ScheduleAnyway",
+                "label_selector": {"match_labels": selector},
+            }
+            for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+        ]
+        autoscaled = args.autoscaling != "none"
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata={"name": app, "namespace": args.namespace, "labels": labels},
+            spec={
+                "replicas": args.replicas,
+                "selector": {"match_labels": selector},
+                # Surge first: a rollout never lowers the number of consumers.
+                "strategy": {"type": "RollingUpdate", "rolling_update": {"max_surge": 1, "max_unavailable": 0}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        # Above the hard task time limit plus the shutdown margin: a warm shutdown
+                        # lets running tasks finish and ack before the kubelet's SIGKILL.
+                        "termination_grace_period_seconds": timing.MIN_TERMINATION_GRACE_S,
+                        "automount_service_account_token": False,
+                        "security_context": pod_security,
+                        "topology_spread_constraints": spread,
+                        "containers": [worker],
+                        "volumes": [tmp_volume],
+                    },
+                },
+            },
+            # The autoscaler owns the replica count; Pulumi would otherwise reset it on every up.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"] if autoscaled else None),
+        )
+
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata={"name": app, "namespace": args.namespace, "labels": labels},
+            spec={"max_unavailable": 1, "selector": {"match_labels": selector}},
+            opts=child,
+        )
+
+        if args.scheduler_enabled:
+            k8s.batch.v1.Job(
+                f"{name}-scheduler",
+                metadata={
+                    "name": "celery-scheduler",
+                    "namespace": args.namespace,
+                    "labels": {**labels, "app.kubernetes.io/component": "scheduler"},
+                    # `pulumi up` need not wait for the whole batch to be published.
+                    "annotations": {"pulumi.com/skipAwait": "true"},
+                },
+                spec={
+                    # A failed run is retried: its confirmed tasks are published again, which
+                    # at-least-once (idempotent tasks) absorbs; an unconfirmed one is never lost.
+                    "backoff_limit": 2,
+                    "active_deadline_seconds": 3600,
+                    "ttl_seconds_after_finished": 86400,
+                    "template": {
+                        "metadata": {"labels": {CLIENT_LABEL: "true", "app.kubernetes.io/name": "celery-scheduler"}},
+                        "spec": {
+                            "restart_policy": "Never",
+                            "automount_service_account_token": False,
+                            "security_context": pod_security,
+                            "containers": [
+                                {
+                                    "name": "scheduler",
+                                    "image": args.image,
+                                    "command": ["python", "-m", "app.scheduler", "--count", str(args.scheduler_tasks)],
+                                    "env": broker_env,
+                                    "resources": {
+                                        "requests": {"cpu": "100m", "memory": "128Mi"},
+                                        "limits": {"memory": "256Mi"},
+                                    },
+                                    "security_context": security,
+                                    "volume_mounts": [tmp_mount],
+                                }
+                            ],
+                            "volumes": [tmp_volume],
+                        },
+                    },
+                },
+                opts=child,
+            )
+
+        if args.autoscaling == "hpa":
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                f"{name}-hpa",
+                metadata={"name": app, "namespace": args.namespace, "labels": labels},
+                spec={
+                    "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment", "name": app},
+                    "min_replicas": args.replicas,
+                    "max_replicas": args.autoscaling_max_replicas,
+                    "metrics": [
+                        {
+                            "type": "Resource",
+                            "resource": {"name": "cpu", "target": {"type": "Utilization", "average_utilization": 70}},
+                        }
+                    ],
+                },
+                opts=child,
+            )
+        elif args.autoscaling == "keda":
+            self._keda(name, args, app, labels, child)
+
+        self.deployment_name = self.deployment.metadata.apply(lambda m: m["name"] if m else app)
+        self.register_outputs({"deployment_name": self.deployment_name})
+
+    @staticmethod
+    def _keda(
+        name: str, args: CeleryWorkersArgs, app: str, labels: dict[str, str], child: pulumi.ResourceOptions
+    ) -> None:
+        auth_secret = k8s.core.v1.Secret(
+            f"{name}-keda-rabbitmq",
+            metadata={"name": f"{app}-keda-rabbitmq", "namespace": args.namespace, "labels": labels},
+            type="Opaque",
+            string_data={"host": args.management_url},
+            opts=child,
+        )
+        auth = k8s.apiextensions.CustomResource(
+            f"{name}-keda-auth",
+            api_version="keda.sh/v1alpha1",
+            kind="TriggerAuthentication",
+            metadata={"name": app, "namespace": args.namespace, "labels": labels},
+            spec={"secretTargetRef": [{"parameter": "host", "name": auth_secret.metadata["name"], "key": "host"}]},
+            opts=child,
+        )
+        k8s.apiextensions.CustomResource(
+            f"{name}-keda",
+            api_version="keda.sh/v1alpha1",
+            kind="ScaledObject",
+            metadata={"name": app, "namespace": args.namespace, "labels": labels},
+            spec={
+                "scaleTargetRef": {"name": app},
+                "minReplicaCount": args.replicas,
+                "maxReplicaCount": args.autoscaling_max_replicas,
+                "triggers": [
+                    {
+                        "type": "rabbitmq",
+                        # http: the management API counts unacked (running) tasks too, so a busy
+                        # cluster is not scaled down under its own running work.
+                        "metadata": {"protocol": "http", "mode": "QueueLength", "value": "20", "queueName": args.queue},
+                        "authenticationRef": {"name": app},
+                    }
+                ],
+            },
+            opts=pulumi.ResourceOptions(parent=child.parent, depends_on=[auth]),
+        )

@@ -1,0 +1,143 @@
+"""CeleryWorkers in each stack's plan: probes, pinned image, secrets, grace, spread, PDB, Job, autoscaling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import CompletedProcess
+from typing import Any
+
+import yaml
+
+from app import timing
+from tests.conftest import Plan
+
+
+def deployment(plan: Plan) -> dict[str, Any]:
+    found = plan.objects("Deployment")
+    assert len(found) == 1, f"{plan.stack}: one worker Deployment"
+    return found[0]
+
+
+def worker(plan: Plan) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = deployment(plan)["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def test_command_is_celery_worker_in_exec_form(plan: Plan) -> None:
+    command = worker(plan)["command"]
+    assert command[0] == "celery", "celery must be PID 1 to receive SIGTERM"
+    assert "worker" in command
+    assert "sh" not in command
+    assert "-c" not in command
+
+
+def test_image_by_digest(plan: Plan) -> None:
+    image = worker(plan)["image"]
+    assert "@sha256:" in image, image
+    assert ":latest" not in image
+    assert image.startswith("us-east1-docker.pkg.dev/")
+
+
+def test_credentials_only_from_the_secret(plan: Plan) -> None:
+    env = {e["name"]: e for e in worker(plan)["env"]}
+    secret_name = next(s["metadata"]["name"] for s in plan.objects("Secret") if "password" in s.get("stringData", {}))
+    for key in ("BROKER_USER", "BROKER_PASSWORD"):
+        assert "value" not in env[key], f"{key} must not be a literal"
+        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == secret_name
+    hosts = env["BROKER_HOSTS"]["value"].split(",")
+    assert len(hosts) == 3
+    assert all(h.startswith("rabbitmq-") and ".rabbitmq-nodes." in h for h in hosts), "one URL per broker pod"
+
+
+def test_probes_use_the_heartbeat_file(plan: Plan) -> None:
+    container = worker(plan)
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        command = container[probe]["exec"]["command"]
+        assert command[:3] == ["python", "-m", "app.health"], probe
+        assert "inspect" not in command
+
+
+def test_grace_period_covers_the_longest_task(plan: Plan) -> None:
+    grace = deployment(plan)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= 60
+    assert grace > timing.TASK_TIME_LIMIT_S > timing.TASK_SOFT_TIME_LIMIT_S
+
+
+def test_non_root_read_only_with_writable_tmp(plan: Plan) -> None:
+    spec = deployment(plan)["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] != 0
+    container = worker(plan)
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+def test_spread_over_nodes_and_zones(plan: Plan) -> None:
+    keys = {c["topologyKey"] for c in deployment(plan)["spec"]["template"]["spec"]["topologySpreadConstraints"]}
+    assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+
+
+def test_replicas_and_resources_per_stack(plans: dict[str, Plan]) -> None:
+    assert deployment(plans["prod"])["spec"]["replicas"] >= 3
+    assert worker(plans["prod"])["resources"]["limits"]["memory"] == "512Mi"
+    env = {e["name"]: e.get("value") for e in worker(plans["prod"])["env"]}
+    assert env["WORKER_CONCURRENCY"] == "4"
+
+
+def test_workers_may_reach_the_broker(plan: Plan) -> None:
+    labels = deployment(plan)["spec"]["template"]["metadata"]["labels"]
+    assert labels["ha-celery/broker-client"] == "true", "the broker NetworkPolicy admits only labelled pods"
+
+
+def test_worker_pdb(plan: Plan) -> None:
+    pdbs = [p for p in plan.objects("PodDisruptionBudget") if p["metadata"]["name"] == "celery-worker"]
+    assert len(pdbs) == 1
+    assert pdbs[0]["spec"]["selector"] == deployment(plan)["spec"]["selector"]
+
+
+def test_scheduler_job_in_dev_only(plans: dict[str, Plan]) -> None:
+    [job] = plans["dev"].objects("Job")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:3] == ["python", "-m", "app.scheduler"]
+    assert container["command"][-1] == "10000"
+    assert job["spec"]["template"]["metadata"]["labels"]["ha-celery/broker-client"] == "true"
+    assert not plans["prod"].objects("Job")
+
+
+def _plan_with(runner: Callable[..., CompletedProcess[str]], *overrides: str) -> Path:
+    done = runner("dev", *overrides)
+    assert done.returncode == 0, done.stderr
+    return Path(done.stdout.split("-> ")[-1].strip())
+
+
+def _objects(directory: Path, kind: str) -> list[dict[str, Any]]:
+    docs = [yaml.safe_load(p.read_text()) for p in sorted((directory / "kubernetes").glob("*.yaml"))]
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_keda_autoscaling(plan_runner: Callable[..., CompletedProcess[str]]) -> None:
+    out = _plan_with(plan_runner, "autoscaling=keda", "autoscalingMaxReplicas=12")
+    [scaled] = _objects(out, "ScaledObject")
+    assert scaled["spec"]["maxReplicaCount"] == 12
+    [trigger] = scaled["spec"]["triggers"]
+    assert trigger["type"] == "rabbitmq"
+    assert trigger["metadata"]["mode"] == "QueueLength"
+    assert trigger["metadata"]["protocol"] == "http", "http counts unacked tasks too"
+    assert _objects(out, "TriggerAuthentication")
+    assert not _objects(out, "HorizontalPodAutoscaler")
+    [secret] = [s for s in _objects(out, "Secret") if "keda" in s["metadata"]["name"]]
+    assert secret["stringData"] == {"host": "[secret]"}, "the management URL carries the password"
+
+
+def test_hpa_autoscaling(plan_runner: Callable[..., CompletedProcess[str]]) -> None:
+    out = _plan_with(plan_runner, "autoscaling=hpa")
+    [hpa] = _objects(out, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "celery-worker"}
+    assert not _objects(out, "ScaledObject")
+
+
+def test_no_autoscaler_by_default(plan: Plan) -> None:
+    assert not plan.objects("HorizontalPodAutoscaler")
+    assert not plan.objects("ScaledObject")
