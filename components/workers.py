@@ -15,8 +15,6 @@ WORKER_UID = 10001
 """The non-root user baked into app/Dockerfile."""
 CLIENT_LABEL = "ha-celery/broker-client"
 """The broker's NetworkPolicy admits AMQP from pods with this label only."""
-WORKER_COMMAND = ["celery", "-A", "app.celery_app", "worker", "--loglevel=INFO"]
-"""Exec form, no shell: celery is PID 1 and receives the kubelet's SIGTERM (warm shutdown)."""
 HEALTH = ["python", "-m", "app.health"]
 Autoscaling = Literal["none", "hpa", "keda"]
 
@@ -108,7 +106,8 @@ class CeleryWorkers(pulumi.ComponentResource):
         worker: k8s.core.v1.ContainerArgsDict = {
             "name": "worker",
             "image": args.image,
-            "command": WORKER_COMMAND,
+            # Exec form, no shell: celery is PID 1 and gets the kubelet's SIGTERM (warm shutdown).
+            "command": list(app_config.WORKER_COMMAND),
             "env": [
                 *broker_env,
                 {"name": app_config.ENV_CONCURRENCY, "value": str(args.concurrency)},

@@ -1,0 +1,448 @@
+"""Worker and scheduler configuration, read once from the environment.
+
+``from_env`` validates everything up front and raises ``ConfigError`` naming the
+variable, the (password-masked) value and what is allowed, so a typo fails the
+pod at start instead of leaving a worker retrying a wrong broker forever.
+
+Environment variables
+---------------------
+Broker location, one of two forms (giving both is an error):
+
+``BROKER_URLS``
+    Comma-separated ``amqp://user:password@host:port/vhost`` URLs, one per
+    RabbitMQ pod. Credentials may be left out of the URLs and given with
+    ``BROKER_USER``/``BROKER_PASSWORD`` instead (not both). Used as a failover
+    list: each process shuffles it once, so connections spread over the nodes,
+    and moves to the next URL when its node goes away.
+``BROKER_HOSTS``
+    Comma-separated ``host`` or ``host:port`` entries, e.g. the per-pod DNS names
+    ``rmq-0.rmq-headless.ns.svc.cluster.local``. The Kubernetes form: hosts
+    come from the StatefulSet, credentials from a Secret.
+``BROKER_PORT``
+    AMQP port for ``BROKER_HOSTS`` entries without one (default 5672).
+``BROKER_VHOST``
+    Virtual host for ``BROKER_HOSTS`` (default ``/``).
+``BROKER_USER``, ``BROKER_PASSWORD``
+    Credentials; required with ``BROKER_HOSTS``. Meant to come from a Kubernetes
+    Secret (``env[].valueFrom.secretKeyRef``). Never falls back to ``guest``,
+    which RabbitMQ refuses from anywhere but localhost.
+
+Worker tuning:
+
+``WORKER_PREFETCH_MULTIPLIER``
+    Messages reserved per pool process, 1..``timing.MAX_PREFETCH_MULTIPLIER``
+    (default 1: long tasks, fair spread, and the fewest messages to redeliver
+    when a worker dies). Raise it for floods of millisecond tasks.
+``WORKER_CONCURRENCY``
+    Pool processes per worker, 1..64 (default 2). Explicit because in a container
+    Celery's default, the CPU count, is the *node's* count, not the pod's limit.
+
+Probes and drills:
+
+``HEALTH_HEARTBEAT_FILE``
+    Absolute path the worker touches every few seconds while connected
+    (default ``/tmp/worker-heartbeat``); checked by ``python -m app.health``.
+``HEALTH_READY_FILE``
+    Absolute path that exists while the worker consumes (default
+    ``/tmp/worker-ready``); checked by ``python -m app.health --ready``.
+``DRILL_RESULTS_DIR``
+    Absolute directory where ``app.tasks.record`` appends one line per
+    execution (see ``app.records``). Unset in production.
+
+Must stay unset: ``REMAP_SIGTERM`` (read by billiard). Setting it turns
+Kubernetes' SIGTERM into a cold shutdown, which cancels running tasks (and,
+with a soft shutdown timeout, stalls the event loop; see
+``timing.SOFT_SHUTDOWN_TIMEOUT_S``); ``from_env`` rejects it.
+
+Result backend: none. Tasks here report through their own side effects (the
+drill records, logs); a backend would be one more stateful service to make
+highly available, and every result would be one more message to lose.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Final
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from app import timing
+
+if TYPE_CHECKING:
+    from kombu import Queue
+
+ENV_BROKER_URLS: Final = "BROKER_URLS"
+ENV_BROKER_HOSTS: Final = "BROKER_HOSTS"
+ENV_BROKER_PORT: Final = "BROKER_PORT"
+ENV_BROKER_VHOST: Final = "BROKER_VHOST"
+ENV_BROKER_USER: Final = "BROKER_USER"
+ENV_BROKER_PASSWORD: Final = "BROKER_PASSWORD"
+ENV_PREFETCH_MULTIPLIER: Final = "WORKER_PREFETCH_MULTIPLIER"
+ENV_CONCURRENCY: Final = "WORKER_CONCURRENCY"
+ENV_HEARTBEAT_FILE: Final = "HEALTH_HEARTBEAT_FILE"
+ENV_READY_FILE: Final = "HEALTH_READY_FILE"
+ENV_DRILL_RESULTS_DIR: Final = "DRILL_RESULTS_DIR"
+ENV_REMAP_SIGTERM: Final = "REMAP_SIGTERM"
+
+DEFAULT_BROKER_PORT: Final = 5672
+DEFAULT_BROKER_VHOST: Final = "/"
+DEFAULT_PREFETCH_MULTIPLIER: Final = 1
+DEFAULT_CONCURRENCY: Final = 2
+MAX_CONCURRENCY: Final = 64
+DEFAULT_HEARTBEAT_FILE: Final = "/tmp/worker-heartbeat"
+DEFAULT_READY_FILE: Final = "/tmp/worker-ready"
+_DEFAULT_HEARTBEAT_PATH: Final = PurePosixPath(DEFAULT_HEARTBEAT_FILE)
+_DEFAULT_READY_PATH: Final = PurePosixPath(DEFAULT_READY_FILE)
+
+QUEUE_NAME: Final = "celery"
+"""The one task queue (a quorum queue) and its topic exchange's name."""
+
+WORKER_COMMAND: Final[tuple[str, ...]] = (
+    "celery",
+    "-A",
+    "app.celery_app",
+    "worker",
+    "--loglevel=INFO",
+    # Gossip and mingle make every worker talk to every other at start and on
+    # each event; nothing here needs it and it is broker load that grows as n^2.
+    "--without-gossip",
+    "--without-mingle",
+)
+"""The worker's argv: the image's CMD (exec form, so celery is PID 1) and what
+the local harness runs. ``tests/test_app_config.py`` checks the Dockerfile matches."""
+
+_HOST_RE: Final = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or invalid; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything the Celery app, the scheduler and the health step need."""
+
+    broker_urls: tuple[str, ...] = field(repr=False)
+    """Failover list of amqp URLs with credentials (hence not in repr), in the given order."""
+    prefetch_multiplier: int = DEFAULT_PREFETCH_MULTIPLIER
+    """``worker_prefetch_multiplier``; see ``WORKER_PREFETCH_MULTIPLIER``."""
+    concurrency: int = DEFAULT_CONCURRENCY
+    """``worker_concurrency``; see ``WORKER_CONCURRENCY``."""
+    heartbeat_file: PurePosixPath = _DEFAULT_HEARTBEAT_PATH
+    """Liveness heartbeat file; see ``HEALTH_HEARTBEAT_FILE``."""
+    ready_file: PurePosixPath = _DEFAULT_READY_PATH
+    """Readiness marker file; see ``HEALTH_READY_FILE``."""
+    drill_results_dir: PurePosixPath | None = None
+    """Where ``record`` tasks append executions; ``None`` outside drills."""
+
+    def redacted_urls(self) -> tuple[str, ...]:
+        """The broker URLs with passwords masked, for logs and reports."""
+        return tuple(redact_url(url) for url in self.broker_urls)
+
+    def shuffled_urls(self, rng: random.Random) -> tuple[str, ...]:
+        """The failover list in a per-process random order.
+
+        Every worker starting with the first URL would put all connections on
+        rmq-0 (the seed's behaviour); shuffling once and then failing over in
+        order spreads them and still tries every node before repeating.
+        """
+        urls = list(self.broker_urls)
+        rng.shuffle(urls)
+        return tuple(urls)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (unchanged if it has none)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc}"))
+
+
+def from_env(environ: Mapping[str, str]) -> AppConfig:
+    """Build and validate an ``AppConfig`` from environment variables (see module doc)."""
+    if environ.get(ENV_REMAP_SIGTERM):
+        raise ConfigError(
+            f"{ENV_REMAP_SIGTERM}={environ[ENV_REMAP_SIGTERM]!r} makes SIGTERM a cold shutdown that cancels "
+            "running tasks; allowed: unset (SIGTERM then waits for running tasks, see app.timing)"
+        )
+    urls_raw = environ.get(ENV_BROKER_URLS, "").strip()
+    hosts_raw = environ.get(ENV_BROKER_HOSTS, "").strip()
+    user = environ.get(ENV_BROKER_USER)
+    password = environ.get(ENV_BROKER_PASSWORD)
+    if urls_raw and hosts_raw:
+        raise ConfigError(
+            f"{ENV_BROKER_URLS} and {ENV_BROKER_HOSTS} are both set; set exactly one "
+            f"({ENV_BROKER_URLS}=amqp://... list, or {ENV_BROKER_HOSTS} with {ENV_BROKER_PORT}/{ENV_BROKER_VHOST})"
+        )
+    if urls_raw:
+        for name in (ENV_BROKER_PORT, ENV_BROKER_VHOST):
+            if name in environ:
+                raise ConfigError(
+                    f"{name}={environ[name]!r} only applies with {ENV_BROKER_HOSTS}; "
+                    f"with {ENV_BROKER_URLS} put the port and vhost in each URL"
+                )
+        urls = _urls_from_list(urls_raw, user, password)
+    elif hosts_raw:
+        urls = _urls_from_hosts(environ, hosts_raw, user, password)
+    else:
+        raise ConfigError(
+            f"no broker configured: set {ENV_BROKER_URLS} (comma-separated amqp:// URLs) or "
+            f"{ENV_BROKER_HOSTS} (comma-separated host[:port]) with {ENV_BROKER_USER} and {ENV_BROKER_PASSWORD}"
+        )
+    return AppConfig(
+        broker_urls=urls,
+        prefetch_multiplier=_int_env(
+            environ,
+            ENV_PREFETCH_MULTIPLIER,
+            DEFAULT_PREFETCH_MULTIPLIER,
+            1,
+            timing.MAX_PREFETCH_MULTIPLIER,
+        ),
+        concurrency=_int_env(environ, ENV_CONCURRENCY, DEFAULT_CONCURRENCY, 1, MAX_CONCURRENCY),
+        heartbeat_file=_abs_path_env(environ, ENV_HEARTBEAT_FILE, DEFAULT_HEARTBEAT_FILE),
+        ready_file=_abs_path_env(environ, ENV_READY_FILE, DEFAULT_READY_FILE),
+        drill_results_dir=_optional_abs_path_env(environ, ENV_DRILL_RESULTS_DIR),
+    )
+
+
+def _int_env(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer; allowed: {low}..{high}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r} is out of range; allowed: {low}..{high}")
+    return value
+
+
+def _optional_abs_path_env(environ: Mapping[str, str], name: str) -> PurePosixPath | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    path = PurePosixPath(raw)
+    if not path.is_absolute():
+        raise ConfigError(f"{name}={raw!r} is not an absolute path; allowed: an absolute path such as /tmp/drill")
+    return path
+
+
+def _abs_path_env(environ: Mapping[str, str], name: str, default: str) -> PurePosixPath:
+    return _optional_abs_path_env(environ, name) or PurePosixPath(default)
+
+
+def _split_list(name: str, raw: str, shown: str) -> list[str]:
+    items = [item.strip() for item in raw.split(",")]
+    if any(not item for item in items):
+        raise ConfigError(f"{name}={shown!r} has an empty entry; allowed: comma-separated entries, no empty ones")
+    if len(set(items)) != len(items):
+        raise ConfigError(f"{name}={shown!r} lists an entry twice; each broker node must appear once")
+    return items
+
+
+def _urls_from_list(raw: str, user: str | None, password: str | None) -> tuple[str, ...]:
+    shown = ",".join(redact_url(item.strip()) for item in raw.split(","))
+    urls: list[str] = []
+    for url in _split_list(ENV_BROKER_URLS, raw, shown):
+        parts = urlsplit(url)
+        if parts.scheme != "amqp":
+            raise ConfigError(
+                f"{ENV_BROKER_URLS} entry {redact_url(url)!r} has scheme {parts.scheme!r}; "
+                "allowed: amqp://[user:password@]host[:port][/vhost]"
+            )
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if not parts.hostname or port == -1 or not _HOST_RE.match(parts.hostname):
+            raise ConfigError(
+                f"{ENV_BROKER_URLS} entry {redact_url(url)!r} has no valid host or port; "
+                "allowed: amqp://[user:password@]host[:port][/vhost]"
+            )
+        has_creds = parts.username is not None or parts.password is not None
+        if has_creds and (user is not None or password is not None):
+            raise ConfigError(
+                f"{ENV_BROKER_URLS} entry {redact_url(url)!r} carries credentials and "
+                f"{ENV_BROKER_USER}/{ENV_BROKER_PASSWORD} are set too; give them in one place only"
+            )
+        if has_creds:
+            if not parts.username or not parts.password:
+                raise ConfigError(
+                    f"{ENV_BROKER_URLS} entry {redact_url(url)!r} needs both a user and a password; "
+                    "allowed: amqp://user:password@host[:port][/vhost]"
+                )
+            urls.append(url)
+            continue
+        login = _credentials(user, password, ENV_BROKER_URLS)
+        urls.append(urlunsplit(parts._replace(netloc=f"{login}@{parts.netloc}")))
+    return tuple(urls)
+
+
+def _urls_from_hosts(environ: Mapping[str, str], raw: str, user: str | None, password: str | None) -> tuple[str, ...]:
+    default_port = _int_env(environ, ENV_BROKER_PORT, DEFAULT_BROKER_PORT, 1, 65535)
+    vhost = environ.get(ENV_BROKER_VHOST, DEFAULT_BROKER_VHOST)
+    if not vhost:
+        raise ConfigError(f"{ENV_BROKER_VHOST}='' is empty; allowed: a RabbitMQ virtual host name such as '/'")
+    login = _credentials(user, password, ENV_BROKER_HOSTS)
+    urls: list[str] = []
+    for entry in _split_list(ENV_BROKER_HOSTS, raw, raw):
+        host, sep, port_raw = entry.partition(":")
+        port = default_port
+        if sep:
+            if not port_raw.isdigit() or not 1 <= int(port_raw) <= 65535:
+                raise ConfigError(
+                    f"{ENV_BROKER_HOSTS} entry {entry!r} has an invalid port; allowed: host or host:port (1..65535)"
+                )
+            port = int(port_raw)
+        if not _HOST_RE.match(host):
+            raise ConfigError(
+                f"{ENV_BROKER_HOSTS} entry {entry!r} is not a valid hostname; "
+                "allowed: DNS names or IPv4 addresses, optionally with :port"
+            )
+        urls.append(f"amqp://{login}@{host}:{port}/{quote(vhost, safe='')}")
+    return tuple(urls)
+
+
+def _credentials(user: str | None, password: str | None, form: str) -> str:
+    if not user:
+        raise ConfigError(
+            f"{ENV_BROKER_USER}={user!r} is missing or empty; with {form} without inline credentials "
+            f"set {ENV_BROKER_USER} and {ENV_BROKER_PASSWORD} (from the broker's Kubernetes Secret)"
+        )
+    if not password:
+        raise ConfigError(
+            f"{ENV_BROKER_PASSWORD} is missing or empty; with {form} without inline credentials "
+            f"set {ENV_BROKER_USER} and {ENV_BROKER_PASSWORD} (from the broker's Kubernetes Secret)"
+        )
+    return f"{quote(user, safe='')}:{quote(password, safe='')}"
+
+
+def task_queue() -> Queue:
+    """The task queue: durable, quorum-type, bound to a topic exchange of the same name."""
+    # Imported here: kombu.entity costs ~0.25 s, and the liveness probe imports this module.
+    from kombu import Exchange, Queue
+
+    return Queue(
+        QUEUE_NAME,
+        # Topic, not direct: Celery's native delayed delivery (ETA/countdown on
+        # quorum queues) only routes through topic/fanout exchanges; with a
+        # direct one an ETA task would sit unacked in a worker's memory.
+        Exchange(QUEUE_NAME, type="topic", durable=True),
+        routing_key=QUEUE_NAME,
+        durable=True,
+        # Replicated over a Raft majority of the cluster: survives losing a node.
+        queue_arguments={"x-queue-type": "quorum"},
+    )
+
+
+def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
+    """The Celery configuration (``app.conf``) for ``config``: the zero-task-loss settings.
+
+    ``rng`` shuffles the broker failover list (see ``AppConfig.shuffled_urls``).
+    """
+    return {
+        # A list, not one URL: kombu fails over to the next node in order.
+        "broker_url": list(config.shuffled_urls(rng)),
+        # The list is already shuffled per process; round-robin then visits every node once before repeating.
+        "broker_failover_strategy": "round-robin",
+        "broker_transport_options": {
+            # Without confirms a publish to a quorum queue that is mid-election or
+            # rejected can vanish silently; with them every publish waits for the
+            # broker's ack (the queue's majority has it) or raises.
+            "confirm_publish": True,
+            # kombu gives up (re)establishing a publisher's channel after connect_timeout
+            # (4 s) by default, which fails a publish outright when every node is briefly
+            # down; retry as long and as patiently as the publish retry policy instead.
+            "connect_retries_timeout": timing.publish_retry_total_s(),
+            "max_retries": timing.PUBLISH_RETRY_MAX_RETRIES,
+            "interval_start": timing.PUBLISH_RETRY_INTERVAL_START_S,
+            "interval_step": timing.PUBLISH_RETRY_INTERVAL_STEP_S,
+            "interval_max": timing.PUBLISH_RETRY_INTERVAL_MAX_S,
+        },
+        # Detect a dead broker machine (timeouts, not refusals) in ~2 heartbeats.
+        "broker_heartbeat": timing.BROKER_HEARTBEAT_S,
+        # A dead node costs this much per connection attempt before the next URL.
+        "broker_connection_timeout": timing.BROKER_CONNECT_TIMEOUT_S,
+        # Keep reconnecting after losing the broker, and at start too: the broker may come up after the workers.
+        "broker_connection_retry": True,
+        "broker_connection_retry_on_startup": True,
+        # Never give up: a worker that exits during a long outage only comes back after CrashLoopBackOff delays.
+        "broker_connection_max_retries": None,
+        # A channel error (queue leader moving, consumer timeout) restarts the consumer instead of killing the worker.
+        "broker_channel_error_retry": True,
+        # Delayed-delivery queues (ETA/countdown) must be replicated like the task queue.
+        "broker_native_delayed_delivery_queue_type": "quorum",
+        "task_queues": (task_queue(),),
+        "task_default_queue": QUEUE_NAME,
+        # Any queue Celery declares by default is a quorum queue: classic queues live on one node only.
+        "task_default_queue_type": "quorum",
+        "task_default_exchange": QUEUE_NAME,
+        # Topic exchange: needed by native delayed delivery (see task_queue()).
+        "task_default_exchange_type": "topic",
+        "task_default_routing_key": QUEUE_NAME,
+        # A task routed to an undeclared queue name must not create an unreplicated classic queue.
+        "task_create_missing_queue_type": "quorum",
+        "task_create_missing_queue_exchange_type": "topic",
+        # Messages survive a broker restart (quorum queues persist anyway; this keeps classic fallbacks honest).
+        "task_default_delivery_mode": "persistent",
+        # Ack only after the task ran: a worker dying mid-task leaves the message to be redelivered.
+        "task_acks_late": True,
+        # A pool process killed mid-task (OOM, SIGKILL) requeues its message instead of acking it.
+        "task_reject_on_worker_lost": True,
+        # A task that raised is rejected without requeue, so the broker's dead-letter policy
+        # keeps it for inspection instead of the ack silently discarding it.
+        "task_acks_on_failure": False,
+        # A task that hit its hard time limit is requeued (another worker may be luckier); the
+        # queue's delivery-limit then dead-letters it, so a poison task cannot loop forever.
+        "task_acks_on_timeout": False,
+        # Bounded executions keep unacked deliveries under the broker's consumer_timeout (app.timing).
+        "task_soft_time_limit": timing.TASK_SOFT_TIME_LIMIT_S,
+        "task_time_limit": timing.TASK_TIME_LIMIT_S,
+        # Publishing retries across reconnects for longer than a failover takes (app.timing).
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": timing.PUBLISH_RETRY_MAX_RETRIES,
+            "interval_start": timing.PUBLISH_RETRY_INTERVAL_START_S,
+            "interval_step": timing.PUBLISH_RETRY_INTERVAL_STEP_S,
+            "interval_max": timing.PUBLISH_RETRY_INTERVAL_MAX_S,
+        },
+        # JSON only: pickle from a broker is remote code execution.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        # No result backend (see module doc), so never try to store results.
+        "result_backend": None,
+        "task_ignore_result": True,
+        # Few messages in flight per worker: fewer redeliveries when it dies, fair spread of long tasks.
+        "worker_prefetch_multiplier": config.prefetch_multiplier,
+        "worker_concurrency": config.concurrency,
+        # Quorum queues reject global QoS; Celery detects them and uses per-consumer prefetch.
+        "worker_detect_quorum_queues": True,
+        # After a connection loss the running tasks' acks cannot succeed (delivery tags belong
+        # to the dead channel) and the broker redelivers them anyway: stop them now.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Off: Celery's soft shutdown blocks the event loop (no acks, no heartbeats) for the
+        # whole timeout; SIGTERM's warm shutdown waits for running tasks safely (app.timing).
+        "worker_soft_shutdown_timeout": float(timing.SOFT_SHUTDOWN_TIMEOUT_S),
+        "worker_enable_soft_shutdown_on_idle": False,
+        # Remote control (celery inspect/control) stays on for operators; its pidbox queue is
+        # exclusive and transient by design (Celery 5.7 + RabbitMQ 4.3). Probes do not use it.
+        "worker_enable_remote_control": True,
+        # No task events: nothing consumes them, and each would be another message per task.
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "enable_utc": True,
+        "timezone": "UTC",
+        # Read by app.bootsteps.HealthStep and app.tasks (custom keys, not Celery settings).
+        "ha_heartbeat_file": str(config.heartbeat_file),
+        "ha_ready_file": str(config.ready_file),
+        "ha_drill_results_dir": None if config.drill_results_dir is None else str(config.drill_results_dir),
+    }

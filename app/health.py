@@ -1,0 +1,104 @@
+"""File-based worker health: the liveness/readiness check and the file helpers.
+
+The worker side (``app.bootsteps.HealthStep``) touches a heartbeat file every
+``timing.HEALTH_HEARTBEAT_INTERVAL_S`` from the worker's own event loop while
+its consumer is connected, and keeps a "ready" file while it consumes. This
+module checks them::
+
+    python -m app.health --max-age 90     # liveness: heartbeat fresh?
+    python -m app.health --ready          # readiness: consuming and fresh?
+
+Exit status 0 means healthy, 1 unhealthy (with the reason on stderr).
+
+Why files and not ``celery inspect ping``: a ping starts a Celery client,
+connects to the broker and waits for a broadcast reply, which costs seconds
+of CPU per probe per pod and fails whenever the *broker* is slow, restarting
+healthy workers. Checking an mtime costs one ``stat``. This module imports no
+Celery, so the probe starts in tens of milliseconds.
+
+What liveness catches: a wedged event loop (no timer ticks) and a worker that
+has been disconnected longer than any failover should take. It does not catch
+a stuck pool process; the task time limits do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from app import timing
+from app.config import DEFAULT_HEARTBEAT_FILE, DEFAULT_READY_FILE, ENV_HEARTBEAT_FILE, ENV_READY_FILE
+
+
+def touch(path: Path) -> None:
+    """Create ``path`` if needed and set its mtime to now."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(exist_ok=True)
+
+
+def remove(path: Path) -> None:
+    """Delete ``path`` if it exists."""
+    path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Result of a health check."""
+
+    healthy: bool
+    reason: str
+
+
+def check(
+    heartbeat_file: Path,
+    ready_file: Path,
+    *,
+    max_age_s: float,
+    require_ready: bool,
+    now: float | None = None,
+) -> Verdict:
+    """Judge the worker from its files; ``now`` (epoch seconds) is injectable for tests."""
+    current = time.time() if now is None else now
+    try:
+        mtime = heartbeat_file.stat().st_mtime
+    except FileNotFoundError:
+        return Verdict(False, f"no heartbeat file {heartbeat_file}: the worker has not connected yet")
+    age = current - mtime
+    if age > max_age_s:
+        return Verdict(False, f"heartbeat {heartbeat_file} is {age:.0f}s old (max {max_age_s:g}s)")
+    if require_ready and not ready_file.exists():
+        return Verdict(False, f"no ready file {ready_file}: the worker is not consuming")
+    return Verdict(True, f"heartbeat {age:.1f}s old")
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    env = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(prog="python -m app.health", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--max-age",
+        type=float,
+        default=float(timing.LIVENESS_MAX_AGE_S),
+        help="seconds after which the heartbeat counts as stale (default %(default)s)",
+    )
+    parser.add_argument("--ready", action="store_true", help="also require the ready file (readiness probe)")
+    parser.add_argument(
+        "--heartbeat-file", type=Path, default=Path(env.get(ENV_HEARTBEAT_FILE) or DEFAULT_HEARTBEAT_FILE)
+    )
+    parser.add_argument("--ready-file", type=Path, default=Path(env.get(ENV_READY_FILE) or DEFAULT_READY_FILE))
+    args = parser.parse_args(argv)
+    verdict = check(args.heartbeat_file, args.ready_file, max_age_s=args.max_age, require_ready=args.ready)
+    print(
+        ("ok: " if verdict.healthy else "unhealthy: ") + verdict.reason,
+        file=sys.stdout if verdict.healthy else sys.stderr,
+    )
+    return 0 if verdict.healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

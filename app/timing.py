@@ -1,0 +1,146 @@
+"""The timing contract between the Celery workers, Kubernetes and RabbitMQ.
+
+Pure constants (no imports beyond the standard library) so that the Kubernetes
+component and the broker config renderer can import them without pulling in
+Celery. Each value says why it is what it is; the inequalities that tie them
+together are checked in ``tests/test_app_config.py`` and restated here:
+
+    TASK_SOFT_TIME_LIMIT_S < TASK_TIME_LIMIT_S < MIN_TERMINATION_GRACE_S
+    (MAX_PREFETCH_MULTIPLIER + 1) * TASK_TIME_LIMIT_S < MIN_CONSUMER_TIMEOUT_MS / 1000
+        <= CONSUMER_TIMEOUT_MS / 1000
+    FAILOVER_WINDOW_S <= publish_retry_total_s() and FAILOVER_WINDOW_S < LIVENESS_MAX_AGE_S
+
+Who must respect what:
+
+- the worker Deployment: ``terminationGracePeriodSeconds >= MIN_TERMINATION_GRACE_S``
+  and a liveness probe ``python -m app.health --max-age LIVENESS_MAX_AGE_S``;
+- the broker (``rabbitmq.conf``): ``consumer_timeout >= MIN_CONSUMER_TIMEOUT_MS``
+  (``CONSUMER_TIMEOUT_MS`` is the value we recommend rendering);
+- the Celery app itself (``app.config``) uses the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+TASK_SOFT_TIME_LIMIT_S: Final = 50
+"""Seconds after which a running task gets ``SoftTimeLimitExceeded`` raised inside it.
+
+Gives the task a chance to clean up before the hard limit. The longest task in
+this project (``count``) takes ~10 s, so 50 s only catches tasks that are stuck.
+(``SoftTimeLimitExceeded`` then fails the task, which is dead-lettered.)
+"""
+
+TASK_TIME_LIMIT_S: Final = 60
+"""Seconds after which the pool process running a task is killed (hard limit).
+
+Bounds every execution, which in turn bounds how long a message stays unacked
+(see ``MIN_CONSUMER_TIMEOUT_MS``) and how long a SIGTERM'd worker needs to
+finish (see ``MIN_TERMINATION_GRACE_S``). A killed task is requeued.
+"""
+
+SHUTDOWN_MARGIN_S: Final = 15
+"""Seconds after the last task finishes for the worker to requeue unstarted
+messages, close its broker connection and flush logs (measured: ~2 s)."""
+
+MIN_TERMINATION_GRACE_S: Final = TASK_TIME_LIMIT_S + SHUTDOWN_MARGIN_S
+"""Smallest ``terminationGracePeriodSeconds`` for worker pods (75 s).
+
+On SIGTERM a worker does a *warm* shutdown: it stops consuming and waits for
+its running tasks, which the hard time limit bounds, while its event loop keeps
+acking and heartbeating (measured: 45 s tasks finished and acked, exit 0).
+A shorter grace lets the kubelet SIGKILL it mid-task: nothing is lost (the
+messages are unacked, so they are redelivered) but those tasks run again.
+"""
+
+SOFT_SHUTDOWN_TIMEOUT_S: Final = 0
+"""``worker_soft_shutdown_timeout``: 0, Celery's soft shutdown stays off.
+
+Celery 5.7's soft shutdown (only on a cold shutdown, i.e. SIGQUIT, or SIGTERM
+with ``REMAP_SIGTERM=SIGQUIT``) sleeps the whole timeout *inside the signal
+handler*, even after the tasks are done, so the event loop stops: no acks and
+no AMQP heartbeats. Measured with 75 s and 10 s tasks: the broker closed the
+connection after 28 s ("missed heartbeats from client") and the two tasks that
+had finished were cancelled and redelivered, i.e. ran twice. A value under
+``2 * BROKER_HEARTBEAT_S`` would keep the connection, but the finished tasks are
+still cancelled after the sleep. Warm shutdown (above) does the job without
+either problem, so the worker image does *not* set ``REMAP_SIGTERM``.
+"""
+
+MAX_PREFETCH_MULTIPLIER: Final = 16
+"""Upper bound accepted for ``WORKER_PREFETCH_MULTIPLIER``.
+
+A reserved (prefetched) message is unacked while it waits for a free pool
+process; with multiplier ``m`` it can wait ``m`` task durations and then run for
+one more. Capping ``m`` keeps that under the broker's consumer timeout.
+"""
+
+MIN_CONSUMER_TIMEOUT_MS: Final = ((MAX_PREFETCH_MULTIPLIER + 1) * TASK_TIME_LIMIT_S + 60) * 1000
+"""Smallest RabbitMQ ``consumer_timeout`` (ms) the workers can live with (1,080,000 = 18 min).
+
+If a delivery stays unacked longer than ``consumer_timeout`` the broker closes
+the worker's channel and redelivers everything it had: duplicate executions and
+a reconnect storm. Worst case unacked time is ``(m + 1) * TASK_TIME_LIMIT_S``
+with the largest multiplier, plus a minute of slack for ack latency.
+"""
+
+CONSUMER_TIMEOUT_MS: Final = 1_800_000
+"""The ``consumer_timeout`` we recommend rendering into ``rabbitmq.conf`` (30 min).
+
+It is RabbitMQ's own default; rendering it explicitly keeps an image upgrade
+from silently changing the contract.
+"""
+
+BROKER_HEARTBEAT_S: Final = 10
+"""AMQP heartbeat (s). A broker machine that vanishes gives timeouts, not refused
+connections; with heartbeats the worker notices within ~2 intervals (20 s)
+instead of waiting for TCP keepalive (minutes)."""
+
+BROKER_CONNECT_TIMEOUT_S: Final = 4
+"""Seconds to wait for a TCP connect before trying the next broker URL; a dead
+node costs this much per attempt, so it stays short."""
+
+FAILOVER_WINDOW_S: Final = 60
+"""How long a broker failover may take end to end: heartbeat detection (~20 s),
+connect timeouts on dead nodes and a quorum queue leader election. Publishing
+retries and the liveness probe are sized to outlast it."""
+
+PUBLISH_CONFIRM_TIMEOUT_S: Final = 30
+"""Seconds a publisher waits for the broker's confirm before treating the
+connection as dead and republishing (at-least-once: the retry may duplicate)."""
+
+PUBLISH_RETRY_MAX_RETRIES: Final = 20
+"""Publish attempts after the first, before the publisher gives up and raises."""
+
+PUBLISH_RETRY_INTERVAL_START_S: Final = 0.0
+"""First retry is immediate: the next broker URL is usually alive."""
+
+PUBLISH_RETRY_INTERVAL_STEP_S: Final = 1.0
+"""Each further retry waits one second longer ..."""
+
+PUBLISH_RETRY_INTERVAL_MAX_S: Final = 5.0
+"""... up to this many seconds between retries."""
+
+
+def publish_retry_total_s() -> float:
+    """Total time the publish retry policy sleeps before giving up (85 s).
+
+    Must be at least ``FAILOVER_WINDOW_S`` so a publisher rides out a failover
+    instead of failing the whole scheduling run.
+    """
+    total = 0.0
+    interval = PUBLISH_RETRY_INTERVAL_START_S
+    for _ in range(PUBLISH_RETRY_MAX_RETRIES):
+        total += min(interval, PUBLISH_RETRY_INTERVAL_MAX_S)
+        interval += PUBLISH_RETRY_INTERVAL_STEP_S
+    return total
+
+
+HEALTH_HEARTBEAT_INTERVAL_S: Final = 5
+"""How often a connected worker touches its heartbeat file."""
+
+LIVENESS_MAX_AGE_S: Final = 90
+"""Default ``--max-age`` of ``python -m app.health``: a heartbeat older than this
+means the worker's event loop is stuck or it has been disconnected for longer
+than any failover should take, so Kubernetes may restart it. Longer than
+``FAILOVER_WINDOW_S`` so an ordinary broker failover never restarts workers."""
