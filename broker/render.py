@@ -1,0 +1,397 @@
+"""Render a :class:`~broker.config.BrokerConfig` into the files a RabbitMQ node reads.
+
+How the policies reach the broker, and why not at boot
+------------------------------------------------------
+RabbitMQ can import a definitions file on boot (``definitions.local.path`` /
+``load_definitions``), but a blank node that has definitions to load skips seeding the
+default vhost and user: ``rabbit:maybe_insert_default_data/0`` checks
+``rabbit_definitions:has_configured_definitions_to_load/0`` and logs "Will not seed default
+virtual host and user: have definitions to load..." (same code in 3.10 and 4.x; the
+maintainers call it by design in rabbitmq-server#7678). The Kubernetes side gets its user from
+``default_user``/``default_pass`` in a Secret-mounted conf.d file, so a boot-time import would
+leave the cluster with no user at all, unless the definitions carried the user and its password
+hash, which would put a credential into the ConfigMap. Verified on the local 3.10 node: with
+``definitions.local.path`` set the conf.d default user is not created and the node logs the
+line above (tests/test_broker.py::test_boot_time_definitions_suppress_default_user).
+
+So the definitions are applied *after* boot, idempotently, with
+``rabbitmqctl import_definitions <file>`` (:func:`import_definitions_command`; present in 3.10
+and 4.3). Runtime import never touches the default user. The file holds no secret and may live
+in a ConfigMap. It declares the dead-letter exchange, the dead-letter quorum queue, its binding
+and the policy in one call (``set_policy`` alone cannot declare an exchange or a queue;
+:func:`policy_commands` exists for re-applying only the policy, e.g. after a change).
+Checked on 3.10.8 (tests) and once by hand on Debian 13's 4.0.5 in a chroot: the 4.x rendering
+(classic discovery; the 4.1+ k8s keys cannot run off Kubernetes) boots, the conf.d user exists,
+the import applies ``apply-to: quorum_queues``, and a message returned 21 times lands in the
+dead-letter queue with ``x-first-death-reason: delivery_limit``.
+
+Mounting on Kubernetes
+----------------------
+The official image writes ``/etc/rabbitmq/conf.d/10-defaults.conf`` with
+``loopback_users.guest = false``; conf.d files load after ``rabbitmq.conf`` in name order and
+the last value wins. Mount the rendered file as ``conf.d/20-ha-celery.conf`` (and the Secret
+with the default user as e.g. ``conf.d/30-default-user.conf``), not as ``rabbitmq.conf``, or
+the image's defaults override ``loopback_users.guest = true``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from broker.config import BrokerConfig, PeerDiscovery, RabbitVersion
+
+
+@dataclass(frozen=True)
+class _Setting:
+    key: str
+    value: str
+    why: str = ""
+
+
+def _fmt_float(value: float) -> str:
+    # cuttlefish's float datatype needs a decimal point; repr gives the shortest exact form.
+    text = repr(float(value))
+    return text if "." in text or "e" in text else text + ".0"
+
+
+def _settings(cfg: BrokerConfig) -> list[_Setting]:
+    s: list[_Setting] = []
+    add = s.append
+
+    add(
+        _Setting(
+            "loopback_users.guest",
+            "true",
+            "guest/guest is public knowledge: it may only ever log in over loopback. Explicit, because the "
+            "official image's conf.d/10-defaults.conf sets it to false.",
+        )
+    )
+    bind = cfg.bind_address
+    add(_Setting("listeners.tcp.default", f"{bind}:{cfg.amqp_port}" if bind else str(cfg.amqp_port)))
+    add(_Setting("management.tcp.port", str(cfg.management_port)))
+    if bind:
+        add(_Setting("management.tcp.ip", bind))
+    add(
+        _Setting(
+            "prometheus.tcp.port",
+            str(cfg.prometheus_port),
+            "rabbitmq_prometheus: scraped per node; the management API's stats are not a metrics pipeline.",
+        )
+    )
+    if bind:
+        add(_Setting("prometheus.tcp.ip", bind))
+        add(
+            _Setting(
+                "distribution.listener.interface",
+                bind,
+                "Inter-node (Erlang distribution) traffic stays on this address too.",
+            )
+        )
+    add(
+        _Setting(
+            "default_vhost",
+            cfg.default_vhost,
+            "Only used on a blank node: the vhost created and granted to the default user (from the Secret).",
+        )
+    )
+    if cfg.cluster_name is not None:
+        add(_Setting("cluster_name", cfg.cluster_name))
+
+    # --- cluster formation -------------------------------------------------------------
+    if cfg.peer_discovery is PeerDiscovery.K8S:
+        add(
+            _Setting(
+                "cluster_formation.peer_discovery_backend",
+                "k8s",
+                "Plugin v2 (4.1+) makes no Kubernetes API call: the pod with the lowest ordinal forms the "
+                "cluster, the others join it. Node names need RABBITMQ_USE_LONGNAME=true and the headless Service.",
+            )
+        )
+        if cfg.k8s_ordinal_start is not None:
+            add(
+                _Setting(
+                    "cluster_formation.k8s.ordinal_start",
+                    str(cfg.k8s_ordinal_start),
+                    "Must match the StatefulSet's spec.ordinals.start, or no pod considers itself the seed.",
+                )
+            )
+        if cfg.k8s_seed_node is not None:
+            add(_Setting("cluster_formation.k8s.seed_node", cfg.k8s_seed_node, "Overrides the lowest-ordinal rule."))
+    else:
+        add(
+            _Setting(
+                "cluster_formation.peer_discovery_backend",
+                "classic_config",
+                "A fixed node list: every node is known before the first boot.",
+            )
+        )
+        for i, node in enumerate(cfg.classic_nodes, start=1):
+            add(_Setting(f"cluster_formation.classic_config.nodes.{i}", node))
+
+    if cfg.has_partition_handling:
+        add(
+            _Setting(
+                "cluster_partition_handling",
+                "pause_minority",
+                "Mnesia (<= 4.2) keeps serving on both sides of a partition by default (ignore), and the "
+                "sides diverge. Pausing the minority keeps one history; needs an odd cluster size. "
+                "Not rendered for 4.3: Khepri (Raft) only lets the majority commit.",
+            )
+        )
+    if cfg.net_ticktime_s is not None:
+        add(
+            _Setting(
+                "net_ticktime",
+                str(cfg.net_ticktime_s),
+                "A peer that goes silent (cut link, no TCP reset) is declared down after 0.75-1.25 x this, "
+                "seconds; the default 60 is too slow for the local drills.",
+            )
+        )
+
+    # --- quorum queues -------------------------------------------------------------------
+    add(
+        _Setting(
+            "queue_leader_locator",
+            "balanced",
+            "Spread quorum queue leaders over the nodes instead of on whichever node the declaring "
+            "client happened to be connected to (client-local).",
+        )
+    )
+    if cfg.version is RabbitVersion.V4_3:
+        add(
+            _Setting(
+                "quorum_queue.continuous_membership_reconciliation.enabled",
+                "true",
+                "A pod that comes back with an empty disk rejoins without replicas; reconciliation grows "
+                "every quorum queue back to the target size instead of waiting for `rabbitmq-queues grow`.",
+            )
+        )
+        add(
+            _Setting(
+                "quorum_queue.continuous_membership_reconciliation.target_group_size",
+                str(cfg.cluster_size),
+            )
+        )
+        add(
+            _Setting(
+                "quorum_queue.continuous_membership_reconciliation.auto_remove",
+                "false",
+                "A node that is merely down (drain, reschedule) must keep its replicas; removal stays manual "
+                "(forget_cluster_node).",
+            )
+        )
+
+    add(
+        _Setting(
+            "consumer_timeout",
+            str(cfg.consumer_timeout_ms),
+            "ms an unacked delivery may wait. Celery acks late, so this must exceed task_time_limit x "
+            "prefetch, or the broker closes the channel and redelivers a task that is still running.",
+        )
+    )
+
+    # --- resources -----------------------------------------------------------------------
+    if cfg.memory_limit_bytes is not None:
+        add(
+            _Setting(
+                "total_memory_available_override_value",
+                str(cfg.memory_limit_bytes),
+                "The container's memory limit, bytes. In a container the node sees the host's RAM, so "
+                "without this the watermark sits above the cgroup limit and the OOM killer wins.",
+            )
+        )
+    add(
+        _Setting(
+            "vm_memory_high_watermark.relative",
+            _fmt_float(cfg.memory_high_watermark),
+            "Publishers are blocked above this fraction of available memory. Set here because the 4.x "
+            "image refuses RABBITMQ_VM_MEMORY_HIGH_WATERMARK.",
+        )
+    )
+    add(
+        _Setting(
+            "disk_free_limit.absolute",
+            str(cfg.disk_free_limit_bytes),
+            "bytes. The 50 MB default leaves no headroom for quorum queue WAL bursts.",
+        )
+    )
+
+    # --- logging ---------------------------------------------------------------------------
+    if cfg.log_to_console:
+        add(_Setting("log.console", "true", "Containers: logs go to stdout (kubectl logs)."))
+        add(_Setting("log.console.level", "info"))
+        add(_Setting("log.file", "false", "No log file growing on the data volume."))
+    else:
+        add(_Setting("log.console", "false", "Local nodes log to one file each under RABBITMQ_LOG_BASE."))
+        add(_Setting("log.file.level", "info"))
+    return s
+
+
+def render_rabbitmq_conf(cfg: BrokerConfig) -> str:
+    """The new-style (sysctl) ``rabbitmq.conf``, one commented line per setting.
+
+    Contains no credential; safe for a ConfigMap. On Kubernetes mount it under conf.d
+    (see the module docstring), the default user comes from a separate Secret file.
+    """
+    lines = [
+        f"# Rendered by broker/ for RabbitMQ {cfg.version} ({cfg.peer_discovery} peer discovery).",
+        "# Do not edit: change BrokerConfig. Comments give the reason for each non-obvious setting.",
+        "",
+    ]
+    for setting in _settings(cfg):
+        if setting.why:
+            # A commented setting opens a paragraph; the plain ones after it belong to it.
+            if lines[-1]:
+                lines.append("")
+            lines.extend(f"# {chunk}" for chunk in _wrap(setting.why))
+        lines.append(f"{setting.key} = {setting.value}")
+    return "\n".join(lines) + "\n"
+
+
+def rabbitmq_conf_settings(cfg: BrokerConfig) -> dict[str, str]:
+    """The rendered settings as key -> value (what the conf file says, without comments)."""
+    return {s.key: s.value for s in _settings(cfg)}
+
+
+def _wrap(text: str, width: int = 98) -> list[str]:
+    words = text.split()
+    out: list[str] = []
+    line = ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            out.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    if line:
+        out.append(line)
+    return out
+
+
+def enabled_plugins(cfg: BrokerConfig) -> tuple[str, ...]:
+    """The plugins every node enables, sorted."""
+    plugins = {"rabbitmq_management", "rabbitmq_prometheus"}
+    if cfg.peer_discovery is PeerDiscovery.K8S:
+        plugins.add("rabbitmq_peer_discovery_k8s")
+    return tuple(sorted(plugins))
+
+
+def render_enabled_plugins(cfg: BrokerConfig) -> str:
+    """The ``enabled_plugins`` file: an Erlang term list, e.g. ``[a,b].`` plus a newline.
+
+    Rendered rather than left to the image, because a peer discovery plugin must be enabled
+    before the node's first boot, not with ``rabbitmq-plugins enable`` afterwards.
+    """
+    return "[" + ",".join(enabled_plugins(cfg)) + "].\n"
+
+
+def _policy_apply_to(cfg: BrokerConfig) -> str:
+    # "quorum_queues" exists from 3.12; 3.10 only knows queues/exchanges/all, which is why the
+    # name pattern also keeps Celery's classic event/control queues out.
+    return "quorum_queues" if cfg.version is RabbitVersion.V4_3 else "queues"
+
+
+def policy_definition(cfg: BrokerConfig) -> dict[str, Any]:
+    """The policy body applied to every task queue (see :func:`render_definitions`)."""
+    return {
+        "dead-letter-exchange": cfg.dead_letter_exchange,
+        # at-most-once (the default) drops a dead-lettered message if the DLX is unreachable
+        # at that moment; at-least-once keeps it in the source queue until the DLQ confirms.
+        "dead-letter-strategy": "at-least-once",
+        # at-least-once is only honoured with reject-publish (else it silently falls back).
+        # Without a max-length it never rejects anything.
+        "overflow": "reject-publish",
+        # 4.x defaults to 20 and drops past it when no DLX is set; 3.10 has no limit at all,
+        # so a poison task would loop forever. Same explicit value on both.
+        "delivery-limit": cfg.delivery_limit,
+    }
+
+
+def render_definitions(cfg: BrokerConfig) -> dict[str, Any]:
+    """Definitions JSON (as a dict) for ``rabbitmqctl import_definitions``, applied after boot.
+
+    The dead-letter exchange (fanout, so the original routing key needs no binding), the
+    dead-letter quorum queue bound to it, and one policy giving every task queue the DLX,
+    at-least-once dead-lettering and the delivery limit. No users, no passwords, no vhosts:
+    see the module docstring for why this is not imported at boot.
+    """
+    vhost = cfg.default_vhost
+    # No "vhosts" section: the vhost exists (seeded with the default user on first boot), and
+    # re-importing it could overwrite metadata such as its default queue type.
+    return {
+        "exchanges": [
+            {
+                "name": cfg.dead_letter_exchange,
+                "vhost": vhost,
+                "type": "fanout",
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            }
+        ],
+        "queues": [
+            {
+                "name": cfg.dead_letter_queue,
+                "vhost": vhost,
+                "durable": True,
+                "auto_delete": False,
+                # Replicated like the task queues: a kept poison task must survive a node loss.
+                "arguments": {"x-queue-type": "quorum"},
+            }
+        ],
+        "bindings": [
+            {
+                "source": cfg.dead_letter_exchange,
+                "vhost": vhost,
+                "destination": cfg.dead_letter_queue,
+                "destination_type": "queue",
+                "routing_key": "",
+                "arguments": {},
+            }
+        ],
+        "policies": [
+            {
+                "vhost": vhost,
+                "name": cfg.policy_name,
+                "pattern": cfg.policy_pattern,
+                "apply-to": _policy_apply_to(cfg),
+                "priority": 0,
+                "definition": policy_definition(cfg),
+            }
+        ],
+    }
+
+
+def render_definitions_json(cfg: BrokerConfig) -> str:
+    """:func:`render_definitions` as stable, indented JSON text (what goes into the file)."""
+    return json.dumps(render_definitions(cfg), indent=2, sort_keys=True) + "\n"
+
+
+def import_definitions_command(path: str) -> list[str]:
+    """The argv that applies a rendered definitions file to a running cluster (idempotent)."""
+    return ["rabbitmqctl", "import_definitions", path]
+
+
+def policy_commands(cfg: BrokerConfig) -> list[list[str]]:
+    """``rabbitmqctl set_policy`` argv that (re)apply the same policy at runtime.
+
+    Only the policy: the dead-letter exchange and queue need :func:`import_definitions_command`.
+    """
+    return [
+        [
+            "rabbitmqctl",
+            "set_policy",
+            "-p",
+            cfg.default_vhost,
+            "--apply-to",
+            _policy_apply_to(cfg),
+            "--priority",
+            "0",
+            cfg.policy_name,
+            cfg.policy_pattern,
+            json.dumps(policy_definition(cfg), sort_keys=True),
+        ]
+    ]

@@ -1,0 +1,93 @@
+"""The human side of a drill: a terminal summary and a timeline picture."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: the drills run on machines without a display
+
+import matplotlib.pyplot as plt
+from rich.console import Console
+from rich.table import Table
+
+from drill.runner import DrillResult
+
+
+def summary(results: list[DrillResult], console: Console) -> None:
+    table = Table(title="ha-celery drill")
+    for column in (
+        "scenario",
+        "config",
+        "scheduled",
+        "completed",
+        "lost",
+        "duplicates",
+        "failover s",
+        "max gap s",
+        "tasks/s",
+        "verdict",
+    ):
+        table.add_column(column, justify="right" if column not in ("scenario", "config", "verdict") else "left")
+    for r in results:
+        verdict = (
+            "[red]ERROR[/]" if r.error else ("[green]no task lost[/]" if r.lost == 0 else f"[red]{r.lost} LOST[/]")
+        )
+        table.add_row(
+            r.options.scenario.value,
+            r.options.profile.value,
+            str(r.scheduled),
+            str(r.completed),
+            str(r.lost),
+            str(r.duplicates),
+            "-" if r.failover_seconds is None else f"{r.failover_seconds:.2f}",
+            "-" if r.max_gap_seconds is None else f"{r.max_gap_seconds:.2f}",
+            f"{r.throughput_per_s:.0f}",
+            verdict,
+        )
+    console.print(table)
+    for r in results:
+        if r.error:
+            console.print(f"[red]{r.options.scenario}: {r.error}[/]")
+        if r.publish.error:
+            console.print(f"[yellow]{r.options.scenario}: publisher stopped: {r.publish.error}[/]")
+        for t, label in r.events:
+            console.print(f"  {r.options.scenario} +{t - r.started_at:6.2f}s  {label}")
+    versions = results[0].versions if results else {}
+    console.print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+
+
+def timeline(result: DrillResult, path: Path) -> Path:
+    """Tasks completed per second, with the fault and the recovery steps marked."""
+    per_second = Counter(int(t - result.started_at) for t in result.finished_at)
+    seconds = range(max(per_second, default=0) + 1)
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=110)
+    ax.bar(list(seconds), [per_second.get(s, 0) for s in seconds], width=1.0, color="#4c72b0", label="tasks completed")
+    for i, (t, label) in enumerate(result.events):
+        x = t - result.started_at
+        ax.axvline(x, color="#c44e52" if i == 0 else "#8c8c8c", linestyle="--", linewidth=1.2)
+        ax.annotate(
+            label,
+            (x, 1.0 - 0.09 * (i % 6)),
+            xycoords=("data", "axes fraction"),
+            fontsize=7,
+            rotation=0,
+            ha="left",
+            va="top",
+            color="#c44e52" if i == 0 else "#555555",
+        )
+    ax.set_xlabel("seconds since the first publish")
+    ax.set_ylabel("tasks completed / s")
+    verdict = "no task lost" if result.lost == 0 else f"{result.lost} LOST"
+    ax.set_title(
+        f"{result.options.scenario} ({result.options.profile} config): "
+        f"{result.completed}/{result.scheduled} completed, {verdict}, {result.duplicates} duplicates"
+    )
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,140 @@
+"""The failure drills: each injects one kind of fault into a running cluster and undoes it
+the way Kubernetes would (a killed pod is restarted, a cut link comes back)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from drill.cluster import ClusterError, LocalCluster
+from drill.workers import WorkerPool
+
+QUEUE = "celery"
+RECOVER_AFTER_S = 8.0
+"""How long a fault lasts before it is undone: long enough to see the failover, short enough
+for the drill to finish in a few minutes (a restarted pod takes about as long on GKE)."""
+
+
+class Scenario(StrEnum):
+    KILL_BROKER = "kill-broker"
+    """SIGKILL the node that leads the task queue (and holds its clients' connections)."""
+    KILL_WORKER = "kill-worker"
+    """SIGKILL a worker and its pool processes in the middle of tasks, then start a new one."""
+    PARTITION_BROKER = "partition-broker"
+    """Cut the queue leader's node off from the other two (network namespaces), then heal."""
+    RESTART_CLUSTER = "restart-cluster"
+    """Stop every node, start them again: queued tasks must survive on disk."""
+    ROLLING_RESTART = "rolling-restart"
+    """Restart the nodes one by one, as a GKE node-pool upgrade does."""
+
+    @property
+    def needs_netns(self) -> bool:
+        return self is Scenario.PARTITION_BROKER
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    """Epoch seconds."""
+    label: str
+
+
+@dataclass
+class FaultContext:
+    cluster: LocalCluster
+    workers: WorkerPool
+    events: list[Event] = field(default_factory=list)
+
+    def mark(self, label: str) -> float:
+        now = time.time()
+        self.events.append(Event(now, label))
+        return now
+
+
+def queue_home(cluster: LocalCluster, queue: str = QUEUE) -> int:
+    """The node leading a quorum queue, or holding a classic queue's master (the seed's)."""
+    for via in range(cluster.nodes):
+        if not cluster.is_alive(via):
+            continue
+        try:
+            return cluster.queue_leader(queue)
+        except ClusterError:
+            out = cluster.rabbitmqctl(via, "-q", "list_queues", "name", "pid", "--no-table-headers")
+            for line in out.splitlines():
+                name, _, pid = line.partition("\t")
+                if name == queue and (m := re.fullmatch(r"<(.+)\.\d+\.\d+\.\d+>", pid.strip())):
+                    return cluster.index_of(m.group(1))
+    raise ClusterError(f"no node holds queue {queue!r}")
+
+
+def kill_broker(ctx: FaultContext) -> None:
+    victim = queue_home(ctx.cluster)
+    ctx.cluster.kill(victim)
+    ctx.mark(f"SIGKILL broker node {victim} (queue leader)")
+    time.sleep(RECOVER_AFTER_S)
+    ctx.cluster.start_node(victim, timeout=120)
+    ctx.mark(f"node {victim} restarted and rejoined")
+
+
+def kill_worker(ctx: FaultContext) -> None:
+    [victim, *_] = ctx.workers.alive()
+    ctx.workers.kill(victim)
+    ctx.mark(f"SIGKILL worker {victim} and its pool")
+    time.sleep(RECOVER_AFTER_S)
+    replacement = ctx.workers.start_one()
+    ctx.mark(f"replacement worker {replacement} started")
+
+
+def partition_broker(ctx: FaultContext) -> None:
+    victim = queue_home(ctx.cluster)
+    ctx.cluster.partition(victim)
+    ctx.mark(f"cut node {victim} (queue leader) off the network")
+    majority = next(i for i in range(ctx.cluster.nodes) if i != victim)
+    ctx.cluster.wait_until(
+        lambda: victim not in ctx.cluster.running_nodes(via=majority),
+        timeout=120,
+        what=f"majority to drop node {victim}",
+    )
+    ctx.mark(f"majority sees node {victim} gone")
+    time.sleep(RECOVER_AFTER_S)
+    ctx.cluster.heal(victim)
+    ctx.mark(f"link of node {victim} restored")
+    everyone = set(range(ctx.cluster.nodes))
+    ctx.cluster.wait_until(lambda: ctx.cluster.is_running(victim), timeout=180, what=f"node {victim} to resume")
+    ctx.cluster.wait_until(
+        lambda: ctx.cluster.running_nodes(via=majority) == everyone, timeout=180, what="the cluster to see all nodes again"
+    )
+    ctx.mark(f"node {victim} resumed and rejoined")
+
+
+def restart_cluster(ctx: FaultContext) -> None:
+    # Mnesia (3.10): the last node to stop must be the first to start, or it waits for peers.
+    order = list(range(ctx.cluster.nodes))
+    ctx.mark("stopping every broker node")
+    for i in reversed(order):
+        ctx.cluster.stop_node(i, timeout=60)
+    ctx.mark("all broker nodes down")
+    time.sleep(2)
+    for i in order:
+        ctx.cluster.start_node(i, timeout=180)
+    ctx.mark("all broker nodes back")
+
+
+def rolling_restart(ctx: FaultContext) -> None:
+    for i in reversed(range(ctx.cluster.nodes)):
+        ctx.mark(f"stopping node {i}")
+        ctx.cluster.stop_node(i, timeout=60)
+        ctx.cluster.start_node(i, timeout=120)
+        ctx.mark(f"node {i} back")
+
+
+FAULTS: dict[Scenario, Callable[[FaultContext], None]] = {
+    Scenario.KILL_BROKER: kill_broker,
+    Scenario.KILL_WORKER: kill_worker,
+    Scenario.PARTITION_BROKER: partition_broker,
+    Scenario.RESTART_CLUSTER: restart_cluster,
+    Scenario.ROLLING_RESTART: rolling_restart,
+}

@@ -1,0 +1,390 @@
+"""broker/: the rendered rabbitmq.conf, plugins and definitions per version (fast, no broker),
+plus two integration tests that boot a real RabbitMQ 3.10 node from the rendered files."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app import timing
+from broker import (
+    BrokerConfig,
+    PeerDiscovery,
+    RabbitVersion,
+    enabled_plugins,
+    import_definitions_command,
+    policy_commands,
+    policy_definition,
+    rabbitmq_conf_settings,
+    render_definitions,
+    render_definitions_json,
+    render_enabled_plugins,
+    render_rabbitmq_conf,
+)
+from drill.cluster import RABBITMQ_BIN, LocalCluster, rabbitmq_installed
+
+NODES = ("rabbit@n0", "rabbit@n1", "rabbit@n2")
+SCHEMA_ROOT = Path("/usr/lib/rabbitmq/lib")
+GIB = 1024**3
+
+
+def k8s(**kw: object) -> BrokerConfig:
+    return BrokerConfig(version=RabbitVersion.V4_3, peer_discovery=PeerDiscovery.K8S, **kw)  # type: ignore[arg-type]
+
+
+def local(**kw: object) -> BrokerConfig:
+    return BrokerConfig(
+        version=RabbitVersion.V3_10,
+        peer_discovery=PeerDiscovery.CLASSIC,
+        classic_nodes=NODES,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+# ---------------------------------------------------------------- rabbitmq.conf ----
+
+
+def test_4_3_on_kubernetes_uses_k8s_discovery_and_no_partition_handling() -> None:
+    conf = rabbitmq_conf_settings(k8s(memory_limit_bytes=2 * GIB))
+    assert conf["cluster_formation.peer_discovery_backend"] == "k8s"
+    assert "cluster_partition_handling" not in conf, "Khepri (4.3) has no partition strategy to choose"
+    assert not [k for k in conf if k.startswith("cluster_formation.classic_config")]
+    assert conf["quorum_queue.continuous_membership_reconciliation.enabled"] == "true"
+    assert conf["quorum_queue.continuous_membership_reconciliation.target_group_size"] == "3"
+    assert conf["quorum_queue.continuous_membership_reconciliation.auto_remove"] == "false"
+    assert conf["total_memory_available_override_value"] == str(2 * GIB)
+    assert conf["log.console"] == "true"
+    assert conf["log.file"] == "false"
+    assert "cluster_formation.k8s.ordinal_start" not in conf
+
+
+def test_3_10_local_uses_classic_config_and_pause_minority() -> None:
+    conf = rabbitmq_conf_settings(local())
+    assert conf["cluster_formation.peer_discovery_backend"] == "classic_config"
+    assert [conf[f"cluster_formation.classic_config.nodes.{i}"] for i in (1, 2, 3)] == list(NODES)
+    assert conf["cluster_partition_handling"] == "pause_minority"
+    # 3.10's schema has no such keys: rendering them would stop the node at boot.
+    assert not [k for k in conf if k.startswith(("quorum_queue.", "cluster_formation.k8s"))]
+    assert "total_memory_available_override_value" not in conf
+
+
+@pytest.mark.parametrize("cfg", [k8s(), local()], ids=["4.3-k8s", "3.10-classic"])
+def test_settings_common_to_both_versions(cfg: BrokerConfig) -> None:
+    conf = rabbitmq_conf_settings(cfg)
+    assert conf["loopback_users.guest"] == "true"
+    assert conf["listeners.tcp.default"] == "5672"
+    assert conf["management.tcp.port"] == "15672"
+    assert conf["prometheus.tcp.port"] == "15692"
+    assert conf["queue_leader_locator"] == "balanced"
+    assert conf["consumer_timeout"] == str(cfg.consumer_timeout_ms)
+    assert conf["vm_memory_high_watermark.relative"] == "0.6"
+    assert conf["disk_free_limit.absolute"] == "1000000000"
+    assert conf["default_vhost"] == "/"
+
+
+def test_k8s_ordinal_start_and_seed_node() -> None:
+    conf = rabbitmq_conf_settings(k8s(k8s_ordinal_start=1, k8s_seed_node="rabbit@rmq-1.rmq-nodes.ns.svc.cluster.local"))
+    assert conf["cluster_formation.k8s.ordinal_start"] == "1"
+    assert conf["cluster_formation.k8s.seed_node"] == "rabbit@rmq-1.rmq-nodes.ns.svc.cluster.local"
+
+
+def test_bind_address_pins_every_listener() -> None:
+    conf = rabbitmq_conf_settings(local(bind_address="127.0.0.1", amqp_port=25000))
+    assert conf["listeners.tcp.default"] == "127.0.0.1:25000"
+    assert conf["management.tcp.ip"] == "127.0.0.1"
+    assert conf["prometheus.tcp.ip"] == "127.0.0.1"
+    assert conf["distribution.listener.interface"] == "127.0.0.1"
+    assert "management.tcp.ip" not in rabbitmq_conf_settings(k8s())
+
+
+def test_optional_settings_render_only_when_set() -> None:
+    conf = rabbitmq_conf_settings(local(net_ticktime_s=10, cluster_name="drill", memory_high_watermark=0.4))
+    assert conf["net_ticktime"] == "10"
+    assert conf["cluster_name"] == "drill"
+    assert conf["vm_memory_high_watermark.relative"] == "0.4"
+    assert "net_ticktime" not in rabbitmq_conf_settings(local())
+    assert "cluster_name" not in rabbitmq_conf_settings(local())
+
+
+@pytest.mark.parametrize("cfg", [k8s(memory_limit_bytes=GIB, cluster_name="x"), local(net_ticktime_s=5)])
+def test_rendered_file_is_commented_key_value_lines_without_secrets(cfg: BrokerConfig) -> None:
+    text = render_rabbitmq_conf(cfg)
+    keys = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([a-z0-9_.]+) = (\S+)", line)
+        assert match, f"not a sysctl-style line: {line!r}"
+        keys.append(match[1])
+    assert len(keys) == len(set(keys)), "a key is rendered twice"
+    assert keys == list(rabbitmq_conf_settings(cfg)), "the file and the settings view disagree"
+    assert "default_pass" not in text
+    assert "default_user" not in text
+    # The non-obvious lines carry their reason right above them.
+    commented = (
+        "loopback_users.guest",
+        "consumer_timeout",
+        "queue_leader_locator",
+        "vm_memory_high_watermark.relative",
+    )
+    for key in commented:
+        before = text.split(f"\n{key} = ")[0].splitlines()[-1]
+        assert before.startswith("# "), f"{key} has no comment saying why"
+
+
+def _schema_mappings() -> list[re.Pattern[str]]:
+    patterns = []
+    for schema in SCHEMA_ROOT.glob("rabbitmq_server-3.10.*/plugins/*/priv/schema/*.schema"):
+        for key in re.findall(r'\{mapping, "([^"]+)"', schema.read_text(errors="replace")):
+            patterns.append(re.compile(re.sub(r"\\\$[a-z_]+", "[^.]+", re.escape(key)) + "$"))
+    return patterns
+
+
+@pytest.mark.skipif(not list(SCHEMA_ROOT.glob("rabbitmq_server-3.10.*")), reason="rabbitmq-server 3.10 not installed")
+def test_every_3_10_key_exists_in_the_installed_schema() -> None:
+    patterns = _schema_mappings()
+    assert patterns
+    cfg = local(net_ticktime_s=10, cluster_name="c", memory_limit_bytes=GIB, bind_address="127.0.0.1")
+    unknown = [k for k in rabbitmq_conf_settings(cfg) if not any(p.match(k) for p in patterns)]
+    assert not unknown, f"keys unknown to RabbitMQ 3.10 (the node would refuse to boot): {unknown}"
+
+
+# ---------------------------------------------------------------- plugins ----
+
+
+def test_plugins_per_discovery() -> None:
+    assert render_enabled_plugins(k8s()) == ("[rabbitmq_management,rabbitmq_peer_discovery_k8s,rabbitmq_prometheus].\n")
+    assert render_enabled_plugins(local()) == "[rabbitmq_management,rabbitmq_prometheus].\n"
+    assert "rabbitmq_peer_discovery_k8s" not in enabled_plugins(local())
+
+
+# ---------------------------------------------------------------- definitions ----
+
+
+@pytest.mark.parametrize(("cfg", "apply_to"), [(k8s(), "quorum_queues"), (local(), "queues")], ids=["4.3", "3.10"])
+def test_definitions_keep_poison_tasks_in_a_dead_letter_queue(cfg: BrokerConfig, apply_to: str) -> None:
+    defs = render_definitions(cfg)
+    assert set(defs) == {"exchanges", "queues", "bindings", "policies"}, "no users, permissions or vhosts"
+    (exchange,) = defs["exchanges"]
+    assert exchange == {
+        "name": "celery.dlx",
+        "vhost": "/",
+        "type": "fanout",
+        "durable": True,
+        "auto_delete": False,
+        "internal": False,
+        "arguments": {},
+    }
+    (queue,) = defs["queues"]
+    assert queue["name"] == "celery.dlq"
+    assert queue["durable"] is True
+    assert queue["arguments"] == {"x-queue-type": "quorum"}
+    (binding,) = defs["bindings"]
+    assert (binding["source"], binding["destination"], binding["destination_type"]) == (
+        "celery.dlx",
+        "celery.dlq",
+        "queue",
+    )
+    (policy,) = defs["policies"]
+    assert policy["apply-to"] == apply_to
+    assert policy["vhost"] == "/"
+    assert policy["definition"] == {
+        "dead-letter-exchange": "celery.dlx",
+        "dead-letter-strategy": "at-least-once",
+        "overflow": "reject-publish",
+        "delivery-limit": 20,
+    }
+    assert json.loads(render_definitions_json(cfg)) == defs
+
+
+@pytest.mark.parametrize("name", ["celery", "default", "tasks.high", "celery.count", "celery-dlq"])
+def test_policy_pattern_covers_task_queues(name: str) -> None:
+    assert re.search(local().policy_pattern, name), name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "celeryev.5f1c0f5e-4d3c-4b0a-9f43-3b2c8a4f5e21",
+        "celery@worker-0.celery.pidbox",
+        "7b6a1c2e-0f5d-3c2b-8a7e-6d5c4b3a2f10.reply.celery.pidbox",
+        "celery_delayed_27",
+        "celery_delayed_0",
+        "celery.dlq",
+    ],
+)
+def test_policy_pattern_skips_celery_internal_queues_and_the_dlq(name: str) -> None:
+    assert not re.search(local().policy_pattern, name), name
+
+
+def test_policy_pattern_follows_a_renamed_dead_letter_queue() -> None:
+    cfg = local(dead_letter_queue="tasks.dead")
+    assert not re.search(cfg.policy_pattern, "tasks.dead")
+    assert re.search(cfg.policy_pattern, "celery.dlq")
+
+
+def test_policy_commands_match_the_definitions() -> None:
+    cfg = k8s()
+    ((*head, name, pattern, body),) = policy_commands(cfg)
+    assert head == ["rabbitmqctl", "set_policy", "-p", "/", "--apply-to", "quorum_queues", "--priority", "0"]
+    assert (name, pattern) == (cfg.policy_name, cfg.policy_pattern)
+    assert json.loads(body) == policy_definition(cfg)
+    assert import_definitions_command("/x.json") == ["rabbitmqctl", "import_definitions", "/x.json"]
+
+
+# ---------------------------------------------------------------- validation ----
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"version": RabbitVersion.V3_10, "peer_discovery": PeerDiscovery.K8S}, "needs version 4.3"),
+        ({"version": RabbitVersion.V3_10, "peer_discovery": PeerDiscovery.CLASSIC}, "needs classic_nodes"),
+        (
+            {"version": RabbitVersion.V3_10, "peer_discovery": PeerDiscovery.CLASSIC, "classic_nodes": NODES[:2]},
+            "cluster_size=3 but 2",
+        ),
+        (
+            {"version": RabbitVersion.V4_3, "peer_discovery": PeerDiscovery.K8S, "classic_nodes": NODES},
+            "only used with",
+        ),
+        ({"version": RabbitVersion.V4_3, "peer_discovery": PeerDiscovery.K8S, "cluster_size": 4}, "must be odd"),
+        ({"version": RabbitVersion.V4_3, "peer_discovery": PeerDiscovery.K8S, "memory_high_watermark": 1.2}, "0.9"),
+        ({"version": RabbitVersion.V4_3, "peer_discovery": PeerDiscovery.K8S, "management_port": 5672}, "differ"),
+        ({"version": RabbitVersion.V4_3, "peer_discovery": PeerDiscovery.K8S, "bind_address": "localhost"}, "IPv4"),
+        ({"version": RabbitVersion.V4_3, "peer_discovery": PeerDiscovery.K8S, "consumer_timeout_ms": 5}, ">= 60000"),
+        ({"version": RabbitVersion.V4_3, "peer_discovery": PeerDiscovery.K8S, "delivery_limit": 0}, "delivery_limit"),
+        (
+            {"version": RabbitVersion.V4_3, "peer_discovery": PeerDiscovery.K8S, "excluded_queue_patterns": ("(",)},
+            "not a regex",
+        ),
+        (
+            {
+                "version": RabbitVersion.V3_10,
+                "peer_discovery": PeerDiscovery.CLASSIC,
+                "classic_nodes": NODES,
+                "k8s_ordinal_start": 0,
+            },
+            "need peer_discovery=k8s",
+        ),
+    ],
+)
+def test_invalid_configs_name_the_problem(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        BrokerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_default_consumer_timeout_outlasts_the_workers() -> None:
+    cfg = k8s()
+    assert cfg.consumer_timeout_ms >= timing.MIN_CONSUMER_TIMEOUT_MS
+    cfg.check_task_time_limit(timing.TASK_TIME_LIMIT_S, prefetch_multiplier=timing.MAX_PREFETCH_MULTIPLIER)
+    with pytest.raises(ValueError, match="redeliver tasks that are still running"):
+        cfg.check_task_time_limit(1000, prefetch_multiplier=2)
+
+
+# ---------------------------------------------------------------- a real 3.10 node ----
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    # Not tmp_path: /tmp/pytest-of-<user> is 0700 and the node runs as the rabbitmq user.
+    path = Path(tempfile.mkdtemp(prefix="hacel-broker-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _listen_addresses() -> dict[int, set[str]]:
+    """port -> addresses with a listening TCP socket, from /proc/net/tcp{,6}."""
+    found: dict[int, set[str]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            if state != "0A":  # TCP_LISTEN
+                continue
+            addr_hex, port_hex = local.split(":")
+            if len(addr_hex) == 8:
+                addr = ".".join(str(b) for b in reversed(bytes.fromhex(addr_hex)))
+            else:
+                addr = "::" if set(addr_hex) == {"0"} else addr_hex
+            found.setdefault(int(port_hex, 16), set()).add(addr)
+    return found
+
+
+def _flat(text: str) -> str:
+    # Whitespace and atom quotes depend on Erlang's pretty-printer, not on the value.
+    return re.sub(r"[\s']+", "", text)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not rabbitmq_installed(RABBITMQ_BIN), reason="rabbitmq-server is not installed")
+def test_rendered_config_takes_effect_on_a_real_3_10_node(workdir: Path) -> None:
+    overrides = {"memory_limit_bytes": 2 * GIB, "consumer_timeout_ms": 1_234_000, "delivery_limit": 7}
+    with LocalCluster(workdir, nodes=1, config=overrides) as node:
+        cfg = node.broker_config(0)
+        env = _flat(
+            node.rabbitmqctl(
+                0,
+                "eval",
+                "[{K, application:get_env(rabbit, K)} || K <- [consumer_timeout, queue_leader_locator,"
+                " cluster_partition_handling, loopback_users, vm_memory_high_watermark,"
+                " total_memory_available_override_value, disk_free_limit, cluster_nodes]]"
+                " ++ [{net_ticktime, net_kernel:get_net_ticktime()},"
+                " {total_memory, vm_memory_monitor:get_total_memory()},"
+                " {apps, [A || {A, _, _} <- application:which_applications()]}].",
+            )
+        )
+        expected = [
+            "{consumer_timeout,{ok,1234000}}",
+            '{queue_leader_locator,{ok,<<"balanced">>}}',
+            "{cluster_partition_handling,{ok,pause_minority}}",
+            '{loopback_users,{ok,[<<"guest">>]}}',
+            "{vm_memory_high_watermark,{ok,0.6}}",
+            f"{{total_memory_available_override_value,{{ok,{2 * GIB}}}}}",
+            "{disk_free_limit,{ok,1000000000}}",
+            f"{{cluster_nodes,{{ok,{{[{node.node_names()[0]}],disc}}}}}}",
+            "{net_ticktime,10}",
+            f"{{total_memory,{2 * GIB}}}",
+        ]
+        for item in expected:
+            assert item in env, f"{item} not in the node's environment:\n{env}"
+        assert "rabbitmq_management" in env
+        assert "rabbitmq_prometheus" in env
+        assert "rabbitmq_peer_discovery_k8s" not in env
+
+        # rabbitmq-diagnostics reports cowboy listeners as [::]; the kernel knows the truth.
+        listening = _listen_addresses()
+        for port in (cfg.amqp_port, cfg.management_port, cfg.prometheus_port, node.node_info(0).dist_port):
+            assert listening.get(port) == {"127.0.0.1"}, f"port {port} listens on {listening.get(port)}"
+
+        policies = json.loads(node.rabbitmqctl(0, "-q", "list_policies", "--formatter", "json"))
+        (policy,) = policies
+        assert policy["name"] == cfg.policy_name
+        assert policy["apply-to"] == "queues"
+        assert json.loads(policy["definition"]) == policy_definition(cfg) | {"delivery-limit": 7}
+
+        users = node.rabbitmqctl(0, "-q", "list_users")
+        assert node.user in users, "the default user from conf.d was not created"
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not rabbitmq_installed(RABBITMQ_BIN), reason="rabbitmq-server is not installed")
+def test_boot_time_definitions_suppress_default_user(workdir: Path) -> None:
+    """Why the definitions are imported after boot: importing them at boot (the documented
+    "recommended" way) makes a blank node skip the default user that Kubernetes gives it
+    (and the default vhost: without a "vhosts" section the node does not even boot)."""
+    defs = workdir / "boot-definitions.json"
+    cfg = local()
+    defs.write_text(json.dumps({"vhosts": [{"name": cfg.default_vhost}], **render_definitions(cfg)}))
+    defs.chmod(0o644)
+    extra = f"definitions.import_backend = local_filesystem\ndefinitions.local.path = {defs}\n"
+    with LocalCluster(workdir, nodes=1, extra_conf=extra) as node:
+        users = node.rabbitmqctl(0, "-q", "list_users")
+        assert node.user not in users, "default user created despite boot-time definitions"
+        log = node.node_info(0).log_file.read_text()
+        assert "Will not seed default virtual host and user: have definitions to load" in log
