@@ -105,7 +105,9 @@ def partition_broker(ctx: FaultContext) -> None:
     everyone = set(range(ctx.cluster.nodes))
     ctx.cluster.wait_until(lambda: ctx.cluster.is_running(victim), timeout=180, what=f"node {victim} to resume")
     ctx.cluster.wait_until(
-        lambda: ctx.cluster.running_nodes(via=majority) == everyone, timeout=180, what="the cluster to see all nodes again"
+        lambda: ctx.cluster.running_nodes(via=majority) == everyone,
+        timeout=180,
+        what="the cluster to see all nodes again",
     )
     ctx.mark(f"node {victim} resumed and rejoined")
 

@@ -68,7 +68,16 @@ def test_cli_writes_report_and_timeline(tmp_path: Path) -> None:
     status = main(["run", "--scenario", "kill-broker", "--tasks", "200", "--out", str(out)])
     report = json.loads((out / "report.json").read_text())
     assert status == 0, report
-    for key in ("scenario", "scheduled", "completed", "lost", "duplicates", "failover_seconds", "throughput_per_s", "versions"):
+    for key in (
+        "scenario",
+        "scheduled",
+        "completed",
+        "lost",
+        "duplicates",
+        "failover_seconds",
+        "throughput_per_s",
+        "versions",
+    ):
         assert key in report
     assert (report["scheduled"], report["completed"], report["lost"]) == (200, 200, 0)
     assert report["versions"]["rabbitmq"].startswith("3.10")
