@@ -175,16 +175,6 @@ def _state_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"hacel-clusters-{os.geteuid()}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _group_is_a_broker(pgid: int) -> bool:
     # A recorded group id may have been reused since: only kill what still looks like ours.
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
@@ -216,7 +206,7 @@ def cleanup_stale() -> list[str]:
             groups = [int(g) for g in state.get("groups", [])]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if _pid_alive(owner):
+        if nsmod.pid_alive(owner):
             continue
         for pgid in groups:
             if _group_is_a_broker(pgid):

@@ -209,7 +209,7 @@ def destroy(layout: NetnsLayout, timeout: float = 10.0) -> None:
     raise NetnsError(f"{layout.root_if} still exists {timeout}s after deleting {layout.tag}'s namespaces")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -229,7 +229,7 @@ def cleanup_stale() -> list[str]:
     stale_shorts: set[str] = set()
     for ns in existing_namespaces():
         match = _NS_RE.match(ns)
-        if match is None or _pid_alive(int(match["pid"])):
+        if match is None or pid_alive(int(match["pid"])):
             continue
         _kill_pids(_pids_in(ns))
         _ip("netns", "del", ns, check=False)

@@ -100,32 +100,25 @@ class _Counter:
         self.value = n
 
 
-def _wait_consumers(cluster: LocalCluster, expected: int, timeout: float = 90) -> None:
-    def consumers() -> bool:
-        for via in range(cluster.nodes):
-            with contextlib.suppress(Exception):
-                out = cluster.rabbitmqctl(via, "-q", "list_queues", "name", "consumers", "--no-table-headers")
-                for line in out.splitlines():
-                    name, _, count = line.partition("\t")
-                    if name == QUEUE:
-                        return int(count) >= expected
-                return False
-        return False
-
-    cluster.wait_until(consumers, timeout=timeout, what=f"{expected} consumers on queue {QUEUE!r}")
-
-
-def _queue_depth(cluster: LocalCluster) -> int | None:
-    """Messages ready plus unacknowledged in the task queue, or None if no node answers."""
+def _queue_stat(cluster: LocalCluster, item: str) -> int | None:
+    """One `list_queues` column of the task queue (0 if not declared yet), or None if no node answers."""
     for via in range(cluster.nodes):
         with contextlib.suppress(Exception):
-            out = cluster.rabbitmqctl(via, "-q", "list_queues", "name", "messages", "--no-table-headers")
+            out = cluster.rabbitmqctl(via, "-q", "list_queues", "name", item, "--no-table-headers")
             for line in out.splitlines():
-                name, _, count = line.partition("\t")
+                name, _, value = line.partition("\t")
                 if name == QUEUE:
-                    return int(count)
+                    return int(value)
             return 0
     return None
+
+
+def _wait_consumers(cluster: LocalCluster, expected: int, timeout: float = 90) -> None:
+    cluster.wait_until(
+        lambda: (_queue_stat(cluster, "consumers") or 0) >= expected,
+        timeout=timeout,
+        what=f"{expected} consumers on queue {QUEUE!r}",
+    )
 
 
 def _failover(finished: list[float], fault: float | None, task_s: float) -> tuple[float | None, float | None]:
@@ -266,7 +259,7 @@ def _drive(
                     console.print(f"[red]no task completed for {options.stall_timeout_s:.0f}s: stopping[/]")
                     break
                 # Nothing queued and nothing running: what is missing now will never come.
-                if idle > 5 and _queue_depth(cluster) == 0:
+                if idle > 5 and _queue_stat(cluster, "messages") == 0:
                     break
             if (
                 fault_thread is None
