@@ -64,19 +64,31 @@ def timeline(result: DrillResult, path: Path) -> Path:
     per_second = Counter(int(t - result.started_at) for t in result.finished_at)
     seconds = range(max(per_second, default=0) + 1)
     fig, ax = plt.subplots(figsize=(10, 4), dpi=110)
-    ax.bar(list(seconds), [per_second.get(s, 0) for s in seconds], width=1.0, color="#4c72b0", label="tasks completed")
+    ax.bar(
+        list(seconds),
+        [per_second.get(s, 0) for s in seconds],
+        width=1.0,
+        align="edge",
+        color="#4c72b0",
+        label="tasks completed",
+    )
+    last = max([len(seconds), *(t - result.started_at for t, _ in result.events)])
+    ax.set_xlim(0, last + 1)
     for i, (t, label) in enumerate(result.events):
         x = t - result.started_at
-        ax.axvline(x, color="#c44e52" if i == 0 else "#8c8c8c", linestyle="--", linewidth=1.2)
-        ax.annotate(
-            label,
-            (x, 1.0 - 0.09 * (i % 6)),
-            xycoords=("data", "axes fraction"),
-            fontsize=7,
-            rotation=0,
-            ha="left",
+        color = "#c44e52" if i == 0 else "#7f7f7f"
+        ax.axvline(x, color=color, linestyle="--", linewidth=1.2)
+        # Along the line, so labels of close events do not run into each other.
+        ax.text(
+            x,
+            0.97,
+            f" {label}",
+            transform=ax.get_xaxis_transform(),
+            rotation=90,
             va="top",
-            color="#c44e52" if i == 0 else "#555555",
+            ha="right",
+            fontsize=7,
+            color=color,
         )
     ax.set_xlabel("seconds since the first publish")
     ax.set_ylabel("tasks completed / s")
