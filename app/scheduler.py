@@ -1,15 +1,21 @@
 """Publish many tasks, each one confirmed by the broker: the seed's scheduler, made honest.
 
-    python -m app.scheduler --count 10000 --task count
+    python -m app.scheduler --count 10000 --task count [--publisher pipelined|simple]
 
 Shows progress (a progress bar on a terminal, periodic lines otherwise),
-prints the rate, and exits 1 if any publish failed or was not confirmed -
-including the retries of ``task_publish_retry_policy``, which ride out a broker
-failover. Exit status 2 means bad arguments or configuration.
+prints the rate, and exits 1 if any publish failed or was not confirmed, after
+the publisher's own failover retries. Exit status 2 means bad arguments or
+configuration.
 
-The publishing loop is ``publish_confirmed``; anything with the same signature
-(``Publisher``) can replace it, e.g. a pipelined publisher that keeps many
-confirms in flight instead of waiting for each one (~10x faster, see DESIGN.md).
+Two publishing loops with the same signature (``Publisher``):
+
+``pipelined`` (default)
+    ``app.publish.publish_pipelined``: many publishes in flight on one
+    confirm-mode channel, each still confirmed; unconfirmed ones are republished
+    on the next broker node after a failover. See BENCHMARKS.md for its rate.
+``simple``
+    ``publish_confirmed``: ``app.send_task`` waiting for each confirm in turn
+    (one round trip per task); ``task_publish_retry_policy`` rides out a failover.
 """
 
 from __future__ import annotations
@@ -18,10 +24,9 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
 from celery import Celery
 from kombu.utils.uuid import uuid
@@ -29,6 +34,20 @@ from kombu.utils.uuid import uuid
 from app import tasks, timing
 from app.config import ConfigError, from_env
 from app.factory import make_app
+from app.publish import ProgressCallback, Publisher, PublishPlan, PublishResult, publish_pipelined
+
+__all__ = [
+    "DEFAULT_COUNT",
+    "PUBLISHERS",
+    "TASK_CHOICES",
+    "ProgressCallback",
+    "PublishPlan",
+    "PublishResult",
+    "Publisher",
+    "main",
+    "publish_confirmed",
+    "run_with_progress",
+]
 
 DEFAULT_COUNT: Final = 10_000
 """The seed schedules 10,000 ``count`` tasks."""
@@ -42,57 +61,6 @@ TASK_CHOICES: Final[Mapping[str, str]] = MappingProxyType(
         "record_once": tasks.RECORD_ONCE,
     }
 )
-
-ProgressCallback = Callable[[int], None]
-"""Called with the number of publishes confirmed so far."""
-
-
-@dataclass(frozen=True)
-class PublishPlan:
-    """What to publish: ``count`` messages of ``task_name``."""
-
-    task_name: str
-    count: int
-    sleep_ms: int = 0
-    """Passed to tasks that take one (``sleep_ms``, ``record``, ``record_once``)."""
-
-    def arguments(self, index: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Positional and keyword arguments of the ``index``-th task."""
-        if self.task_name in (tasks.RECORD, tasks.RECORD_ONCE):
-            return (index,), {"sleep_ms": self.sleep_ms}
-        if self.task_name == tasks.SLEEP_MS:
-            return (), {"ms": self.sleep_ms}
-        return (), {}
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    """What a publisher achieved."""
-
-    requested: int
-    task_ids: tuple[str, ...] = field(repr=False)
-    """Ids of the confirmed publishes, in order (the index is the ``record`` key)."""
-    seconds: float
-    error: str | None = None
-    """Why publishing stopped early; ``None`` if every publish was confirmed."""
-
-    @property
-    def confirmed(self) -> int:
-        """Publishes the broker confirmed."""
-        return len(self.task_ids)
-
-    @property
-    def ok(self) -> bool:
-        """Every requested publish was confirmed."""
-        return self.error is None and self.confirmed == self.requested
-
-    @property
-    def rate(self) -> float:
-        """Confirmed publishes per second."""
-        return self.confirmed / self.seconds if self.seconds > 0 else 0.0
-
-
-Publisher = Callable[[Celery, PublishPlan, ProgressCallback], PublishResult]
 
 
 def publish_confirmed(app: Celery, plan: PublishPlan, on_progress: ProgressCallback) -> PublishResult:
@@ -126,6 +94,13 @@ def publish_confirmed(app: Celery, plan: PublishPlan, on_progress: ProgressCallb
         # and is reported: the caller decides; nothing is swallowed.
         return PublishResult(plan.count, tuple(task_ids), time.monotonic() - started, f"{type(exc).__name__}: {exc}")
     return PublishResult(plan.count, tuple(task_ids), time.monotonic() - started)
+
+
+PUBLISHERS: Final[Mapping[str, Publisher]] = MappingProxyType(
+    {"pipelined": publish_pipelined, "simple": publish_confirmed}
+)
+"""``--publisher`` choices; the first is the default."""
+DEFAULT_PUBLISHER: Final = "pipelined"
 
 
 def run_with_progress(app: Celery, plan: PublishPlan, publisher: Publisher, interactive: bool) -> PublishResult:
@@ -171,13 +146,19 @@ def run_with_progress(app: Celery, plan: PublishPlan, publisher: Publisher, inte
 def main(
     argv: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
-    publisher: Publisher = publish_confirmed,
+    publisher: Publisher | None = None,
 ) -> int:
-    """CLI entry point; returns the exit status."""
+    """CLI entry point; returns the exit status. ``publisher`` overrides ``--publisher`` (tests)."""
     parser = argparse.ArgumentParser(prog="python -m app.scheduler", description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT, help="tasks to publish (default %(default)s)")
     parser.add_argument("--task", choices=sorted(TASK_CHOICES), default="count", help="task to publish")
     parser.add_argument("--sleep-ms", type=int, default=0, help="argument for sleep_ms/record tasks (default 0)")
+    parser.add_argument(
+        "--publisher",
+        choices=sorted(PUBLISHERS),
+        default=DEFAULT_PUBLISHER,
+        help="pipelined: many confirms in flight; simple: wait for each confirm (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error(f"--count must be at least 1, got {args.count}")
@@ -191,9 +172,14 @@ def main(
 
     app = make_app(config)
     plan = PublishPlan(TASK_CHOICES[args.task], args.count, args.sleep_ms)
-    print(f"publishing {plan.count} x {plan.task_name} via {', '.join(config.redacted_urls())}", flush=True)
+    chosen = publisher or PUBLISHERS[args.publisher]
+    print(
+        f"publishing {plan.count} x {plan.task_name} ({args.publisher} publisher) "
+        f"via {', '.join(config.redacted_urls())}",
+        flush=True,
+    )
     try:
-        result = run_with_progress(app, plan, publisher, interactive=sys.stdout.isatty())
+        result = run_with_progress(app, plan, chosen, interactive=sys.stdout.isatty())
     finally:
         # Close the pooled connections cleanly instead of letting the broker see them drop.
         app.close()

@@ -17,6 +17,7 @@ from celery import Celery
 
 from app import config as app_config
 from app.factory import make_app
+from app.publish import publish_pipelined
 from app.scheduler import ProgressCallback, PublishPlan, PublishResult, publish_confirmed
 from drill import seed_app
 
@@ -87,5 +88,6 @@ class ProfileRuntime:
                 app_config.ENV_BROKER_URLS: ",".join(self.urls),
                 app_config.ENV_DRILL_RESULTS_DIR: str(self.results_dir),
             }
-            return make_app(app_config.from_env(environ)), publish_confirmed
+            # The scheduler's default: a window of confirms in flight, unconfirmed ones republished.
+            return make_app(app_config.from_env(environ)), publish_pipelined
         return seed_app.make_seed_app(";".join(self.urls), self.results_dir), publish_confirmed

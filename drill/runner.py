@@ -180,7 +180,7 @@ def run_drill(options: DrillOptions, console: Console | None = None) -> DrillRes
             runtime = ProfileRuntime(options.profile, tuple(cluster.urls()), results, options.concurrency)
             pool = WorkerPool(runtime, state)
             try:
-                return _drive(
+                return drive(
                     options,
                     cluster=cluster,
                     pool=pool,
@@ -193,7 +193,7 @@ def run_drill(options: DrillOptions, console: Console | None = None) -> DrillRes
                 pool.stop()
 
 
-def _drive(
+def drive(
     options: DrillOptions,
     *,
     cluster: LocalCluster,

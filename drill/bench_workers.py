@@ -1,0 +1,309 @@
+"""Worker benchmarks: throughput of the ha and seed configurations, and scale (1k..100k tasks).
+
+Workers are the drills' ``WorkerPool`` processes (real ``celery worker``), tasks are
+``app.tasks.record`` (an append of one line per execution, so completions carry a
+timestamp); ``sleep_ms=0`` is the no-op case. Throughput runs *prefill* the queue, then
+start the worker, and rate the middle 80% of completions (10th to 90th percentile
+timestamps): worker boot and the last stragglers do not count, only the steady state.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from app import config as app_config
+from app import records, tasks
+from app.factory import make_app
+from app.publish import PublishPlan, publish_pipelined
+from drill.profiles import Profile, ProfileRuntime
+from drill.workers import WorkerPool
+
+STALL_TIMEOUT_S = 60.0
+"""Give up on a run when no task completed for this long."""
+READY_TIMEOUT_S = 90.0
+SCHEDULER_TIMEOUT_S = 900.0
+
+
+@dataclass(frozen=True)
+class WorkerTuning:
+    """Pool processes and prefetch per worker for one task length (see BENCHMARKS.md)."""
+
+    concurrency: int
+    prefetch_multiplier: int
+
+
+def tuning_for(task_ms: int, cores: int) -> WorkerTuning:
+    """The settings this project recommends (WORKER_CONCURRENCY / WORKER_PREFETCH_MULTIPLIER).
+
+    No-op tasks are CPU-bound in the worker itself: one pool process per core, and a deep
+    prefetch so a process never waits a broker round trip for its next message. Tasks that
+    mostly wait (I/O, sleep) need more processes than cores to keep the CPU busy, and less
+    prefetch: reserved messages wait behind running ones and are redelivered if the worker
+    dies.
+    """
+    if task_ms <= 1:
+        return WorkerTuning(concurrency=max(1, cores), prefetch_multiplier=16)
+    return WorkerTuning(concurrency=4 * max(1, cores), prefetch_multiplier=4)
+
+
+SEED_TUNING: Final = WorkerTuning(concurrency=os.cpu_count() or 1, prefetch_multiplier=4)
+"""What the seed ran with: Celery's defaults, one pool process per CPU and prefetch 4 (the
+seed's app sets neither; ``prefetch_multiplier`` is informational, the seed never reads it)."""
+
+
+@dataclass(frozen=True)
+class ThroughputRun:
+    profile: str
+    task_ms: int
+    tasks: int
+    concurrency: int
+    prefetch_multiplier: int | None
+    """``None`` for the seed: its app sets none, Celery's default (4) applies."""
+    completed: int
+    duplicates: int
+    per_s: float
+    worker_peak_rss_kb: int
+    """Largest VmHWM among the worker's processes (main + pool)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "per_s": round(self.per_s, 1)}
+
+
+@dataclass(frozen=True)
+class ScaleRun:
+    tasks: int
+    publish_seconds: float
+    """The scheduler CLI, process start to exit (Python start-up and connect included)."""
+    publish_per_s: float
+    drain_seconds: float
+    """Scheduler start to the last task finished."""
+    scheduler_peak_rss_kb: int
+    """VmHWM of the scheduler process (its own address space, interpreter included)."""
+    worker_peak_rss_kb: int
+    worker_total_rss_kb: int
+    """Sum of the VmHWM of every worker process: an upper bound, the prefork pool shares
+    pages with its parent (copy-on-write) that each process counts."""
+    duplicates: int
+    lost: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.__dict__,
+            "publish_seconds": round(self.publish_seconds, 2),
+            "publish_per_s": round(self.publish_per_s, 1),
+            "drain_seconds": round(self.drain_seconds, 2),
+        }
+
+
+def _line_count(directory: Path) -> int:
+    # Cheap progress: counting newlines, not parsing JSON (which would cost the workers CPU).
+    return sum(path.read_bytes().count(b"\n") for path in directory.glob(f"*{records.RECORD_SUFFIX}"))
+
+
+def worker_memory_kb(results_dir: Path) -> list[int]:
+    """VmHWM (peak resident set, kB) of every process whose environment names ``results_dir``.
+
+    That marker is exactly the workers of one run (main and pool processes): WorkerPool
+    passes DRILL_RESULTS_DIR to them and to nothing else.
+    """
+    marker = f"{app_config.ENV_DRILL_RESULTS_DIR}={results_dir}".encode() + b"\0"
+    peaks: list[int] = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker not in (proc / "environ").read_bytes():
+                continue
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        if match:
+            peaks.append(int(match[1]))
+    return peaks
+
+
+def _wait_drained(results: Path, expected: int, pool: WorkerPool, say: Callable[[str], None]) -> records.Tally:
+    """Wait until every key 0..expected-1 was recorded; bounded by STALL_TIMEOUT_S without progress."""
+    seen, last_progress = -1, time.monotonic()
+    while True:
+        lines = _line_count(results)
+        if lines >= expected:
+            tally = records.tally(results)
+            if not tally.missing(range(expected)):
+                return tally
+        if lines != seen:
+            seen, last_progress = lines, time.monotonic()
+        elif time.monotonic() - last_progress > STALL_TIMEOUT_S:
+            say(f"[red]no task completed for {STALL_TIMEOUT_S:.0f}s; stopping this run[/]")
+            for name in pool.alive():
+                say(pool.log_tail(name, 10))
+            return records.tally(results)
+        time.sleep(0.25)
+
+
+def _steady_rate(finished: list[float]) -> float:
+    stamps = sorted(finished)
+    if len(stamps) < 10:
+        return 0.0
+    lo, hi = stamps[len(stamps) // 10], stamps[(len(stamps) * 9) // 10]
+    span = hi - lo
+    return (len(stamps) * 0.8) / span if span > 0 else 0.0
+
+
+def fresh_dir(directory: Path) -> Path:
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return directory
+
+
+def measure_throughput(
+    profile: Profile,
+    urls: tuple[str, ...],
+    work: Path,
+    *,
+    task_ms: int,
+    count: int,
+    tuning: WorkerTuning,
+    say: Callable[[str], None],
+) -> ThroughputRun:
+    """Prefill ``count`` record tasks, start one worker of ``profile``, rate its steady state."""
+    results = fresh_dir(work / "results")
+    state = fresh_dir(work / "state")
+    runtime = ProfileRuntime(profile, urls, results, tuning.concurrency, tuning.prefetch_multiplier)
+    plan = PublishPlan(tasks.RECORD, count, sleep_ms=task_ms)
+    if profile is Profile.HA:
+        app = make_app(
+            app_config.from_env(
+                {app_config.ENV_BROKER_URLS: ",".join(urls), app_config.ENV_DRILL_RESULTS_DIR: str(results)}
+            )
+        )
+        prefill = publish_pipelined(app, plan, lambda _: None)
+    else:
+        # The seed's own publishing: send_task without confirms, as its scheduler did.
+        app, publisher = runtime.publisher()
+        prefill = publisher(app, plan, lambda _: None)
+    app.close()
+    if not prefill.ok:
+        raise RuntimeError(f"prefilling {count} tasks for the {profile} run failed: {prefill.error}")
+    pool = WorkerPool(runtime, state)
+    try:
+        pool.start(1)
+        tally = _wait_drained(results, count, pool, say)
+        peak = max(worker_memory_kb(results), default=0)
+    finally:
+        pool.stop()
+    finished = [r.finished_at for r in records.read(results)[0]]
+    run = ThroughputRun(
+        profile=profile.value,
+        task_ms=task_ms,
+        tasks=count,
+        concurrency=tuning.concurrency,
+        prefetch_multiplier=tuning.prefetch_multiplier if profile is Profile.HA else None,
+        completed=len(tally.keys & frozenset(range(count))),
+        duplicates=tally.duplicates,
+        per_s=_steady_rate(finished),
+        worker_peak_rss_kb=peak,
+    )
+    prefetch = tuning.prefetch_multiplier if profile is Profile.HA else "4 (Celery's default)"
+    say(
+        f"throughput {profile.value} {task_ms} ms (c={tuning.concurrency}, prefetch={prefetch}): "
+        f"{run.per_s:.0f} tasks/s, {run.completed}/{count} done"
+    )
+    return run
+
+
+_HWM_MARK = "bench-scheduler-VmHWM-kB:"
+# Runs the scheduler CLI unchanged and, at exit, prints the peak RSS of its own address space.
+# Not ru_maxrss: Linux carries the forking parent's peak across exec into the child's
+# ru_maxrss, so every scheduler would report this (much bigger) bench process's peak.
+_SCHEDULER_WRAPPER = (
+    "import atexit, re, runpy, sys\n"
+    "def report():\n"
+    "    status = open('/proc/self/status').read()\n"
+    f"    print('{_HWM_MARK}', re.search(r'VmHWM:\\s+(\\d+)', status)[1], file=sys.stderr, flush=True)\n"
+    "atexit.register(report)\n"
+    "sys.argv = ['app.scheduler', *sys.argv[1:]]\n"
+    "runpy.run_module('app.scheduler', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise TimeoutError(f"the scheduler ran longer than {timeout:.0f}s") from None
+
+
+def measure_scale(
+    urls: tuple[str, ...],
+    work: Path,
+    *,
+    count: int,
+    tuning: WorkerTuning,
+    workers: int,
+    say: Callable[[str], None],
+) -> ScaleRun:
+    """Workers first, then ``python -m app.scheduler`` (the real CLI, default publisher) for
+    ``count`` no-op record tasks; time both sides and read their peak memory."""
+    results = fresh_dir(work / "results")
+    state = fresh_dir(work / "state")
+    runtime = ProfileRuntime(Profile.HA, urls, results, tuning.concurrency, tuning.prefetch_multiplier)
+    pool = WorkerPool(runtime, state)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BROKER_", "WORKER_", "HEALTH_", "DRILL_"))}
+    env[app_config.ENV_BROKER_URLS] = ",".join(urls)
+    log = work / f"scheduler-{count}.log"
+    try:
+        names = pool.start(workers)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all((state / f"{name}.ready").exists() for name in names):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers not consuming after {READY_TIMEOUT_S:.0f}s")
+            time.sleep(0.2)
+        started_wall = time.time()
+        started = time.monotonic()
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _SCHEDULER_WRAPPER, "--count", str(count), "--task", "record"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        status = _wait(proc, SCHEDULER_TIMEOUT_S)
+        publish_seconds = time.monotonic() - started
+        output = log.read_text(errors="replace")
+        if status != 0:
+            raise RuntimeError(f"the scheduler exited {status}: {output[-2000:]}")
+        hwm = re.search(rf"^{re.escape(_HWM_MARK)} (\d+)$", output, re.MULTILINE)
+        scheduler_rss = int(hwm[1]) if hwm else 0
+        tally = _wait_drained(results, count, pool, say)
+        memory = worker_memory_kb(results)
+    finally:
+        pool.stop()
+    finished = [r.finished_at for r in records.read(results)[0]]
+    drain = (max(finished) - started_wall) if finished else float("nan")
+    run = ScaleRun(
+        tasks=count,
+        publish_seconds=publish_seconds,
+        publish_per_s=count / publish_seconds,
+        drain_seconds=drain,
+        scheduler_peak_rss_kb=scheduler_rss,
+        worker_peak_rss_kb=max(memory, default=0),
+        worker_total_rss_kb=sum(memory),
+        duplicates=tally.duplicates,
+        lost=len(tally.missing(range(count))),
+    )
+    say(
+        f"scale {count}: scheduler {run.publish_seconds:.1f}s ({run.scheduler_peak_rss_kb // 1024} MiB), "
+        f"drained in {run.drain_seconds:.1f}s, workers {run.worker_total_rss_kb // 1024} MiB, lost {run.lost}"
+    )
+    return run
