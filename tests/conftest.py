@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,22 +53,42 @@ def run_plan(stack: str, out: Path, *overrides: str) -> subprocess.CompletedProc
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
 
 
+# Plans with overrides that several tests read: built together with the stacks' plans, in
+# parallel (each is a Python process importing the Pulumi SDKs: seconds of CPU apiece).
+VARIANTS: tuple[tuple[str, ...], ...] = (
+    ("dev", "mirrorRabbitmqImage=true"),
+    ("dev", "autoscaling=keda", "autoscalingMaxReplicas=12"),
+    ("dev", "autoscaling=hpa"),
+)
+
+
 @pytest.fixture(scope="session")
-def plan_runner(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., subprocess.CompletedProcess[str]]:
+def _prebuilt(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, ...], subprocess.CompletedProcess[str]]:
+    jobs = [(stack,) for stack in STACKS] + list(VARIANTS)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        futures = {job: pool.submit(run_plan, job[0], tmp_path_factory.mktemp("plan"), *job[1:]) for job in jobs}
+        return {job: future.result() for job, future in futures.items()}
+
+
+@pytest.fixture(scope="session")
+def plan_runner(
+    tmp_path_factory: pytest.TempPathFactory, _prebuilt: dict[tuple[str, ...], subprocess.CompletedProcess[str]]
+) -> Callable[..., subprocess.CompletedProcess[str]]:
     def runner(stack: str, *overrides: str) -> subprocess.CompletedProcess[str]:
+        if (stack, *overrides) in _prebuilt:
+            return _prebuilt[(stack, *overrides)]
         return run_plan(stack, tmp_path_factory.mktemp(f"plan-{stack}"), *overrides)
 
     return runner
 
 
 @pytest.fixture(scope="session")
-def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Plan]:
-    out = tmp_path_factory.mktemp("plans")
+def plans(_prebuilt: dict[tuple[str, ...], subprocess.CompletedProcess[str]]) -> dict[str, Plan]:
     result: dict[str, Plan] = {}
     for stack in STACKS:
-        done = run_plan(stack, out)
+        done = _prebuilt[(stack,)]
         assert done.returncode == 0, f"plan of {stack} failed:\n{done.stderr}"
-        directory = out / stack
+        directory = Path(done.stdout.split("-> ")[-1].strip())
         result[stack] = Plan(stack, directory, json.loads((directory / "resources.json").read_text()))
     return result
 
