@@ -62,7 +62,7 @@ demo: setup ## local 3-node RabbitMQ + Celery drill (TASKS=, SCENARIO=, CONFIG=h
 	$(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --config $(CONFIG)
 
 bench: setup ## benchmarks -> build/bench/results.json (QUICK=1 for the short run)
-	$(PY) -m drill.bench $(if $(QUICK),--quick,)
+	$(PY) -m bench $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -4,11 +4,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 import settings
-from app import timing
 from components.gke import GkeCluster, GkeClusterArgs
-from components.rabbitmq import AMQP_PORT, RabbitMQCluster, RabbitMQClusterArgs
+from components.rabbitmq import RabbitMQCluster, RabbitMQClusterArgs
 from components.registry import Registry, RegistryArgs
 from components.workers import CeleryWorkers, CeleryWorkersArgs
+from contract import timing
+from contract.wire import AMQP_PORT
 
 config = settings.load()
 labels = {"app": "ha-celery", "stack": config.stack, "environment": config.environment.value}
@@ -37,7 +38,7 @@ registry = Registry(
     RegistryArgs(
         project=config.cluster.project,
         location=config.registry.location,
-        app_dir="app",
+        context_dir=".",
         mirror_image=config.broker.image if config.registry.mirror_rabbitmq_image else None,
         labels=labels,
     ),
@@ -81,7 +82,7 @@ workers = CeleryWorkers(
         memory_mib=config.workers.memory_mib,
         scheduler_enabled=config.workers.scheduler_enabled,
         scheduler_tasks=config.workers.scheduler_tasks,
-        autoscaling=config.workers.autoscaling.value,
+        autoscaling=config.workers.autoscaling,
         autoscaling_max_replicas=config.workers.autoscaling_max_replicas,
     ),
     opts=k8s_opts,

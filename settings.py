@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from contract.wire import Autoscaling
+
 PROJECT = "ha-celery"
 PROJECT_FILE = Path(__file__).with_name("Pulumi.yaml")
 
@@ -90,12 +92,6 @@ class BrokerStorage(StrEnum):
             BrokerStorage.STANDARD: DiskType.PD_STANDARD,
             BrokerStorage.HYPERDISK: DiskType.HYPERDISK_BALANCED,
         }[self]
-
-
-class Autoscaling(StrEnum):
-    NONE = "none"
-    HPA = "hpa"
-    KEDA = "keda"
 
 
 @dataclass(frozen=True)

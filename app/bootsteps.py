@@ -8,7 +8,8 @@ from typing import Any
 
 from celery import bootsteps
 
-from app import health, timing
+from app import health
+from contract import timing
 
 logger = logging.getLogger(__name__)
 

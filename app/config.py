@@ -37,7 +37,7 @@ Worker tuning:
     Pool processes per worker, 1..64 (default 2). Explicit because in a container
     Celery's default, the CPU count, is the *node's* count, not the pod's limit.
 
-Probes and drills:
+Probes:
 
 ``HEALTH_HEARTBEAT_FILE``
     Absolute path the worker touches every few seconds while connected
@@ -45,18 +45,18 @@ Probes and drills:
 ``HEALTH_READY_FILE``
     Absolute path that exists while the worker consumes (default
     ``/tmp/worker-ready``); checked by ``python -m app.health --ready``.
-``DRILL_RESULTS_DIR``
-    Absolute directory where ``app.tasks.record`` appends one line per
-    execution (see ``app.records``). Unset in production.
 
 Must stay unset: ``REMAP_SIGTERM`` (read by billiard). Setting it turns
 Kubernetes' SIGTERM into a cold shutdown, which cancels running tasks (and,
 with a soft shutdown timeout, stalls the event loop; see
 ``timing.SOFT_SHUTDOWN_TIMEOUT_S``); ``from_env`` rejects it.
 
-Result backend: none. Tasks here report through their own side effects (the
-drill records, logs); a backend would be one more stateful service to make
-highly available, and every result would be one more message to lose.
+Result backend: none. Tasks report through their own side effects; a backend
+would be one more stateful service to make highly available, and every result
+would be one more message to lose.
+
+The variable names and defaults are part of the contract with the Kubernetes
+objects, so they live in ``contract.wire``.
 """
 
 from __future__ import annotations
@@ -69,50 +69,34 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from app import timing
+from contract import timing, wire
+from contract.wire import (
+    DEFAULT_BROKER_VHOST,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_HEARTBEAT_FILE,
+    DEFAULT_PREFETCH_MULTIPLIER,
+    DEFAULT_READY_FILE,
+    ENV_BROKER_HOSTS,
+    ENV_BROKER_PASSWORD,
+    ENV_BROKER_PORT,
+    ENV_BROKER_URLS,
+    ENV_BROKER_USER,
+    ENV_BROKER_VHOST,
+    ENV_CONCURRENCY,
+    ENV_HEARTBEAT_FILE,
+    ENV_PREFETCH_MULTIPLIER,
+    ENV_READY_FILE,
+    ENV_REMAP_SIGTERM,
+    MAX_CONCURRENCY,
+    QUEUE_NAME,
+)
 
 if TYPE_CHECKING:
     from kombu import Queue
 
-ENV_BROKER_URLS: Final = "BROKER_URLS"
-ENV_BROKER_HOSTS: Final = "BROKER_HOSTS"
-ENV_BROKER_PORT: Final = "BROKER_PORT"
-ENV_BROKER_VHOST: Final = "BROKER_VHOST"
-ENV_BROKER_USER: Final = "BROKER_USER"
-ENV_BROKER_PASSWORD: Final = "BROKER_PASSWORD"
-ENV_PREFETCH_MULTIPLIER: Final = "WORKER_PREFETCH_MULTIPLIER"
-ENV_CONCURRENCY: Final = "WORKER_CONCURRENCY"
-ENV_HEARTBEAT_FILE: Final = "HEALTH_HEARTBEAT_FILE"
-ENV_READY_FILE: Final = "HEALTH_READY_FILE"
-ENV_DRILL_RESULTS_DIR: Final = "DRILL_RESULTS_DIR"
-ENV_REMAP_SIGTERM: Final = "REMAP_SIGTERM"
-
-DEFAULT_BROKER_PORT: Final = 5672
-DEFAULT_BROKER_VHOST: Final = "/"
-DEFAULT_PREFETCH_MULTIPLIER: Final = 1
-DEFAULT_CONCURRENCY: Final = 2
-MAX_CONCURRENCY: Final = 64
-DEFAULT_HEARTBEAT_FILE: Final = "/tmp/worker-heartbeat"
-DEFAULT_READY_FILE: Final = "/tmp/worker-ready"
+DEFAULT_BROKER_PORT: Final = wire.AMQP_PORT
 _DEFAULT_HEARTBEAT_PATH: Final = PurePosixPath(DEFAULT_HEARTBEAT_FILE)
 _DEFAULT_READY_PATH: Final = PurePosixPath(DEFAULT_READY_FILE)
-
-QUEUE_NAME: Final = "celery"
-"""The one task queue (a quorum queue) and its topic exchange's name."""
-
-WORKER_COMMAND: Final[tuple[str, ...]] = (
-    "celery",
-    "-A",
-    "app.celery_app",
-    "worker",
-    "--loglevel=INFO",
-    # Gossip and mingle make every worker talk to every other at start and on
-    # each event; nothing here needs it and it is broker load that grows as n^2.
-    "--without-gossip",
-    "--without-mingle",
-)
-"""The worker's argv: the image's CMD (exec form, so celery is PID 1) and what
-the local harness runs. ``tests/test_app_config.py`` checks the Dockerfile matches."""
 
 _HOST_RE: Final = re.compile(
     r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -137,8 +121,6 @@ class AppConfig:
     """Liveness heartbeat file; see ``HEALTH_HEARTBEAT_FILE``."""
     ready_file: PurePosixPath = _DEFAULT_READY_PATH
     """Readiness marker file; see ``HEALTH_READY_FILE``."""
-    drill_results_dir: PurePosixPath | None = None
-    """Where ``record`` tasks append executions; ``None`` outside drills."""
 
     def redacted_urls(self) -> tuple[str, ...]:
         """The broker URLs with passwords masked, for logs and reports."""
@@ -170,7 +152,7 @@ def from_env(environ: Mapping[str, str]) -> AppConfig:
     if environ.get(ENV_REMAP_SIGTERM):
         raise ConfigError(
             f"{ENV_REMAP_SIGTERM}={environ[ENV_REMAP_SIGTERM]!r} makes SIGTERM a cold shutdown that cancels "
-            "running tasks; allowed: unset (SIGTERM then waits for running tasks, see app.timing)"
+            "running tasks; allowed: unset (SIGTERM then waits for running tasks, see contract.timing)"
         )
     urls_raw = environ.get(ENV_BROKER_URLS, "").strip()
     hosts_raw = environ.get(ENV_BROKER_HOSTS, "").strip()
@@ -208,7 +190,6 @@ def from_env(environ: Mapping[str, str]) -> AppConfig:
         concurrency=_int_env(environ, ENV_CONCURRENCY, DEFAULT_CONCURRENCY, 1, MAX_CONCURRENCY),
         heartbeat_file=_abs_path_env(environ, ENV_HEARTBEAT_FILE, DEFAULT_HEARTBEAT_FILE),
         ready_file=_abs_path_env(environ, ENV_READY_FILE, DEFAULT_READY_FILE),
-        drill_results_dir=_optional_abs_path_env(environ, ENV_DRILL_RESULTS_DIR),
     )
 
 
@@ -403,10 +384,10 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
         # A task that hit its hard time limit is requeued (another worker may be luckier); the
         # queue's delivery-limit then dead-letters it, so a poison task cannot loop forever.
         "task_acks_on_timeout": False,
-        # Bounded executions keep unacked deliveries under the broker's consumer_timeout (app.timing).
+        # Bounded executions keep unacked deliveries under the broker's consumer_timeout (contract.timing).
         "task_soft_time_limit": timing.TASK_SOFT_TIME_LIMIT_S,
         "task_time_limit": timing.TASK_TIME_LIMIT_S,
-        # Publishing retries across reconnects for longer than a failover takes (app.timing).
+        # Publishing retries across reconnects for longer than a failover takes (contract.timing).
         "task_publish_retry": True,
         "task_publish_retry_policy": {
             "max_retries": timing.PUBLISH_RETRY_MAX_RETRIES,
@@ -430,7 +411,7 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
         # to the dead channel) and the broker redelivers them anyway: stop them now.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         # Off: Celery's soft shutdown blocks the event loop (no acks, no heartbeats) for the
-        # whole timeout; SIGTERM's warm shutdown waits for running tasks safely (app.timing).
+        # whole timeout; SIGTERM's warm shutdown waits for running tasks safely (contract.timing).
         "worker_soft_shutdown_timeout": float(timing.SOFT_SHUTDOWN_TIMEOUT_S),
         "worker_enable_soft_shutdown_on_idle": False,
         # Remote control (celery inspect/control) stays on for operators; its pidbox queue is
@@ -441,8 +422,7 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
         "task_send_sent_event": False,
         "enable_utc": True,
         "timezone": "UTC",
-        # Read by app.bootsteps.HealthStep and app.tasks (custom keys, not Celery settings).
+        # Read by app.bootsteps.HealthStep (custom keys, not Celery settings).
         "ha_heartbeat_file": str(config.heartbeat_file),
         "ha_ready_file": str(config.ready_file),
-        "ha_drill_results_dir": None if config.drill_results_dir is None else str(config.drill_results_dir),
     }

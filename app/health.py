@@ -31,8 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app import timing
-from app.config import DEFAULT_HEARTBEAT_FILE, DEFAULT_READY_FILE, ENV_HEARTBEAT_FILE, ENV_READY_FILE
+from contract import timing
+from contract.wire import DEFAULT_HEARTBEAT_FILE, DEFAULT_READY_FILE, ENV_HEARTBEAT_FILE, ENV_READY_FILE
 
 
 def touch(path: Path) -> None:

@@ -1,7 +1,6 @@
 """Publishing many tasks, every one confirmed by the broker, without one round trip per task.
 
-The plan/result types every publisher shares live here too (``app.scheduler`` re-exports
-them), so that this module never imports the scheduler and the scheduler can default to it.
+The plan/result types every publisher shares live in ``app.batch``.
 
 ``publish_pipelined`` keeps a *window* of up to ``window`` publishes in flight on one
 confirm-mode channel (RabbitMQ publisher confirms) and counts a task as scheduled only
@@ -36,7 +35,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from amqp.exceptions import AccessRefused, NotAllowed, PreconditionFailed
@@ -44,62 +43,8 @@ from celery import Celery
 from kombu import Connection, Producer, Queue
 from kombu.utils.uuid import uuid
 
-from app import tasks, timing
-
-ProgressCallback = Callable[[int], None]
-"""Called with the number of publishes confirmed so far."""
-
-
-@dataclass(frozen=True)
-class PublishPlan:
-    """What to publish: ``count`` messages of ``task_name``."""
-
-    task_name: str
-    count: int
-    sleep_ms: int = 0
-    """Passed to tasks that take one (``sleep_ms``, ``record``, ``record_once``)."""
-
-    def arguments(self, index: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Positional and keyword arguments of the ``index``-th task."""
-        if self.task_name in (tasks.RECORD, tasks.RECORD_ONCE):
-            return (index,), {"sleep_ms": self.sleep_ms}
-        if self.task_name == tasks.SLEEP_MS:
-            return (), {"ms": self.sleep_ms}
-        return (), {}
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    """What a publisher achieved."""
-
-    requested: int
-    task_ids: tuple[str, ...] = field(repr=False)
-    """Ids of the confirmed publishes, in plan order (all of them: the index is the ``record`` key)."""
-    seconds: float
-    error: str | None = None
-    """Why publishing stopped early; ``None`` if every publish was confirmed."""
-    republished: int = 0
-    """Publishes sent again after a failover or a nack (each may execute twice)."""
-    failovers: int = 0
-    """Connections abandoned for the next broker URL."""
-
-    @property
-    def confirmed(self) -> int:
-        """Publishes the broker confirmed."""
-        return len(self.task_ids)
-
-    @property
-    def ok(self) -> bool:
-        """Every requested publish was confirmed."""
-        return self.error is None and self.confirmed == self.requested
-
-    @property
-    def rate(self) -> float:
-        """Confirmed publishes per second."""
-        return self.confirmed / self.seconds if self.seconds > 0 else 0.0
-
-
-Publisher = Callable[[Celery, PublishPlan, ProgressCallback], PublishResult]
+from app.batch import ProgressCallback, PublishPlan, PublishResult
+from contract import timing
 
 DEFAULT_WINDOW: Final = 2048
 """Publishes in flight (sent, not yet confirmed). Measured on the local 3-node cluster

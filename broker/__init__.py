@@ -13,7 +13,6 @@ from broker.config import (
 )
 from broker.render import (
     enabled_plugins,
-    import_definitions_command,
     policy_commands,
     policy_definition,
     rabbitmq_conf_settings,
@@ -31,7 +30,6 @@ __all__ = [
     "PeerDiscovery",
     "RabbitVersion",
     "enabled_plugins",
-    "import_definitions_command",
     "policy_commands",
     "policy_definition",
     "rabbitmq_conf_settings",

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from app.timing import CONSUMER_TIMEOUT_MS
+from contract.timing import CONSUMER_TIMEOUT_MS
+from contract.wire import AMQP_PORT, DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, MANAGEMENT_PORT, PROMETHEUS_PORT
 
 # Celery's own non-task queues, which must never get the task dead-letter policy:
 # ``celeryev.<uuid>`` event queues and ``*.pidbox`` control/reply queues carry a message TTL,
@@ -22,9 +23,9 @@ from app.timing import CONSUMER_TIMEOUT_MS
 # other by their own queue arguments. (The dead-letter queue itself is excluded by name too.)
 CELERY_INTERNAL_QUEUE_PATTERNS: tuple[str, ...] = (r"celeryev\..*", r".*\.pidbox", r"celery_delayed_.*")
 
-# The timing contract with the workers lives in app.timing (pure constants, no Celery import):
+# The timing contract with the workers lives in contract.timing (pure constants, no Celery import):
 # a Celery worker acks late, so every prefetched message stays unacked while the tasks before it
-# run; app.timing derives the smallest timeout the workers survive (MIN_CONSUMER_TIMEOUT_MS,
+# run; contract.timing derives the smallest timeout the workers survive (MIN_CONSUMER_TIMEOUT_MS,
 # 18 min) from the task time limit and the largest prefetch, and recommends 30 min.
 DEFAULT_CONSUMER_TIMEOUT_MS = CONSUMER_TIMEOUT_MS
 
@@ -81,10 +82,10 @@ class BrokerConfig:
     consumer_timeout_ms: int = DEFAULT_CONSUMER_TIMEOUT_MS
     """Max time a delivery may stay unacked before the broker closes the channel, ms. Must be
     above Celery's task_time_limit x (prefetch + 1), or tasks are redelivered while still
-    running; the default is app.timing.CONSUMER_TIMEOUT_MS, >= app.timing.MIN_CONSUMER_TIMEOUT_MS."""
-    amqp_port: int = 5672
-    management_port: int = 15672
-    prometheus_port: int = 15692
+    running; the default is contract.timing.CONSUMER_TIMEOUT_MS, >= contract.timing.MIN_CONSUMER_TIMEOUT_MS."""
+    amqp_port: int = AMQP_PORT
+    management_port: int = MANAGEMENT_PORT
+    prometheus_port: int = PROMETHEUS_PORT
     bind_address: str | None = None
     """IPv4 address every listener (AMQP, management, Prometheus, Erlang distribution) binds to.
     None: all interfaces, as a pod needs. The local harness binds to 127.0.0.1 so nothing it
@@ -92,9 +93,9 @@ class BrokerConfig:
     default_vhost: str = "/"
     """The vhost Celery uses. "/" because it is what the default user is granted on first boot
     and what every Celery/kombu URL without a path means; one app per broker needs no other."""
-    dead_letter_exchange: str = "celery.dlx"
+    dead_letter_exchange: str = DEAD_LETTER_EXCHANGE
     """Fanout exchange that receives tasks rejected past the delivery limit."""
-    dead_letter_queue: str = "celery.dlq"
+    dead_letter_queue: str = DEAD_LETTER_QUEUE
     """Quorum queue bound to the DLX: poison tasks are kept here for inspection, not dropped."""
     delivery_limit: int = 20
     """Redeliveries before a quorum queue dead-letters a message (4.x default; 3.10 has none)."""
@@ -203,20 +204,3 @@ class BrokerConfig:
         where only the majority can commit, so the key is gone from the decision.
         """
         return self.version is RabbitVersion.V3_10
-
-    def check_task_time_limit(self, task_time_limit_s: float, prefetch_multiplier: int = 1) -> None:
-        """Raise ValueError unless consumer_timeout outlasts the longest a delivery stays unacked.
-
-        With ``task_acks_late`` a prefetched message is unacked while it waits for a pool
-        process (up to ``prefetch_multiplier`` task durations) and while it runs (one more):
-        ``(prefetch_multiplier + 1) x task_time_limit`` (the rule app.timing is built on).
-        """
-        if prefetch_multiplier < 1:
-            raise ValueError(f"prefetch_multiplier must be >= 1, got {prefetch_multiplier}")
-        worst_ms = task_time_limit_s * 1000 * (prefetch_multiplier + 1)
-        if worst_ms >= self.consumer_timeout_ms:
-            raise ValueError(
-                f"consumer_timeout_ms={self.consumer_timeout_ms} is not above (prefetch_multiplier "
-                f"{prefetch_multiplier} + 1) x task_time_limit {task_time_limit_s}s = {worst_ms:.0f} ms: "
-                "the broker would close the channel and redeliver tasks that are still running"
-            )

@@ -15,7 +15,7 @@ hash, which would put a credential into the ConfigMap. Verified on the local 3.1
 line above (tests/test_broker.py::test_boot_time_definitions_suppress_default_user).
 
 So the definitions are applied *after* boot, idempotently, with
-``rabbitmqctl import_definitions <file>`` (:func:`import_definitions_command`; present in 3.10
+``rabbitmqctl import_definitions <file>`` (:func:`contract.wire.import_definitions_command`; present in 3.10
 and 4.3). Runtime import never touches the default user. The file holds no secret and may live
 in a ConfigMap. It declares the dead-letter exchange, the dead-letter quorum queue, its binding
 and the policy in one call (``set_policy`` alone cannot declare an exchange or a queue;
@@ -370,15 +370,10 @@ def render_definitions_json(cfg: BrokerConfig) -> str:
     return json.dumps(render_definitions(cfg), indent=2, sort_keys=True) + "\n"
 
 
-def import_definitions_command(path: str) -> list[str]:
-    """The argv that applies a rendered definitions file to a running cluster (idempotent)."""
-    return ["rabbitmqctl", "import_definitions", path]
-
-
 def policy_commands(cfg: BrokerConfig) -> list[list[str]]:
     """``rabbitmqctl set_policy`` argv that (re)apply the same policy at runtime.
 
-    Only the policy: the dead-letter exchange and queue need :func:`import_definitions_command`.
+    Only the policy: the dead-letter exchange and queue need :func:`contract.wire.import_definitions_command`.
     """
     return [
         [

@@ -9,6 +9,7 @@ quorum-safe drain on shutdown, a PDB and a NetworkPolicy.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 import pulumi
@@ -17,23 +18,23 @@ import pulumi_random as random
 
 from broker.config import BrokerConfig, PeerDiscovery, RabbitVersion
 from broker.render import render_definitions_json, render_enabled_plugins, render_rabbitmq_conf
+from contract.wire import (
+    AMQP_PORT,
+    BROKER_USERNAME,
+    CLIENT_LABEL,
+    DEFINITIONS_PATH,
+    DIST_PORT,
+    EPMD_PORT,
+    MANAGEMENT_PORT,
+    OPS_LABEL,
+    PROMETHEUS_PORT,
+    RABBITMQ_UID,
+    import_definitions_command,
+)
 
-AMQP_PORT = 5672
-MANAGEMENT_PORT = 15672
-PROMETHEUS_PORT = 15692
-EPMD_PORT = 4369
-DIST_PORT = 25672
-USERNAME = "celery"
-RABBITMQ_UID = 999
-"""The rabbitmq user of the official image."""
-CLIENT_LABEL = "ha-celery/broker-client"
-"""Pods carrying this label (value "true") may open AMQP connections: the workers and the scheduler."""
-OPS_LABEL = "ha-celery/ops"
-"""Pods (in any namespace) labelled with this may reach AMQP and the management UI: operators' tools."""
 GRACE_SECONDS = 600
 """Finite, unlike the operator's 7 days: a drain that cannot finish in 10 min will not finish, and
 a node update must not hang forever. The preStop waits use most of it."""
-DEFINITIONS_PATH = "/etc/ha-celery/definitions.json"
 
 
 @dataclass(frozen=True)
@@ -123,13 +124,13 @@ class RabbitMQCluster(pulumi.ComponentResource):
             metadata={"name": f"{app}-default-user", "namespace": args.namespace, "labels": labels},
             type="Opaque",
             string_data={
-                "username": USERNAME,
+                "username": BROKER_USERNAME,
                 "password": self.password,
                 # Read by RabbitMQ from conf.d: the user exists from the first boot, and the
                 # password never appears in the ConfigMap. Setting default_user also means no
                 # guest user is created at all.
                 "default_user.conf": pulumi.Output.concat(
-                    f"default_user = {USERNAME}\ndefault_pass = ", self.password, "\n"
+                    f"default_user = {BROKER_USERNAME}\ndefault_pass = ", self.password, "\n"
                 ),
             },
             opts=child,
@@ -245,8 +246,8 @@ class RabbitMQCluster(pulumi.ComponentResource):
                         "command": [
                             "sh",
                             "-c",
-                            "rabbitmqctl --timeout 300 await_startup"
-                            f" && rabbitmqctl import_definitions {DEFINITIONS_PATH}",
+                            "rabbitmqctl --timeout 300 await_startup && "
+                            + shlex.join(import_definitions_command(DEFINITIONS_PATH)),
                         ]
                     }
                 },
@@ -429,7 +430,7 @@ class RabbitMQCluster(pulumi.ComponentResource):
         self.credentials_secret = user_secret.metadata["name"]
         self.management_url = pulumi.Output.secret(
             pulumi.Output.concat(
-                f"http://{USERNAME}:",
+                f"http://{BROKER_USERNAME}:",
                 secret_password,
                 f"@{app}.",
                 args.namespace,

@@ -13,16 +13,22 @@ import pulumi_gcp as gcp
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def source_tag(directory: Path) -> str:
-    """A content hash of the build context: the tag changes exactly when the image can.
+WORKER_SOURCES = ("app", "contract")
+"""The project folders the worker image is built from (app/Dockerfile.dockerignore admits exactly
+these): the application and the contract it shares with the cloud program."""
+
+
+def source_tag(root: Path, sources: tuple[str, ...] = WORKER_SOURCES) -> str:
+    """A content hash of what the image is built from: the tag changes exactly when the image can.
 
     Tags are immutable in the repository, so a tag must never be reused for other bytes;
     a content hash also keeps `pulumi preview` quiet when nothing changed.
     """
     digest = hashlib.sha256()
     ignored = {"__pycache__", ".mypy_cache", ".pytest_cache"}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not ignored & set(p.parts)):
-        digest.update(path.relative_to(directory).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    files = (p for source in sources for p in (root / source).rglob("*") if p.is_file())
+    for path in sorted(p for p in files if not ignored & set(p.parts)):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -32,9 +38,9 @@ class RegistryArgs:
     """GCP project id."""
     location: str
     """Region of the repository: the cluster's, so pulls stay in-region."""
-    app_dir: str
-    """Build context of the worker image, relative to the project (kept relative so state does not
-    depend on where the project is checked out)."""
+    context_dir: str
+    """Build context of the worker image: the project root, relative (so state does not depend on
+    where the project is checked out); app/Dockerfile.dockerignore admits only WORKER_SOURCES."""
     mirror_image: str | None
     """A public image (the broker's) to copy into the repository for clusters without internet
     egress, or None."""
@@ -96,11 +102,11 @@ class Registry(pulumi.ComponentResource):
             docker_build.RegistryArgs(address=host, username="oauth2accesstoken", password=pulumi.Output.secret(token))
         ]
 
-        tag = source_tag(ROOT / args.app_dir)
+        tag = source_tag(ROOT / args.context_dir)
         worker = docker_build.Image(
             f"{name}-worker",
-            context=docker_build.BuildContextArgs(location=args.app_dir),
-            dockerfile=docker_build.DockerfileArgs(location=f"{args.app_dir}/Dockerfile"),
+            context=docker_build.BuildContextArgs(location=args.context_dir),
+            dockerfile=docker_build.DockerfileArgs(location=f"{args.context_dir}/app/Dockerfile"),
             platforms=[docker_build.Platform.LINUX_AMD64],
             tags=[pulumi.Output.concat(self.url, "/worker:", tag)],
             push=True,
@@ -114,7 +120,8 @@ class Registry(pulumi.ComponentResource):
         if args.mirror_image:
             mirror = docker_build.Image(
                 f"{name}-broker-mirror",
-                context=docker_build.BuildContextArgs(location=args.app_dir),
+                # An inline FROM needs no files: the smallest folder of the project as context.
+                context=docker_build.BuildContextArgs(location=f"{args.context_dir}/contract"),
                 dockerfile=docker_build.DockerfileArgs(inline=f"FROM {args.mirror_image}\n"),
                 platforms=[docker_build.Platform.LINUX_AMD64],
                 tags=[pulumi.Output.concat(self.url, "/", args.mirror_image.rsplit("/", 1)[-1])],

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from app import config as app_config
-from app import timing
+from contract import timing, wire
+from contract.wire import CLIENT_LABEL, WORKER_UID, Autoscaling
 
-WORKER_UID = 10001
-"""The non-root user baked into app/Dockerfile."""
-CLIENT_LABEL = "ha-celery/broker-client"
-"""The broker's NetworkPolicy admits AMQP from pods with this label only."""
-HEALTH = ["python", "-m", "app.health"]
-Autoscaling = Literal["none", "hpa", "keda"]
+HEALTH = list(wire.HEALTH_COMMAND)
 
 
 @dataclass(frozen=True)
@@ -49,7 +43,7 @@ class CeleryWorkersArgs:
     """none, hpa (CPU) or keda (queue length; KEDA must be installed in the cluster)."""
     autoscaling_max_replicas: int
     """Upper bound of worker pods when autoscaling."""
-    queue: str = app_config.QUEUE_NAME
+    queue: str = wire.QUEUE_NAME
     """The task queue the workers consume (and KEDA measures)."""
     name: str = "celery-worker"
     """Fixed object name, so `kubectl logs deploy/celery-worker` works in every stack."""
@@ -74,14 +68,14 @@ class CeleryWorkers(pulumi.ComponentResource):
         }
 
         broker_env: list[k8s.core.v1.EnvVarArgsDict] = [
-            {"name": app_config.ENV_BROKER_HOSTS, "value": pulumi.Output.from_input(args.broker_hosts).apply(",".join)},
-            {"name": app_config.ENV_BROKER_PORT, "value": str(args.broker_port)},
+            {"name": wire.ENV_BROKER_HOSTS, "value": pulumi.Output.from_input(args.broker_hosts).apply(",".join)},
+            {"name": wire.ENV_BROKER_PORT, "value": str(args.broker_port)},
             {
-                "name": app_config.ENV_BROKER_USER,
+                "name": wire.ENV_BROKER_USER,
                 "value_from": {"secret_key_ref": {"name": args.credentials_secret, "key": "username"}},
             },
             {
-                "name": app_config.ENV_BROKER_PASSWORD,
+                "name": wire.ENV_BROKER_PASSWORD,
                 "value_from": {"secret_key_ref": {"name": args.credentials_secret, "key": "password"}},
             },
         ]
@@ -107,13 +101,13 @@ class CeleryWorkers(pulumi.ComponentResource):
             "name": "worker",
             "image": args.image,
             # Exec form, no shell: celery is PID 1 and gets the kubelet's SIGTERM (warm shutdown).
-            "command": list(app_config.WORKER_COMMAND),
+            "command": list(wire.WORKER_COMMAND),
             "env": [
                 *broker_env,
-                {"name": app_config.ENV_CONCURRENCY, "value": str(args.concurrency)},
-                {"name": app_config.ENV_PREFETCH_MULTIPLIER, "value": str(app_config.DEFAULT_PREFETCH_MULTIPLIER)},
-                {"name": app_config.ENV_HEARTBEAT_FILE, "value": app_config.DEFAULT_HEARTBEAT_FILE},
-                {"name": app_config.ENV_READY_FILE, "value": app_config.DEFAULT_READY_FILE},
+                {"name": wire.ENV_CONCURRENCY, "value": str(args.concurrency)},
+                {"name": wire.ENV_PREFETCH_MULTIPLIER, "value": str(wire.DEFAULT_PREFETCH_MULTIPLIER)},
+                {"name": wire.ENV_HEARTBEAT_FILE, "value": wire.DEFAULT_HEARTBEAT_FILE},
+                {"name": wire.ENV_READY_FILE, "value": wire.DEFAULT_READY_FILE},
             ],
             "resources": {
                 "requests": {"cpu": f"{args.cpu_millis}m", "memory": f"{args.memory_mib}Mi"},

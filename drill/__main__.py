@@ -16,11 +16,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from drill import netns
 from drill.profiles import Profile
 from drill.report import summary, timeline
 from drill.runner import DrillOptions, DrillResult, run_drill, write_report
 from drill.scenarios import Scenario
+from harness import netns
 
 ALL = "all"
 

@@ -1,7 +1,10 @@
 """The two configurations a drill can run: this project's (ha) and the 2018 seed's (seed).
 
-Both run the same task (``app.tasks.record``) through the same local cluster, so the only
+Both run the same task (``drill.tasks.record``) through the same local cluster, so the only
 difference in the report is the configuration: queue type, acks, confirms, failover list.
+The ha worker is the image's own command (``contract.wire.WORKER_COMMAND``); the drill adds only
+environment: its task module, where records go, and a per-process node name (a pod has its own
+hostname; local workers share one).
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from pathlib import Path
 
 from celery import Celery
 
-from app import config as app_config
+from app.batch import ProgressCallback, PublishPlan, PublishResult
+from app.config import from_env
 from app.factory import make_app
 from app.publish import publish_pipelined
-from app.scheduler import ProgressCallback, PublishPlan, PublishResult, publish_confirmed
+from app.scheduler import publish_confirmed
+from contract import wire
 from drill import seed_app
+from drill import tasks as drill_tasks
 
 
 class Profile(StrEnum):
@@ -52,42 +58,37 @@ class ProfileRuntime:
     prefetch_multiplier: int = 1
 
     def worker(self, name: str, state_dir: Path) -> WorkerSpec:
-        base = [sys.executable, "-m", "celery"]
-        tail = [
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            str(self.concurrency),
-            "-n",
-            f"{name}@%h",
-            "--loglevel=INFO",
-            "--without-mingle",
-            "--without-gossip",
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("BROKER_", "WORKER_", "HEALTH_"))}
-        env[app_config.ENV_DRILL_RESULTS_DIR] = str(self.results_dir)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_ENV_PREFIXES)}
+        env.update(drill_tasks.worker_env(self.results_dir))
+        # celery worker --hostname: the node name, unique per process as a pod's hostname would make it.
+        env["CELERY_WORKER_HOSTNAME"] = f"{name}@%h"
         if self.profile is Profile.HA:
             env.update(
                 {
-                    app_config.ENV_BROKER_URLS: ",".join(self.urls),
-                    app_config.ENV_CONCURRENCY: str(self.concurrency),
-                    app_config.ENV_PREFETCH_MULTIPLIER: str(self.prefetch_multiplier),
-                    app_config.ENV_HEARTBEAT_FILE: str(state_dir / f"{name}.heartbeat"),
-                    app_config.ENV_READY_FILE: str(state_dir / f"{name}.ready"),
+                    wire.ENV_BROKER_URLS: ",".join(self.urls),
+                    wire.ENV_CONCURRENCY: str(self.concurrency),
+                    wire.ENV_PREFETCH_MULTIPLIER: str(self.prefetch_multiplier),
+                    wire.ENV_HEARTBEAT_FILE: str(state_dir / f"{name}.heartbeat"),
+                    wire.ENV_READY_FILE: str(state_dir / f"{name}.ready"),
                 }
             )
-            return WorkerSpec([*base, "-A", "app.celery_app", *tail], env)
+            return WorkerSpec(worker_argv(), env)
         env[seed_app.ENV_URLS] = ";".join(self.urls)
-        return WorkerSpec([*base, "-A", "drill.seed_app", *tail], env)
+        seed = ["-A", "drill.seed_app", "worker", "-c", str(self.concurrency), "--loglevel=INFO"]
+        return WorkerSpec([sys.executable, "-m", "celery", *seed, "--without-mingle", "--without-gossip"], env)
 
     def publisher(self) -> tuple[Celery, Callable[[Celery, PublishPlan, ProgressCallback], PublishResult]]:
         """The app the scheduler publishes with, and its publishing loop."""
         if self.profile is Profile.HA:
-            environ = {
-                app_config.ENV_BROKER_URLS: ",".join(self.urls),
-                app_config.ENV_DRILL_RESULTS_DIR: str(self.results_dir),
-            }
             # The scheduler's default: a window of confirms in flight, unconfirmed ones republished.
-            return make_app(app_config.from_env(environ)), publish_pipelined
-        return seed_app.make_seed_app(";".join(self.urls), self.results_dir), publish_confirmed
+            return make_app(from_env({wire.ENV_BROKER_URLS: ",".join(self.urls)})), publish_pipelined
+        return seed_app.make_seed_app(";".join(self.urls)), publish_confirmed
+
+
+SCRUBBED_ENV_PREFIXES = ("BROKER_", "WORKER_", "HEALTH_", "DRILL_", "CELERY_", wire.ENV_REMAP_SIGTERM)
+"""The caller's variables a worker must not inherit: they would override the drill's own."""
+
+
+def worker_argv() -> list[str]:
+    """The image's worker command, with this virtualenv's interpreter for ``celery``."""
+    return [sys.executable, "-m", *wire.WORKER_COMMAND]

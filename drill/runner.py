@@ -18,13 +18,14 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from app import records, tasks
-from app.scheduler import PublishPlan, PublishResult
-from drill import netns
-from drill.cluster import LocalCluster
+from app.batch import PublishResult
+from drill import records
 from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
 from drill.scenarios import FAULTS, QUEUE, FaultContext, Scenario
-from drill.workers import WorkerPool
+from drill.tasks import record_plan
+from harness import netns
+from harness.cluster import LocalCluster
+from harness.workers import WorkerPool
 
 
 class DrillError(RuntimeError):
@@ -206,7 +207,7 @@ def drive(
     pool.start(options.workers)
     _wait_consumers(cluster, options.workers)
     app, publish = runtime.publisher()
-    plan = PublishPlan(tasks.RECORD, options.tasks, sleep_ms=options.task_ms)
+    plan = record_plan(options.tasks, options.task_ms)
     progress_counter = _Counter()
 
     def publisher() -> None:

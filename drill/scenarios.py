@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from drill.cluster import ClusterError, LocalCluster
-from drill.workers import WorkerPool
+from harness.cluster import ClusterError, LocalCluster
+from harness.workers import WorkerPool
 
 QUEUE = "celery"
 RECOVER_AFTER_S = 8.0

@@ -16,14 +16,15 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from app import config as cfg
-from app import health, records, tasks, timing
+from app import health, tasks
+from app.batch import ProgressCallback, Publisher, PublishPlan, PublishResult
 from app.bootsteps import HealthStep
 from app.config import AppConfig, ConfigError, from_env
 from app.factory import make_app
 from app.idempotency import FileDoneStore, MemoryDoneStore, idempotent, kwarg_key
-from app.scheduler import ProgressCallback, Publisher, PublishPlan, PublishResult, run_with_progress
+from app.scheduler import PLANS, run_with_progress
 from app.scheduler import main as scheduler_main
+from contract import timing, wire
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTS_ENV = {
@@ -61,7 +62,6 @@ def test_defaults() -> None:
     assert config.concurrency == 2
     assert str(config.heartbeat_file) == "/tmp/worker-heartbeat"
     assert str(config.ready_file) == "/tmp/worker-ready"
-    assert config.drill_results_dir is None
 
 
 def test_urls_form_inline_credentials() -> None:
@@ -81,12 +81,10 @@ def test_tuning_and_paths_from_env() -> None:
         "WORKER_CONCURRENCY": "8",
         "HEALTH_HEARTBEAT_FILE": "/run/hb",
         "HEALTH_READY_FILE": "/run/ready",
-        "DRILL_RESULTS_DIR": "/tmp/drill",
     }
     config = from_env(env)
     assert (config.prefetch_multiplier, config.concurrency) == (4, 8)
     assert (str(config.heartbeat_file), str(config.ready_file)) == ("/run/hb", "/run/ready")
-    assert str(config.drill_results_dir) == "/tmp/drill"
 
 
 INVALID: list[tuple[str, dict[str, str], list[str]]] = [
@@ -117,7 +115,7 @@ INVALID: list[tuple[str, dict[str, str], list[str]]] = [
     ("prefetch text", {**HOSTS_ENV, "WORKER_PREFETCH_MULTIPLIER": "one"}, ["WORKER_PREFETCH_MULTIPLIER='one'"]),
     ("concurrency", {**HOSTS_ENV, "WORKER_CONCURRENCY": "0"}, ["WORKER_CONCURRENCY='0'", "1..64"]),
     ("relative hb", {**HOSTS_ENV, "HEALTH_HEARTBEAT_FILE": "hb"}, ["HEALTH_HEARTBEAT_FILE='hb'", "absolute"]),
-    ("relative drill", {**HOSTS_ENV, "DRILL_RESULTS_DIR": "out"}, ["DRILL_RESULTS_DIR='out'", "absolute"]),
+    ("relative ready file", {**HOSTS_ENV, "HEALTH_READY_FILE": "ready"}, ["HEALTH_READY_FILE='ready'", "absolute"]),
     ("remap sigterm", {**HOSTS_ENV, "REMAP_SIGTERM": "SIGQUIT"}, ["REMAP_SIGTERM='SIGQUIT'", "unset"]),
 ]
 
@@ -177,16 +175,19 @@ def test_importing_the_worker_app_without_broker_config_fails_with_the_variable_
     assert "BROKER_HOSTS" in done.stderr
 
 
-def test_app_package_imports_nothing_from_the_infrastructure_layers() -> None:
-    # The worker image ships app/ alone: importing it must not need pulumi or the other packages.
+def test_app_package_imports_only_what_the_image_ships() -> None:
+    # The worker image ships app/ and contract/ alone: importing every app module must need nothing else.
+    modules = ", ".join(f"app.{path.stem}" for path in sorted((ROOT / "app").glob("*.py")) if path.stem != "__init__")
     code = (
-        "import sys, app.factory, app.scheduler, app.health, app.records, app.idempotency, app.timing\n"
+        f"import sys, {modules}\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'pulumi', 'pulumi_gcp', 'pulumi_kubernetes', 'components', 'settings', 'broker', 'drill'})\n"
+        "{'pulumi', 'pulumi_gcp', 'pulumi_kubernetes', 'components', 'settings', 'broker', 'drill', "
+        "'harness', 'bench', 'plan'})\n"
         "print(bad)"
     )
+    env = {**os.environ, **HOSTS_ENV}
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -274,7 +275,7 @@ def test_prefetch_multiplier_from_env_reaches_the_app() -> None:
 
 
 def test_task_queue_is_a_durable_quorum_queue_on_a_topic_exchange() -> None:
-    queue = build_app().amqp.queues[cfg.QUEUE_NAME]
+    queue = build_app().amqp.queues[wire.QUEUE_NAME]
     assert queue.queue_arguments == {"x-queue-type": "quorum"}
     assert queue.durable
     assert queue.exchange.type == "topic"
@@ -283,7 +284,7 @@ def test_task_queue_is_a_durable_quorum_queue_on_a_topic_exchange() -> None:
 
 def test_tasks_and_health_step_are_registered() -> None:
     app = build_app()
-    for name in (tasks.COUNT, tasks.NOOP, tasks.SLEEP_MS, tasks.RECORD, tasks.RECORD_ONCE):
+    for name in (tasks.COUNT, tasks.NOOP, tasks.SLEEP_MS):
         assert name in app.tasks, f"task {name} not registered"
     assert HealthStep in app.steps["consumer"]
 
@@ -341,7 +342,7 @@ def test_dockerfile_runs_celery_as_pid_1_with_the_worker_command() -> None:
     instructions = dockerfile_instructions()
     cmds = [rest for keyword, rest in instructions if keyword == "CMD"]
     assert len(cmds) == 1
-    assert tuple(json.loads(cmds[0])) == cfg.WORKER_COMMAND, "CMD must be exec form and match WORKER_COMMAND"
+    assert tuple(json.loads(cmds[0])) == wire.WORKER_COMMAND, "CMD must be exec form and match WORKER_COMMAND"
     assert not [rest for keyword, rest in instructions if keyword == "ENTRYPOINT"], "no shell wrapper"
 
 
@@ -433,34 +434,6 @@ def test_health_step_lifecycle(tmp_path: Path) -> None:
     assert not ready.exists()
 
 
-# --------------------------------------------------------------------------- records
-
-
-def test_records_tally_counts_duplicates_and_malformed_lines(tmp_path: Path) -> None:
-    for task_id, key in [("a", 0), ("b", 1), ("a", 0)]:
-        records.append(tmp_path, records.make_record(task_id, key, redelivered=task_id == "a"))
-    (tmp_path / "torn.jsonl").write_text('{"task_id": "c", "key"\n')
-    tally = records.tally(tmp_path)
-    assert (tally.executions, tally.distinct, tally.duplicates, tally.malformed) == (3, 2, 1, 1)
-    assert tally.missing(range(3)) == frozenset({2})
-
-
-def test_record_task_appends_an_execution(tmp_path: Path) -> None:
-    build_app({**HOSTS_ENV, "DRILL_RESULTS_DIR": str(tmp_path)})
-    tasks.record.apply(args=(7,), task_id="t-7")
-    (line,) = records.read(tmp_path)[0]
-    assert (line.task_id, line.key, line.redelivered) == ("t-7", 7, False)
-
-
-def test_record_once_skips_a_redelivered_task_id(tmp_path: Path) -> None:
-    build_app({**HOSTS_ENV, "DRILL_RESULTS_DIR": str(tmp_path)})
-    for _ in range(3):
-        tasks.record_once.apply(args=(1,), task_id="same")
-    tasks.record_once.apply(args=(2,), task_id="other")
-    tally = records.tally(tmp_path)
-    assert (tally.executions, tally.duplicates) == (2, 0)
-
-
 # ----------------------------------------------------------------------- idempotency
 
 
@@ -500,10 +473,11 @@ def test_idempotent_does_not_mark_a_failed_run(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------- scheduler
 
 
-def test_publish_plan_arguments() -> None:
-    assert PublishPlan(tasks.RECORD, 3, sleep_ms=5).arguments(2) == ((2,), {"sleep_ms": 5})
-    assert PublishPlan(tasks.SLEEP_MS, 1, sleep_ms=10).arguments(0) == ((), {"ms": 10})
-    assert PublishPlan(tasks.COUNT, 1).arguments(0) == ((), {})
+def test_scheduler_task_choices_build_their_arguments() -> None:
+    sleep = PLANS["sleep_ms"](3, 10)
+    assert (sleep.task_name, sleep.count, sleep.arguments(2)) == (tasks.SLEEP_MS, 3, ((), {"ms": 10}))
+    assert PLANS["count"](1, 10).arguments(0) == ((), {})
+    assert set(PLANS) == {"count", "noop", "sleep_ms"}, "the image's scheduler offers only the image's tasks"
 
 
 def test_publish_result_ok_only_when_everything_confirmed() -> None:

@@ -172,7 +172,7 @@ def test_component_outputs(plan: Plan) -> None:
 
 
 def test_consumer_timeout_outlasts_the_task_time_limit(plan: Plan) -> None:
-    from app import timing
+    from contract import timing
 
     conf = plan.object("ConfigMap")["data"]["20-ha-celery.conf"]
     [line] = [ln for ln in conf.splitlines() if ln.startswith("consumer_timeout = ")]

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from app import timing
+from contract import timing
 from tests.conftest import Plan
 
 

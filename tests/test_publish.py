@@ -17,10 +17,11 @@ import pytest
 from celery import Celery
 from kombu import Connection
 
-from app import publish, tasks
+from app import batch, publish, tasks
+from app.batch import PublishPlan
 from app.config import from_env
 from app.factory import make_app
-from app.publish import ConfirmWindow, PublishPlan, publish_pipelined
+from app.publish import ConfirmWindow, publish_pipelined
 from app.scheduler import PUBLISHERS, publish_confirmed
 from app.scheduler import main as scheduler_main
 
@@ -134,7 +135,7 @@ class CapturingProducer:
 
 def test_messages_are_what_send_task_publishes() -> None:
     app = build_app()
-    plan = PublishPlan(tasks.RECORD, 2, sleep_ms=7)
+    plan = PublishPlan(tasks.SLEEP_MS, 2, lambda index: ((), {"ms": 7 + index}))
     pipeline = publish._Pipeline(app, plan, lambda _: None, window=8, confirm_timeout_s=1, max_failovers=1)
     ours = CapturingProducer()
     pipeline._publish(ours, 1)  # type: ignore[arg-type]
@@ -155,7 +156,7 @@ def test_messages_are_what_send_task_publishes() -> None:
     assert our_kw == their_kw
     assert our_kw["exchange"] == "celery"
     assert our_kw["routing_key"] == "celery"
-    assert our_kw["headers"]["task"] == tasks.RECORD
+    assert our_kw["headers"]["task"] == tasks.SLEEP_MS
     assert our_kw["headers"]["id"] == pipeline.task_ids[1]
     [queue] = pipeline.route.declare
     assert queue.queue_arguments == {"x-queue-type": "quorum"}
@@ -308,12 +309,12 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run_fake(
     broker: FakeBroker, count: int, window: int = 4, **kwargs: Any
-) -> tuple[publish.PublishResult, FakeConnection, list[int]]:
+) -> tuple[batch.PublishResult, FakeConnection, list[int]]:
     app = build_app()
     conn = FakeConnection(broker)
     with_fake_connection(app, conn)
     progress: list[int] = []
-    result = publish_pipelined(app, PublishPlan(tasks.RECORD, count), progress.append, window=window, **kwargs)
+    result = publish_pipelined(app, PublishPlan(tasks.NOOP, count), progress.append, window=window, **kwargs)
     return result, conn, progress
 
 
@@ -362,7 +363,7 @@ def test_the_publish_that_hit_the_dead_socket_is_republished_too() -> None:
 @pytest.mark.usefixtures("no_backoff")
 def test_nacked_publishes_are_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
     app = build_app()
-    plan = PublishPlan(tasks.RECORD, 12)
+    plan = PublishPlan(tasks.NOOP, 12)
     # Task ids are generated inside the run: pick the first two published for a nack.
     broker = FakeBroker()
     conn = FakeConnection(broker)
@@ -441,12 +442,12 @@ def test_the_scheduler_cli_picks_the_publisher(
 ) -> None:
     used: list[str] = []
 
-    def fake(name: str) -> publish.Publisher:
-        def run(app: Celery, plan: PublishPlan, on_progress: publish.ProgressCallback) -> publish.PublishResult:
+    def fake(name: str) -> batch.Publisher:
+        def run(app: Celery, plan: PublishPlan, on_progress: batch.ProgressCallback) -> batch.PublishResult:
             del app
             used.append(name)
             on_progress(plan.count)
-            return publish.PublishResult(plan.count, tuple(f"id-{i}" for i in range(plan.count)), 0.1)
+            return batch.PublishResult(plan.count, tuple(f"id-{i}" for i in range(plan.count)), 0.1)
 
         return run
 

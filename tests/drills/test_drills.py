@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from drill.__main__ import main
-from drill.cluster import rabbitmq_installed
 from drill.profiles import Profile
 from drill.runner import DrillOptions, DrillResult, run_drill
 from drill.scenarios import Scenario
+from harness.cluster import rabbitmq_installed
 
 pytestmark = [
     pytest.mark.drill,

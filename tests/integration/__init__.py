@@ -1,1 +1,1 @@
-"""Integration tests: real RabbitMQ 3.10 nodes started by drill.cluster.LocalCluster."""
+"""Integration tests: real RabbitMQ 3.10 nodes started by harness.cluster.LocalCluster."""

@@ -17,7 +17,7 @@ import amqp
 import pytest
 
 from broker import BrokerConfig
-from drill.cluster import ClusterError, LocalCluster, cleanup_stale
+from harness.cluster import ClusterError, LocalCluster, cleanup_stale
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,7 +223,7 @@ def test_cleanup_stale_kills_the_nodes_of_a_crashed_harness() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="hacel-crashed-"))
     # A harness SIGKILLed after start(): its nodes live on in their own sessions.
     script = (
-        "import os, sys; from pathlib import Path; from drill.cluster import LocalCluster;"
+        "import os, sys; from pathlib import Path; from harness.cluster import LocalCluster;"
         "LocalCluster(Path(sys.argv[1]), nodes=1).start(); os.kill(os.getpid(), 9)"
     )
     try:

@@ -6,7 +6,7 @@
   publisher's connection and the queue leader, in the middle of publishing, loses no task
   (duplicates allowed: at-least-once).
 
-Workers are ``drill.workers.WorkerPool`` processes (the drills' launcher); every wait has
+Workers are ``harness.workers.WorkerPool`` processes (the drills' launcher); every wait has
 a deadline and every process started here is stopped in a ``finally``.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, MutableSequence
 from contextlib import contextmanager
@@ -24,15 +23,18 @@ from urllib.parse import quote
 
 import pytest
 
-from app import records, tasks
-from app.config import ENV_BROKER_URLS, ENV_DRILL_RESULTS_DIR, QUEUE_NAME, from_env
+from app.config import from_env
 from app.factory import make_app
-from app.publish import PublishPlan, publish_pipelined
+from app.publish import publish_pipelined
+from contract.wire import ENV_BROKER_URLS, QUEUE_NAME
+from drill import records
 from drill.profiles import Profile, ProfileRuntime
-from drill.workers import WorkerPool
+from drill.tasks import record_plan
+from harness.poll import PollTimeout, poll
+from harness.workers import WorkerPool
 
 if TYPE_CHECKING:
-    from drill.cluster import LocalCluster
+    from harness.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 
@@ -49,13 +51,11 @@ class InOrder(random.Random):
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, pool: WorkerPool) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    logs = "\n".join(f"--- {name} ---\n{pool.log_tail(name)}" for name in pool.alive())
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
+    try:
+        poll(condition, timeout, what, interval=0.25)
+    except PollTimeout as exc:
+        logs = "\n".join(f"--- {name} ---\n{pool.log_tail(name)}" for name in pool.alive())
+        pytest.fail(f"{exc}\n{logs}")
 
 
 @contextmanager
@@ -89,10 +89,10 @@ def test_a_stock_worker_runs_what_the_pipelined_publisher_sends(
     urls = vhost_urls(rabbit_node, vhost)
     count = 300
     with running_worker(urls, tmp_path, monkeypatch) as (pool, results):
-        app = make_app(from_env({ENV_BROKER_URLS: ",".join(urls), ENV_DRILL_RESULTS_DIR: str(results)}))
+        app = make_app(from_env({ENV_BROKER_URLS: ",".join(urls)}))
         try:
             # A window smaller than the plan: the publisher must wait for confirms to go on.
-            result = publish_pipelined(app, PublishPlan(tasks.RECORD, count), lambda _: None, window=64)
+            result = publish_pipelined(app, record_plan(count), lambda _: None, window=64)
         finally:
             app.close()
         assert result.ok, result.error
@@ -122,7 +122,7 @@ def test_killing_the_publishers_broker_node_mid_publish_loses_no_task(
         # so the kill takes both its connection and the queue's leader.
         victim = cluster.queue_leader(QUEUE_NAME)
         urls = [cluster.url(victim), *(cluster.url(i) for i in range(cluster.nodes) if i != victim)]
-        app = make_app(from_env({ENV_BROKER_URLS: ",".join(urls), ENV_DRILL_RESULTS_DIR: str(results)}), InOrder())
+        app = make_app(from_env({ENV_BROKER_URLS: ",".join(urls)}), InOrder())
         killed = threading.Event()
 
         def kill_mid_publish(confirmed: int) -> None:
@@ -132,7 +132,7 @@ def test_killing_the_publishers_broker_node_mid_publish_loses_no_task(
                 cluster.kill(victim)
 
         try:
-            result = publish_pipelined(app, PublishPlan(tasks.RECORD, count), kill_mid_publish)
+            result = publish_pipelined(app, record_plan(count), kill_mid_publish)
             assert killed.is_set(), "the node was never killed: the test proved nothing"
             assert result.ok, result.error
             assert result.confirmed == count

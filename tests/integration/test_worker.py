@@ -1,13 +1,12 @@
 """A real Celery worker (prefork, 2 processes) against a real RabbitMQ node.
 
 Uses the ``rabbit_node`` fixture (tests/integration/conftest.py: a one-node
-``drill.cluster.LocalCluster``). Every wait has a deadline and the worker's
+``harness.cluster.LocalCluster``). Every wait has a deadline and the worker's
 process group is killed in a ``finally``.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,13 +20,19 @@ from typing import TYPE_CHECKING
 import pytest
 from celery import Celery
 
-from app import health, records, tasks, timing
-from app.config import WORKER_COMMAND, from_env
+from app import health
+from app.config import from_env
 from app.factory import make_app
-from app.scheduler import PublishPlan, publish_confirmed
+from app.scheduler import publish_confirmed
+from contract import timing, wire
+from drill import records
+from drill.profiles import Profile, ProfileRuntime
+from drill.tasks import record_plan
+from harness import processes
+from harness.poll import PollTimeout, poll
 
 if TYPE_CHECKING:
-    from drill.cluster import LocalCluster
+    from harness.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +40,6 @@ ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
-_OWN_VARS = ("BROKER_", "WORKER_", "HEALTH_", "DRILL_", "REMAP_SIGTERM")
 
 
 @dataclass
@@ -59,52 +63,32 @@ class Worker:
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, worker: Worker) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
+    def alive() -> None:
         if worker.proc.poll() is not None:
             pytest.fail(f"worker exited with {worker.proc.returncode} while waiting for {what}:\n{worker.log_tail()}")
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}:\n{worker.log_tail()}")
 
-
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        # The worker leads its own session: this reaches the pool processes too.
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=STOP_TIMEOUT_S)
+    try:
+        poll(condition, timeout, what, interval=0.2, check=alive)
+    except PollTimeout as exc:
+        pytest.fail(f"{exc}:\n{worker.log_tail()}")
 
 
 @pytest.fixture
 def worker(rabbit_node: LocalCluster, tmp_path: Path) -> Iterator[Worker]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_VARS)}
-    env.update(
-        {
-            "BROKER_URLS": ",".join(rabbit_node.urls()),
-            "DRILL_RESULTS_DIR": str(tmp_path / "results"),
-            "HEALTH_HEARTBEAT_FILE": str(tmp_path / "heartbeat"),
-            "HEALTH_READY_FILE": str(tmp_path / "ready"),
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    (tmp_path / "results").mkdir()
+    # The drill's own worker: the image's command, plus the drill's task module and paths.
+    results = tmp_path / "results"
+    results.mkdir()
+    name = f"itest-{uuid.uuid4().hex[:8]}"
+    spec = ProfileRuntime(Profile.HA, tuple(rabbit_node.urls()), results, 2).worker(name, tmp_path)
+    env = {**spec.env, "PYTHONPATH": str(ROOT)}
     log = tmp_path / "worker.log"
-    argv = [
-        sys.executable,
-        "-m",
-        *WORKER_COMMAND,
-        "-P",
-        "prefork",
-        "-c",
-        "2",
-        "-n",
-        f"itest-{uuid.uuid4().hex[:8]}@%h",
-    ]
     app = make_app(from_env(env))
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    handle = Worker(proc, env, tmp_path / "results", tmp_path / "heartbeat", tmp_path / "ready", log, app)
+        proc = subprocess.Popen(
+            spec.argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    heartbeat, ready = Path(env[wire.ENV_HEARTBEAT_FILE]), Path(env[wire.ENV_READY_FILE])
+    handle = Worker(proc, env, results, heartbeat, ready, log, app)
     try:
         wait_for(
             lambda: health.check(handle.heartbeat, handle.ready, max_age_s=60, require_ready=True).healthy,
@@ -114,14 +98,14 @@ def worker(rabbit_node: LocalCluster, tmp_path: Path) -> Iterator[Worker]:
         )
         yield handle
     finally:
-        kill_group(proc)
+        processes.kill_group(proc, timeout=STOP_TIMEOUT_S)
         app.close()
 
 
 def test_worker_runs_every_published_task_and_keeps_its_heartbeat_fresh(worker: Worker) -> None:
     first_beat = worker.heartbeat.stat().st_mtime
 
-    result = publish_confirmed(worker.app, PublishPlan(tasks.RECORD, 50, sleep_ms=20), lambda _: None)
+    result = publish_confirmed(worker.app, record_plan(50, sleep_ms=20), lambda _: None)
     assert result.ok, result.error
     assert result.confirmed == 50
 
@@ -150,7 +134,7 @@ def test_worker_runs_every_published_task_and_keeps_its_heartbeat_fresh(worker: 
 
 def test_scheduler_cli_publishes_confirmed_tasks(worker: Worker) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "app.scheduler", "--count", "20", "--task", "record"],
+        [sys.executable, "-m", "drill.scheduler", "--count", "20", "--task", "record"],
         cwd=ROOT,
         env=worker.env,
         capture_output=True,
@@ -171,7 +155,7 @@ def test_scheduler_cli_publishes_confirmed_tasks(worker: Worker) -> None:
 
 def test_sigterm_lets_running_tasks_finish_then_exits_0(worker: Worker) -> None:
     # Two 6 s tasks, one per pool process: SIGTERM arrives while both run.
-    result = publish_confirmed(worker.app, PublishPlan(tasks.RECORD, 2, sleep_ms=6000), lambda _: None)
+    result = publish_confirmed(worker.app, record_plan(2, sleep_ms=6000), lambda _: None)
     assert result.ok, result.error
     wait_for(
         lambda: all(f"[{task_id}] received" in worker.log_text() for task_id in result.task_ids),
@@ -198,7 +182,7 @@ def test_sigterm_lets_running_tasks_finish_then_exits_0(worker: Worker) -> None:
 
 
 def test_worker_reconnects_after_the_broker_drops_its_connection(worker: Worker, rabbit_node: LocalCluster) -> None:
-    result = publish_confirmed(worker.app, PublishPlan(tasks.RECORD, 20, sleep_ms=200), lambda _: None)
+    result = publish_confirmed(worker.app, record_plan(20, sleep_ms=200), lambda _: None)
     assert result.ok, result.error
     wait_for(lambda: records.tally(worker.results).executions > 0, DRAIN_TIMEOUT_S, "the first task to finish", worker)
 

@@ -14,7 +14,7 @@ CLI processes is ``workdir/home``), a private epmd on its own port (default mode
 namespace (netns mode) started and killed by the harness, ports probed free, all listeners on
 127.0.0.1, and an empty ``RABBITMQ_CONF_ENV_FILE`` so /etc/rabbitmq is never read.
 
-In netns mode each node is a host of its own (see :mod:`drill.netns`) with a long node name
+In netns mode each node is a host of its own (see :mod:`harness.netns`) with a long node name
 ``rabbit@198.18.X.(i+1)``; the CLI for node ``i`` runs inside node ``i``'s namespace, so it
 still answers while the node is partitioned.
 
@@ -31,14 +31,10 @@ import json
 import logging
 import os
 import pwd
-import random
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,12 +47,15 @@ from broker import (
     BrokerConfig,
     PeerDiscovery,
     RabbitVersion,
-    import_definitions_command,
     render_definitions_json,
     render_enabled_plugins,
     render_rabbitmq_conf,
 )
-from drill import netns as nsmod
+from contract.wire import import_definitions_command
+from harness import netns as nsmod
+from harness import processes
+from harness.poll import NOT_YET, PollTimeout, poll
+from harness.ports import PORT_STRIDE, find_free_base, tcp_open
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +82,7 @@ _OWNED_FIELDS = frozenset(
 # A cut link is detected after 0.75-1.25 net_ticktime; 10 s keeps the partition drill short
 # while staying far from false alarms on a busy 2-core machine.
 _HARNESS_NET_TICKTIME_S = 10
-_PORT_STRIDE = 10
 _CLI_TIMEOUT_S = 60.0
-_LOG_TAIL_LINES = 40
 
 T = TypeVar("T")
 
@@ -116,77 +113,10 @@ class NodeInfo:
         return self.dir / "stdout.log"
 
 
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"<{path}: {exc}>"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _port_free(port: int) -> bool:
-    # Also 0.0.0.0: a wildcard listener elsewhere would make our 127.0.0.1 bind fail later.
-    for addr in ("127.0.0.1", "0.0.0.0"):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((addr, port))
-            except OSError:
-                return False
-    return True
-
-
-def _find_free_base(span: int, attempts: int = 200) -> int:
-    # Random blocks keep concurrent harnesses (other sessions' clusters) from colliding; the
-    # ranges stay below 33000 so base + 10000 (RabbitMQ's CLI port habit) is still valid.
-    rng = random.SystemRandom()
-    for _ in range(attempts):
-        base = rng.randrange(20000, 33000 - span, _PORT_STRIDE)
-        if all(_port_free(base + k) for k in range(span)):
-            return base
-    raise ClusterError(f"no block of {span} free TCP ports found in 20000-33000")
-
-
-def _tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _group_has_live_member(pgid: int) -> bool:
-    # Zombies keep their group until reaped by init; only live members matter here.
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def rabbitmq_installed(rabbitmq_bin: Path = RABBITMQ_BIN) -> bool:
-    """Whether the Debian rabbitmq-server package (its unwrapped scripts) is present."""
-    return (rabbitmq_bin / "rabbitmq-server").exists() and (rabbitmq_bin / "rabbitmqctl").exists()
-
-
-def _state_dir() -> Path:
-    return Path(tempfile.gettempdir()) / f"hacel-clusters-{os.geteuid()}"
-
-
 def _group_is_a_broker(pgid: int) -> bool:
     # A recorded group id may have been reused since: only kill what still looks like ours.
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if os.getpgid(int(cmdline.parent.name)) != pgid:
-                continue
-            text = cmdline.read_bytes()
-        except (OSError, ValueError):
-            continue
-        if any(marker in text for marker in (b"rabbitmq", b"beam.smp", b"epmd")):
-            return True
-    return False
+    markers = (b"rabbitmq", b"beam.smp", b"epmd")
+    return any(marker in cmdline for cmdline in processes.group_cmdlines(pgid) for marker in markers)
 
 
 def cleanup_stale() -> list[str]:
@@ -194,29 +124,19 @@ def cleanup_stale() -> list[str]:
 
     The nodes run in sessions of their own (so that :meth:`LocalCluster.kill` can take a whole
     node down), which also means they outlive a harness that is SIGKILLed before ``stop()``.
-    Every cluster records its process groups in a state file; groups whose owner is gone are
-    killed here, then (as root) the namespaces of dead owners. Clusters of live processes,
-    e.g. a concurrent test run, are left alone. :meth:`LocalCluster.start` calls this first.
+    Groups recorded by runs whose owner is gone are killed here, then (as root) the namespaces
+    of dead owners. Clusters of live processes, e.g. a concurrent test run, are left alone.
+    :meth:`LocalCluster.start` calls this first.
     """
-    cleaned: list[str] = []
-    for state_file in sorted(_state_dir().glob("*.json")):
-        try:
-            state = json.loads(state_file.read_text())
-            owner = int(state["owner"])
-            groups = [int(g) for g in state.get("groups", [])]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if nsmod.pid_alive(owner):
-            continue
-        for pgid in groups:
-            if _group_is_a_broker(pgid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pgid, signal.SIGKILL)
-        cleaned.append(str(state.get("workdir", state_file.name)))
-        state_file.unlink(missing_ok=True)
+    cleaned = processes.cleanup_stale(_group_is_a_broker)
     if os.geteuid() == 0:
         cleaned += nsmod.cleanup_stale()
     return cleaned
+
+
+def rabbitmq_installed(rabbitmq_bin: Path = RABBITMQ_BIN) -> bool:
+    """Whether the Debian rabbitmq-server package (its unwrapped scripts) is present."""
+    return (rabbitmq_bin / "rabbitmq-server").exists() and (rabbitmq_bin / "rabbitmqctl").exists()
 
 
 class LocalCluster:
@@ -287,7 +207,7 @@ class LocalCluster:
         self._cli_ports: tuple[int, int] | None = None
         self._partitioned: set[int] = set()
         self._started = False
-        self._state_file = _state_dir() / f"{os.getpid()}-{secrets.token_hex(4)}.json"
+        self._record_file = processes.GroupRecord(f"{os.getpid()}-{secrets.token_hex(4)}", self.workdir)
         self.formation_seconds: float | None = None
         """Seconds from launching the nodes to all of them running as one cluster."""
 
@@ -362,14 +282,14 @@ class LocalCluster:
         for i in list(self._procs):
             self._kill_proc(i)
         for proc in self._epmd:
-            self._kill_group(proc)
+            processes.kill_group(proc)
         self._epmd.clear()
         if self._layout is not None:
             layout, self._layout = self._layout, None
             nsmod.destroy(layout)
         self._partitioned.clear()
         self._started = False
-        self._state_file.unlink(missing_ok=True)
+        self._record_file.remove()
 
     def node_names(self) -> list[str]:
         return [n.name for n in self._require_infos()]
@@ -510,18 +430,10 @@ class LocalCluster:
 
         Exceptions from ``predicate`` count as "not yet" (a node may be mid-restart).
         """
-        deadline = time.monotonic() + timeout
-        last: BaseException | None = None
-        while True:
-            try:
-                value = predicate()
-                if value:
-                    return value
-            except (ClusterError, subprocess.SubprocessError, OSError, ValueError) as exc:
-                last = exc
-            if time.monotonic() >= deadline:
-                raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}; last error: {last}")
-            time.sleep(interval)
+        try:
+            return poll(predicate, timeout, what, interval=interval, not_yet=(ClusterError, *NOT_YET))
+        except PollTimeout as exc:
+            raise ClusterError(str(exc)) from None
 
     # ------------------------------------------------------------------ internals -----
 
@@ -585,12 +497,12 @@ class LocalCluster:
         else:
             base = self._base_port
             if base is None:
-                base = _find_free_base(_PORT_STRIDE * self.nodes + _PORT_STRIDE)
-            ports = [tuple(base + _PORT_STRIDE * i + k for k in range(4)) for i in range(self.nodes)]
+                base = find_free_base(PORT_STRIDE * self.nodes + PORT_STRIDE)
+            ports = [tuple(base + PORT_STRIDE * i + k for k in range(4)) for i in range(self.nodes)]
             # epmd and the CLI's own distribution ports sit in the block's last stride.
-            tail = base + _PORT_STRIDE * self.nodes
+            tail = base + PORT_STRIDE * self.nodes
             self._epmd_port = tail
-            self._cli_ports = (tail + 1, tail + _PORT_STRIDE - 1)
+            self._cli_ports = (tail + 1, tail + PORT_STRIDE - 1)
         for i, (amqp, mgmt, prom, dist) in enumerate(ports):
             if self._layout is not None:
                 host = self._layout.node_ip(i)
@@ -715,7 +627,7 @@ class LocalCluster:
             self._epmd.append(proc)
             self._record()
         for (host, port), proc in zip(targets, self._epmd, strict=True):
-            while not _tcp_open(host, port):
+            while not tcp_open(host, port):
                 if proc.poll() is not None:
                     raise ClusterError(f"epmd on {host}:{port} exited with {proc.returncode} (port in use?)")
                 if time.monotonic() > deadline:
@@ -740,18 +652,13 @@ class LocalCluster:
         log.debug("launched node %d (%s) pid %d", i, info.name, self._procs[i].pid)
 
     def _record(self) -> None:
-        groups = [p.pid for p in self._epmd] + [p.pid for p in self._procs.values()]
-        state = {"owner": os.getpid(), "workdir": str(self.workdir), "groups": groups}
-        self._state_file.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        tmp.replace(self._state_file)
+        self._record_file.write([p.pid for p in self._epmd] + [p.pid for p in self._procs.values()])
 
     def _boot_failure(self, i: int, why: str) -> ClusterError:
         info = self._info(i)
         return ClusterError(
-            f"node {i} ({info.name}) {why}\n--- {info.log_file} (tail) ---\n{_tail(info.log_file)}"
-            f"\n--- {info.stdout_file} (tail) ---\n{_tail(info.stdout_file)}"
+            f"node {i} ({info.name}) {why}\n--- {info.log_file} (tail) ---\n{processes.tail(info.log_file)}"
+            f"\n--- {info.stdout_file} (tail) ---\n{processes.tail(info.stdout_file)}"
         )
 
     def _wait_booted(self, i: int, deadline: float) -> None:
@@ -759,7 +666,7 @@ class LocalCluster:
         # that spares a CLI run (a second of CPU each) per poll.
         info = self._info(i)
         proc = self._procs[i]
-        while not _tcp_open(info.host, info.amqp_port):
+        while not tcp_open(info.host, info.amqp_port):
             if proc.poll() is not None:
                 raise self._boot_failure(i, f"exited with status {proc.returncode} while booting")
             if time.monotonic() > deadline:
@@ -820,21 +727,7 @@ class LocalCluster:
         except subprocess.TimeoutExpired as exc:
             raise ClusterError(f"`{tool} {' '.join(args)}` on node {i} timed out after {timeout:.0f}s") from exc
 
-    @staticmethod
-    def _kill_group(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log.error("process group %d survived SIGKILL for %.0fs", proc.pid, timeout)
-        # The group leader is the wrapper script; beam is its child and dies a moment later.
-        # Wait for the group to empty so a restart never meets the old node's ports or epmd name.
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _group_has_live_member(proc.pid):
-            time.sleep(0.05)
-
     def _kill_proc(self, i: int) -> None:
         proc = self._procs.pop(i, None)
         if proc is not None:
-            self._kill_group(proc)
+            processes.kill_group(proc)

@@ -1,12 +1,12 @@
 """The timing contract between the Celery workers, Kubernetes and RabbitMQ.
 
-Pure constants (no imports beyond the standard library) so that the Kubernetes
+Pure constants (no imports beyond the standard library), in ``contract`` so that the Kubernetes
 component and the broker config renderer can import them without pulling in
 Celery. Each value says why it is what it is; the inequalities that tie them
 together are checked in ``tests/test_app_config.py`` and restated here:
 
     TASK_SOFT_TIME_LIMIT_S < TASK_TIME_LIMIT_S < MIN_TERMINATION_GRACE_S
-    (MAX_PREFETCH_MULTIPLIER + 1) * TASK_TIME_LIMIT_S < MIN_CONSUMER_TIMEOUT_MS / 1000
+    worst_unacked_s(MAX_PREFETCH_MULTIPLIER) < MIN_CONSUMER_TIMEOUT_MS / 1000
         <= CONSUMER_TIMEOUT_MS / 1000
     FAILOVER_WINDOW_S <= publish_retry_total_s() and FAILOVER_WINDOW_S < LIVENESS_MAX_AGE_S
 
@@ -75,7 +75,20 @@ process; with multiplier ``m`` it can wait ``m`` task durations and then run for
 one more. Capping ``m`` keeps that under the broker's consumer timeout.
 """
 
-MIN_CONSUMER_TIMEOUT_MS: Final = ((MAX_PREFETCH_MULTIPLIER + 1) * TASK_TIME_LIMIT_S + 60) * 1000
+
+def worst_unacked_s(prefetch_multiplier: int, task_time_limit_s: float = TASK_TIME_LIMIT_S) -> float:
+    """Longest a delivery can stay unacked with ``task_acks_late`` (s).
+
+    A prefetched message waits for a pool process up to ``prefetch_multiplier`` task
+    durations, then runs for one more: ``(prefetch_multiplier + 1) x task_time_limit``.
+    The broker's ``consumer_timeout`` must outlast it (the one place this rule lives).
+    """
+    if prefetch_multiplier < 1:
+        raise ValueError(f"prefetch_multiplier must be >= 1, got {prefetch_multiplier}")
+    return (prefetch_multiplier + 1) * task_time_limit_s
+
+
+MIN_CONSUMER_TIMEOUT_MS: Final = int((worst_unacked_s(MAX_PREFETCH_MULTIPLIER) + 60) * 1000)
 """Smallest RabbitMQ ``consumer_timeout`` (ms) the workers can live with (1,080,000 = 18 min).
 
 If a delivery stays unacked longer than ``consumer_timeout`` the broker closes

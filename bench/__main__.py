@@ -1,4 +1,4 @@
-"""`python -m drill.bench [--quick]`: publish rates, worker throughput, failover and scale, side by side.
+"""`python -m bench [--quick]`: publish rates, worker throughput, failover and scale, side by side.
 
 Boots one local 3-node RabbitMQ 3.10 cluster and measures on it, in one run, everything
 whose *ratio* matters: other clusters may share this machine's cores, so absolute rates
@@ -34,16 +34,17 @@ from typing import Any, Final
 from rich.console import Console
 from rich.table import Table
 
-from app import config as app_config
-from app import timing
+from app.config import from_env
 from app.factory import make_app
 from app.publish import DEFAULT_WINDOW
-from drill import bench_publish, bench_workers
-from drill.cluster import LocalCluster
+from bench import publish as bench_publish
+from bench import workers as bench_workers
+from contract import timing, wire
 from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
 from drill.runner import DrillOptions, DrillResult, drive, run_drill
 from drill.scenarios import Scenario
-from drill.workers import WorkerPool
+from harness.cluster import LocalCluster
+from harness.workers import WorkerPool
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 SECTIONS: Final = ("publish", "throughput", "scale", "failover")
@@ -251,7 +252,7 @@ def seed_urls(cluster: LocalCluster) -> tuple[str, ...]:
 
 
 def bench_publish_section(bench: Bench, cluster: LocalCluster, sizes: Sizes, say: Callable[[str], None]) -> None:
-    app = make_app(app_config.from_env({app_config.ENV_BROKER_URLS: ",".join(cluster.urls())}))
+    app = make_app(from_env({wire.ENV_BROKER_URLS: ",".join(cluster.urls())}))
     try:
         result = bench_publish.run_publish_bench(
             app,
@@ -350,7 +351,7 @@ def _kill_broker_once(cluster: LocalCluster, work: Path, sizes: Sizes, console: 
     options = DrillOptions(scenario=Scenario.KILL_BROKER, profile=Profile.HA, tasks=sizes.failover_tasks)
     results = bench_workers.fresh_dir(work / "failover" / "results")
     state = bench_workers.fresh_dir(work / "failover" / "state")
-    app = make_app(app_config.from_env({app_config.ENV_BROKER_URLS: ",".join(cluster.urls())}))
+    app = make_app(from_env({wire.ENV_BROKER_URLS: ",".join(cluster.urls())}))
     try:
         bench_publish.purge(app)
     finally:
@@ -425,7 +426,7 @@ def _fmt(value: float | None, unit: str = "") -> str:
 def figure_rows(bench: Bench) -> list[tuple[str, str, str, str]]:
     """(figure, value, ratio, command) per measured figure."""
     f, r = bench.figures, bench.ratios()
-    cmd = ".venv/bin/python -m drill.bench --only {}"
+    cmd = ".venv/bin/python -m bench --only {}"
     rows: list[tuple[str, str, str, str]] = []
 
     def add(label: str, key: str, unit: str, ratio: str, section: str) -> None:
@@ -616,7 +617,7 @@ def run(sections: tuple[str, ...], sizes: Sizes, quick: bool, console: Console) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drill.bench", description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, no sweeps, no partition (< 3 min)")
     parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("build/bench"), help="results directory (default %(default)s)")

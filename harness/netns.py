@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import processes
+
 PREFIX = "hacel-"
 TEST_NET = ipaddress.IPv4Network("198.18.0.0/15")
 _LOCK_FILE = Path("/run/lock/hacel-netns.lock")
@@ -135,7 +137,7 @@ def create(nodes: int) -> NetnsLayout:
         used = _used_subnets()
         free = next((net for net in TEST_NET.subnets(new_prefix=24) if net not in used), None)
         if free is None:
-            raise NetnsError(f"no free /24 left in {TEST_NET}; run drill.netns.cleanup_stale()")
+            raise NetnsError(f"no free /24 left in {TEST_NET}; run harness.netns.cleanup_stale()")
         layout = NetnsLayout(owner_pid=os.getpid(), short=secrets.token_hex(3), subnet=free, nodes=nodes)
         try:
             _build(layout)
@@ -209,16 +211,6 @@ def destroy(layout: NetnsLayout, timeout: float = 10.0) -> None:
     raise NetnsError(f"{layout.root_if} still exists {timeout}s after deleting {layout.tag}'s namespaces")
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def cleanup_stale() -> list[str]:
     """Remove ``hacel-*`` namespaces (and their processes) whose owning process is gone.
 
@@ -229,7 +221,7 @@ def cleanup_stale() -> list[str]:
     stale_shorts: set[str] = set()
     for ns in existing_namespaces():
         match = _NS_RE.match(ns)
-        if match is None or pid_alive(int(match["pid"])):
+        if match is None or processes.pid_alive(int(match["pid"])):
             continue
         _kill_pids(_pids_in(ns))
         _ip("netns", "del", ns, check=False)

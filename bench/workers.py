@@ -1,7 +1,7 @@
 """Worker benchmarks: throughput of the ha and seed configurations, and scale (1k..100k tasks).
 
 Workers are the drills' ``WorkerPool`` processes (real ``celery worker``), tasks are
-``app.tasks.record`` (an append of one line per execution, so completions carry a
+``drill.tasks.record`` (an append of one line per execution, so completions carry a
 timestamp); ``sleep_ms=0`` is the no-op case. Throughput runs *prefill* the queue, then
 start the worker, and rate the middle 80% of completions (10th to 90th percentile
 timestamps): worker boot and the last stragglers do not count, only the steady state.
@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from app import config as app_config
-from app import records, tasks
+from app.config import from_env
 from app.factory import make_app
-from app.publish import PublishPlan, publish_pipelined
-from drill.profiles import Profile, ProfileRuntime
-from drill.workers import WorkerPool
+from app.publish import publish_pipelined
+from contract import wire
+from drill import records
+from drill.profiles import SCRUBBED_ENV_PREFIXES, Profile, ProfileRuntime
+from drill.tasks import ENV_RESULTS_DIR, record_plan
+from harness.workers import WorkerPool
 
 STALL_TIMEOUT_S = 60.0
 """Give up on a run when no task completed for this long."""
@@ -115,7 +117,7 @@ def worker_memory_kb(results_dir: Path) -> list[int]:
     That marker is exactly the workers of one run (main and pool processes): WorkerPool
     passes DRILL_RESULTS_DIR to them and to nothing else.
     """
-    marker = f"{app_config.ENV_DRILL_RESULTS_DIR}={results_dir}".encode() + b"\0"
+    marker = f"{ENV_RESULTS_DIR}={results_dir}".encode() + b"\0"
     peaks: list[int] = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
@@ -178,13 +180,9 @@ def measure_throughput(
     results = fresh_dir(work / "results")
     state = fresh_dir(work / "state")
     runtime = ProfileRuntime(profile, urls, results, tuning.concurrency, tuning.prefetch_multiplier)
-    plan = PublishPlan(tasks.RECORD, count, sleep_ms=task_ms)
+    plan = record_plan(count, task_ms)
     if profile is Profile.HA:
-        app = make_app(
-            app_config.from_env(
-                {app_config.ENV_BROKER_URLS: ",".join(urls), app_config.ENV_DRILL_RESULTS_DIR: str(results)}
-            )
-        )
+        app = make_app(from_env({wire.ENV_BROKER_URLS: ",".join(urls)}))
         prefill = publish_pipelined(app, plan, lambda _: None)
     else:
         # The seed's own publishing: send_task without confirms, as its scheduler did.
@@ -225,13 +223,13 @@ _HWM_MARK = "bench-scheduler-VmHWM-kB:"
 # Not ru_maxrss: Linux carries the forking parent's peak across exec into the child's
 # ru_maxrss, so every scheduler would report this (much bigger) bench process's peak.
 _SCHEDULER_WRAPPER = (
-    "import atexit, re, runpy, sys\n"
+    "import atexit, re, sys\n"
     "def report():\n"
     "    status = open('/proc/self/status').read()\n"
     f"    print('{_HWM_MARK}', re.search(r'VmHWM:\\s+(\\d+)', status)[1], file=sys.stderr, flush=True)\n"
     "atexit.register(report)\n"
-    "sys.argv = ['app.scheduler', *sys.argv[1:]]\n"
-    "runpy.run_module('app.scheduler', run_name='__main__', alter_sys=True)\n"
+    "from drill.scheduler import run\n"
+    "sys.exit(run(sys.argv[1:]))\n"
 )
 
 
@@ -259,8 +257,8 @@ def measure_scale(
     state = fresh_dir(work / "state")
     runtime = ProfileRuntime(Profile.HA, urls, results, tuning.concurrency, tuning.prefetch_multiplier)
     pool = WorkerPool(runtime, state)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BROKER_", "WORKER_", "HEALTH_", "DRILL_"))}
-    env[app_config.ENV_BROKER_URLS] = ",".join(urls)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_ENV_PREFIXES)}
+    env[wire.ENV_BROKER_URLS] = ",".join(urls)
     log = work / f"scheduler-{count}.log"
     try:
         names = pool.start(workers)

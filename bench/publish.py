@@ -25,9 +25,10 @@ from celery import Celery
 from kombu import Producer
 
 from app import tasks
-from app.config import QUEUE_NAME
-from app.publish import PublishPlan, PublishResult, TaskRoute, publish_pipelined, publisher_connection
+from app.batch import PublishPlan, PublishResult
+from app.publish import TaskRoute, publish_pipelined, publisher_connection
 from app.scheduler import publish_confirmed
+from contract.wire import QUEUE_NAME
 
 INGEST_TIMEOUT_S = 120.0
 """Longest wait for unconfirmed publishes to show up in the queue."""

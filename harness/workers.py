@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
+from typing import Protocol
 
-from drill.profiles import ProfileRuntime
+from harness import processes
+
+
+class WorkerSpec(Protocol):
+    """How to start one worker process: its argv and its whole environment."""
+
+    @property
+    def argv(self) -> list[str]: ...
+
+    @property
+    def env(self) -> dict[str, str]: ...
+
+
+class WorkerSource(Protocol):
+    """What describes the workers to start (a drill profile)."""
+
+    def worker(self, name: str, state_dir: Path) -> WorkerSpec: ...
 
 
 class WorkerPool:
     """Real ``celery worker`` processes, each in its own process group (a pod's worth)."""
 
-    def __init__(self, runtime: ProfileRuntime, state_dir: Path) -> None:
+    def __init__(self, runtime: WorkerSource, state_dir: Path) -> None:
         self.runtime = runtime
         self.state_dir = state_dir
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -42,30 +55,12 @@ class WorkerPool:
 
     def kill(self, name: str) -> None:
         """SIGKILL the worker and its pool processes at once: a node or pod dying, no shutdown."""
-        proc = self._procs[name]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        processes.kill_group(self._procs[name], timeout=30)
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM (warm shutdown, as the kubelet sends), then SIGKILL what is left."""
-        for proc in self._procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in self._procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for proc in self._procs.values():
-            # The pool children share the group: kill it even if the parent is gone.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
+        processes.terminate_groups(self._procs.values(), timeout)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self._logs.get(name)
-        if path is None or not path.exists():
-            return ""
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return "" if path is None else processes.tail(path, lines)

@@ -1,0 +1,69 @@
+"""What a publisher is asked to publish and what it achieved: the types every publisher shares.
+
+Apart from the publishers themselves (``app.publish``, ``app.scheduler``), so that neither
+imports the other for its types and callers (the drills, the benchmarks) import them from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+
+TaskArguments = tuple[tuple[Any, ...], dict[str, Any]]
+"""Positional and keyword arguments of one task."""
+
+
+def no_arguments(_index: int) -> TaskArguments:
+    """The arguments of a task that takes none (``count``, ``noop``)."""
+    return (), {}
+
+
+ProgressCallback = Callable[[int], None]
+"""Called with the number of publishes confirmed so far."""
+
+
+@dataclass(frozen=True)
+class PublishPlan:
+    """What to publish: ``count`` messages of ``task_name``."""
+
+    task_name: str
+    count: int
+    arguments: Callable[[int], TaskArguments] = no_arguments
+    """The arguments of the ``index``-th task (every task is routed like the first)."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What a publisher achieved."""
+
+    requested: int
+    task_ids: tuple[str, ...] = field(repr=False)
+    """Ids of the confirmed publishes, in plan order (all of them: the index is the ``record`` key)."""
+    seconds: float
+    error: str | None = None
+    """Why publishing stopped early; ``None`` if every publish was confirmed."""
+    republished: int = 0
+    """Publishes sent again after a failover or a nack (each may execute twice)."""
+    failovers: int = 0
+    """Connections abandoned for the next broker URL."""
+
+    @property
+    def confirmed(self) -> int:
+        """Publishes the broker confirmed."""
+        return len(self.task_ids)
+
+    @property
+    def ok(self) -> bool:
+        """Every requested publish was confirmed."""
+        return self.error is None and self.confirmed == self.requested
+
+    @property
+    def rate(self) -> float:
+        """Confirmed publishes per second."""
+        return self.confirmed / self.seconds if self.seconds > 0 else 0.0
+
+
+Publisher = Callable[[Celery, PublishPlan, ProgressCallback], PublishResult]

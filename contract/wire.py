@@ -1,0 +1,103 @@
+"""Names and numbers on the wire between the cloud program, the broker, the app and the harness.
+
+Each is defined here once, because each is read on two sides of a boundary that no type checker
+crosses: a Kubernetes object written by ``components`` and a process started from the worker
+image (env var names, the argv, the file paths its probes read), a label that one component puts
+on pods and another admits in a NetworkPolicy, a port a Service names and the broker listens on.
+Change one side alone and the cluster breaks at run time, not at review time.
+
+Standard library only: the broker renderer, the Pulumi components and the health probe import
+this without pulling in Celery or Pulumi.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+# --- the worker's environment (read by app.config.from_env; set by components.workers) ----------
+ENV_BROKER_URLS: Final = "BROKER_URLS"
+ENV_BROKER_HOSTS: Final = "BROKER_HOSTS"
+ENV_BROKER_PORT: Final = "BROKER_PORT"
+ENV_BROKER_VHOST: Final = "BROKER_VHOST"
+ENV_BROKER_USER: Final = "BROKER_USER"
+ENV_BROKER_PASSWORD: Final = "BROKER_PASSWORD"
+ENV_PREFETCH_MULTIPLIER: Final = "WORKER_PREFETCH_MULTIPLIER"
+ENV_CONCURRENCY: Final = "WORKER_CONCURRENCY"
+ENV_HEARTBEAT_FILE: Final = "HEALTH_HEARTBEAT_FILE"
+ENV_READY_FILE: Final = "HEALTH_READY_FILE"
+ENV_REMAP_SIGTERM: Final = "REMAP_SIGTERM"
+"""Read by billiard; must stay unset (see app.config)."""
+
+DEFAULT_BROKER_VHOST: Final = "/"
+DEFAULT_PREFETCH_MULTIPLIER: Final = 1
+DEFAULT_CONCURRENCY: Final = 2
+MAX_CONCURRENCY: Final = 64
+"""Upper bound of ``WORKER_CONCURRENCY``; the stack setting ``workerConcurrency`` uses the same."""
+DEFAULT_HEARTBEAT_FILE: Final = "/tmp/worker-heartbeat"
+DEFAULT_READY_FILE: Final = "/tmp/worker-ready"
+
+# --- the queue ------------------------------------------------------------------------------------
+QUEUE_NAME: Final = "celery"
+"""The one task queue (a quorum queue) and its topic exchange's name."""
+DEAD_LETTER_EXCHANGE: Final = "celery.dlx"
+"""Fanout exchange that receives tasks rejected past the delivery limit."""
+DEAD_LETTER_QUEUE: Final = "celery.dlq"
+"""Quorum queue bound to the dead-letter exchange: poison tasks are kept, not dropped."""
+
+# --- commands the images run ------------------------------------------------------------------------
+WORKER_COMMAND: Final[tuple[str, ...]] = (
+    "celery",
+    "-A",
+    "app.celery_app",
+    "worker",
+    "--loglevel=INFO",
+    # Gossip and mingle make every worker talk to every other at start and on
+    # each event; nothing here needs it and it is broker load that grows as n^2.
+    "--without-gossip",
+    "--without-mingle",
+)
+"""The worker's argv: the image's CMD (exec form, so celery is PID 1), the Deployment's command and
+what the local harness runs. ``tests/test_app_config.py`` checks the Dockerfile matches."""
+
+HEALTH_COMMAND: Final[tuple[str, ...]] = ("python", "-m", "app.health")
+"""The worker's probe command (``--ready`` for readiness, ``--max-age`` for the heartbeat age)."""
+
+DEFINITIONS_PATH: Final = "/etc/ha-celery/definitions.json"
+"""Where the broker pods mount the rendered definitions (dead-letter topology and policy)."""
+
+
+def import_definitions_command(path: str = DEFINITIONS_PATH) -> list[str]:
+    """The argv that applies a rendered definitions file to a running cluster (idempotent)."""
+    return ["rabbitmqctl", "import_definitions", path]
+
+
+# --- ports --------------------------------------------------------------------------------------------
+AMQP_PORT: Final = 5672
+MANAGEMENT_PORT: Final = 15672
+PROMETHEUS_PORT: Final = 15692
+EPMD_PORT: Final = 4369
+DIST_PORT: Final = 25672
+
+# --- users and labels -----------------------------------------------------------------------------------
+BROKER_USERNAME: Final = "celery"
+"""The broker's default user (its password is generated into a Secret)."""
+RABBITMQ_UID: Final = 999
+"""The rabbitmq user of the official image."""
+WORKER_UID: Final = 10001
+"""The non-root user baked into app/Dockerfile."""
+CLIENT_LABEL: Final = "ha-celery/broker-client"
+"""Pods carrying this label (value "true") may open AMQP connections: the broker's NetworkPolicy
+admits them, and the worker Deployment and scheduler Job put it on their pods."""
+OPS_LABEL: Final = "ha-celery/ops"
+"""Pods labelled with this may reach AMQP and the management UI: operators' tools."""
+
+
+class Autoscaling(StrEnum):
+    """How the worker Deployment scales (stack setting ``autoscaling``)."""
+
+    NONE = "none"
+    HPA = "hpa"
+    """CPU-based HorizontalPodAutoscaler."""
+    KEDA = "keda"
+    """KEDA's rabbitmq trigger on queue length (KEDA must be installed in the cluster)."""

@@ -1,0 +1,88 @@
+"""The drills' own tasks, loaded into the image's worker without a second app.
+
+The drills run the worker image's command unchanged (``contract.wire.WORKER_COMMAND``) and add
+this module through Celery's own CLI environment, ``CELERY_WORKER_INCLUDE=drill.tasks`` (the
+``--include`` option of ``celery worker``), so the worker image ships none of it.
+
+``record`` is deliberately *not* idempotent: the drill counts duplicate executions from its
+lines (``drill.records``). ``record_once`` is ``record`` behind ``app.idempotency``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from celery import Task, shared_task
+
+from app.batch import PublishPlan, TaskArguments
+from app.idempotency import FileDoneStore, idempotent
+from drill import records
+
+logger = logging.getLogger(__name__)
+
+RECORD: Final = "drill.tasks.record"
+RECORD_ONCE: Final = "drill.tasks.record_once"
+ENV_RESULTS_DIR: Final = "DRILL_RESULTS_DIR"
+"""Absolute directory where ``record`` appends one line per execution (see ``drill.records``)."""
+ENV_INCLUDE: Final = "CELERY_WORKER_INCLUDE"
+"""``celery worker --include`` as an environment variable (Celery's CLI reads ``CELERY_WORKER_*``)."""
+
+
+def worker_env(results_dir: Path) -> dict[str, str]:
+    """What a drill adds to a worker's environment: this module and where it writes."""
+    return {ENV_INCLUDE: __name__, ENV_RESULTS_DIR: str(results_dir)}
+
+
+def record_plan(count: int, sleep_ms: int = 0, task_name: str = RECORD) -> PublishPlan:
+    """``count`` record tasks; the publish index is each one's record key."""
+
+    def arguments(index: int) -> TaskArguments:
+        return (index,), {"sleep_ms": sleep_ms}
+
+    return PublishPlan(task_name, count, arguments)
+
+
+def _results_dir() -> Path | None:
+    raw = os.environ.get(ENV_RESULTS_DIR, "").strip()
+    return Path(raw) if raw else None
+
+
+def _record(task: Task[Any, Any], n: int, pause_ms: int) -> None:
+    if pause_ms:
+        time.sleep(pause_ms / 1000)
+    request = task.request
+    directory = _results_dir()
+    if directory is None:
+        # Outside a drill there is nowhere to count; the log line still shows the run.
+        logger.info("record(%d) done (%s not set, nothing written)", n, ENV_RESULTS_DIR)
+        return
+    redelivered = bool((request.delivery_info or {}).get("redelivered", False))
+    records.append(directory, records.make_record(str(request.id), n, redelivered=redelivered))
+
+
+@shared_task(name=RECORD, bind=True)
+def record(self: Task[Any, Any], n: int, sleep_ms: int = 0) -> None:
+    """Optionally sleep, then append an execution record."""
+    _record(self, n, sleep_ms)
+
+
+def _done_store() -> FileDoneStore:
+    directory = _results_dir()
+    if directory is None:
+        raise RuntimeError(f"record_once needs {ENV_RESULTS_DIR} for its done-markers")
+    return FileDoneStore(directory / "done")
+
+
+@shared_task(name=RECORD_ONCE, bind=True)
+def record_once(self: Task[Any, Any], n: int, sleep_ms: int = 0) -> None:
+    """``record`` behind the idempotency helper: a redelivered task id records nothing."""
+    _record_once(self, n, sleep_ms)
+
+
+@idempotent(store=_done_store)
+def _record_once(task: Task[Any, Any], n: int, pause_ms: int) -> None:
+    _record(task, n, pause_ms)
