@@ -246,8 +246,20 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None) -> Settin
     """
     r = _Reader(raw)
     environment = r.choice("environment", Environment) or Environment.DEV
-    prod = environment is Environment.PROD
+    cluster = _cluster(r, gcp_project)
+    registry = RegistrySettings(location=cluster.region, mirror_rabbitmq_image=r.boolean("mirrorRabbitmqImage"))
+    broker = _broker(r)
+    workers = _workers(r)
+    _cross_field_rules(r, environment is Environment.PROD, cluster, broker, workers)
+    _unknown_keys(r, raw)
+    if r.problems:
+        raise SettingsError(r.problems)
+    return Settings(
+        stack=stack, environment=environment, cluster=cluster, registry=registry, broker=broker, workers=workers
+    )
 
+
+def _cluster(r: _Reader, gcp_project: str | None) -> ClusterSettings:
     if not gcp_project or not GCP_PROJECT_RE.match(gcp_project):
         r.fail(
             "gcp:project",
@@ -255,17 +267,47 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None) -> Settin
             "a GCP project id (6-30 lowercase letters, digits, hyphens); "
             "set it with `pulumi config set gcp:project <id>`",
         )
-    project = gcp_project or ""
+    location, region, zones = _placement(r)
+    node_count = r.integer("nodeCount")
+    if zones and node_count % len(zones):
+        r.fail(
+            f"{PROJECT}:nodeCount",
+            node_count,
+            f"a multiple of the {len(zones)} zones in {list(zones)} (GKE puts the same number of nodes in each zone)",
+        )
+    machine_type = r.string("machineType", "a machine type like e2-standard-2")
+    if machine_type and not MACHINE_TYPE_RE.match(machine_type):
+        r.fail(f"{PROJECT}:machineType", machine_type, "a machine type like e2-standard-2 or n2-standard-4")
+    node_disk = r.choice("nodeDiskType", DiskType)
+    spot = r.boolean("spotNodes")
+    version = r.string("kubernetesVersion", "major.minor, e.g. 1.35")
+    if version and not K8S_MINOR_RE.match(version):
+        r.fail(f"{PROJECT}:kubernetesVersion", version, "major.minor, e.g. 1.35")
+    return ClusterSettings(
+        project=gcp_project or "",
+        region=region,
+        location=location,
+        node_zones=zones,
+        node_count=node_count,
+        machine_type=machine_type,
+        spot_nodes=spot,
+        node_disk_type=node_disk or DiskType.PD_BALANCED,
+        node_disk_size_gb=r.integer("nodeDiskSizeGb", minimum=10),
+        release_channel=r.choice("releaseChannel", ReleaseChannel) or ReleaseChannel.REGULAR,
+        kubernetes_version=version,
+        deletion_protection=r.boolean("deletionProtection"),
+    )
 
+
+def _placement(r: _Reader) -> tuple[str, str, tuple[str, ...]]:
+    """location and nodeZones -> (location, region, the zones that carry nodes)."""
     location = r.string("location", "a region (us-east1) or a zone (us-east1-c)")
     zones = r.strings("nodeZones")
-    region = location
     if zone_match := ZONE_RE.match(location):
-        region = zone_match["region"]
         if zones and zones != (location,):
             r.fail(f"{PROJECT}:nodeZones", list(zones), f"empty (or [{location}]) for the zonal location {location}")
-        zones = (location,)
-    elif REGION_RE.match(location):
+        return location, zone_match["region"], (location,)
+    if REGION_RE.match(location):
         if not zones:
             r.fail(
                 f"{PROJECT}:nodeZones",
@@ -280,62 +322,12 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None) -> Settin
             r.fail(f"{PROJECT}:nodeZones", list(zones), "distinct zones")
     elif location:
         r.fail(f"{PROJECT}:location", location, "a region like us-east1 or a zone like us-east1-c")
+    return location, location, zones
 
-    node_count = r.integer("nodeCount")
-    if zones and node_count % len(zones):
-        r.fail(
-            f"{PROJECT}:nodeCount",
-            node_count,
-            f"a multiple of the {len(zones)} zones in {list(zones)} (GKE puts the same number of nodes in each zone)",
-        )
 
-    machine_type = r.string("machineType", "a machine type like e2-standard-2")
-    family = ""
-    if machine_type:
-        if m := MACHINE_TYPE_RE.match(machine_type):
-            family = m["family"]
-        else:
-            r.fail(f"{PROJECT}:machineType", machine_type, "a machine type like e2-standard-2 or n2-standard-4")
-
-    def check_disk(key: str, shown: str, disk: DiskType) -> None:
-        if family in HYPERDISK_ONLY_FAMILIES and not disk.is_hyperdisk:
-            r.fail(
-                f"{PROJECT}:{key}",
-                shown,
-                f"hyperdisk kinds only: {family.upper()} machines ({machine_type}) attach Hyperdisk, not {disk}",
-            )
-        if family in PD_ONLY_FAMILIES and disk.is_hyperdisk:
-            r.fail(
-                f"{PROJECT}:{key}",
-                shown,
-                f"persistent-disk kinds only: {family.upper()} machines ({machine_type}) cannot attach {disk}",
-            )
-
-    node_disk = r.choice("nodeDiskType", DiskType)
-    if node_disk:
-        check_disk("nodeDiskType", node_disk.value, node_disk)
-    spot = r.boolean("spotNodes")
-    if prod and spot:
-        r.fail(
-            f"{PROJECT}:spotNodes",
-            True,
-            "false in prod (spot VMs can all be reclaimed at once, taking the broker quorum with them)",
-        )
-
-    version = r.string("kubernetesVersion", "major.minor, e.g. 1.35")
-    if version and not K8S_MINOR_RE.match(version):
-        r.fail(f"{PROJECT}:kubernetesVersion", version, "major.minor, e.g. 1.35")
-
+def _broker(r: _Reader) -> BrokerSettings:
     replicas = r.integer("brokerReplicas")
-    if prod and (replicas < 3 or replicas % 2 == 0):
-        r.fail(
-            f"{PROJECT}:brokerReplicas",
-            replicas,
-            "an odd number >= 3 in prod (quorum queues need a majority to survive a node loss)",
-        )
     storage = r.choice("brokerStorage", BrokerStorage)
-    if storage:
-        check_disk("brokerStorage", storage.value, storage.disk_type)
     image = r.string("brokerImage", "rabbitmq:4.3.<patch>[-management]")
     if image and not RABBITMQ_IMAGE_RE.match(image):
         r.fail(
@@ -343,33 +335,7 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None) -> Settin
             image,
             "a RabbitMQ 4.3 image pinned to a full version, e.g. rabbitmq:4.3.5-management",
         )
-
-    autoscaling = r.choice("autoscaling", Autoscaling) or Autoscaling.NONE
-    worker_replicas = r.integer("workerReplicas")
-    if prod and worker_replicas < 2:
-        r.fail(
-            f"{PROJECT}:workerReplicas", worker_replicas, ">= 2 in prod (one worker is one machine away from a stop)"
-        )
-    max_replicas = r.integer("autoscalingMaxReplicas")
-    if autoscaling is not Autoscaling.NONE and max_replicas < worker_replicas:
-        r.fail(f"{PROJECT}:autoscalingMaxReplicas", max_replicas, f">= workerReplicas ({worker_replicas})")
-
-    cluster = ClusterSettings(
-        project=project,
-        region=region,
-        location=location,
-        node_zones=zones,
-        node_count=node_count,
-        machine_type=machine_type,
-        spot_nodes=spot,
-        node_disk_type=node_disk or DiskType.PD_BALANCED,
-        node_disk_size_gb=r.integer("nodeDiskSizeGb", minimum=10),
-        release_channel=r.choice("releaseChannel", ReleaseChannel) or ReleaseChannel.REGULAR,
-        kubernetes_version=version,
-        deletion_protection=r.boolean("deletionProtection"),
-    )
-    registry = RegistrySettings(location=region, mirror_rabbitmq_image=r.boolean("mirrorRabbitmqImage"))
-    broker = BrokerSettings(
+    return BrokerSettings(
         replicas=replicas,
         storage=storage or BrokerStorage.STANDARD,
         storage_gi=r.integer("brokerStorageGi"),
@@ -377,8 +343,16 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None) -> Settin
         cpu_millis=r.integer("brokerCpuMillis", minimum=100),
         memory_mib=r.integer("brokerMemoryMiB", minimum=512),
     )
-    workers = WorkerSettings(
-        replicas=worker_replicas,
+
+
+def _workers(r: _Reader) -> WorkerSettings:
+    autoscaling = r.choice("autoscaling", Autoscaling) or Autoscaling.NONE
+    replicas = r.integer("workerReplicas")
+    max_replicas = r.integer("autoscalingMaxReplicas")
+    if autoscaling is not Autoscaling.NONE and max_replicas < replicas:
+        r.fail(f"{PROJECT}:autoscalingMaxReplicas", max_replicas, f">= workerReplicas ({replicas})")
+    return WorkerSettings(
+        replicas=replicas,
         concurrency=r.integer("workerConcurrency"),
         cpu_millis=r.integer("workerCpuMillis", minimum=50),
         memory_mib=r.integer("workerMemoryMiB", minimum=128),
@@ -387,6 +361,54 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None) -> Settin
         autoscaling=autoscaling,
         autoscaling_max_replicas=max_replicas,
     )
+
+
+def _cross_field_rules(
+    r: _Reader, prod: bool, cluster: ClusterSettings, broker: BrokerSettings, workers: WorkerSettings
+) -> None:
+    """Rules between groups (disks that fit the machines) and the HA invariants prod enforces.
+
+    A value already rejected was replaced by its default; Reader.fail keeps only the first
+    problem of a key, so the checks below never report on such a value.
+    """
+    _check_disk(r, "nodeDiskType", cluster.node_disk_type.value, cluster.node_disk_type, cluster.machine_type)
+    if prod and cluster.spot_nodes:
+        r.fail(
+            f"{PROJECT}:spotNodes",
+            True,
+            "false in prod (spot VMs can all be reclaimed at once, taking the broker quorum with them)",
+        )
+    if prod and (broker.replicas < 3 or broker.replicas % 2 == 0):
+        r.fail(
+            f"{PROJECT}:brokerReplicas",
+            broker.replicas,
+            "an odd number >= 3 in prod (quorum queues need a majority to survive a node loss)",
+        )
+    _check_disk(r, "brokerStorage", broker.storage.value, broker.storage.disk_type, cluster.machine_type)
+    if prod and workers.replicas < 2:
+        r.fail(
+            f"{PROJECT}:workerReplicas", workers.replicas, ">= 2 in prod (one worker is one machine away from a stop)"
+        )
+
+
+def _check_disk(r: _Reader, key: str, shown: str, disk: DiskType, machine_type: str) -> None:
+    m = MACHINE_TYPE_RE.match(machine_type)
+    family = m["family"] if m else ""
+    if family in HYPERDISK_ONLY_FAMILIES and not disk.is_hyperdisk:
+        r.fail(
+            f"{PROJECT}:{key}",
+            shown,
+            f"hyperdisk kinds only: {family.upper()} machines ({machine_type}) attach Hyperdisk, not {disk}",
+        )
+    if family in PD_ONLY_FAMILIES and disk.is_hyperdisk:
+        r.fail(
+            f"{PROJECT}:{key}",
+            shown,
+            f"persistent-disk kinds only: {family.upper()} machines ({machine_type}) cannot attach {disk}",
+        )
+
+
+def _unknown_keys(r: _Reader, raw: Mapping[str, str]) -> None:
     unknown = sorted(k for k in raw if k.removeprefix(f"{PROJECT}:") not in schema())
     for key in unknown:
         r.fail(
@@ -394,11 +416,6 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None) -> Settin
             raw[key],
             "one of the keys in Pulumi.yaml: " + ", ".join(schema()),
         )
-    if r.problems:
-        raise SettingsError(r.problems)
-    return Settings(
-        stack=stack, environment=environment, cluster=cluster, registry=registry, broker=broker, workers=workers
-    )
 
 
 def load() -> Settings:

@@ -370,6 +370,15 @@ def render_definitions_json(cfg: BrokerConfig) -> str:
     return json.dumps(render_definitions(cfg), indent=2, sort_keys=True) + "\n"
 
 
+def render_default_user_conf(username: str, password: str) -> str:
+    """The conf.d file that seeds the default user on a blank node (``30-default-user.conf``).
+
+    Kept out of :func:`render_rabbitmq_conf` on purpose: it is the one rendered file with a secret
+    in it, so it goes into a Secret (Kubernetes) or a 0600 file (the harness), never a ConfigMap.
+    """
+    return f"default_user = {username}\ndefault_pass = {password}\n"
+
+
 def policy_commands(cfg: BrokerConfig) -> list[list[str]]:
     """``rabbitmqctl set_policy`` argv that (re)apply the same policy at runtime.
 

@@ -89,95 +89,126 @@ class GkeCluster(pulumi.ComponentResource):
         super().__init__("ha-celery:index:GkeCluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        # A dedicated node identity: the Compute Engine default account has project Editor.
-        node_sa = gcp.serviceaccount.Account(
-            f"{name}-nodes",
-            account_id=f"{name}-nodes"[:30],
-            display_name=f"GKE nodes of {name}",
-            project=args.project,
-            opts=child,
-        )
-        member = node_sa.email.apply(lambda email: f"serviceAccount:{email}")
-        # The minimum roles GKE documents for a node service account, plus image pulls.
-        roles = ["roles/container.defaultNodeServiceAccount", "roles/artifactregistry.reader"]
-        grants = [
-            gcp.projects.IAMMember(
-                f"{name}-nodes-{role.split('/')[1]}", project=args.project, role=role, member=member, opts=child
-            )
-            for role in roles
-        ]
-
-        self.cluster = gcp.container.Cluster(
-            name,
-            project=args.project,
-            location=args.location,
-            node_locations=list(args.node_zones) if args.regional else None,
-            remove_default_node_pool=True,
-            initial_node_count=1,
-            deletion_protection=args.deletion_protection,
-            release_channel=gcp.container.ClusterReleaseChannelArgs(channel=args.release_channel),
-            min_master_version=args.min_master_version,
-            networking_mode="VPC_NATIVE",
-            # Empty policy = GKE allocates the pod and service secondary ranges itself.
-            ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(),
-            # Dataplane V2 enforces the NetworkPolicies the broker component creates.
-            datapath_provider="ADVANCED_DATAPATH",
-            workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
-                workload_pool=f"{args.project}.svc.id.goog"
-            ),
-            enable_shielded_nodes=True,
-            resource_labels=args.labels,
-            opts=child,
-        )
-
-        self.node_pool = gcp.container.NodePool(
-            f"{name}-pool",
-            project=args.project,
-            cluster=self.cluster.name,
-            location=args.location,
-            node_locations=list(args.node_zones),
-            node_count=args.nodes_per_zone,
-            management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
-            # One extra node during upgrades and none taken away first: the broker's PDB
-            # (maxUnavailable 1) then always has somewhere to reschedule.
-            upgrade_settings=gcp.container.NodePoolUpgradeSettingsArgs(
-                strategy="SURGE", max_surge=1, max_unavailable=0
-            ),
-            node_config=gcp.container.NodePoolNodeConfigArgs(
-                machine_type=args.machine_type,
-                spot=args.spot,
-                disk_type=args.disk_type,
-                disk_size_gb=args.disk_size_gb,
-                service_account=node_sa.email,
-                # Access is governed by IAM roles, not legacy scopes (Google's recommendation).
-                oauth_scopes=["https://www.googleapis.com/auth/cloud-platform"],
-                workload_metadata_config=gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(
-                    mode="GKE_METADATA"
-                ),
-                shielded_instance_config=gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
-                    enable_secure_boot=True, enable_integrity_monitoring=True
-                ),
-                labels={"ha-celery/pool": "main"},
-                resource_labels=args.labels,
-            ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=grants),
-        )
+        node_sa, grants = _node_identity(name, args, child)
+        self.cluster = _cluster(name, args, child)
+        self.node_pool = _node_pool(name, args, self, cluster=self.cluster, node_sa=node_sa, grants=grants)
 
         self.name = self.cluster.name
-        self.kubeconfig = pulumi.Output.secret(
-            pulumi.Output.all(self.cluster.name, self.cluster.endpoint, self.cluster.master_auth).apply(
-                lambda a: render_kubeconfig(
-                    f"gke_{args.project}_{args.location}_{a[0]}", a[1], a[2]["cluster_ca_certificate"]
-                )
+        self.kubeconfig = _kubeconfig(args, self.cluster)
+        self.provider = _provider(name, self.kubeconfig, self.cluster, self.node_pool, self)
+        self.register_outputs({"name": self.name, "kubeconfig": self.kubeconfig, "endpoint": self.cluster.endpoint})
+
+
+def _node_identity(
+    name: str, args: GkeClusterArgs, child: pulumi.ResourceOptions
+) -> tuple[gcp.serviceaccount.Account, list[gcp.projects.IAMMember]]:
+    # A dedicated node identity: the Compute Engine default account has project Editor.
+    node_sa = gcp.serviceaccount.Account(
+        f"{name}-nodes",
+        account_id=f"{name}-nodes"[:30],
+        display_name=f"GKE nodes of {name}",
+        project=args.project,
+        opts=child,
+    )
+    member = node_sa.email.apply(lambda email: f"serviceAccount:{email}")
+    # The minimum roles GKE documents for a node service account, plus image pulls.
+    roles = ["roles/container.defaultNodeServiceAccount", "roles/artifactregistry.reader"]
+    grants = [
+        gcp.projects.IAMMember(
+            f"{name}-nodes-{role.split('/')[1]}", project=args.project, role=role, member=member, opts=child
+        )
+        for role in roles
+    ]
+    return node_sa, grants
+
+
+def _cluster(name: str, args: GkeClusterArgs, child: pulumi.ResourceOptions) -> gcp.container.Cluster:
+    return gcp.container.Cluster(
+        name,
+        project=args.project,
+        location=args.location,
+        node_locations=list(args.node_zones) if args.regional else None,
+        remove_default_node_pool=True,
+        initial_node_count=1,
+        deletion_protection=args.deletion_protection,
+        release_channel=gcp.container.ClusterReleaseChannelArgs(channel=args.release_channel),
+        min_master_version=args.min_master_version,
+        networking_mode="VPC_NATIVE",
+        # Empty policy = GKE allocates the pod and service secondary ranges itself.
+        ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(),
+        # Dataplane V2 enforces the NetworkPolicies the broker component creates.
+        datapath_provider="ADVANCED_DATAPATH",
+        workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
+            workload_pool=f"{args.project}.svc.id.goog"
+        ),
+        enable_shielded_nodes=True,
+        resource_labels=args.labels,
+        opts=child,
+    )
+
+
+def _node_pool(
+    name: str,
+    args: GkeClusterArgs,
+    parent: pulumi.Resource,
+    *,
+    cluster: gcp.container.Cluster,
+    node_sa: gcp.serviceaccount.Account,
+    grants: list[gcp.projects.IAMMember],
+) -> gcp.container.NodePool:
+    return gcp.container.NodePool(
+        f"{name}-pool",
+        project=args.project,
+        cluster=cluster.name,
+        location=args.location,
+        node_locations=list(args.node_zones),
+        node_count=args.nodes_per_zone,
+        management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
+        # One extra node during upgrades and none taken away first: the broker's PDB
+        # (maxUnavailable 1) then always has somewhere to reschedule.
+        upgrade_settings=gcp.container.NodePoolUpgradeSettingsArgs(strategy="SURGE", max_surge=1, max_unavailable=0),
+        node_config=gcp.container.NodePoolNodeConfigArgs(
+            machine_type=args.machine_type,
+            spot=args.spot,
+            disk_type=args.disk_type,
+            disk_size_gb=args.disk_size_gb,
+            service_account=node_sa.email,
+            # Access is governed by IAM roles, not legacy scopes (Google's recommendation).
+            oauth_scopes=["https://www.googleapis.com/auth/cloud-platform"],
+            workload_metadata_config=gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(mode="GKE_METADATA"),
+            shielded_instance_config=gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
+                enable_secure_boot=True, enable_integrity_monitoring=True
+            ),
+            labels={"ha-celery/pool": "main"},
+            resource_labels=args.labels,
+        ),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=grants),
+    )
+
+
+def _kubeconfig(args: GkeClusterArgs, cluster: gcp.container.Cluster) -> pulumi.Output[str]:
+    return pulumi.Output.secret(
+        pulumi.Output.all(cluster.name, cluster.endpoint, cluster.master_auth).apply(
+            lambda a: render_kubeconfig(
+                f"gke_{args.project}_{args.location}_{a[0]}", a[1], a[2]["cluster_ca_certificate"]
             )
         )
-        self.provider = k8s.Provider(
-            f"{name}-k8s",
-            kubeconfig=self.kubeconfig,
-            # The cluster's id is stable; without it a rotated CA or endpoint in the
-            # kubeconfig would replace every Kubernetes object in the stack.
-            cluster_identifier=self.cluster.id,
-            delete_unreachable=False,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.node_pool]),
-        )
-        self.register_outputs({"name": self.name, "kubeconfig": self.kubeconfig, "endpoint": self.cluster.endpoint})
+    )
+
+
+def _provider(
+    name: str,
+    kubeconfig: pulumi.Output[str],
+    cluster: gcp.container.Cluster,
+    node_pool: gcp.container.NodePool,
+    parent: pulumi.Resource,
+) -> k8s.Provider:
+    return k8s.Provider(
+        f"{name}-k8s",
+        kubeconfig=kubeconfig,
+        # The cluster's id is stable; without it a rotated CA or endpoint in the
+        # kubeconfig would replace every Kubernetes object in the stack.
+        cluster_identifier=cluster.id,
+        delete_unreachable=False,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[node_pool]),
+    )

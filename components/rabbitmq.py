@@ -17,7 +17,12 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from broker.config import BrokerConfig, PeerDiscovery, RabbitVersion
-from broker.render import render_definitions_json, render_enabled_plugins, render_rabbitmq_conf
+from broker.render import (
+    render_default_user_conf,
+    render_definitions_json,
+    render_enabled_plugins,
+    render_rabbitmq_conf,
+)
 from contract.wire import (
     AMQP_PORT,
     BROKER_USERNAME,
@@ -30,6 +35,7 @@ from contract.wire import (
     PROMETHEUS_PORT,
     RABBITMQ_UID,
     import_definitions_command,
+    management_url,
 )
 
 GRACE_SECONDS = 600
@@ -77,366 +83,21 @@ class RabbitMQCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: RabbitMQClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ha-celery:index:RabbitMQCluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        app = args.name
-        nodes_service = f"{app}-nodes"
-        labels = {
-            "app.kubernetes.io/name": app,
-            "app.kubernetes.io/component": "broker",
-            "app.kubernetes.io/part-of": "ha-celery",
-        }
-        selector = {"app.kubernetes.io/name": app}
-        memory_bytes = args.memory_mib * 1024 * 1024
 
-        config = BrokerConfig(
-            version=RabbitVersion.V4_3,
-            peer_discovery=PeerDiscovery.K8S,
-            cluster_size=args.replicas,
-            memory_limit_bytes=memory_bytes,
-            consumer_timeout_ms=args.consumer_timeout_ms,
-            amqp_port=AMQP_PORT,
-            management_port=MANAGEMENT_PORT,
-            prometheus_port=PROMETHEUS_PORT,
-            cluster_name=args.cluster_name,
-        )
-
-        storage_class = k8s.storage.v1.StorageClass(
-            f"{name}-storage",
-            metadata={"name": f"{app}-{args.disk_type}", "labels": labels},
-            provisioner="pd.csi.storage.gke.io",
-            parameters={"type": args.disk_type},
-            # Bind where the pod lands: a zonal disk provisioned first could strand the pod in a
-            # zone the anti-affinity rules out.
-            volume_binding_mode="WaitForFirstConsumer",
-            allow_volume_expansion=True,
-            reclaim_policy="Retain" if args.production else "Delete",
-            opts=child,
-        )
-
-        # No special characters: the password goes into AMQP URLs and a conf file verbatim.
-        password = random.RandomPassword(f"{name}-password", length=32, special=False, opts=child)
-        cookie = random.RandomPassword(f"{name}-erlang-cookie", length=64, special=False, opts=child)
-        secret_password: pulumi.Output[str] = pulumi.Output.secret(password.result)
-        secret_cookie: pulumi.Output[str] = pulumi.Output.secret(cookie.result)
-        self.password = secret_password
-
-        user_secret = k8s.core.v1.Secret(
-            f"{name}-default-user",
-            metadata={"name": f"{app}-default-user", "namespace": args.namespace, "labels": labels},
-            type="Opaque",
-            string_data={
-                "username": BROKER_USERNAME,
-                "password": self.password,
-                # Read by RabbitMQ from conf.d: the user exists from the first boot, and the
-                # password never appears in the ConfigMap. Setting default_user also means no
-                # guest user is created at all.
-                "default_user.conf": pulumi.Output.concat(
-                    f"default_user = {BROKER_USERNAME}\ndefault_pass = ", self.password, "\n"
-                ),
-            },
-            opts=child,
-        )
-        cookie_secret = k8s.core.v1.Secret(
-            f"{name}-erlang-cookie",
-            metadata={"name": f"{app}-erlang-cookie", "namespace": args.namespace, "labels": labels},
-            type="Opaque",
-            string_data={".erlang.cookie": secret_cookie},
-            opts=child,
-        )
-
-        config_map = k8s.core.v1.ConfigMap(
-            f"{name}-config",
-            metadata={"name": f"{app}-config", "namespace": args.namespace, "labels": labels},
-            data={
-                "20-ha-celery.conf": render_rabbitmq_conf(config),
-                "enabled_plugins": render_enabled_plugins(config),
-                "definitions.json": render_definitions_json(config),
-            },
-            opts=child,
-        )
-
-        headless = k8s.core.v1.Service(
-            f"{name}-nodes",
-            metadata={"name": nodes_service, "namespace": args.namespace, "labels": labels},
-            spec={
-                "cluster_ip": "None",
-                # Peers must resolve each other while booting, before any is ready, or a whole-
-                # cluster restart waits for a readiness that needs the peers: a deadlock.
-                "publish_not_ready_addresses": True,
-                "selector": selector,
-                "ports": [
-                    {"name": "epmd", "port": EPMD_PORT, "target_port": EPMD_PORT},
-                    {"name": "cluster-links", "port": DIST_PORT, "target_port": DIST_PORT},
-                ],
-            },
-            opts=child,
-        )
-        client = k8s.core.v1.Service(
-            f"{name}-client",
-            metadata={"name": app, "namespace": args.namespace, "labels": labels},
-            spec={
-                "type": "ClusterIP",
-                "selector": selector,
-                "ports": [
-                    {"name": "amqp", "port": AMQP_PORT, "target_port": AMQP_PORT, "app_protocol": "amqp"},
-                    {
-                        "name": "management",
-                        "port": MANAGEMENT_PORT,
-                        "target_port": MANAGEMENT_PORT,
-                        "app_protocol": "http",
-                    },
-                    {
-                        "name": "prometheus",
-                        "port": PROMETHEUS_PORT,
-                        "target_port": PROMETHEUS_PORT,
-                        "app_protocol": "http",
-                    },
-                ],
-            },
-            opts=child,
-        )
-
-        drain_timeout = GRACE_SECONDS - 60
-        container: k8s.core.v1.ContainerArgsDict = {
-            "name": "rabbitmq",
-            "image": args.image,
-            "env": [
-                {"name": "MY_POD_NAME", "value_from": {"field_ref": {"field_path": "metadata.name"}}},
-                {"name": "MY_POD_NAMESPACE", "value_from": {"field_ref": {"field_path": "metadata.namespace"}}},
-                {"name": "K8S_SERVICE_NAME", "value": nodes_service},
-                {"name": "RABBITMQ_USE_LONGNAME", "value": "true"},
-                {
-                    "name": "RABBITMQ_NODENAME",
-                    "value": "rabbit@$(MY_POD_NAME).$(K8S_SERVICE_NAME).$(MY_POD_NAMESPACE).svc.cluster.local",
-                },
-                {
-                    "name": "K8S_HOSTNAME_SUFFIX",
-                    "value": ".$(K8S_SERVICE_NAME).$(MY_POD_NAMESPACE).svc.cluster.local",
-                },
-                {"name": "RABBITMQ_ENABLED_PLUGINS_FILE", "value": "/etc/ha-celery/enabled_plugins"},
-            ],
-            "ports": [
-                {"name": "amqp", "container_port": AMQP_PORT},
-                {"name": "management", "container_port": MANAGEMENT_PORT},
-                {"name": "prometheus", "container_port": PROMETHEUS_PORT},
-                {"name": "epmd", "container_port": EPMD_PORT},
-                {"name": "cluster-links", "container_port": DIST_PORT},
-            ],
-            "resources": {
-                "requests": {"cpu": f"{args.cpu_millis}m", "memory": f"{args.memory_mib}Mi"},
-                "limits": {"cpu": f"{args.cpu_millis}m", "memory": f"{args.memory_mib}Mi"},
-            },
-            # TCP, not a full health check: readiness gates the client Service only, and
-            # a check that needs the peers would keep a restarting cluster unready forever.
-            "readiness_probe": {
-                "tcp_socket": {"port": "amqp"},
-                "initial_delay_seconds": 10,
-                "period_seconds": 10,
-                "timeout_seconds": 5,
-                "failure_threshold": 3,
-            },
-            # No liveness probe, as the operator: a node replaying a large quorum log or
-            # waiting for its peers looks dead to any cheap check, and a restart then
-            # throws that work away: a slow boot becomes a crash loop. A hung BEAM is
-            # rare; a restart loop under load is not.
-            "lifecycle": {
-                # Definitions (DLX, dead-letter queue, policy) after boot: importing them
-                # at boot would skip creating the default user (see broker.render).
-                "post_start": {
-                    "exec_": {
-                        "command": [
-                            "sh",
-                            "-c",
-                            "rabbitmqctl --timeout 300 await_startup && "
-                            + shlex.join(import_definitions_command(DEFINITIONS_PATH)),
-                        ]
-                    }
-                },
-                # Leave only when every quorum queue keeps a majority without this node,
-                # then hand leadership and clients over before the process stops.
-                "pre_stop": {
-                    "exec_": {
-                        "command": [
-                            "sh",
-                            "-c",
-                            f"rabbitmq-upgrade await_online_quorum_plus_one -t {drain_timeout}"
-                            f" && rabbitmq-upgrade drain -t {drain_timeout}",
-                        ]
-                    }
-                },
-            },
-            "security_context": _container_security(),
-            "volume_mounts": [
-                {"name": "persistence", "mount_path": "/var/lib/rabbitmq/mnesia"},
-                {"name": "rabbitmq-home", "mount_path": "/var/lib/rabbitmq"},
-                {"name": "rabbitmq-confd", "mount_path": "/etc/rabbitmq/conf.d"},
-                {"name": "ha-celery-files", "mount_path": "/etc/ha-celery"},
-            ],
-        }
-        pod_spec: k8s.core.v1.PodSpecArgsDict = {
-            "termination_grace_period_seconds": GRACE_SECONDS,
-            # 4.1+ k8s peer discovery makes no API calls: no token, no RBAC.
-            "automount_service_account_token": False,
-            "security_context": {
-                "run_as_non_root": True,
-                "run_as_user": RABBITMQ_UID,
-                "run_as_group": RABBITMQ_UID,
-                "fs_group": RABBITMQ_UID,
-                "seccomp_profile": {"type": "RuntimeDefault"},
-            },
-            "affinity": {"pod_anti_affinity": self._anti_affinity(selector, args.production)},
-            "topology_spread_constraints": [
-                {
-                    "max_skew": 1,
-                    "topology_key": "topology.kubernetes.io/zone",
-                    # prod: never two brokers in one zone while another zone has none.
-                    "when_unsatisfiable": "DoNotSchedule" if args.production else "ScheduleAnyway",
-                    "label_selector": {"match_labels": selector},
-                }
-            ],
-            "init_containers": [
-                {
-                    # The cookie must be a 0600 file owned by rabbitmq; a Secret volume cannot be
-                    # both (fsGroup makes it group-readable), so copy it as the operator does.
-                    "name": "setup",
-                    "image": args.image,
-                    "command": [
-                        "sh",
-                        "-c",
-                        "cp /tmp/erlang-cookie-secret/.erlang.cookie /var/lib/rabbitmq/.erlang.cookie"
-                        " && chmod 600 /var/lib/rabbitmq/.erlang.cookie",
-                    ],
-                    "security_context": _container_security(read_only_root=True),
-                    "resources": {
-                        "requests": {"cpu": "50m", "memory": "64Mi"},
-                        "limits": {"cpu": "100m", "memory": "64Mi"},
-                    },
-                    "volume_mounts": [
-                        {"name": "erlang-cookie-secret", "mount_path": "/tmp/erlang-cookie-secret"},
-                        {"name": "rabbitmq-home", "mount_path": "/var/lib/rabbitmq"},
-                    ],
-                }
-            ],
-            "containers": [container],
-            "volumes": [
-                {"name": "rabbitmq-home", "empty_dir": {}},
-                {
-                    "name": "erlang-cookie-secret",
-                    "secret": {"secret_name": cookie_secret.metadata["name"], "default_mode": 0o400},
-                },
-                {
-                    "name": "rabbitmq-confd",
-                    "projected": {
-                        "sources": [
-                            {
-                                "config_map": {
-                                    "name": config_map.metadata["name"],
-                                    "items": [{"key": "20-ha-celery.conf", "path": "20-ha-celery.conf"}],
-                                }
-                            },
-                            {
-                                "secret": {
-                                    "name": user_secret.metadata["name"],
-                                    "items": [{"key": "default_user.conf", "path": "30-default-user.conf"}],
-                                }
-                            },
-                        ]
-                    },
-                },
-                {
-                    "name": "ha-celery-files",
-                    "config_map": {
-                        "name": config_map.metadata["name"],
-                        "items": [
-                            {"key": "enabled_plugins", "path": "enabled_plugins"},
-                            {"key": "definitions.json", "path": "definitions.json"},
-                        ],
-                    },
-                },
-            ],
-        }
-
-        self.statefulset = k8s.apps.v1.StatefulSet(
-            f"{name}-statefulset",
-            metadata={"name": app, "namespace": args.namespace, "labels": labels},
-            spec={
-                "service_name": headless.metadata["name"],
-                "replicas": args.replicas,
-                # Parallel: all nodes boot together; OrderedReady would wait for pod 0's readiness,
-                # which after a full stop may need the other nodes.
-                "pod_management_policy": "Parallel",
-                "update_strategy": {"type": "RollingUpdate"},
-                "persistent_volume_claim_retention_policy": {"when_scaled": "Retain", "when_deleted": "Retain"},
-                "selector": {"match_labels": selector},
-                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-                "volume_claim_templates": [
-                    {
-                        "metadata": {"name": "persistence", "labels": labels},
-                        "spec": {
-                            "access_modes": ["ReadWriteOnce"],
-                            "storage_class_name": storage_class.metadata["name"],
-                            "resources": {"requests": {"storage": f"{args.storage_gi}Gi"}},
-                        },
-                    }
-                ],
-            },
-            opts=child,
-        )
-
-        k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata={"name": app, "namespace": args.namespace, "labels": labels},
-            # One node at a time: with 3 nodes a quorum of 2 always remains through a drain.
-            spec={"max_unavailable": 1, "selector": {"match_labels": selector}},
-            opts=child,
-        )
-
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-netpol",
-            metadata={"name": app, "namespace": args.namespace, "labels": labels},
-            spec={
-                "pod_selector": {"match_labels": selector},
-                "policy_types": ["Ingress"],
-                "ingress": [
-                    {
-                        "from_": [
-                            {"pod_selector": {"match_labels": {CLIENT_LABEL: "true"}}},
-                            {"namespace_selector": {}, "pod_selector": {"match_labels": {OPS_LABEL: "true"}}},
-                        ],
-                        "ports": [{"protocol": "TCP", "port": AMQP_PORT}, {"protocol": "TCP", "port": MANAGEMENT_PORT}],
-                    },
-                    {
-                        "from_": [{"pod_selector": {"match_labels": selector}}],
-                        "ports": [{"protocol": "TCP", "port": EPMD_PORT}, {"protocol": "TCP", "port": DIST_PORT}],
-                    },
-                    {
-                        # KEDA's rabbitmq trigger reads queue depth from the management API.
-                        "from_": [{"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "keda"}}}],
-                        "ports": [{"protocol": "TCP", "port": MANAGEMENT_PORT}],
-                    },
-                    {
-                        # Scrapers live in their own namespaces (GKE managed Prometheus: gmp-system).
-                        "from_": [{"namespace_selector": {}}],
-                        "ports": [{"protocol": "TCP", "port": PROMETHEUS_PORT}],
-                    },
-                ],
-            },
-            opts=child,
-        )
+        storage_class = _storage_class(name, args, child)
+        self.password, cookie = _passwords(name, child)
+        user_secret, cookie_secret = _secrets(name, args, self.password, cookie, child)
+        config_map = _config_map(name, args, child)
+        headless, client = _services(name, args, child)
+        pod_spec = _pod_spec(args, _volumes(cookie_secret, config_map, user_secret))
+        self.statefulset = _statefulset(name, args, child, service=headless, storage=storage_class, pod_spec=pod_spec)
+        _pdb(name, args, child)
+        _network_policy(name, args, child)
 
         self.service_name = client.metadata["name"]
-        self.hosts = pulumi.Output.from_input(args.namespace).apply(
-            lambda ns: [f"{app}-{i}.{nodes_service}.{ns}.svc.cluster.local" for i in range(args.replicas)]
-        )
+        self.hosts = _hosts(args)
         self.credentials_secret = user_secret.metadata["name"]
-        self.management_url = pulumi.Output.secret(
-            pulumi.Output.concat(
-                f"http://{BROKER_USERNAME}:",
-                secret_password,
-                f"@{app}.",
-                args.namespace,
-                f".svc.cluster.local:{MANAGEMENT_PORT}/",
-            )
-        )
+        self.management_url = _management_url(args, self.password)
         self.register_outputs(
             {
                 "service_name": self.service_name,
@@ -447,16 +108,431 @@ class RabbitMQCluster(pulumi.ComponentResource):
             }
         )
 
-    @staticmethod
-    def _anti_affinity(selector: dict[str, str], required: bool) -> k8s.core.v1.PodAntiAffinityArgsDict:
-        term: k8s.core.v1.PodAffinityTermArgsDict = {
-            "label_selector": {"match_labels": selector},
-            "topology_key": "kubernetes.io/hostname",
-        }
-        if required:
-            # One broker per machine: losing a machine must never take two of the three votes.
-            return {"required_during_scheduling_ignored_during_execution": [term]}
-        return {"preferred_during_scheduling_ignored_during_execution": [{"weight": 100, "pod_affinity_term": term}]}
+
+def _nodes_service(args: RabbitMQClusterArgs) -> str:
+    return f"{args.name}-nodes"
+
+
+def _selector(args: RabbitMQClusterArgs) -> dict[str, str]:
+    return {"app.kubernetes.io/name": args.name}
+
+
+def _labels(args: RabbitMQClusterArgs) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": args.name,
+        "app.kubernetes.io/component": "broker",
+        "app.kubernetes.io/part-of": "ha-celery",
+    }
+
+
+def _metadata(object_name: str, args: RabbitMQClusterArgs) -> k8s.meta.v1.ObjectMetaArgsDict:
+    return {"name": object_name, "namespace": args.namespace, "labels": _labels(args)}
+
+
+def _storage_class(name: str, args: RabbitMQClusterArgs, child: pulumi.ResourceOptions) -> k8s.storage.v1.StorageClass:
+    return k8s.storage.v1.StorageClass(
+        f"{name}-storage",
+        metadata={"name": f"{args.name}-{args.disk_type}", "labels": _labels(args)},
+        provisioner="pd.csi.storage.gke.io",
+        parameters={"type": args.disk_type},
+        # Bind where the pod lands: a zonal disk provisioned first could strand the pod in a
+        # zone the anti-affinity rules out.
+        volume_binding_mode="WaitForFirstConsumer",
+        allow_volume_expansion=True,
+        reclaim_policy="Retain" if args.production else "Delete",
+        opts=child,
+    )
+
+
+def _passwords(name: str, child: pulumi.ResourceOptions) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    # No special characters: the password goes into AMQP URLs and a conf file verbatim.
+    password = random.RandomPassword(f"{name}-password", length=32, special=False, opts=child)
+    cookie = random.RandomPassword(f"{name}-erlang-cookie", length=64, special=False, opts=child)
+    return pulumi.Output.secret(password.result), pulumi.Output.secret(cookie.result)
+
+
+def _secrets(
+    name: str,
+    args: RabbitMQClusterArgs,
+    password: pulumi.Output[str],
+    cookie: pulumi.Output[str],
+    child: pulumi.ResourceOptions,
+) -> tuple[k8s.core.v1.Secret, k8s.core.v1.Secret]:
+    user_secret = k8s.core.v1.Secret(
+        f"{name}-default-user",
+        metadata=_metadata(f"{args.name}-default-user", args),
+        type="Opaque",
+        string_data={
+            "username": BROKER_USERNAME,
+            "password": password,
+            # Read by RabbitMQ from conf.d: the user exists from the first boot, and the
+            # password never appears in the ConfigMap. Setting default_user also means no
+            # guest user is created at all.
+            "default_user.conf": password.apply(lambda p: render_default_user_conf(BROKER_USERNAME, p)),
+        },
+        opts=child,
+    )
+    cookie_secret = k8s.core.v1.Secret(
+        f"{name}-erlang-cookie",
+        metadata=_metadata(f"{args.name}-erlang-cookie", args),
+        type="Opaque",
+        string_data={".erlang.cookie": cookie},
+        opts=child,
+    )
+    return user_secret, cookie_secret
+
+
+def _config_map(name: str, args: RabbitMQClusterArgs, child: pulumi.ResourceOptions) -> k8s.core.v1.ConfigMap:
+    config = BrokerConfig(
+        version=RabbitVersion.V4_3,
+        peer_discovery=PeerDiscovery.K8S,
+        cluster_size=args.replicas,
+        memory_limit_bytes=args.memory_mib * 1024 * 1024,
+        consumer_timeout_ms=args.consumer_timeout_ms,
+        amqp_port=AMQP_PORT,
+        management_port=MANAGEMENT_PORT,
+        prometheus_port=PROMETHEUS_PORT,
+        cluster_name=args.cluster_name,
+    )
+    return k8s.core.v1.ConfigMap(
+        f"{name}-config",
+        metadata=_metadata(f"{args.name}-config", args),
+        data={
+            "20-ha-celery.conf": render_rabbitmq_conf(config),
+            "enabled_plugins": render_enabled_plugins(config),
+            "definitions.json": render_definitions_json(config),
+        },
+        opts=child,
+    )
+
+
+def _services(
+    name: str, args: RabbitMQClusterArgs, child: pulumi.ResourceOptions
+) -> tuple[k8s.core.v1.Service, k8s.core.v1.Service]:
+    headless = k8s.core.v1.Service(
+        f"{name}-nodes",
+        metadata=_metadata(_nodes_service(args), args),
+        spec={
+            "cluster_ip": "None",
+            # Peers must resolve each other while booting, before any is ready, or a whole-
+            # cluster restart waits for a readiness that needs the peers: a deadlock.
+            "publish_not_ready_addresses": True,
+            "selector": _selector(args),
+            "ports": [
+                {"name": "epmd", "port": EPMD_PORT, "target_port": EPMD_PORT},
+                {"name": "cluster-links", "port": DIST_PORT, "target_port": DIST_PORT},
+            ],
+        },
+        opts=child,
+    )
+    client = k8s.core.v1.Service(
+        f"{name}-client",
+        metadata=_metadata(args.name, args),
+        spec={
+            "type": "ClusterIP",
+            "selector": _selector(args),
+            "ports": [
+                {"name": "amqp", "port": AMQP_PORT, "target_port": AMQP_PORT, "app_protocol": "amqp"},
+                {"name": "management", "port": MANAGEMENT_PORT, "target_port": MANAGEMENT_PORT, "app_protocol": "http"},
+                {"name": "prometheus", "port": PROMETHEUS_PORT, "target_port": PROMETHEUS_PORT, "app_protocol": "http"},
+            ],
+        },
+        opts=child,
+    )
+    return headless, client
+
+
+def _env(args: RabbitMQClusterArgs) -> list[k8s.core.v1.EnvVarArgsDict]:
+    return [
+        {"name": "MY_POD_NAME", "value_from": {"field_ref": {"field_path": "metadata.name"}}},
+        {"name": "MY_POD_NAMESPACE", "value_from": {"field_ref": {"field_path": "metadata.namespace"}}},
+        {"name": "K8S_SERVICE_NAME", "value": _nodes_service(args)},
+        {"name": "RABBITMQ_USE_LONGNAME", "value": "true"},
+        {
+            "name": "RABBITMQ_NODENAME",
+            "value": "rabbit@$(MY_POD_NAME).$(K8S_SERVICE_NAME).$(MY_POD_NAMESPACE).svc.cluster.local",
+        },
+        {
+            "name": "K8S_HOSTNAME_SUFFIX",
+            "value": ".$(K8S_SERVICE_NAME).$(MY_POD_NAMESPACE).svc.cluster.local",
+        },
+        {"name": "RABBITMQ_ENABLED_PLUGINS_FILE", "value": "/etc/ha-celery/enabled_plugins"},
+    ]
+
+
+def _lifecycle() -> k8s.core.v1.LifecycleArgsDict:
+    drain_timeout = GRACE_SECONDS - 60
+    return {
+        # Definitions (DLX, dead-letter queue, policy) after boot: importing them
+        # at boot would skip creating the default user (see broker.render).
+        "post_start": {
+            "exec_": {
+                "command": [
+                    "sh",
+                    "-c",
+                    "rabbitmqctl --timeout 300 await_startup && "
+                    + shlex.join(import_definitions_command(DEFINITIONS_PATH)),
+                ]
+            }
+        },
+        # Leave only when every quorum queue keeps a majority without this node,
+        # then hand leadership and clients over before the process stops.
+        "pre_stop": {
+            "exec_": {
+                "command": [
+                    "sh",
+                    "-c",
+                    f"rabbitmq-upgrade await_online_quorum_plus_one -t {drain_timeout}"
+                    f" && rabbitmq-upgrade drain -t {drain_timeout}",
+                ]
+            }
+        },
+    }
+
+
+def _container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
+    return {
+        "name": "rabbitmq",
+        "image": args.image,
+        "env": _env(args),
+        "ports": [
+            {"name": "amqp", "container_port": AMQP_PORT},
+            {"name": "management", "container_port": MANAGEMENT_PORT},
+            {"name": "prometheus", "container_port": PROMETHEUS_PORT},
+            {"name": "epmd", "container_port": EPMD_PORT},
+            {"name": "cluster-links", "container_port": DIST_PORT},
+        ],
+        "resources": {
+            "requests": {"cpu": f"{args.cpu_millis}m", "memory": f"{args.memory_mib}Mi"},
+            "limits": {"cpu": f"{args.cpu_millis}m", "memory": f"{args.memory_mib}Mi"},
+        },
+        # TCP, not a full health check: readiness gates the client Service only, and
+        # a check that needs the peers would keep a restarting cluster unready forever.
+        "readiness_probe": {
+            "tcp_socket": {"port": "amqp"},
+            "initial_delay_seconds": 10,
+            "period_seconds": 10,
+            "timeout_seconds": 5,
+            "failure_threshold": 3,
+        },
+        # No liveness probe, as the operator: a node replaying a large quorum log or
+        # waiting for its peers looks dead to any cheap check, and a restart then
+        # throws that work away: a slow boot becomes a crash loop. A hung BEAM is
+        # rare; a restart loop under load is not.
+        "lifecycle": _lifecycle(),
+        "security_context": _container_security(),
+        "volume_mounts": [
+            {"name": "persistence", "mount_path": "/var/lib/rabbitmq/mnesia"},
+            {"name": "rabbitmq-home", "mount_path": "/var/lib/rabbitmq"},
+            {"name": "rabbitmq-confd", "mount_path": "/etc/rabbitmq/conf.d"},
+            {"name": "ha-celery-files", "mount_path": "/etc/ha-celery"},
+        ],
+    }
+
+
+def _cookie_setup_container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
+    return {
+        # The cookie must be a 0600 file owned by rabbitmq; a Secret volume cannot be
+        # both (fsGroup makes it group-readable), so copy it as the operator does.
+        "name": "setup",
+        "image": args.image,
+        "command": [
+            "sh",
+            "-c",
+            "cp /tmp/erlang-cookie-secret/.erlang.cookie /var/lib/rabbitmq/.erlang.cookie"
+            " && chmod 600 /var/lib/rabbitmq/.erlang.cookie",
+        ],
+        "security_context": _container_security(read_only_root=True),
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "100m", "memory": "64Mi"},
+        },
+        "volume_mounts": [
+            {"name": "erlang-cookie-secret", "mount_path": "/tmp/erlang-cookie-secret"},
+            {"name": "rabbitmq-home", "mount_path": "/var/lib/rabbitmq"},
+        ],
+    }
+
+
+def _volumes(
+    cookie_secret: k8s.core.v1.Secret, config_map: k8s.core.v1.ConfigMap, user_secret: k8s.core.v1.Secret
+) -> list[k8s.core.v1.VolumeArgsDict]:
+    return [
+        {"name": "rabbitmq-home", "empty_dir": {}},
+        {
+            "name": "erlang-cookie-secret",
+            "secret": {"secret_name": cookie_secret.metadata["name"], "default_mode": 0o400},
+        },
+        {
+            "name": "rabbitmq-confd",
+            "projected": {
+                "sources": [
+                    {
+                        "config_map": {
+                            "name": config_map.metadata["name"],
+                            "items": [{"key": "20-ha-celery.conf", "path": "20-ha-celery.conf"}],
+                        }
+                    },
+                    {
+                        "secret": {
+                            "name": user_secret.metadata["name"],
+                            "items": [{"key": "default_user.conf", "path": "30-default-user.conf"}],
+                        }
+                    },
+                ]
+            },
+        },
+        {
+            "name": "ha-celery-files",
+            "config_map": {
+                "name": config_map.metadata["name"],
+                "items": [
+                    {"key": "enabled_plugins", "path": "enabled_plugins"},
+                    {"key": "definitions.json", "path": "definitions.json"},
+                ],
+            },
+        },
+    ]
+
+
+def _pod_spec(args: RabbitMQClusterArgs, volumes: list[k8s.core.v1.VolumeArgsDict]) -> k8s.core.v1.PodSpecArgsDict:
+    selector = _selector(args)
+    return {
+        "termination_grace_period_seconds": GRACE_SECONDS,
+        # 4.1+ k8s peer discovery makes no API calls: no token, no RBAC.
+        "automount_service_account_token": False,
+        "security_context": {
+            "run_as_non_root": True,
+            "run_as_user": RABBITMQ_UID,
+            "run_as_group": RABBITMQ_UID,
+            "fs_group": RABBITMQ_UID,
+            "seccomp_profile": {"type": "RuntimeDefault"},
+        },
+        "affinity": {"pod_anti_affinity": _anti_affinity(selector, args.production)},
+        "topology_spread_constraints": [
+            {
+                "max_skew": 1,
+                "topology_key": "topology.kubernetes.io/zone",
+                # prod: never two brokers in one zone while another zone has none.
+                "when_unsatisfiable": "DoNotSchedule" if args.production else "ScheduleAnyway",
+                "label_selector": {"match_labels": selector},
+            }
+        ],
+        "init_containers": [_cookie_setup_container(args)],
+        "containers": [_container(args)],
+        "volumes": volumes,
+    }
+
+
+def _statefulset(
+    name: str,
+    args: RabbitMQClusterArgs,
+    child: pulumi.ResourceOptions,
+    *,
+    service: k8s.core.v1.Service,
+    storage: k8s.storage.v1.StorageClass,
+    pod_spec: k8s.core.v1.PodSpecArgsDict,
+) -> k8s.apps.v1.StatefulSet:
+    labels = _labels(args)
+    return k8s.apps.v1.StatefulSet(
+        f"{name}-statefulset",
+        metadata=_metadata(args.name, args),
+        spec={
+            "service_name": service.metadata["name"],
+            "replicas": args.replicas,
+            # Parallel: all nodes boot together; OrderedReady would wait for pod 0's readiness,
+            # which after a full stop may need the other nodes.
+            "pod_management_policy": "Parallel",
+            "update_strategy": {"type": "RollingUpdate"},
+            "persistent_volume_claim_retention_policy": {"when_scaled": "Retain", "when_deleted": "Retain"},
+            "selector": {"match_labels": _selector(args)},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "volume_claim_templates": [
+                {
+                    "metadata": {"name": "persistence", "labels": labels},
+                    "spec": {
+                        "access_modes": ["ReadWriteOnce"],
+                        "storage_class_name": storage.metadata["name"],
+                        "resources": {"requests": {"storage": f"{args.storage_gi}Gi"}},
+                    },
+                }
+            ],
+        },
+        opts=child,
+    )
+
+
+def _pdb(name: str, args: RabbitMQClusterArgs, child: pulumi.ResourceOptions) -> k8s.policy.v1.PodDisruptionBudget:
+    return k8s.policy.v1.PodDisruptionBudget(
+        f"{name}-pdb",
+        metadata=_metadata(args.name, args),
+        # One node at a time: with 3 nodes a quorum of 2 always remains through a drain.
+        spec={"max_unavailable": 1, "selector": {"match_labels": _selector(args)}},
+        opts=child,
+    )
+
+
+def _network_policy(
+    name: str, args: RabbitMQClusterArgs, child: pulumi.ResourceOptions
+) -> k8s.networking.v1.NetworkPolicy:
+    selector = _selector(args)
+    return k8s.networking.v1.NetworkPolicy(
+        f"{name}-netpol",
+        metadata=_metadata(args.name, args),
+        spec={
+            "pod_selector": {"match_labels": selector},
+            "policy_types": ["Ingress"],
+            "ingress": [
+                {
+                    "from_": [
+                        {"pod_selector": {"match_labels": {CLIENT_LABEL: "true"}}},
+                        {"namespace_selector": {}, "pod_selector": {"match_labels": {OPS_LABEL: "true"}}},
+                    ],
+                    "ports": [{"protocol": "TCP", "port": AMQP_PORT}, {"protocol": "TCP", "port": MANAGEMENT_PORT}],
+                },
+                {
+                    "from_": [{"pod_selector": {"match_labels": selector}}],
+                    "ports": [{"protocol": "TCP", "port": EPMD_PORT}, {"protocol": "TCP", "port": DIST_PORT}],
+                },
+                {
+                    # KEDA's rabbitmq trigger reads queue depth from the management API.
+                    "from_": [{"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "keda"}}}],
+                    "ports": [{"protocol": "TCP", "port": MANAGEMENT_PORT}],
+                },
+                {
+                    # Scrapers live in their own namespaces (GKE managed Prometheus: gmp-system).
+                    "from_": [{"namespace_selector": {}}],
+                    "ports": [{"protocol": "TCP", "port": PROMETHEUS_PORT}],
+                },
+            ],
+        },
+        opts=child,
+    )
+
+
+def _hosts(args: RabbitMQClusterArgs) -> pulumi.Output[list[str]]:
+    app, nodes_service = args.name, _nodes_service(args)
+    return pulumi.Output.from_input(args.namespace).apply(
+        lambda ns: [f"{app}-{i}.{nodes_service}.{ns}.svc.cluster.local" for i in range(args.replicas)]
+    )
+
+
+def _management_url(args: RabbitMQClusterArgs, password: pulumi.Output[str]) -> pulumi.Output[str]:
+    url = pulumi.Output.all(password, args.namespace).apply(
+        lambda values: management_url(BROKER_USERNAME, str(values[0]), args.name, str(values[1]))
+    )
+    return pulumi.Output.secret(url)
+
+
+def _anti_affinity(selector: dict[str, str], required: bool) -> k8s.core.v1.PodAntiAffinityArgsDict:
+    term: k8s.core.v1.PodAffinityTermArgsDict = {
+        "label_selector": {"match_labels": selector},
+        "topology_key": "kubernetes.io/hostname",
+    }
+    if required:
+        # One broker per machine: losing a machine must never take two of the three votes.
+        return {"required_during_scheduling_ignored_during_execution": [term]}
+    return {"preferred_during_scheduling_ignored_during_execution": [{"weight": 100, "pod_affinity_term": term}]}
 
 
 def _container_security(read_only_root: bool = False) -> k8s.core.v1.SecurityContextArgsDict:

@@ -58,233 +58,286 @@ class CeleryWorkers(pulumi.ComponentResource):
     def __init__(self, name: str, args: CeleryWorkersArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ha-celery:index:CeleryWorkers", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        app = args.name
-        selector = {"app.kubernetes.io/name": app}
-        labels = {
-            **selector,
-            "app.kubernetes.io/component": "worker",
-            "app.kubernetes.io/part-of": "ha-celery",
-            CLIENT_LABEL: "true",
-        }
 
-        broker_env: list[k8s.core.v1.EnvVarArgsDict] = [
-            {"name": wire.ENV_BROKER_HOSTS, "value": pulumi.Output.from_input(args.broker_hosts).apply(",".join)},
-            {"name": wire.ENV_BROKER_PORT, "value": str(args.broker_port)},
-            {
-                "name": wire.ENV_BROKER_USER,
-                "value_from": {"secret_key_ref": {"name": args.credentials_secret, "key": "username"}},
-            },
-            {
-                "name": wire.ENV_BROKER_PASSWORD,
-                "value_from": {"secret_key_ref": {"name": args.credentials_secret, "key": "password"}},
-            },
-        ]
-        security: k8s.core.v1.SecurityContextArgsDict = {
-            "allow_privilege_escalation": False,
-            "read_only_root_filesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        }
-        pod_security: k8s.core.v1.PodSecurityContextArgsDict = {
-            "run_as_non_root": True,
-            "run_as_user": WORKER_UID,
-            "run_as_group": WORKER_UID,
-            "seccomp_profile": {"type": "RuntimeDefault"},
-        }
-        # The only writable place: heartbeat and ready files, celery's scratch space.
-        tmp_volume: k8s.core.v1.VolumeArgsDict = {
-            "name": "tmp",
-            "empty_dir": {"medium": "Memory", "size_limit": "64Mi"},
-        }
-        tmp_mount: k8s.core.v1.VolumeMountArgsDict = {"name": "tmp", "mount_path": "/tmp"}
-
-        worker: k8s.core.v1.ContainerArgsDict = {
-            "name": "worker",
-            "image": args.image,
-            # Exec form, no shell: celery is PID 1 and gets the kubelet's SIGTERM (warm shutdown).
-            "command": list(wire.WORKER_COMMAND),
-            "env": [
-                *broker_env,
-                {"name": wire.ENV_CONCURRENCY, "value": str(args.concurrency)},
-                {"name": wire.ENV_PREFETCH_MULTIPLIER, "value": str(wire.DEFAULT_PREFETCH_MULTIPLIER)},
-                {"name": wire.ENV_HEARTBEAT_FILE, "value": wire.DEFAULT_HEARTBEAT_FILE},
-                {"name": wire.ENV_READY_FILE, "value": wire.DEFAULT_READY_FILE},
-            ],
-            "resources": {
-                "requests": {"cpu": f"{args.cpu_millis}m", "memory": f"{args.memory_mib}Mi"},
-                "limits": {"memory": f"{args.memory_mib}Mi"},
-            },
-            # A file the worker's own bootstep touches while connected: `celery inspect ping`
-            # would cost seconds of CPU per probe and a broker round trip.
-            "startup_probe": {
-                "exec_": {"command": [*HEALTH, "--max-age", str(timing.LIVENESS_MAX_AGE_S)]},
-                "period_seconds": 5,
-                "failure_threshold": 24,
-                "timeout_seconds": 5,
-            },
-            "liveness_probe": {
-                "exec_": {"command": [*HEALTH, "--max-age", str(timing.LIVENESS_MAX_AGE_S)]},
-                "period_seconds": 30,
-                "timeout_seconds": 10,
-                "failure_threshold": 3,
-            },
-            # Not ready while disconnected from every broker: a rollout then waits instead of
-            # replacing working pods with ones that cannot consume.
-            "readiness_probe": {
-                "exec_": {"command": [*HEALTH, "--ready", "--max-age", str(timing.LIVENESS_MAX_AGE_S)]},
-                "period_seconds": 10,
-                "timeout_seconds": 10,
-                "failure_threshold": 3,
-            },
-            "security_context": security,
-            "volume_mounts": [tmp_mount],
-        }
-        spread: list[k8s.core.v1.TopologySpreadConstraintArgsDict] = [
-            {
-                "max_skew": 1,
-                "topology_key": key,
-                # Anyway: stateless workers must still schedule while a zone or node is down.
-                "when_unsatisfiable": "ScheduleAnyway",
-                "label_selector": {"match_labels": selector},
-            }
-            for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
-        ]
-        autoscaled = args.autoscaling != "none"
-        self.deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
-            metadata={"name": app, "namespace": args.namespace, "labels": labels},
-            spec={
-                "replicas": args.replicas,
-                "selector": {"match_labels": selector},
-                # Surge first: a rollout never lowers the number of consumers.
-                "strategy": {"type": "RollingUpdate", "rolling_update": {"max_surge": 1, "max_unavailable": 0}},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        # Above the hard task time limit plus the shutdown margin: a warm shutdown
-                        # lets running tasks finish and ack before the kubelet's SIGKILL.
-                        "termination_grace_period_seconds": timing.MIN_TERMINATION_GRACE_S,
-                        "automount_service_account_token": False,
-                        "security_context": pod_security,
-                        "topology_spread_constraints": spread,
-                        "containers": [worker],
-                        "volumes": [tmp_volume],
-                    },
-                },
-            },
-            # The autoscaler owns the replica count; Pulumi would otherwise reset it on every up.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"] if autoscaled else None),
-        )
-
-        k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata={"name": app, "namespace": args.namespace, "labels": labels},
-            spec={"max_unavailable": 1, "selector": {"match_labels": selector}},
-            opts=child,
-        )
-
+        self.deployment = _deployment(name, args, self)
+        _pdb(name, args, child)
         if args.scheduler_enabled:
-            k8s.batch.v1.Job(
-                f"{name}-scheduler",
-                metadata={
-                    "name": "celery-scheduler",
-                    "namespace": args.namespace,
-                    "labels": {**labels, "app.kubernetes.io/component": "scheduler"},
-                    # `pulumi up` need not wait for the whole batch to be published.
-                    "annotations": {"pulumi.com/skipAwait": "true"},
-                },
-                spec={
-                    # A failed run is retried: its confirmed tasks are published again, which
-                    # at-least-once (idempotent tasks) absorbs; an unconfirmed one is never lost.
-                    "backoff_limit": 2,
-                    "active_deadline_seconds": 3600,
-                    "ttl_seconds_after_finished": 86400,
-                    "template": {
-                        "metadata": {"labels": {CLIENT_LABEL: "true", "app.kubernetes.io/name": "celery-scheduler"}},
-                        "spec": {
-                            "restart_policy": "Never",
-                            "automount_service_account_token": False,
-                            "security_context": pod_security,
-                            "containers": [
-                                {
-                                    "name": "scheduler",
-                                    "image": args.image,
-                                    "command": ["python", "-m", "app.scheduler", "--count", str(args.scheduler_tasks)],
-                                    "env": broker_env,
-                                    "resources": {
-                                        "requests": {"cpu": "100m", "memory": "128Mi"},
-                                        "limits": {"memory": "256Mi"},
-                                    },
-                                    "security_context": security,
-                                    "volume_mounts": [tmp_mount],
-                                }
-                            ],
-                            "volumes": [tmp_volume],
-                        },
-                    },
-                },
-                opts=child,
-            )
+            _scheduler_job(name, args, child)
+        _autoscaling(name, args, child)
 
-        if args.autoscaling == "hpa":
-            k8s.autoscaling.v2.HorizontalPodAutoscaler(
-                f"{name}-hpa",
-                metadata={"name": app, "namespace": args.namespace, "labels": labels},
-                spec={
-                    "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment", "name": app},
-                    "min_replicas": args.replicas,
-                    "max_replicas": args.autoscaling_max_replicas,
-                    "metrics": [
-                        {
-                            "type": "Resource",
-                            "resource": {"name": "cpu", "target": {"type": "Utilization", "average_utilization": 70}},
-                        }
-                    ],
-                },
-                opts=child,
-            )
-        elif args.autoscaling == "keda":
-            self._keda(name, args, app, labels, child)
-
+        app = args.name
         self.deployment_name = self.deployment.metadata.apply(lambda m: m["name"] if m else app)
         self.register_outputs({"deployment_name": self.deployment_name})
 
-    @staticmethod
-    def _keda(
-        name: str, args: CeleryWorkersArgs, app: str, labels: dict[str, str], child: pulumi.ResourceOptions
-    ) -> None:
-        auth_secret = k8s.core.v1.Secret(
-            f"{name}-keda-rabbitmq",
-            metadata={"name": f"{app}-keda-rabbitmq", "namespace": args.namespace, "labels": labels},
-            type="Opaque",
-            string_data={"host": args.management_url},
-            opts=child,
-        )
-        auth = k8s.apiextensions.CustomResource(
-            f"{name}-keda-auth",
-            api_version="keda.sh/v1alpha1",
-            kind="TriggerAuthentication",
-            metadata={"name": app, "namespace": args.namespace, "labels": labels},
-            spec={"secretTargetRef": [{"parameter": "host", "name": auth_secret.metadata["name"], "key": "host"}]},
-            opts=child,
-        )
-        k8s.apiextensions.CustomResource(
-            f"{name}-keda",
-            api_version="keda.sh/v1alpha1",
-            kind="ScaledObject",
-            metadata={"name": app, "namespace": args.namespace, "labels": labels},
-            spec={
-                "scaleTargetRef": {"name": app},
-                "minReplicaCount": args.replicas,
-                "maxReplicaCount": args.autoscaling_max_replicas,
-                "triggers": [
-                    {
-                        "type": "rabbitmq",
-                        # http: the management API counts unacked (running) tasks too, so a busy
-                        # cluster is not scaled down under its own running work.
-                        "metadata": {"protocol": "http", "mode": "QueueLength", "value": "20", "queueName": args.queue},
-                        "authenticationRef": {"name": app},
-                    }
-                ],
+
+def _selector(args: CeleryWorkersArgs) -> dict[str, str]:
+    return {"app.kubernetes.io/name": args.name}
+
+
+def _labels(args: CeleryWorkersArgs) -> dict[str, str]:
+    return {
+        **_selector(args),
+        "app.kubernetes.io/component": "worker",
+        "app.kubernetes.io/part-of": "ha-celery",
+        CLIENT_LABEL: "true",
+    }
+
+
+def _metadata(args: CeleryWorkersArgs) -> k8s.meta.v1.ObjectMetaArgsDict:
+    return {"name": args.name, "namespace": args.namespace, "labels": _labels(args)}
+
+
+def _broker_env(args: CeleryWorkersArgs) -> list[k8s.core.v1.EnvVarArgsDict]:
+    return [
+        {"name": wire.ENV_BROKER_HOSTS, "value": pulumi.Output.from_input(args.broker_hosts).apply(",".join)},
+        {"name": wire.ENV_BROKER_PORT, "value": str(args.broker_port)},
+        {
+            "name": wire.ENV_BROKER_USER,
+            "value_from": {"secret_key_ref": {"name": args.credentials_secret, "key": "username"}},
+        },
+        {
+            "name": wire.ENV_BROKER_PASSWORD,
+            "value_from": {"secret_key_ref": {"name": args.credentials_secret, "key": "password"}},
+        },
+    ]
+
+
+def _security() -> k8s.core.v1.SecurityContextArgsDict:
+    return {
+        "allow_privilege_escalation": False,
+        "read_only_root_filesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _pod_security() -> k8s.core.v1.PodSecurityContextArgsDict:
+    return {
+        "run_as_non_root": True,
+        "run_as_user": WORKER_UID,
+        "run_as_group": WORKER_UID,
+        "seccomp_profile": {"type": "RuntimeDefault"},
+    }
+
+
+def _tmp_volume() -> k8s.core.v1.VolumeArgsDict:
+    # The only writable place: heartbeat and ready files, celery's scratch space.
+    return {"name": "tmp", "empty_dir": {"medium": "Memory", "size_limit": "64Mi"}}
+
+
+def _tmp_mount() -> k8s.core.v1.VolumeMountArgsDict:
+    return {"name": "tmp", "mount_path": "/tmp"}
+
+
+def _probes() -> tuple[k8s.core.v1.ProbeArgsDict, k8s.core.v1.ProbeArgsDict, k8s.core.v1.ProbeArgsDict]:
+    """Startup, liveness and readiness probes."""
+    # A file the worker's own bootstep touches while connected: `celery inspect ping`
+    # would cost seconds of CPU per probe and a broker round trip.
+    startup: k8s.core.v1.ProbeArgsDict = {
+        "exec_": {"command": [*HEALTH, "--max-age", str(timing.LIVENESS_MAX_AGE_S)]},
+        "period_seconds": 5,
+        "failure_threshold": 24,
+        "timeout_seconds": 5,
+    }
+    liveness: k8s.core.v1.ProbeArgsDict = {
+        "exec_": {"command": [*HEALTH, "--max-age", str(timing.LIVENESS_MAX_AGE_S)]},
+        "period_seconds": 30,
+        "timeout_seconds": 10,
+        "failure_threshold": 3,
+    }
+    # Not ready while disconnected from every broker: a rollout then waits instead of
+    # replacing working pods with ones that cannot consume.
+    readiness: k8s.core.v1.ProbeArgsDict = {
+        "exec_": {"command": [*HEALTH, "--ready", "--max-age", str(timing.LIVENESS_MAX_AGE_S)]},
+        "period_seconds": 10,
+        "timeout_seconds": 10,
+        "failure_threshold": 3,
+    }
+    return startup, liveness, readiness
+
+
+def _container(args: CeleryWorkersArgs) -> k8s.core.v1.ContainerArgsDict:
+    startup, liveness, readiness = _probes()
+    return {
+        "name": "worker",
+        "image": args.image,
+        # Exec form, no shell: celery is PID 1 and gets the kubelet's SIGTERM (warm shutdown).
+        "command": list(wire.WORKER_COMMAND),
+        "env": [
+            *_broker_env(args),
+            {"name": wire.ENV_CONCURRENCY, "value": str(args.concurrency)},
+            {"name": wire.ENV_PREFETCH_MULTIPLIER, "value": str(wire.DEFAULT_PREFETCH_MULTIPLIER)},
+            {"name": wire.ENV_HEARTBEAT_FILE, "value": wire.DEFAULT_HEARTBEAT_FILE},
+            {"name": wire.ENV_READY_FILE, "value": wire.DEFAULT_READY_FILE},
+        ],
+        "resources": {
+            "requests": {"cpu": f"{args.cpu_millis}m", "memory": f"{args.memory_mib}Mi"},
+            "limits": {"memory": f"{args.memory_mib}Mi"},
+        },
+        "startup_probe": startup,
+        "liveness_probe": liveness,
+        "readiness_probe": readiness,
+        "security_context": _security(),
+        "volume_mounts": [_tmp_mount()],
+    }
+
+
+def _pod_template(args: CeleryWorkersArgs) -> k8s.core.v1.PodTemplateSpecArgsDict:
+    spread: list[k8s.core.v1.TopologySpreadConstraintArgsDict] = [
+        {
+            "max_skew": 1,
+            "topology_key": key,
+            # Anyway: stateless workers must still schedule while a zone or node is down.
+            "when_unsatisfiable": "ScheduleAnyway",
+            "label_selector": {"match_labels": _selector(args)},
+        }
+        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+    ]
+    return {
+        "metadata": {"labels": _labels(args)},
+        "spec": {
+            # Above the hard task time limit plus the shutdown margin: a warm shutdown
+            # lets running tasks finish and ack before the kubelet's SIGKILL.
+            "termination_grace_period_seconds": timing.MIN_TERMINATION_GRACE_S,
+            "automount_service_account_token": False,
+            "security_context": _pod_security(),
+            "topology_spread_constraints": spread,
+            "containers": [_container(args)],
+            "volumes": [_tmp_volume()],
+        },
+    }
+
+
+def _deployment(name: str, args: CeleryWorkersArgs, parent: pulumi.Resource) -> k8s.apps.v1.Deployment:
+    autoscaled = args.autoscaling != "none"
+    return k8s.apps.v1.Deployment(
+        f"{name}-deployment",
+        metadata=_metadata(args),
+        spec={
+            "replicas": args.replicas,
+            "selector": {"match_labels": _selector(args)},
+            # Surge first: a rollout never lowers the number of consumers.
+            "strategy": {"type": "RollingUpdate", "rolling_update": {"max_surge": 1, "max_unavailable": 0}},
+            "template": _pod_template(args),
+        },
+        # The autoscaler owns the replica count; Pulumi would otherwise reset it on every up.
+        opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["spec.replicas"] if autoscaled else None),
+    )
+
+
+def _pdb(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> k8s.policy.v1.PodDisruptionBudget:
+    return k8s.policy.v1.PodDisruptionBudget(
+        f"{name}-pdb",
+        metadata=_metadata(args),
+        spec={"max_unavailable": 1, "selector": {"match_labels": _selector(args)}},
+        opts=child,
+    )
+
+
+def _scheduler_job(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> k8s.batch.v1.Job:
+    return k8s.batch.v1.Job(
+        f"{name}-scheduler",
+        metadata={
+            "name": "celery-scheduler",
+            "namespace": args.namespace,
+            "labels": {**_labels(args), "app.kubernetes.io/component": "scheduler"},
+            # `pulumi up` need not wait for the whole batch to be published.
+            "annotations": {"pulumi.com/skipAwait": "true"},
+        },
+        spec={
+            # A failed run is retried: its confirmed tasks are published again, which
+            # at-least-once (idempotent tasks) absorbs; an unconfirmed one is never lost.
+            "backoff_limit": 2,
+            "active_deadline_seconds": 3600,
+            "ttl_seconds_after_finished": 86400,
+            "template": {
+                "metadata": {"labels": {CLIENT_LABEL: "true", "app.kubernetes.io/name": "celery-scheduler"}},
+                "spec": {
+                    "restart_policy": "Never",
+                    "automount_service_account_token": False,
+                    "security_context": _pod_security(),
+                    "containers": [
+                        {
+                            "name": "scheduler",
+                            "image": args.image,
+                            "command": ["python", "-m", "app.scheduler", "--count", str(args.scheduler_tasks)],
+                            "env": _broker_env(args),
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": "128Mi"},
+                                "limits": {"memory": "256Mi"},
+                            },
+                            "security_context": _security(),
+                            "volume_mounts": [_tmp_mount()],
+                        }
+                    ],
+                    "volumes": [_tmp_volume()],
+                },
             },
-            opts=pulumi.ResourceOptions(parent=child.parent, depends_on=[auth]),
-        )
+        },
+        opts=child,
+    )
+
+
+def _autoscaling(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> None:
+    if args.autoscaling == "hpa":
+        _hpa(name, args, child)
+    elif args.autoscaling == "keda":
+        _keda(name, args, child)
+
+
+def _hpa(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> None:
+    k8s.autoscaling.v2.HorizontalPodAutoscaler(
+        f"{name}-hpa",
+        metadata=_metadata(args),
+        spec={
+            "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment", "name": args.name},
+            "min_replicas": args.replicas,
+            "max_replicas": args.autoscaling_max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "average_utilization": 70}},
+                }
+            ],
+        },
+        opts=child,
+    )
+
+
+def _keda(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> None:
+    app, labels = args.name, _labels(args)
+    auth_secret = k8s.core.v1.Secret(
+        f"{name}-keda-rabbitmq",
+        metadata={"name": f"{app}-keda-rabbitmq", "namespace": args.namespace, "labels": labels},
+        type="Opaque",
+        string_data={"host": args.management_url},
+        opts=child,
+    )
+    auth = k8s.apiextensions.CustomResource(
+        f"{name}-keda-auth",
+        api_version="keda.sh/v1alpha1",
+        kind="TriggerAuthentication",
+        metadata={"name": app, "namespace": args.namespace, "labels": labels},
+        spec={"secretTargetRef": [{"parameter": "host", "name": auth_secret.metadata["name"], "key": "host"}]},
+        opts=child,
+    )
+    k8s.apiextensions.CustomResource(
+        f"{name}-keda",
+        api_version="keda.sh/v1alpha1",
+        kind="ScaledObject",
+        metadata={"name": app, "namespace": args.namespace, "labels": labels},
+        spec={
+            "scaleTargetRef": {"name": app},
+            "minReplicaCount": args.replicas,
+            "maxReplicaCount": args.autoscaling_max_replicas,
+            "triggers": [
+                {
+                    "type": "rabbitmq",
+                    # http: the management API counts unacked (running) tasks too, so a busy
+                    # cluster is not scaled down under its own running work.
+                    "metadata": {"protocol": "http", "mode": "QueueLength", "value": "20", "queueName": args.queue},
+                    "authenticationRef": {"name": app},
+                }
+            ],
+        },
+        opts=pulumi.ResourceOptions(parent=child.parent, depends_on=[auth]),
+    )

@@ -93,6 +93,11 @@ OPS_LABEL: Final = "ha-celery/ops"
 """Pods labelled with this may reach AMQP and the management UI: operators' tools."""
 
 
+def management_url(username: str, password: str, service: str, namespace: str) -> str:
+    """The management API's URL through the broker's client Service (what KEDA's trigger reads)."""
+    return f"http://{username}:{password}@{service}.{namespace}.svc.cluster.local:{MANAGEMENT_PORT}/"
+
+
 class Autoscaling(StrEnum):
     """How the worker Deployment scales (stack setting ``autoscaling``)."""
 

@@ -47,6 +47,7 @@ from broker import (
     BrokerConfig,
     PeerDiscovery,
     RabbitVersion,
+    render_default_user_conf,
     render_definitions_json,
     render_enabled_plugins,
     render_rabbitmq_conf,
@@ -541,10 +542,7 @@ class LocalCluster:
             files = {
                 conf_d / "20-ha-celery.conf": (render_rabbitmq_conf(cfg), 0o644),
                 # The Kubernetes Secret's twin: the only place the password is written.
-                conf_d / "30-default-user.conf": (
-                    f"default_user = {self.user}\ndefault_pass = {self.password}\n",
-                    0o600,
-                ),
+                conf_d / "30-default-user.conf": (render_default_user_conf(self.user, self.password), 0o600),
                 info.dir / "enabled_plugins": (render_enabled_plugins(cfg), 0o644),
             }
             if self.extra_conf:

@@ -135,6 +135,19 @@ def test_all_problems_reported_at_once() -> None:
     assert len(error.value.problems) == 3, error.value.problems
 
 
+def test_a_rejected_value_is_reported_once() -> None:
+    # The cross-field rules see the default put in place of a rejected value (pd-balanced on
+    # a Hyperdisk-only N4, 1 broker in prod): they must not report the key a second time.
+    with pytest.raises(SettingsError) as error:
+        parse(PROD, machineType="n4-standard-4", nodeDiskType="nvme", brokerReplicas="three")
+    assert error.value.problems == [
+        "ha-celery:nodeDiskType: got 'nvme'; allowed: pd-standard | pd-balanced | pd-ssd | hyperdisk-balanced",
+        "ha-celery:brokerReplicas: got 'three'; allowed: a whole number >= 1",
+        "ha-celery:brokerStorage: got 'standard'; allowed: hyperdisk kinds only: N4 machines (n4-standard-4) attach"
+        " Hyperdisk, not pd-standard",
+    ]
+
+
 def test_dev_allows_what_prod_forbids() -> None:
     s = parse(DEV, brokerReplicas=1, spotNodes=True)
     assert s.broker.replicas == 1
