@@ -9,17 +9,19 @@ TASKS ?= 10000
 SCENARIO ?= kill-broker
 CONFIG ?= ha
 
-.PHONY: help setup system-deps plan test lint typecheck contracts unit integration demo bench lock clean
+.PHONY: help setup system-deps images plan test lint typecheck contracts unit integration demo bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # --- set-up (idempotent: every target below depends on it) -------------------
-system-deps: ## apt packages: rabbitmq-server (local broker), iproute2 (network namespaces)
-	@if ! command -v rabbitmq-server >/dev/null || ! command -v ip >/dev/null; then \
-	  echo "installing rabbitmq-server and iproute2 with apt"; \
+system-deps: ## apt packages: rabbitmq-server (local broker), iproute2 (network namespaces), mmdebstrap + zstd (images)
+	@if ! command -v rabbitmq-server >/dev/null || ! command -v ip >/dev/null \
+	    || ! command -v mmdebstrap >/dev/null || ! command -v zstd >/dev/null; then \
+	  echo "installing rabbitmq-server, iproute2, mmdebstrap and zstd with apt"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq rabbitmq-server iproute2 >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq \
+	    rabbitmq-server iproute2 mmdebstrap zstd >/dev/null; \
 	fi
 	@# Debian starts a system broker on 5672; the harness runs its own nodes.
 	@if command -v systemctl >/dev/null && systemctl is-active -q rabbitmq-server 2>/dev/null; then systemctl stop rabbitmq-server; fi
@@ -30,7 +32,12 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	uv sync --frozen --quiet
 	@touch $@
 
-setup: system-deps $(VENV)/.synced ## install everything (apt packages + the locked virtualenv)
+# The two images of the plan as local root filesystems (harness/images.py): built once (~35 s, root), then reused
+# from /var/cache/ha-celery/rootfs in milliseconds; fails naming both versions if the pinned rabbitmq-server moved.
+images: system-deps $(VENV)/.synced ## build or reuse the local rabbitmq and worker images
+	$(if $(filter 0,$(shell id -u)),,sudo) $(PY) -m harness.images
+
+setup: system-deps $(VENV)/.synced images ## install everything (apt packages, the locked virtualenv, the images)
 
 lock: ## re-resolve uv.lock and regenerate app/requirements.txt for the worker image
 	uv lock
@@ -58,8 +65,8 @@ test: setup lint typecheck contracts ## everything: gates, unit, integration (re
 	$(VENV)/bin/pytest -q
 
 # --- the local harness -----------------------------------------------------------
-demo: setup ## local 3-node RabbitMQ + Celery drill (TASKS=, SCENARIO=, CONFIG=ha|seed)
-	$(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --config $(CONFIG)
+demo: setup plan ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, CONFIG=ha|seed)
+	$(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --config $(CONFIG) --plan build/plan/$(STACK)
 
 bench: setup ## benchmarks -> build/bench/results.json (QUICK=1 for the short run)
 	$(PY) -m bench $(if $(QUICK),--quick,)

@@ -333,7 +333,7 @@ def _broker(r: _Reader) -> BrokerSettings:
         r.fail(
             f"{PROJECT}:brokerImage",
             image,
-            "a RabbitMQ 4.3 image pinned to a full version, e.g. rabbitmq:4.3.5-management",
+            "a RabbitMQ 4.3 image pinned to a full version, e.g. rabbitmq:4.3.6-management",
         )
     return BrokerSettings(
         replicas=replicas,

@@ -43,6 +43,7 @@ from contract import timing, wire
 from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
 from drill.runner import DrillOptions, DrillResult, drive, run_drill
 from drill.scenarios import Scenario
+from drill.targets import LocalTarget
 from harness.cluster import LocalCluster
 from harness.workers import WorkerPool
 
@@ -359,9 +360,8 @@ def _kill_broker_once(cluster: LocalCluster, work: Path, sizes: Sizes, console: 
     runtime = ProfileRuntime(options.profile, tuple(cluster.urls()), results, options.concurrency)
     pool = WorkerPool(runtime, state)
     try:
-        result = drive(
-            options, cluster=cluster, pool=pool, runtime=runtime, results=results, versions={}, console=console
-        )
+        target = LocalTarget(cluster, runtime, pool, options.workers)
+        result = drive(options, target=target, results=results, console=console)
         data = _drill_json(result)
         if result.failover_seconds is None or result.failover_seconds >= FAILOVER_KILL_GOAL_S:
             # A slow failover must be explainable afterwards: keep what the workers logged.

@@ -37,10 +37,12 @@ the image's defaults override ``loopback_users.guest = true``.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
 from broker.config import BrokerConfig, PeerDiscovery, RabbitVersion
+from contract.wire import import_definitions_command
 
 
 @dataclass(frozen=True)
@@ -368,6 +370,36 @@ def render_definitions(cfg: BrokerConfig) -> dict[str, Any]:
 def render_definitions_json(cfg: BrokerConfig) -> str:
     """:func:`render_definitions` as stable, indented JSON text (what goes into the file)."""
     return json.dumps(render_definitions(cfg), indent=2, sort_keys=True) + "\n"
+
+
+BOOT_DEADLINE_S = 600
+"""How long a broker pod's postStart hook waits for its node to boot and take the definitions.
+
+Longer than a whole-cluster restart takes (Khepri waits up to 10 x 30 s for its peers): a failed
+hook makes the kubelet kill the container, which would throw that recovery away."""
+
+
+def post_start_script(definitions_path: str, deadline_s: int = BOOT_DEADLINE_S) -> str:
+    """The broker container's postStart hook: wait for the node, then import the definitions.
+
+    Kubernetes runs the hook as soon as the container starts, before the Erlang VM has even
+    registered with epmd, and ``rabbitmqctl await_startup`` then fails at once (exit 69,
+    "epmd reports: node 'rabbit' not running"); measured on the local pod runner, every pod of a
+    fresh StatefulSet failed its hook that way and crash-looped for ~90 s. So both steps retry
+    until ``deadline_s``; the import is idempotent.
+    """
+    import_argv = shlex.join(import_definitions_command(definitions_path))
+    return (
+        f"deadline=$(( $(date +%s) + {deadline_s} ))\n"
+        "until rabbitmqctl --timeout 60 await_startup >/dev/null 2>&1; do\n"
+        '  [ "$(date +%s)" -lt "$deadline" ] || { echo "node not booted in time" >&2; exit 1; }\n'
+        "  sleep 2\n"
+        "done\n"
+        f"until {import_argv}; do\n"
+        '  [ "$(date +%s)" -lt "$deadline" ] || { echo "definitions not imported in time" >&2; exit 1; }\n'
+        "  sleep 2\n"
+        "done\n"
+    )
 
 
 def render_default_user_conf(username: str, password: str) -> str:

@@ -9,7 +9,6 @@ quorum-safe drain on shutdown, a PDB and a NetworkPolicy.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 
 import pulumi
@@ -18,6 +17,7 @@ import pulumi_random as random
 
 from broker.config import BrokerConfig, PeerDiscovery, RabbitVersion
 from broker.render import (
+    post_start_script,
     render_default_user_conf,
     render_definitions_json,
     render_enabled_plugins,
@@ -34,7 +34,6 @@ from contract.wire import (
     OPS_LABEL,
     PROMETHEUS_PORT,
     RABBITMQ_UID,
-    import_definitions_command,
     management_url,
 )
 
@@ -260,21 +259,18 @@ def _env(args: RabbitMQClusterArgs) -> list[k8s.core.v1.EnvVarArgsDict]:
     ]
 
 
+AWAIT_QUORUM_S = 300
+"""preStop: how long to wait for every quorum queue to keep a majority without this node."""
+DRAIN_S = GRACE_SECONDS - AWAIT_QUORUM_S - 60
+"""preStop: how long the drain may take; both waits and a minute to stop fit in the grace period
+(the kubelet counts the grace from the start of the hook and SIGKILLs when it runs out)."""
+
+
 def _lifecycle() -> k8s.core.v1.LifecycleArgsDict:
-    drain_timeout = GRACE_SECONDS - 60
     return {
         # Definitions (DLX, dead-letter queue, policy) after boot: importing them
         # at boot would skip creating the default user (see broker.render).
-        "post_start": {
-            "exec_": {
-                "command": [
-                    "sh",
-                    "-c",
-                    "rabbitmqctl --timeout 300 await_startup && "
-                    + shlex.join(import_definitions_command(DEFINITIONS_PATH)),
-                ]
-            }
-        },
+        "post_start": {"exec_": {"command": ["sh", "-c", post_start_script(DEFINITIONS_PATH)]}},
         # Leave only when every quorum queue keeps a majority without this node,
         # then hand leadership and clients over before the process stops.
         "pre_stop": {
@@ -282,8 +278,8 @@ def _lifecycle() -> k8s.core.v1.LifecycleArgsDict:
                 "command": [
                     "sh",
                     "-c",
-                    f"rabbitmq-upgrade await_online_quorum_plus_one -t {drain_timeout}"
-                    f" && rabbitmq-upgrade drain -t {drain_timeout}",
+                    f"rabbitmq-upgrade await_online_quorum_plus_one -t {AWAIT_QUORUM_S}"
+                    f" && rabbitmq-upgrade drain -t {DRAIN_S}",
                 ]
             }
         },

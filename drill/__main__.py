@@ -37,8 +37,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ha (this project) or seed (2018)",
     )
     run.add_argument("--tasks", type=int, default=10_000, help="tasks to schedule (default %(default)s)")
-    run.add_argument("--workers", type=int, default=2, help="worker processes (default %(default)s)")
-    run.add_argument("--concurrency", type=int, default=4, help="pool processes per worker (default %(default)s)")
+    run.add_argument(
+        "--plan",
+        type=Path,
+        default=Path("build/plan/dev"),
+        help="the plan the ha config boots on the pod runner (`make plan STACK=...`; default %(default)s)",
+    )
+    run.add_argument("--workers", type=int, default=2, help="seed only: worker processes (default %(default)s)")
+    run.add_argument(
+        "--concurrency", type=int, default=4, help="seed only: pool processes per worker (default %(default)s)"
+    )
     run.add_argument("--task-ms", type=int, default=20, help="duration of each task, ms (default %(default)s)")
     run.add_argument("--out", type=Path, default=Path("build/demo"), help="report directory (default %(default)s)")
     commands.add_parser("cleanup", help="remove network namespaces left by a crashed drill")
@@ -66,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             concurrency=args.concurrency,
             task_ms=args.task_ms,
+            plan=args.plan,
         )
         result = run_drill(options, console)
         results.append(result)

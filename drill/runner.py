@@ -1,4 +1,8 @@
-"""One drill: boot the local cluster, start workers, publish, inject a fault mid-load, drain, count."""
+"""One drill: boot the cluster under test, publish, inject a fault mid-load, drain, count.
+
+The ha configuration is the plan itself (``build/plan/<stack>``) booted by the local pod runner
+on RabbitMQ 4.3; the seed's is its 2018 setup on Debian's 3.10 (``drill.targets``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +23,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from app.batch import PublishResult
 from drill import records
-from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
-from drill.scenarios import FAULTS, QUEUE, FaultContext, Scenario
+from drill.profiles import Profile
+from drill.scenarios import QUEUE, Scenario
+from drill.targets import Target, boot_local, boot_plan
 from drill.tasks import record_plan
 from harness import netns
-from harness.cluster import LocalCluster
-from harness.workers import WorkerPool
+from harness.kube.fields import Delta
+from harness.poll import PollTimeout, poll
 
 
 class DrillError(RuntimeError):
@@ -47,6 +51,8 @@ class DrillOptions:
     """Give up when no task completed for this long after publishing ended."""
     workdir: Path | None = None
     """Keep the cluster's files here (default: a temporary directory, removed afterwards)."""
+    plan: Path = Path("build/plan/dev")
+    """The plan the ha configuration boots (``make plan STACK=...`` writes it)."""
 
 
 @dataclass
@@ -66,6 +72,8 @@ class DrillResult:
     max_gap_seconds: float | None
     throughput_per_s: float
     error: str | None = None
+    deltas: list[Delta] = field(default_factory=list)
+    """Every difference between the plan and what ran (ha on the pod runner only)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +94,13 @@ class DrillResult:
             "task_ms": self.options.task_ms,
             "events": [{"t": round(t - self.started_at, 3), "label": label} for t, label in self.events],
             "versions": self.versions,
+            "rabbitmq_version": self.versions.get("rabbitmq"),
+            "plan": str(self.options.plan) if self.options.profile is Profile.HA else None,
+            "stack": self.options.plan.name if self.options.profile is Profile.HA else None,
+            "deltas": [
+                {"object": d.obj, "path": d.path, "planned": d.planned, "local": d.local, "why": d.why}
+                for d in self.deltas
+            ],
             "error": self.error,
         }
 
@@ -101,24 +116,12 @@ class _Counter:
         self.value = n
 
 
-def _queue_stat(cluster: LocalCluster, item: str) -> int | None:
-    """One `list_queues` column of the task queue (0 if not declared yet), or None if no node answers."""
-    for via in range(cluster.nodes):
-        with contextlib.suppress(Exception):
-            out = cluster.rabbitmqctl(via, "-q", "list_queues", "name", item, "--no-table-headers")
-            for line in out.splitlines():
-                name, _, value = line.partition("\t")
-                if name == QUEUE:
-                    return int(value)
-            return 0
-    return None
-
-
-def _wait_consumers(cluster: LocalCluster, expected: int, timeout: float = 90) -> None:
-    cluster.wait_until(
-        lambda: (_queue_stat(cluster, "consumers") or 0) >= expected,
-        timeout=timeout,
-        what=f"{expected} consumers on queue {QUEUE!r}",
+def _wait_consumers(target: Target, expected: int, timeout: float = 120) -> None:
+    poll(
+        lambda: (target.queue_stat("consumers") or 0) >= expected,
+        timeout,
+        f"{expected} consumers on queue {QUEUE!r}",
+        interval=1.0,
     )
 
 
@@ -155,58 +158,43 @@ def _workdir(path: Path | None) -> Iterator[Path]:
 def run_drill(options: DrillOptions, console: Console | None = None) -> DrillResult:
     """Runs one drill end to end; everything it started is stopped on return or on Ctrl-C."""
     console = console or Console(stderr=True)
-    if options.scenario.needs_netns:
+    if options.profile is Profile.HA or options.scenario.needs_netns:
         netns.require_root()
         for stale in netns.cleanup_stale():
             console.print(f"[yellow]removed a namespace left by a crashed run: {stale}[/]")
     with _workdir(options.workdir) as work:
         results = work / "results"
-        state = work / "workers"
-        for directory in (results, state):
+        for directory in (results, work / "workers"):
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
-        console.print(
-            f"[bold]drill[/] {options.scenario} ({options.profile} config): booting a 3-node RabbitMQ cluster"
-        )
-        with LocalCluster(work / "cluster", nodes=3, netns=options.scenario.needs_netns) as cluster:
-            console.print(f"cluster formed in {cluster.formation_seconds or 0:.1f}s: {', '.join(cluster.node_names())}")
-            if options.profile is Profile.SEED:
-                name, pattern, definition = SEED_POLICY
-                cluster.rabbitmqctl(0, "set_policy", "-p", cluster.vhost, "--priority", "1", name, pattern, definition)
-            versions = {
-                "rabbitmq": cluster.rabbitmqctl(0, "-q", "version").strip(),
-                "celery": version("celery"),
-                "kombu": version("kombu"),
-            }
-            runtime = ProfileRuntime(options.profile, tuple(cluster.urls()), results, options.concurrency)
-            pool = WorkerPool(runtime, state)
-            try:
-                return drive(
-                    options,
-                    cluster=cluster,
-                    pool=pool,
-                    runtime=runtime,
-                    results=results,
-                    versions=versions,
-                    console=console,
-                )
-            finally:
-                pool.stop()
+        if options.profile is Profile.HA:
+            console.print(
+                f"[bold]drill[/] {options.scenario} (ha): booting {options.plan} on the pod runner "
+                "(RabbitMQ 4.3 StatefulSet, worker Deployment)"
+            )
+            target_cm: contextlib.AbstractContextManager[Target] = boot_plan(options.plan, work / "kube", results)
+        else:
+            console.print(f"[bold]drill[/] {options.scenario} (seed, 2018): booting Debian's RabbitMQ 3.10 x 3")
+            target_cm = boot_local(
+                work,
+                results,
+                options.profile,
+                workers=options.workers,
+                concurrency=options.concurrency,
+                netns=options.scenario.needs_netns,
+            )
+        with target_cm as target:
+            console.print("versions: " + ", ".join(f"{k} {v}" for k, v in target.versions.items()))
+            return drive(options, target=target, results=results, console=console)
 
 
-def drive(
-    options: DrillOptions,
-    *,
-    cluster: LocalCluster,
-    pool: WorkerPool,
-    runtime: ProfileRuntime,
-    results: Path,
-    versions: dict[str, str],
-    console: Console,
-) -> DrillResult:
-    pool.start(options.workers)
-    _wait_consumers(cluster, options.workers)
-    app, publish = runtime.publisher()
+def drive(options: DrillOptions, *, target: Target, results: Path, console: Console) -> DrillResult:
+    consumers = target.start_workers()
+    try:
+        _wait_consumers(target, consumers)
+    except PollTimeout as exc:
+        raise DrillError(str(exc)) from exc
+    app, publish = target.publisher()
     plan = record_plan(options.tasks, options.task_ms)
     progress_counter = _Counter()
 
@@ -217,12 +205,17 @@ def drive(
     publishing = threading.Thread(target=publisher, name="publisher", daemon=True)
     publishing.start()
 
-    ctx = FaultContext(cluster, pool)
+    events: list[tuple[float, str]] = []
     fault_errors: list[BaseException] = []
+
+    def mark(label: str) -> float:
+        now = time.time()
+        events.append((now, label))
+        return now
 
     def inject() -> None:
         try:
-            FAULTS[options.scenario](ctx)
+            target.inject(options.scenario, mark)
         except BaseException as exc:  # reported in the result, never swallowed
             fault_errors.append(exc)
 
@@ -260,7 +253,7 @@ def drive(
                     console.print(f"[red]no task completed for {options.stall_timeout_s:.0f}s: stopping[/]")
                     break
                 # Nothing queued and nothing running: what is missing now will never come.
-                if idle > 5 and _queue_stat(cluster, "messages") == 0:
+                if idle > 5 and target.queue_stat("messages") == 0:
                     break
             if (
                 fault_thread is None
@@ -278,7 +271,7 @@ def drive(
     finished = [r.finished_at for r in records.read(results)[0]]
     expected = set(range(options.tasks))
     completed = len(final.keys & expected)
-    fault_at = ctx.events[0].at if ctx.events else None
+    fault_at = events[0][0] if events else None
     failover, gap = _failover(finished, fault_at, options.task_ms / 1000)
     span = (max(finished) - min(finished)) if len(finished) > 1 else 0.0
     error = None
@@ -294,14 +287,15 @@ def drive(
         duplicates=final.duplicates,
         publish=publish_result,
         fault_at=fault_at,
-        events=[(e.at, e.label) for e in ctx.events],
+        events=list(events),
         finished_at=finished,
         started_at=started,
-        versions=versions,
+        versions=target.versions,
         failover_seconds=failover,
         max_gap_seconds=gap,
         throughput_per_s=completed / span if span > 0 else 0.0,
         error=error,
+        deltas=target.deltas,
     )
 
 

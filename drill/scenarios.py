@@ -1,12 +1,13 @@
-"""The failure drills: each injects one kind of fault into a running cluster and undoes it
-the way Kubernetes would (a killed pod is restarted, a cut link comes back)."""
+"""The failure drills on the seed's local 3.10 cluster: each injects one kind of fault into a
+running cluster and undoes it the way Kubernetes would (a killed pod is restarted, a cut link
+comes back). The same scenarios on the plan booted by the pod runner: ``drill.pod_scenarios``."""
 
 from __future__ import annotations
 
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from harness.cluster import ClusterError, LocalCluster
@@ -35,23 +36,12 @@ class Scenario(StrEnum):
         return self is Scenario.PARTITION_BROKER
 
 
-@dataclass(frozen=True)
-class Event:
-    at: float
-    """Epoch seconds."""
-    label: str
-
-
 @dataclass
 class FaultContext:
     cluster: LocalCluster
     workers: WorkerPool
-    events: list[Event] = field(default_factory=list)
-
-    def mark(self, label: str) -> float:
-        now = time.time()
-        self.events.append(Event(now, label))
-        return now
+    mark: Callable[[str], float]
+    """Records a fault event (its label) and returns its epoch time."""
 
 
 def queue_home(cluster: LocalCluster, queue: str = QUEUE) -> int:

@@ -116,7 +116,8 @@ class NodeInfo:
 
 def _group_is_a_broker(pgid: int) -> bool:
     # A recorded group id may have been reused since: only kill what still looks like ours.
-    markers = (b"rabbitmq", b"beam.smp", b"epmd")
+    # ha-celery-rootfs: a pod runner's container (harness.rootfs.CONTAINER_STAGE), broker or worker.
+    markers = (b"rabbitmq", b"beam.smp", b"epmd", b"ha-celery-rootfs")
     return any(marker in cmdline for cmdline in processes.group_cmdlines(pgid) for marker in markers)
 
 

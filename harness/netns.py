@@ -2,9 +2,13 @@
 
 Layout (``tag`` is unique per cluster, ``X`` a free /24 inside 198.18.0.0/15)::
 
-    hacel-<tag>-n0  eth0 198.18.X.1 ─┐
-    hacel-<tag>-n1  eth0 198.18.X.2 ─┼─ br0 in hacel-<tag>-br ─ "hc<short>" 198.18.X.254 (root ns)
-    hacel-<tag>-n2  eth0 198.18.X.3 ─┘
+    hacel-<tag>-n0  br0 198.18.X.1 ─┐            (pods of node 0: hacel-<tag>-p<k>, eth0 198.18.X.(10+k),
+    hacel-<tag>-n1  br0 198.18.X.2 ─┼─ br0 in    each a veth port of its node's br0)
+    hacel-<tag>-n2  br0 198.18.X.3 ─┘  hacel-<tag>-br ─ "hc<short>" 198.18.X.254 (root ns)
+
+Every node namespace holds a bridge whose uplink (``eth0``) is its port on the hub bridge, so a
+node's pods reach each other through their node and everything else through the uplink: cutting
+the uplink isolates a whole Kubernetes node, as a machine losing its network does.
 
 Only addresses from 198.18.0.0/15 (RFC 2544 benchmarking space) are used, and the only route
 added to the root namespace is the connected /24 of its own veth, so no packet can leave for a
@@ -37,7 +41,9 @@ from harness import processes
 PREFIX = "hacel-"
 TEST_NET = ipaddress.IPv4Network("198.18.0.0/15")
 _LOCK_FILE = Path("/run/lock/hacel-netns.lock")
-_NS_RE = re.compile(rf"^{PREFIX}(?P<pid>[0-9]+)-(?P<short>[0-9a-f]+)-(?:br|n[0-9]+)$")
+_NS_RE = re.compile(rf"^{PREFIX}(?P<pid>[0-9]+)-(?P<short>[0-9a-f]+)-(?:br|n[0-9]+|p[0-9]+)$")
+FIRST_POD_HOST = 10
+"""Pods get addresses from .10 up (nodes have .1.., the root namespace .254)."""
 _IP_TIMEOUT_S = 15.0
 
 
@@ -95,6 +101,14 @@ class NetnsLayout:
     def exec_prefix(self, i: int) -> list[str]:
         """argv prefix that runs a command inside node ``i``'s namespace."""
         return ["ip", "netns", "exec", self.node_ns(i)]
+
+    def pod_ns(self, k: int) -> str:
+        return f"{PREFIX}{self.tag}-p{k}"
+
+    def pod_ip(self, k: int) -> str:
+        if not 0 <= k < 254 - FIRST_POD_HOST:
+            raise NetnsError(f"pod slot {k} is outside the {self.subnet} pod range")
+        return str(self.subnet.network_address + FIRST_POD_HOST + k)
 
 
 @contextlib.contextmanager
@@ -160,14 +174,41 @@ def _build(layout: NetnsLayout) -> None:
         # Both ends are created directly in their namespaces: no name ever exists in the root ns.
         _ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns", br)
         _ip("link", "set", port, "master", "br0", "up", netns=br)
-        _ip("addr", "add", f"{layout.node_ip(i)}/24", "dev", "eth0", netns=ns)
-        _ip("link", "set", "eth0", "up", netns=ns)
+        _ip("link", "add", "br0", "type", "bridge", netns=ns)
+        _ip("link", "set", "eth0", "master", "br0", "up", netns=ns)
+        _ip("addr", "add", f"{layout.node_ip(i)}/24", "dev", "br0", netns=ns)
+        _ip("link", "set", "br0", "up", netns=ns)
     # The clients (Celery workers, the drills) stay in the root namespace and reach the nodes
     # through this one veth; its /24 connected route is the only route the harness adds.
     _ip("link", "add", layout.root_if, "type", "veth", "peer", "name", "uplink", "netns", br)
     _ip("link", "set", "uplink", "master", "br0", "up", netns=br)
     _ip("addr", "add", f"{layout.root_ip}/24", "dev", layout.root_if)
     _ip("link", "set", layout.root_if, "up")
+
+
+def add_pod(layout: NetnsLayout, node: int, k: int) -> str:
+    """Create pod slot ``k``'s namespace on node ``node`` (eth0 = ``layout.pod_ip(k)``); return its name."""
+    ns = layout.pod_ns(k)
+    port = f"v{k}"
+    _ip("netns", "add", ns)
+    try:
+        _ip("link", "set", "lo", "up", netns=ns)
+        _ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns", layout.node_ns(node))
+        _ip("link", "set", port, "master", "br0", "up", netns=layout.node_ns(node))
+        _ip("addr", "add", f"{layout.pod_ip(k)}/24", "dev", "eth0", netns=ns)
+        _ip("link", "set", "eth0", "up", netns=ns)
+    except BaseException:
+        remove_pod(layout, k)
+        raise
+    return ns
+
+
+def remove_pod(layout: NetnsLayout, k: int) -> None:
+    """Kill what still runs in pod slot ``k``'s namespace and delete it (its veth goes with it)."""
+    ns = layout.pod_ns(k)
+    if ns in existing_namespaces():
+        _kill_pids(_pids_in(ns))
+        _ip("netns", "del", ns, check=False)
 
 
 def set_node_link(layout: NetnsLayout, i: int, up: bool) -> None:
@@ -194,6 +235,10 @@ def existing_namespaces() -> list[str]:
 def destroy(layout: NetnsLayout, timeout: float = 10.0) -> None:
     """Kill whatever still runs in the namespaces, delete them and the root veth. Idempotent."""
     present = set(existing_namespaces())
+    pods = sorted(ns for ns in present if ns.startswith(f"{PREFIX}{layout.tag}-p"))
+    for ns in pods:
+        _kill_pids(_pids_in(ns))
+        _ip("netns", "del", ns, check=False)
     for ns in layout.all_ns():
         if ns in present:
             _kill_pids(_pids_in(ns))

@@ -1,12 +1,12 @@
-"""The failure drills, for real: 3 RabbitMQ nodes, Celery workers, a fault mid-load, nothing lost.
+"""The failure drills, for real: the plan's RabbitMQ 4.3 StatefulSet and worker Deployment booted
+by the pod runner, a fault mid-load, nothing lost; and the seed's 2018 setup on 3.10 beside it.
 
-Small task counts keep each drill under a minute; `make demo` runs the same code with 10,000.
+Small task counts keep each drill short; `make demo` runs the same code with 10,000.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -15,29 +15,20 @@ from drill.__main__ import main
 from drill.profiles import Profile
 from drill.runner import DrillOptions, DrillResult, run_drill
 from drill.scenarios import Scenario
-from harness.cluster import rabbitmq_installed
+from tests.conftest import Plan
 
-pytestmark = [
-    pytest.mark.drill,
-    pytest.mark.skipif(
-        not rabbitmq_installed() and not os.environ.get("CI"), reason="rabbitmq-server is not installed (make setup)"
-    ),
-]
+pytestmark = [pytest.mark.drill]
 TASKS = 1000
 TASK_MS = 40
 
 
-def drill(scenario: Scenario, profile: Profile = Profile.HA) -> DrillResult:
+def drill(scenario: Scenario, plan: Path, profile: Profile = Profile.HA) -> DrillResult:
     # workdir None: the runner's own directory under /tmp, traversable by the rabbitmq user
     # (pytest's tmp_path is not: pytest resets its base to 0700 whenever a session starts).
-    return run_drill(DrillOptions(scenario=scenario, profile=profile, tasks=TASKS, task_ms=TASK_MS))
+    return run_drill(DrillOptions(scenario=scenario, profile=profile, tasks=TASKS, task_ms=TASK_MS, plan=plan))
 
 
-@pytest.mark.parametrize("scenario", list(Scenario), ids=[s.value for s in Scenario])
-def test_no_task_lost(scenario: Scenario) -> None:
-    if scenario.needs_netns and os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    result = drill(scenario)
+def assert_nothing_lost(result: DrillResult, scenario: Scenario) -> None:
     assert result.error is None, result.error
     assert result.events, f"{scenario}: no fault was injected"
     assert result.publish.ok, f"{scenario}: publisher failed: {result.publish.error}"
@@ -45,17 +36,43 @@ def test_no_task_lost(scenario: Scenario) -> None:
     assert result.failover_seconds is not None
 
 
+@pytest.mark.parametrize("scenario", list(Scenario), ids=[s.value for s in Scenario])
+def test_no_task_lost_on_the_dev_plan(scenario: Scenario, plans: dict[str, Plan]) -> None:
+    result = drill(scenario, plans["dev"].directory)
+    assert_nothing_lost(result, scenario)
+    assert str(result.versions["rabbitmq"]).startswith("4.3."), result.versions
+    assert any(d.obj == "image" for d in result.deltas), "the report must say which local image ran the plan's"
+
+
+def test_no_task_lost_on_the_prod_plan(plans: dict[str, Plan]) -> None:
+    """Prod's objects too: required one-broker-per-node anti-affinity and a zone spread over 3 zones."""
+    result = drill(Scenario.KILL_BROKER, plans["prod"].directory)
+    assert_nothing_lost(result, Scenario.KILL_BROKER)
+    assert result.to_json()["stack"] == plans["prod"].directory.name
+
+
 def test_seed_config_loses_tasks_when_a_worker_dies() -> None:
     """The harness can see a loss: the seed's early acks drop the tasks a killed worker was running."""
-    result = drill(Scenario.KILL_WORKER, Profile.SEED)
+    result = drill(Scenario.KILL_WORKER, Path("unused"), Profile.SEED)
     assert result.error is None, result.error
     assert result.lost > 0, f"the seed config lost nothing: {result.to_json()}"
     assert result.completed + result.lost == TASKS
 
 
-def test_cli_writes_report_and_timeline(tmp_path: Path) -> None:
+def test_cli_writes_report_and_timeline(tmp_path: Path, plans: dict[str, Plan]) -> None:
     out = tmp_path / "demo"
-    status = main(["run", "--scenario", "kill-broker", "--tasks", "200", "--out", str(out)])
+    argv = [
+        "run",
+        "--scenario",
+        "kill-broker",
+        "--tasks",
+        "200",
+        "--out",
+        str(out),
+        "--plan",
+        str(plans["dev"].directory),
+    ]
+    status = main(argv)
     report = json.loads((out / "report.json").read_text())
     assert status == 0, report
     for key in (
@@ -67,9 +84,15 @@ def test_cli_writes_report_and_timeline(tmp_path: Path) -> None:
         "failover_seconds",
         "throughput_per_s",
         "versions",
+        "rabbitmq_version",
+        "plan",
+        "stack",
+        "deltas",
     ):
         assert key in report
     assert (report["scheduled"], report["completed"], report["lost"]) == (200, 200, 0)
-    assert report["versions"]["rabbitmq"].startswith("3.10")
+    assert report["rabbitmq_version"].startswith("4.3."), report["rabbitmq_version"]
+    assert report["plan"] == str(plans["dev"].directory)
+    assert report["deltas"], "a plan booted locally always differs somewhere; the report must say where"
     png = (out / "timeline.png").read_bytes()
     assert png.startswith(b"\x89PNG"), "timeline is not a PNG"

@@ -1,0 +1,209 @@
+"""What a drill runs against: the plan booted on the pod runner (ha), or the 2018 setup on 3.10 (seed).
+
+``PlanTarget`` boots ``build/plan/<stack>``'s StatefulSet and Deployment on the local pod runner
+(``harness.kube``): RabbitMQ 4.3 from the plan's own objects, the workers from the plan's own
+Deployment (the image's command, env from its Secrets, its probes and grace period). The drill
+adds to the worker pods only its counting tasks and where they write (reported as deltas).
+
+``LocalTarget`` keeps the seed's comparison where classic mirroring still exists: Debian's
+RabbitMQ 3.10 (``harness.cluster``) with the seed's policy, and worker processes started with
+the seed's configuration (``harness.workers``).
+
+Both offer what the runner needs: start the workers, a publisher, a queue statistic, and the
+fault of a scenario.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote
+
+from celery import Celery
+
+from app.batch import Publisher
+from app.config import from_env
+from app.factory import make_app
+from app.publish import publish_pipelined
+from contract import wire
+from drill import pod_scenarios, scenarios
+from drill import tasks as drill_tasks
+from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
+from drill.scenarios import QUEUE, FaultContext, Scenario
+from harness import rootfs
+from harness.cluster import LocalCluster
+from harness.images import ensure_images
+from harness.kube.cluster import KubeCluster, PodAdditions
+from harness.kube.fields import Delta
+from harness.workers import WorkerPool
+
+BOOT_TIMEOUT_S = 300.0
+CONTAINER_RESULTS = "/drill-results"
+"""Where the worker pods see the drill's results directory."""
+WORKERS = "Deployment/celery-worker"
+BROKERS = "StatefulSet/rabbitmq"
+
+Mark = Callable[[str], float]
+"""Records a fault event (its label) and returns its epoch time."""
+
+
+class Target(Protocol):
+    """What the drill runner needs from the cluster under test."""
+
+    @property
+    def versions(self) -> dict[str, str]: ...
+
+    @property
+    def deltas(self) -> list[Delta]: ...
+
+    def start_workers(self) -> int:
+        """Start (or confirm) the workers; return how many consumers the task queue should get."""
+        ...
+
+    def publisher(self) -> tuple[Celery, Publisher]: ...
+
+    def queue_stat(self, item: str) -> int | None:
+        """One ``list_queues`` column of the task queue (0 when not declared), None if no node answers."""
+        ...
+
+    def inject(self, scenario: Scenario, mark: Mark) -> None: ...
+
+
+def parse_queue_stat(out: str, queue: str = QUEUE) -> int:
+    """The value of ``queue``'s row in ``rabbitmqctl -q list_queues name <item> --no-table-headers``."""
+    for line in out.splitlines():
+        name, _, value = line.partition("\t")
+        if name == queue:
+            return int(value)
+    return 0
+
+
+# ------------------------------------------------------------------------- the plan (ha) ----
+
+
+class PlanTarget:
+    """The plan's objects on the local pod runner; see the module docstring."""
+
+    def __init__(self, cluster: KubeCluster, versions: dict[str, str]) -> None:
+        self.cluster = cluster
+        self.versions = versions
+        self.deltas = cluster.deltas
+
+    def start_workers(self) -> int:
+        # The Deployment's pods are running already (booted and ready with the plan).
+        return len(self.cluster.pods_of(WORKERS))
+
+    def publisher(self) -> tuple[Celery, Publisher]:
+        # The scheduler's default publisher, from the host, to every broker pod.
+        return make_app(from_env({wire.ENV_BROKER_URLS: ",".join(broker_urls(self.cluster))})), publish_pipelined
+
+    def queue_stat(self, item: str) -> int | None:
+        for pod in self.cluster.pods_of(BROKERS):
+            if not pod.ready:
+                continue
+            with contextlib.suppress(Exception):
+                out = self.cluster.exec(
+                    pod.name, "rabbitmqctl", "-q", "list_queues", "name", item, "--no-table-headers", timeout=30
+                )
+                return parse_queue_stat(out)
+        return None
+
+    def inject(self, scenario: Scenario, mark: Mark) -> None:
+        pod_scenarios.FAULTS[scenario](self.cluster, mark)
+
+
+def worker_additions(results: Path) -> dict[str, PodAdditions]:
+    """The drill's additions to the worker pods: its task module, and its results directory mounted."""
+    # Written by the pods' own user (the image's 10001), not by the host's.
+    os.chmod(results, 0o777)
+    return {
+        WORKERS.split("/", 1)[1]: PodAdditions(
+            env=drill_tasks.worker_env(Path(CONTAINER_RESULTS)),
+            binds=(rootfs.Bind(results, CONTAINER_RESULTS),),
+            why="the drill counts executions: its task module and its results directory",
+        )
+    }
+
+
+@contextlib.contextmanager
+def boot_plan(plan_dir: Path, workdir: Path, results: Path) -> Iterator[PlanTarget]:
+    """Boot the plan on the pod runner; yield once the brokers and the workers are Ready."""
+    images = ensure_images()
+    with KubeCluster(plan_dir, workdir, images, additions=worker_additions(results)) as cluster:
+        cluster.wait_ready(BOOT_TIMEOUT_S)
+        broker = cluster.pods_of(BROKERS)[0].name
+        versions = {
+            "rabbitmq": cluster.exec(broker, "rabbitmqctl", "-q", "version").strip(),
+            "worker image": images["worker"].version,
+            "celery (publisher)": version("celery"),
+        }
+        yield PlanTarget(cluster, versions)
+
+
+def broker_urls(cluster: KubeCluster) -> list[str]:
+    """AMQP URLs of the broker pods, by address, with the credentials of the plan's Secret."""
+    secret = next(s for s in cluster.plan.secrets if s.name == "rabbitmq-default-user")
+    user, password = secret.data["username"].decode(), secret.data["password"].decode()
+    return [
+        f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{pod.ip}:{wire.AMQP_PORT}/%2F"
+        for pod in cluster.pods_of(BROKERS)
+        if pod.ip is not None
+    ]
+
+
+# ------------------------------------------------------------------- the seed (3.10) ----
+
+
+class LocalTarget:
+    """The seed's 2018 setup on Debian's RabbitMQ 3.10; see the module docstring."""
+
+    def __init__(self, cluster: LocalCluster, runtime: ProfileRuntime, pool: WorkerPool, workers: int) -> None:
+        self.cluster = cluster
+        self.runtime = runtime
+        self.pool = pool
+        self.workers = workers
+        self.versions = {
+            "rabbitmq": cluster.rabbitmqctl(0, "-q", "version").strip(),
+            "celery": version("celery"),
+            "kombu": version("kombu"),
+        }
+        self.deltas: list[Delta] = []
+
+    def start_workers(self) -> int:
+        self.pool.start(self.workers)
+        return self.workers
+
+    def publisher(self) -> tuple[Celery, Publisher]:
+        return self.runtime.publisher()
+
+    def queue_stat(self, item: str) -> int | None:
+        for via in range(self.cluster.nodes):
+            with contextlib.suppress(Exception):
+                return parse_queue_stat(
+                    self.cluster.rabbitmqctl(via, "-q", "list_queues", "name", item, "--no-table-headers")
+                )
+        return None
+
+    def inject(self, scenario: Scenario, mark: Mark) -> None:
+        scenarios.FAULTS[scenario](FaultContext(self.cluster, self.pool, mark))
+
+
+@contextlib.contextmanager
+def boot_local(
+    workdir: Path, results: Path, profile: Profile, *, workers: int, concurrency: int, netns: bool
+) -> Iterator[LocalTarget]:
+    """Boot Debian's 3.10 on three local nodes with the profile's policy; yield before any worker starts."""
+    with LocalCluster(workdir / "cluster", nodes=3, netns=netns) as cluster:
+        if profile is Profile.SEED:
+            name, pattern, definition = SEED_POLICY
+            cluster.rabbitmqctl(0, "set_policy", "-p", cluster.vhost, "--priority", "1", name, pattern, definition)
+        runtime = ProfileRuntime(profile, tuple(cluster.urls()), results, concurrency)
+        pool = WorkerPool(runtime, workdir / "workers")
+        try:
+            yield LocalTarget(cluster, runtime, pool, workers)
+        finally:
+            pool.stop()

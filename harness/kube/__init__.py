@@ -1,0 +1,7 @@
+"""The local pod runner: the plan's Kubernetes objects run for real on three local nodes.
+
+Pure model (no processes): ``objects`` (typed objects with Kubernetes defaults), ``fields``
+(every field implemented, a reported delta, or refused by name), ``env``, ``volumes``,
+``schedule``, ``secretfill``, ``workloads``, ``probes``. Running: ``kubelet`` (one pod: hooks,
+probes, restarts, graceful deletion) and ``cluster`` (nodes, the controllers and the scheduler).
+"""

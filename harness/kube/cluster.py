@@ -1,0 +1,444 @@
+"""The local pod runner: the plan's StatefulSets and Deployments run on three local "nodes".
+
+``KubeCluster(plan_dir, workdir, images)`` loads ``<plan_dir>/kubernetes/*.yaml`` (refusing any
+field it does not implement, by name), gives the masked Secrets fresh local values, creates the
+nodes (network namespaces, labelled with the stack's zones) and then acts as the controllers
+and the scheduler of a Kubernetes control plane:
+
+* StatefulSet: pods ``<name>-<ordinal>`` with hostname and subdomain, their claims kept across
+  pod deletions (and pinned to the zone they were first used in), a deleted pod recreated under
+  the same name once the old one is gone, Parallel pod management;
+* Deployment: ``replicas`` pods named ``<name>-<template hash>-<suffix>``, a deleted pod replaced
+  at once by a new one;
+* the scheduler: placement by the pod's anti-affinity and topology spread (``harness.kube.schedule``);
+  a pod that fits nowhere stays Pending and is retried;
+* the kubelet of each pod: ``harness.kube.kubelet``.
+
+Jobs are not run (the drills publish their own tasks): that, like every other difference
+between the plan and what runs, is listed in :attr:`KubeCluster.deltas`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import netns, processes, rootfs
+from harness.cluster import cleanup_stale
+from harness.images import Image, image_for
+from harness.kube.fields import Delta
+from harness.kube.kubelet import Event, PodContext, PodSandbox, PodWorker
+from harness.kube.objects import Deployment, Plan, PodTemplate, StatefulSet, load_plan
+from harness.kube.schedule import Node, PlacedPod, schedule
+from harness.kube.secretfill import fill_secrets, ha_celery_rules, rules_generator
+from harness.kube.volumes import VolumeStore
+from harness.kube.workloads import PodAddress, deployment_pod_name, etc_hosts
+from harness.poll import poll
+
+log = logging.getLogger(__name__)
+
+RECONCILE_S = 0.25
+"""How often the controllers and the scheduler look at the cluster."""
+ZONE_LABEL = "topology.kubernetes.io/zone"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+class KubeError(RuntimeError):
+    """The pod runner cannot do what was asked; the message says which object and why."""
+
+
+@dataclass(frozen=True)
+class PodAdditions:
+    """What a drill adds to the pods of one workload; every item is reported as a delta."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    binds: Sequence[rootfs.Bind] = ()
+    why: str = ""
+
+
+@dataclass
+class Pod:
+    """The API server's record of one pod."""
+
+    name: str
+    namespace: str
+    owner: str
+    """``StatefulSet/<name>`` or ``Deployment/<name>``."""
+    template: PodTemplate
+    ordinal: int | None = None
+    hostname: str = ""
+    subdomain: str = ""
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    node: str | None = None
+    slot: int | None = None
+    worker: PodWorker | None = None
+    pending_reason: str = ""
+
+    @property
+    def ip(self) -> str | None:
+        return None if self.worker is None else self.worker.sandbox.ip
+
+    @property
+    def ready(self) -> bool:
+        return self.worker is not None and self.worker.ready and not self.worker.terminating
+
+    @property
+    def terminating(self) -> bool:
+        return self.worker is not None and self.worker.terminating
+
+
+def plan_nodes(plan_dir: Path) -> list[Node]:
+    """The stack's nodes: ``node_count`` per zone of the plan's settings (dev: 3 in one zone)."""
+    settings = json.loads((plan_dir / "settings.json").read_text())
+    zones: list[str] = settings["cluster"]["node_zones"]
+    per_zone = int(settings["cluster"]["node_count"])
+    names = [(zone, f"node-{i}") for i, zone in enumerate(z for z in zones for _ in range(per_zone))]
+    return [Node.make(name, zone) for zone, name in names]
+
+
+class KubeCluster:
+    """See the module docstring. Use as a context manager: everything it started stops on exit."""
+
+    def __init__(
+        self,
+        plan_dir: Path,
+        workdir: Path,
+        images: Mapping[str, Image],
+        *,
+        additions: Mapping[str, PodAdditions] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.plan_dir = plan_dir.resolve()
+        self.workdir = workdir.resolve()
+        self.images = images
+        self.additions = dict(additions or {})
+        self.rng = rng or random.Random()
+        plan = load_plan(self.plan_dir)
+        self.plan: Plan = fill_secrets(plan, rules_generator(ha_celery_rules(self.rng)))
+        self.nodes = plan_nodes(self.plan_dir)
+        self.events: list[Event] = []
+        self.pods: dict[str, Pod] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._controllers = threading.Thread(target=self._reconcile_forever, name="controllers", daemon=True)
+        self._layout: netns.NetnsLayout | None = None
+        self._free_slots: list[int] = []
+        self._volumes = VolumeStore(self.workdir / "volumes")
+        self._record = processes.GroupRecord(f"kube-{id(self):x}-{uuid.uuid4().hex[:6]}", self.workdir)
+        self._events_log = self.workdir / "events.log"
+        self._image_refs: dict[str, str] = {}
+        self.namespace_prefix = ""
+        """The prefix of every network namespace this cluster creates (set by :meth:`start`)."""
+        self._check_images()
+
+    # ------------------------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> KubeCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Create the nodes and start the controllers (pods are created and scheduled from then on)."""
+        netns.require_root()
+        for leftover in cleanup_stale():
+            log.warning("removed what a crashed run left: %s", leftover)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._layout = netns.create(len(self.nodes))
+        self.namespace_prefix = f"{netns.PREFIX}{self._layout.tag}-"
+        self._free_slots = list(range(240))
+        self._controllers.start()
+
+    def stop(self) -> None:
+        """Kill every pod at once (as deleting the machines would), remove the nodes. Idempotent."""
+        self._stop.set()
+        if self._controllers.is_alive():
+            self._controllers.join(timeout=10)
+        with self._lock:
+            workers = [pod.worker for pod in self.pods.values() if pod.worker is not None]
+        for worker in workers:
+            worker.kill_hard()
+        for worker in workers:
+            worker.wait(timeout=30)
+        if self._layout is not None:
+            layout, self._layout = self._layout, None
+            netns.destroy(layout)
+        self._record.remove()
+
+    def wait_ready(self, timeout: float, owner: str | None = None) -> None:
+        """Wait until every workload (or ``owner``, e.g. ``StatefulSet/rabbitmq``) has all its pods Ready."""
+        poll(lambda: self._all_ready(owner), timeout, f"{owner or 'every workload'} to be ready", interval=0.5)
+
+    # ------------------------------------------------------------------------------- queries
+
+    def pods_of(self, owner: str) -> list[Pod]:
+        with self._lock:
+            return sorted((p for p in self.pods.values() if p.owner == owner), key=lambda p: p.name)
+
+    def pod(self, name: str) -> Pod:
+        with self._lock:
+            found = self.pods.get(name)
+        if found is None:
+            raise KubeError(f"no pod {name!r} (pods: {sorted(self.pods)})")
+        return found
+
+    def running(self, name: str) -> PodWorker:
+        """The worker of a scheduled pod, or KubeError."""
+        worker = self.pod(name).worker
+        if worker is None:
+            raise KubeError(f"pod {name!r} is not scheduled: {self.pod(name).pending_reason}")
+        return worker
+
+    def node_of(self, name: str) -> str:
+        node = self.pod(name).node
+        if node is None:
+            raise KubeError(f"pod {name!r} is not scheduled")
+        return node
+
+    @property
+    def deltas(self) -> list[Delta]:
+        """Every difference between the plan and what runs here."""
+        out = list(self.plan.deltas)
+        for ref, local in sorted(self._image_refs.items()):
+            image = self.images[local]
+            out.append(Delta("image", ref, ref, f"{image.name}: {image.version}", "; ".join(image.differences)))
+        for owner in self._jobs():
+            out.append(Delta(owner, "spec", "run the Job", "not run", "the drills publish their own tasks"))
+        for workload, extra in sorted(self.additions.items()):
+            for key, value in sorted(extra.env.items()):
+                out.append(Delta(workload, f"env {key}", "(absent)", value, extra.why))
+            for bind in extra.binds:
+                out.append(Delta(workload, f"mount {bind.target}", "(absent)", str(bind.source), extra.why))
+        return out
+
+    def events_of(self, pod: str | None = None) -> list[Event]:
+        with self._lock:
+            return [e for e in self.events if pod is None or e.pod == pod]
+
+    # ------------------------------------------------------------------------------- actions
+
+    def delete_pod(self, name: str, grace: float | None = None, wait: float | None = None) -> None:
+        """``kubectl delete pod``: preStop, SIGTERM, SIGKILL after the grace; its controller recreates it."""
+        worker = self.running(name)
+        self._event(name, "Deleting", f"grace {'spec' if grace is None else f'{grace:.0f}s'}")
+        worker.delete(grace)
+        if wait is not None and not worker.wait(wait):
+            raise KubeError(f"pod {name!r} still terminating after {wait:.0f}s")
+
+    def kill_container(self, name: str) -> None:
+        """SIGKILL a pod's container: the kubelet restarts it (restartPolicy Always)."""
+        self.running(name).kill_container()
+
+    def exec(self, name: str, *command: str, timeout: float = 60) -> str:
+        """``kubectl exec``; stdout, or KubeError with the output on a non-zero exit."""
+        done = self.running(name).exec(command, timeout)
+        if done.returncode != 0:
+            raise KubeError(f"`{' '.join(command)}` in {name} exited {done.returncode}: {done.stderr.strip()[-800:]}")
+        return done.stdout
+
+    def set_node_link(self, node: str, up: bool) -> None:
+        """Cut (or restore) a node's network link: its pods reach each other, nothing else reaches them."""
+        if self._layout is None:
+            raise KubeError("the cluster is not started")
+        netns.set_node_link(self._layout, self._node_index(node), up)
+        self._event(node, "NodeLink", "link up" if up else "link cut")
+
+    # ------------------------------------------------------------------------------- controllers
+
+    def _reconcile_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._reconcile()
+            except Exception:  # a controller error must be seen, and must not stop the controllers
+                log.exception("reconcile failed")
+                self._event("controllers", "Error", "reconcile failed (see the log)")
+            self._stop.wait(RECONCILE_S)
+
+    def _reconcile(self) -> None:
+        with self._lock:
+            self._reap()
+            for sts in self.plan.statefulsets:
+                self._reconcile_statefulset(sts)
+            for deploy in self.plan.deployments:
+                self._reconcile_deployment(deploy)
+            for pod in sorted(self.pods.values(), key=lambda p: p.name):
+                if pod.worker is None:
+                    self._schedule(pod)
+
+    def _reap(self) -> None:
+        gone = [p for p in self.pods.values() if p.worker is not None and p.worker.finished]
+        for pod in gone:
+            del self.pods[pod.name]
+            if self._layout is not None and pod.slot is not None:
+                netns.remove_pod(self._layout, pod.slot)
+                self._free_slots.append(pod.slot)
+            self._volumes.remove_pod(pod.uid)
+            self._event(pod.name, "Removed", f"pod gone from {pod.node}")
+        if gone:
+            self._refresh_hosts()
+
+    def _reconcile_statefulset(self, sts: StatefulSet) -> None:
+        for ordinal in range(sts.ordinal_start, sts.ordinal_start + sts.replicas):
+            name = f"{sts.name}-{ordinal}"
+            if name not in self.pods:
+                self.pods[name] = Pod(
+                    name, sts.namespace, f"StatefulSet/{sts.name}", sts.template, ordinal, name, sts.service_name
+                )
+                self._event(name, "Created", f"by StatefulSet/{sts.name}")
+
+    def _reconcile_deployment(self, deploy: Deployment) -> None:
+        owner = f"Deployment/{deploy.name}"
+        live = [p for p in self.pods.values() if p.owner == owner and not p.terminating]
+        for _ in range(deploy.replicas - len(live)):
+            name = deployment_pod_name(deploy, self.rng)
+            self.pods[name] = Pod(name, deploy.namespace, owner, deploy.template)
+            self._event(name, "Created", f"by {owner}")
+
+    def _schedule(self, pod: Pod) -> None:
+        sts = self._statefulset_of(pod)
+        claims: dict[str, Path] = {}
+        zones: list[str] = []
+        if sts is not None and pod.ordinal is not None:
+            claims = self._volumes.claims_for(sts, pod.ordinal)
+            zones = [z for c in sts.claims if (z := self._volumes.claim_zone(sts.name, c.name, pod.ordinal))]
+        placed = [
+            PlacedPod(p.name, p.namespace, dict(p.template.labels), p.node, p.template.spec.anti_affinity_required)
+            for p in self.pods.values()
+            if p.node is not None
+        ]
+        placement = schedule(
+            pod.namespace, pod.template.labels, pod.template.spec, self.nodes, placed, claim_zones=zones
+        )
+        if placement.node is None:
+            if placement.reason != pod.pending_reason:
+                pod.pending_reason = placement.reason
+                self._event(pod.name, "FailedScheduling", placement.reason)
+            return
+        zone = next(n.labels[ZONE_LABEL] for n in self.nodes if n.name == placement.node)
+        if sts is not None and pod.ordinal is not None:
+            for claim in sts.claims:
+                self._volumes.bind_claim(sts.name, claim.name, pod.ordinal, zone)
+        self._launch(pod, placement.node, claims)
+
+    def _launch(self, pod: Pod, node: str, claims: Mapping[str, Path]) -> None:
+        if self._layout is None:
+            return
+        slot = self._free_slots.pop(0)
+        pod_ns = netns.add_pod(self._layout, self._node_index(node), slot)
+        pod.node, pod.slot = node, slot
+        sandbox = PodSandbox(node, pod_ns, self._layout.pod_ip(slot), self.workdir / "pods" / pod.name / pod.uid)
+        extra = self.additions.get(pod.owner.split("/", 1)[1], PodAdditions())
+        ctx = PodContext(
+            images=self._image,
+            secrets=self.plan.secrets,
+            configmaps=self.plan.configmaps,
+            volumes=self._volumes,
+            hosts_file=self._hosts_for,
+            on_event=self._on_event,
+            extra_env=extra.env,
+            extra_binds=extra.binds,
+        )
+        pod.worker = PodWorker(
+            pod.name,
+            namespace=pod.namespace,
+            uid=pod.uid,
+            template=pod.template,
+            sandbox=sandbox,
+            ctx=ctx,
+            hostname=pod.hostname,
+            subdomain=pod.subdomain,
+            claims=claims,
+        )
+        self._event(pod.name, "Scheduled", f"on {node} ({pod_ns}, {sandbox.ip})")
+        self._refresh_hosts()
+        pod.worker.start()
+        self._record.write(self._runner_groups())
+
+    # ------------------------------------------------------------------------------- helpers
+
+    def _all_ready(self, owner: str | None) -> bool:
+        expected = {f"StatefulSet/{s.name}": s.replicas for s in self.plan.statefulsets}
+        expected.update({f"Deployment/{d.name}": d.replicas for d in self.plan.deployments})
+        if owner is not None:
+            expected = {owner: expected[owner]}
+        with self._lock:
+            return all(
+                sum(1 for p in self.pods.values() if p.owner == name and p.ready) >= count
+                for name, count in expected.items()
+            )
+
+    def _statefulset_of(self, pod: Pod) -> StatefulSet | None:
+        kind, _, name = pod.owner.partition("/")
+        return next((s for s in self.plan.statefulsets if s.name == name), None) if kind == "StatefulSet" else None
+
+    def _jobs(self) -> list[str]:
+        return [f"Job/{job.name}" for job in self.plan.jobs]
+
+    def _node_index(self, node: str) -> int:
+        for i, n in enumerate(self.nodes):
+            if n.name == node:
+                return i
+        raise KubeError(f"no node {node!r} (nodes: {[n.name for n in self.nodes]})")
+
+    def _check_images(self) -> None:
+        templates = [s.template for s in self.plan.statefulsets] + [d.template for d in self.plan.deployments]
+        for template in templates:
+            for container in (*template.spec.init_containers, *template.spec.containers):
+                self._image_refs[container.image] = image_for(container.image, self.images).name
+
+    def _image(self, ref: str) -> Image:
+        return self.images[self._image_refs[ref]] if ref in self._image_refs else image_for(ref, self.images)
+
+    def _addresses(self) -> list[PodAddress]:
+        return [
+            PodAddress(p.name, p.namespace, p.ip, p.hostname, p.subdomain, p.ready)
+            for p in self.pods.values()
+            if p.ip is not None
+        ]
+
+    def _hosts_for(self, name: str) -> str:
+        with self._lock:
+            pod = self.pods[name]
+            me = PodAddress(pod.name, pod.namespace, pod.ip or "", pod.hostname, pod.subdomain, pod.ready)
+            return etc_hosts(me, self._addresses(), self.plan.services)
+
+    def _refresh_hosts(self) -> None:
+        for pod in self.pods.values():
+            if pod.worker is not None and pod.worker.sandbox.directory.exists():
+                pod.worker.write_hosts()
+
+    def _runner_groups(self) -> list[int]:
+        groups: list[int] = []
+        for pod in self.pods.values():
+            pid = None if pod.worker is None else pod.worker.runner_pid
+            if pid is not None:
+                groups.append(pid)
+        return groups
+
+    def _on_event(self, event: Event) -> None:
+        with self._lock:
+            self.events.append(event)
+        with self._events_log.open("a") as out:
+            out.write(f"{event.at:.3f} {event.pod} {event.reason}: {event.message}\n")
+        log.info("%s %s: %s", event.pod, event.reason, event.message)
+
+    def _event(self, subject: str, reason: str, message: str) -> None:
+        self._on_event(Event(time.time(), subject, reason, message))
+
+
+def summary(cluster: KubeCluster) -> dict[str, Any]:
+    """Where every pod runs, for reports."""
+    return {
+        name: {"node": pod.node, "ip": pod.ip, "ready": pod.ready, "restarts": pod.worker.restarts if pod.worker else 0}
+        for name, pod in sorted(cluster.pods.items())
+    }

@@ -1,0 +1,1 @@
+"""Tests of the local container images (harness/images.py) and their runtime (harness/rootfs.py)."""

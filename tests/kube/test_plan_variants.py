@@ -1,0 +1,59 @@
+"""ha-celery's plan variants (keda, hpa, mirrored image), generated into a temp dir: zero refusals.
+
+Built by the session's plan fixtures into temporary directories, never read from build/plan/.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness.kube.env import PodFacts, resolve_env
+from harness.kube.objects import load_plan
+from harness.kube.secretfill import fill_secrets, ha_celery_rules, rules_generator
+
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "keda": ("autoscaling=keda", "autoscalingMaxReplicas=12"),
+    "hpa": ("autoscaling=hpa",),
+    "mirror": ("mirrorRabbitmqImage=true",),
+}
+
+
+@pytest.fixture(scope="session")
+def variant_dirs(plan_runner: Callable[..., subprocess.CompletedProcess[str]]) -> dict[str, Path]:
+    """Every variant's plan directory (built with the session's other plans); fails with the plan's stderr."""
+    dirs: dict[str, Path] = {}
+    for name, overrides in VARIANTS.items():
+        result = plan_runner("dev", *overrides)
+        if result.returncode != 0:
+            pytest.fail(f"plan variant {name} failed:\n{result.stderr[-2000:]}")
+        dirs[name] = Path(result.stdout.split("-> ")[-1].strip())
+    return dirs
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_variant_loads_with_zero_refusals(variant_dirs: dict[str, Path], variant: str) -> None:
+    plan = load_plan(variant_dirs[variant])
+    kinds = sorted(o["kind"] for o in plan.autoscalers)
+    want = {"keda": ["ScaledObject", "TriggerAuthentication"], "hpa": ["HorizontalPodAutoscaler"], "mirror": []}
+    assert kinds == want[variant]
+    if variant == "mirror":
+        image = plan.statefulsets[0].template.spec.containers[0].image
+        assert "/rabbitmq:" in image
+        assert "@sha256:" in image
+
+
+def test_keda_secret_is_derived_from_the_broker_password(variant_dirs: dict[str, Path]) -> None:
+    plan = fill_secrets(load_plan(variant_dirs["keda"]), rules_generator(ha_celery_rules(random.Random(5))))
+    user = plan.secret("rabbitmq-default-user")
+    keda = plan.secret("celery-worker-keda-rabbitmq")
+    assert user is not None
+    assert keda is not None
+    password = user.data["password"].decode()
+    assert keda.data["host"].decode() == f"http://celery:{password}@rabbitmq.ha-celery.svc.cluster.local:15672/"
+    w = plan.deployments[0].template.spec.containers[0]
+    assert resolve_env(w, PodFacts("w", "ha-celery"), secrets=plan.secrets)["BROKER_PASSWORD"] == password

@@ -1,0 +1,112 @@
+"""The pod runner for real: the dev plan's StatefulSet and Deployment booted on three local nodes.
+
+One cluster per module (booting takes ~20-40 s); each test reads or disturbs it the way a
+Kubernetes user would, and the last one checks that stopping it leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import netns
+from harness.images import ensure_images
+from harness.kube.cluster import KubeCluster, plan_nodes
+from harness.poll import poll
+from tests.conftest import Plan
+
+pytestmark = pytest.mark.integration
+
+BROKERS = "StatefulSet/rabbitmq"
+WORKERS = "Deployment/celery-worker"
+
+
+@pytest.fixture(scope="module")
+def cluster(plans: dict[str, Plan]) -> Iterator[KubeCluster]:
+    work = Path(tempfile.mkdtemp(prefix="ha-celery-kube-test-"))
+    with KubeCluster(plans["dev"].directory, work, ensure_images()) as running:
+        running.wait_ready(300)
+        yield running
+
+
+def test_the_stack_nodes_come_from_the_plan_settings(plans: dict[str, Plan]) -> None:
+    dev = plan_nodes(plans["dev"].directory)
+    prod = plan_nodes(plans["prod"].directory)
+    assert len(dev) == 3
+    assert len({n.labels["topology.kubernetes.io/zone"] for n in dev}) == 1, "dev is a zonal cluster"
+    assert len({n.labels["topology.kubernetes.io/zone"] for n in prod}) == 3, "prod has one node per zone"
+
+
+def test_brokers_form_one_rabbitmq_43_cluster_from_the_plan(cluster: KubeCluster) -> None:
+    status = json.loads(cluster.exec("rabbitmq-0", "rabbitmqctl", "-q", "cluster_status", "--formatter", "json"))
+    assert len(status["running_nodes"]) == 3, status["running_nodes"]
+    assert all(n.endswith(".rabbitmq-nodes.ha-celery.svc.cluster.local") for n in status["running_nodes"])
+    assert cluster.exec("rabbitmq-1", "rabbitmqctl", "-q", "version").startswith("4.3.")
+    # The postStart hook imported the definitions: the dead-letter queue exists.
+    queues = cluster.exec("rabbitmq-2", "rabbitmqctl", "-q", "list_queues", "name", "type", "--no-table-headers")
+    assert "celery.dlq\tquorum" in queues.splitlines(), queues
+    hooks = [e for e in cluster.events_of() if e.reason == "FailedPostStartHook"]
+    assert hooks == [], f"a postStart hook failed on a plain boot: {hooks}"
+
+
+def test_pods_spread_over_the_nodes(cluster: KubeCluster) -> None:
+    nodes = {pod.node for pod in cluster.pods_of(BROKERS)}
+    assert len(nodes) == 3, "preferred anti-affinity puts one broker per node when three nodes are free"
+
+
+def test_workers_run_the_plans_deployment_and_consume(cluster: KubeCluster) -> None:
+    workers = cluster.pods_of(WORKERS)
+    assert len(workers) == 3
+    assert all(pod.ready for pod in workers), "readiness is the image's own probe (python -m app.health --ready)"
+    consumers = cluster.exec("rabbitmq-0", "rabbitmqctl", "-q", "list_queues", "name", "consumers")
+    assert "celery\t3" in consumers.splitlines(), consumers
+    # The container runs as the image's user with the Deployment's env from the Secret.
+    who = cluster.exec(workers[0].name, "python", "-c", "import os; print(os.getuid(), os.environ['BROKER_USER'])")
+    assert who.split() == ["10001", "celery"]
+
+
+def test_secrets_get_fresh_local_values(cluster: KubeCluster) -> None:
+    secret = next(s for s in cluster.plan.secrets if s.name == "rabbitmq-default-user")
+    assert b"[secret]" not in b"".join(secret.data.values())
+    assert len(secret.data["password"]) == 32
+
+
+def running_nodes(cluster: KubeCluster, via: str) -> int:
+    status = json.loads(cluster.exec(via, "rabbitmqctl", "-q", "cluster_status", "--formatter", "json"))
+    return len(status["running_nodes"])
+
+
+def test_killed_broker_container_is_restarted_by_its_kubelet(cluster: KubeCluster) -> None:
+    before = cluster.running("rabbitmq-1").restarts
+    cluster.kill_container("rabbitmq-1")
+    poll(lambda: cluster.running("rabbitmq-1").restarts > before and cluster.pod("rabbitmq-1").ready, 120, "restart")
+    poll(lambda: running_nodes(cluster, "rabbitmq-0") == 3, 120, "rabbitmq-1 to rejoin")
+
+
+def test_deleted_broker_pod_runs_prestop_and_comes_back_on_its_claim(cluster: KubeCluster) -> None:
+    old_uid = cluster.pod("rabbitmq-2").uid
+    marker = cluster.exec("rabbitmq-2", "sh", "-c", "ls /var/lib/rabbitmq/mnesia")
+    cluster.delete_pod("rabbitmq-2", wait=120)
+    poll(lambda: cluster.pod("rabbitmq-2").uid != old_uid and cluster.pod("rabbitmq-2").ready, 180, "rabbitmq-2 back")
+    hooks = [e for e in cluster.events_of("rabbitmq-2") if e.reason == "PreStopHook"]
+    assert any("exit 0" in e.message for e in hooks), f"preStop did not succeed: {hooks}"
+    assert cluster.exec("rabbitmq-2", "sh", "-c", "ls /var/lib/rabbitmq/mnesia") == marker, "the claim was not kept"
+
+
+def test_stopping_leaves_nothing_behind(plans: dict[str, Plan]) -> None:
+    work = Path(tempfile.mkdtemp(prefix="ha-celery-kube-test-"))
+    running = KubeCluster(plans["dev"].directory, work, ensure_images())
+    with running:
+        running.wait_ready(300, BROKERS)
+        pids = [p.worker.main_pid for p in running.pods_of(BROKERS) if p.worker is not None]
+    assert running.namespace_prefix
+    left = [ns for ns in netns.existing_namespaces() if ns.startswith(running.namespace_prefix)]
+    assert left == [], f"namespaces left behind: {left}"
+    assert len(pids) == 3
+    for pid in pids:
+        assert pid is not None
+        assert not Path(f"/proc/{pid}").exists(), f"container process {pid} outlived the cluster"
