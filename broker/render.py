@@ -402,6 +402,60 @@ def post_start_script(definitions_path: str, deadline_s: int = BOOT_DEADLINE_S) 
     )
 
 
+SEED_JOIN_WAIT_S = 20
+"""How long a blank seed pod (ordinal 0, empty data volume) looks for a running peer to join
+before it founds the cluster. A peer serves AMQP only once it belongs to a running cluster (a
+blank peer waits for the seed without opening its listener), so on a first deployment nobody
+answers and the seed founds the cluster after this wait (paid once); after the seed lost its
+disk, the others answer at once and the seed joins them; after a whole-cluster restart they
+answer within ~15 s (measured on the local pod runner)."""
+
+
+def setup_script(
+    *,
+    statefulset: str,
+    replicas: int,
+    amqp_port: int,
+    conf_source: str,
+    conf_dir: str,
+    data_dir: str,
+    wait_s: int = SEED_JOIN_WAIT_S,
+) -> str:
+    """The broker pod's init container: the cookie file, the conf.d files, and the blank-seed guard.
+
+    With 4.1+ k8s peer discovery the lowest ordinal founds the cluster whenever its data volume
+    is empty: a rabbitmq-0 that lost its disk would start a second, one-node cluster that
+    clients still reach through its per-pod name (measured on the local pod runner, 4.3.6: it
+    saw only itself while the others kept it as a member with a dead quorum replica). So a blank
+    seed first looks for a peer that serves AMQP and, if one does, joins it
+    (``cluster_formation.k8s.seed_node``), as any other blank ordinal joins the seed.
+
+    conf.d is copied into a writable directory for that extra file, which also lets
+    ``rabbitmq-plugins`` and operators write there as in the official image.
+    """
+    peers = " ".join(f"{statefulset}-{i}" for i in range(1, replicas))
+    return (
+        "set -eu\n"
+        "cp /tmp/erlang-cookie-secret/.erlang.cookie /var/lib/rabbitmq/.erlang.cookie\n"
+        "chmod 600 /var/lib/rabbitmq/.erlang.cookie\n"
+        f"cp {conf_source}/* {conf_dir}/\n"
+        f'if [ "${{MY_POD_NAME##*-}}" != 0 ] || ls -A {data_dir} | grep -qv "^lost+found$"; then exit 0; fi\n'
+        f"deadline=$(( $(date +%s) + {wait_s} ))\n"
+        'while [ "$(date +%s)" -lt "$deadline" ]; do\n'
+        f"  for peer in {peers}; do\n"
+        f'    if timeout 2 bash -c "exec 3<>/dev/tcp/$peer$K8S_HOSTNAME_SUFFIX/{amqp_port}" 2>/dev/null; then\n'
+        '      echo "blank seed: joining the running cluster of $peer"\n'
+        '      echo "cluster_formation.k8s.seed_node = rabbit@$peer$K8S_HOSTNAME_SUFFIX" \\\n'
+        f"        > {conf_dir}/90-join-peer.conf\n"
+        "      exit 0\n"
+        "    fi\n"
+        "  done\n"
+        "  sleep 2\n"
+        "done\n"
+        'echo "blank seed: no running peer, founding the cluster"\n'
+    )
+
+
 def render_default_user_conf(username: str, password: str) -> str:
     """The conf.d file that seeds the default user on a blank node (``30-default-user.conf``).
 

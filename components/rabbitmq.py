@@ -22,6 +22,7 @@ from broker.render import (
     render_definitions_json,
     render_enabled_plugins,
     render_rabbitmq_conf,
+    setup_script,
 )
 from contract.wire import (
     AMQP_PORT,
@@ -326,18 +327,26 @@ def _container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
     }
 
 
+CONF_SOURCE = "/etc/ha-celery/conf.d"
+"""Where the init container reads the rendered conf.d files (ConfigMap + Secret, read-only)."""
+
+
 def _cookie_setup_container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
+    # The cookie must be a 0600 file owned by rabbitmq; a Secret volume cannot be both (fsGroup
+    # makes it group-readable), so it is copied as the operator does; conf.d too, see setup_script.
+    script = setup_script(
+        statefulset=args.name,
+        replicas=args.replicas,
+        amqp_port=AMQP_PORT,
+        conf_source=CONF_SOURCE,
+        conf_dir="/etc/rabbitmq/conf.d",
+        data_dir="/var/lib/rabbitmq/mnesia",
+    )
     return {
-        # The cookie must be a 0600 file owned by rabbitmq; a Secret volume cannot be
-        # both (fsGroup makes it group-readable), so copy it as the operator does.
         "name": "setup",
         "image": args.image,
-        "command": [
-            "sh",
-            "-c",
-            "cp /tmp/erlang-cookie-secret/.erlang.cookie /var/lib/rabbitmq/.erlang.cookie"
-            " && chmod 600 /var/lib/rabbitmq/.erlang.cookie",
-        ],
+        "command": ["bash", "-c", script],
+        "env": _env(args),
         "security_context": _container_security(read_only_root=True),
         "resources": {
             "requests": {"cpu": "50m", "memory": "64Mi"},
@@ -346,6 +355,9 @@ def _cookie_setup_container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerA
         "volume_mounts": [
             {"name": "erlang-cookie-secret", "mount_path": "/tmp/erlang-cookie-secret"},
             {"name": "rabbitmq-home", "mount_path": "/var/lib/rabbitmq"},
+            {"name": "persistence", "mount_path": "/var/lib/rabbitmq/mnesia"},
+            {"name": "rabbitmq-confd-source", "mount_path": CONF_SOURCE},
+            {"name": "rabbitmq-confd", "mount_path": "/etc/rabbitmq/conf.d"},
         ],
     }
 
@@ -355,12 +367,13 @@ def _volumes(
 ) -> list[k8s.core.v1.VolumeArgsDict]:
     return [
         {"name": "rabbitmq-home", "empty_dir": {}},
+        {"name": "rabbitmq-confd", "empty_dir": {}},
         {
             "name": "erlang-cookie-secret",
             "secret": {"secret_name": cookie_secret.metadata["name"], "default_mode": 0o400},
         },
         {
-            "name": "rabbitmq-confd",
+            "name": "rabbitmq-confd-source",
             "projected": {
                 "sources": [
                     {

@@ -64,12 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.task_ms < 0:
         parser.error(f"--task-ms must be >= 0, got {args.task_ms}")
 
+    profile = Profile(args.config)
     scenarios = list(Scenario) if args.scenario == ALL else [Scenario(args.scenario)]
+    if profile is Profile.SEED:
+        if args.scenario != ALL and scenarios[0].needs_pod_runner:
+            parser.error(f"--scenario {args.scenario} needs --config ha: the seed runs on bare 3.10 nodes, not pods")
+        scenarios = [s for s in scenarios if not s.needs_pod_runner]
+    elif not args.plan.joinpath("kubernetes").is_dir():
+        parser.error(f"--plan {args.plan}: no Kubernetes objects there; run `make plan STACK=...` first")
     results: list[DrillResult] = []
     for scenario in scenarios:
         options = DrillOptions(
             scenario=scenario,
-            profile=Profile(args.config),
+            profile=profile,
             tasks=args.tasks,
             workers=args.workers,
             concurrency=args.concurrency,

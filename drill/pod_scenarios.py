@@ -11,6 +11,15 @@
   its preStop hook and grace period; the StatefulSet recreates them on their claims.
 * rolling-restart: delete the broker pods one by one, highest ordinal first, each waiting for
   its replacement to be Ready and back in the cluster (a StatefulSet rollout).
+* kill-node: the node running the queue leader vanishes (link cut, every pod on it SIGKILLed at
+  once, nothing scheduled on it) and comes back empty ``NODE_BACK_AFTER_S`` later; the
+  StatefulSet and the Deployment replace the pods where their scheduling rules allow.
+* drain-node: the seed's ``kubectl drain`` of the leader's node: cordon, evictions through the
+  PDBs (a refused one waits and retries), each with its preStop hook and grace period; uncordon.
+* partition-node: ``partition-broker`` under its node-level name.
+* lose-disk: the claim of the highest ordinal, then of rabbitmq-0 (the seed), is emptied while
+  its pod is gone; each must come back as a blank member of the one cluster (seeing all of it,
+  not a cluster of its own) and the quorum queue must have three live replicas again.
 """
 
 from __future__ import annotations
@@ -31,18 +40,18 @@ REJOIN_TIMEOUT_S = 240.0
 Mark = Callable[[str], float]
 
 
-def _broker_exec(cluster: KubeCluster, *command: str, avoid: str = "") -> str:
+def _broker_exec(cluster: KubeCluster, *command: str, avoid: str = "", only: str = "") -> str:
     for pod in cluster.pods_of(BROKERS):
-        if pod.ready and pod.name != avoid:
+        if pod.ready and pod.name != avoid and pod.name == (only or pod.name):
             return cluster.exec(pod.name, *command, timeout=60)
     raise KubeError(f"no ready broker pod to run {command[0]} in")
 
 
-def running_members(cluster: KubeCluster, avoid: str = "") -> set[str]:
-    """Pod names of the nodes a ready broker (other than ``avoid``) sees running in its cluster."""
-    status = json.loads(
-        _broker_exec(cluster, "rabbitmqctl", "-q", "cluster_status", "--formatter", "json", avoid=avoid)
-    )
+def running_members(cluster: KubeCluster, avoid: str = "", only: str = "") -> set[str]:
+    """Pod names of the nodes a ready broker (``only`` that one, else any but ``avoid``) sees
+    running in its cluster."""
+    out = _broker_exec(cluster, "rabbitmqctl", "-q", "cluster_status", "--formatter", "json", avoid=avoid, only=only)
+    status = json.loads(out)
     return {str(node).split("@", 1)[1].split(".", 1)[0] for node in status.get("running_nodes", [])}
 
 
@@ -57,7 +66,8 @@ def queue_leader(cluster: KubeCluster, queue: str = QUEUE) -> str:
 
 def _wait_member(cluster: KubeCluster, pod: str, what: str) -> None:
     def back() -> bool:
-        return cluster.pod(pod).ready and pod in running_members(cluster)
+        # Asked of another node: a node always lists itself, even alone on the minority side.
+        return cluster.pod(pod).ready and pod in running_members(cluster, avoid=pod)
 
     poll(back, REJOIN_TIMEOUT_S, what, interval=1.0, not_yet=(KubeError, *NOT_YET))
 
@@ -79,7 +89,10 @@ def kill_broker(cluster: KubeCluster, mark: Mark) -> None:
 
 
 def kill_worker(cluster: KubeCluster, mark: Mark) -> None:
-    victim = next(p.name for p in cluster.pods_of(WORKERS) if p.ready)
+    ready = [p.name for p in cluster.pods_of(WORKERS) if p.ready]
+    if not ready:
+        raise KubeError("no ready worker pod to kill")
+    victim = ready[0]
     before = cluster.running(victim).restarts
     cluster.kill_container(victim)
     mark(f"SIGKILL worker pod {victim}'s container and its pool; its kubelet restarts it")
@@ -135,10 +148,87 @@ def rolling_restart(cluster: KubeCluster, mark: Mark) -> None:
         mark(f"{pod.name} back")
 
 
+NODE_BACK_AFTER_S = 10.0
+"""How long a killed node stays away (the issue's ~10 s: a VM recreated by its managed group is slower)."""
+DRAIN_TIMEOUT_S = 900.0
+
+
+def kill_node(cluster: KubeCluster, mark: Mark) -> None:
+    leader = queue_leader(cluster)
+    node = cluster.node_of(leader)
+    died = cluster.kill_node(node)
+    mark(f"{node} vanished with every pod on it: {', '.join(died)}")
+    time.sleep(NODE_BACK_AFTER_S)
+    cluster.restore_node(node)
+    mark(f"{node} back (empty); the controllers place pods on it again")
+    cluster.wait_ready(REJOIN_TIMEOUT_S)
+    _wait_member(cluster, leader, f"{leader} to be back in the cluster")
+    mark("every broker and worker pod Ready again")
+
+
+def drain_node(cluster: KubeCluster, mark: Mark) -> None:
+    leader = queue_leader(cluster)
+    node = cluster.node_of(leader)
+    on_node = [p.name for p in cluster.pods_on(node)]
+    mark(f"kubectl drain {node} (runs {', '.join(on_node)})")
+    report = cluster.drain(node, DRAIN_TIMEOUT_S)
+    waited = "; ".join(f"{pod}: {why}" for pod, why in report.blocked.items()) or "no PDB made it wait"
+    mark(f"{node} drained in {report.seconds:.1f}s, evicted {', '.join(report.evicted)}; {waited}")
+    pending = [p.name for p in cluster.pods_of(BROKERS) if p.worker is None]
+    if pending:
+        mark(f"{', '.join(pending)} Pending: {cluster.pod(pending[0]).pending_reason}")
+    time.sleep(RECOVER_AFTER_S)
+    cluster.cordon(node, cordoned=False)
+    mark(f"kubectl uncordon {node}")
+    cluster.wait_ready(REJOIN_TIMEOUT_S)
+    _wait_member(cluster, leader, f"{leader} to be back in the cluster")
+    mark("every broker and worker pod Ready again")
+
+
+def _sees_everyone(cluster: KubeCluster, pod: str, size: int) -> bool:
+    return len(running_members(cluster, only=pod)) == size
+
+
+def lose_disk(cluster: KubeCluster, mark: Mark) -> None:
+    # A non-zero ordinal, then the seed: with k8s peer discovery a blank rabbitmq-0 would found a
+    # cluster of its own unless the pod's setup step (broker.render.setup_script) makes it join.
+    brokers = cluster.pods_of(BROKERS)
+    for victim in [brokers[-1].name, brokers[0].name]:
+        cluster.lose_disk(victim)
+        mark(f"{victim} lost its disk; the StatefulSet recreates it on an empty volume")
+        _wait_member(cluster, victim, f"{victim} to join the cluster as a blank node")
+        poll(
+            partial(_sees_everyone, cluster, victim, len(brokers)),
+            REJOIN_TIMEOUT_S,
+            f"{victim} to see the whole cluster (not a cluster of its own)",
+            interval=1.0,
+            not_yet=(KubeError, *NOT_YET),
+        )
+        poll(
+            lambda: quorum_members(cluster) == len(brokers),
+            REJOIN_TIMEOUT_S,
+            f"every replica of {QUEUE!r} back ({victim}'s grown back in)",
+            interval=2.0,
+            not_yet=(KubeError, *NOT_YET),
+        )
+        mark(f"{victim} rejoined blank; quorum queue {QUEUE!r} has {len(brokers)} live replicas again")
+
+
+def quorum_members(cluster: KubeCluster, queue: str = QUEUE) -> int:
+    """Replicas of the quorum queue ``queue`` that run Raft as leader or follower (a member whose
+    node lost its data shows as ``noproc`` until it is grown back)."""
+    out = _broker_exec(cluster, "rabbitmq-queues", "-q", "quorum_status", queue, "--formatter", "json")
+    return sum(1 for row in json.loads(out or "[]") if row.get("Raft State") in ("leader", "follower"))
+
+
 FAULTS: dict[Scenario, Callable[[KubeCluster, Mark], None]] = {
     Scenario.KILL_BROKER: kill_broker,
     Scenario.KILL_WORKER: kill_worker,
     Scenario.PARTITION_BROKER: partition_broker,
     Scenario.RESTART_CLUSTER: restart_cluster,
     Scenario.ROLLING_RESTART: rolling_restart,
+    Scenario.KILL_NODE: kill_node,
+    Scenario.DRAIN_NODE: drain_node,
+    Scenario.PARTITION_NODE: partition_broker,
+    Scenario.LOSE_DISK: lose_disk,
 }

@@ -30,10 +30,23 @@ class Scenario(StrEnum):
     """Stop every node, start them again: queued tasks must survive on disk."""
     ROLLING_RESTART = "rolling-restart"
     """Restart the nodes one by one, as a GKE node-pool upgrade does."""
+    KILL_NODE = "kill-node"
+    """The Kubernetes node running the queue leader vanishes: its broker and worker pods die at once."""
+    DRAIN_NODE = "drain-node"
+    """The seed's experiment: cordon and drain the leader's node through the PDBs, then uncordon."""
+    PARTITION_NODE = "partition-node"
+    """Cut the leader's node off the network (its pods still reach each other), then heal."""
+    LOSE_DISK = "lose-disk"
+    """A broker pod comes back with an empty volume."""
 
     @property
     def needs_netns(self) -> bool:
         return self is Scenario.PARTITION_BROKER
+
+    @property
+    def needs_pod_runner(self) -> bool:
+        """Whole-node and disk faults exist only where pods run on nodes (the plan-booted cluster)."""
+        return self in {Scenario.KILL_NODE, Scenario.DRAIN_NODE, Scenario.PARTITION_NODE, Scenario.LOSE_DISK}
 
 
 @dataclass

@@ -189,6 +189,10 @@ class LocalTarget:
         return None
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
+        if scenario not in scenarios.FAULTS:
+            raise ValueError(
+                f"scenario {scenario} needs the plan-booted cluster (CONFIG=ha), not the seed's 3.10 nodes"
+            )
         scenarios.FAULTS[scenario](FaultContext(self.cluster, self.pool, mark))
 
 

@@ -21,6 +21,7 @@ Image facts are from github.com/docker-library/rabbitmq, files ``4.3/ubuntu/Dock
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -726,7 +727,9 @@ def stop_container(runner_pid: int, sig: int = 15) -> None:
     except FileNotFoundError:
         return
     if init:
-        os.kill(int(init[0]), sig)
+        # The container may exit between reading its PID and the signal: nothing left to stop then.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(init[0]), sig)
 
 
 def pod_command(

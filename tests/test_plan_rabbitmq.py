@@ -143,7 +143,7 @@ def test_cookie_is_a_file_and_credentials_a_secret(plan: Plan) -> None:
     cookie_secret = [s for s in plan.objects("Secret") if s["metadata"]["name"] == cookie["secretName"]]
     assert cookie_secret
     assert ".erlang.cookie" in cookie_secret[0]["stringData"]
-    sources = volumes["rabbitmq-confd"]["projected"]["sources"]
+    sources = volumes["rabbitmq-confd-source"]["projected"]["sources"]
     assert any("secret" in s for s in sources), "the default user comes from a Secret"
     conf_map = plan.object("ConfigMap")["data"]
     assert "default_pass" not in "".join(conf_map.values())
@@ -183,3 +183,25 @@ def test_consumer_timeout_outlasts_the_task_time_limit(plan: Plan) -> None:
     timeout_ms = int(line.split("=")[1])
     assert timeout_ms >= timing.MIN_CONSUMER_TIMEOUT_MS
     assert timeout_ms > timing.TASK_TIME_LIMIT_S * 1000
+
+
+def test_blank_seed_joins_a_running_peer_instead_of_founding_a_cluster(plan: Plan) -> None:
+    """A rabbitmq-0 that lost its disk must not found a second cluster (the lose-disk drill boots it)."""
+    spec = pod(plan)
+    [setup] = spec["initContainers"]
+    script = setup["command"][-1]
+    assert setup["command"][:2] == ["bash", "-c"], "the peer check uses bash's /dev/tcp"
+    assert "cluster_formation.k8s.seed_node = rabbit@$peer$K8S_HOSTNAME_SUFFIX" in script
+    replicas = statefulset(plan)["spec"]["replicas"]
+    assert f"for peer in {' '.join(f'rabbitmq-{i}' for i in range(1, replicas))}; do" in script
+    assert {e["name"] for e in setup["env"]} >= {"MY_POD_NAME", "K8S_HOSTNAME_SUFFIX"}
+    mounts = {m["mountPath"]: m["name"] for m in setup["volumeMounts"]}
+    assert mounts["/var/lib/rabbitmq/mnesia"] == "persistence", "the guard must see the data volume"
+    # conf.d is writable and shared: the setup step copies the rendered files in and may add one.
+    assert mounts["/etc/rabbitmq/conf.d"] == "rabbitmq-confd"
+    assert {m["mountPath"]: m["name"] for m in broker_container(plan)["volumeMounts"]}["/etc/rabbitmq/conf.d"] == (
+        "rabbitmq-confd"
+    )
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes["rabbitmq-confd"]
+    assert "projected" in volumes["rabbitmq-confd-source"]

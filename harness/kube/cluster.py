@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from harness.kube.objects import Deployment, Plan, PodTemplate, StatefulSet, loa
 from harness.kube.schedule import Node, PlacedPod, schedule
 from harness.kube.secretfill import fill_secrets, ha_celery_rules, rules_generator
 from harness.kube.volumes import VolumeStore
-from harness.kube.workloads import PodAddress, deployment_pod_name, etc_hosts
+from harness.kube.workloads import PodAddress, PodState, deployment_pod_name, etc_hosts, eviction_allowed
 from harness.poll import poll
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,17 @@ class PodAdditions:
     env: Mapping[str, str] = field(default_factory=dict)
     binds: Sequence[rootfs.Bind] = ()
     why: str = ""
+
+
+@dataclass
+class DrainReport:
+    """What a drain did: which pods it evicted, which a PDB held back (and why), how long it took."""
+
+    node: str
+    evicted: list[str] = field(default_factory=list)
+    blocked: dict[str, str] = field(default_factory=dict)
+    """Pod -> the PDB's refusal the first time it was refused (the drain waited and retried)."""
+    seconds: float = 0.0
 
 
 @dataclass
@@ -96,10 +107,11 @@ class Pod:
 
 
 def plan_nodes(plan_dir: Path) -> list[Node]:
-    """The stack's nodes: ``node_count`` per zone of the plan's settings (dev: 3 in one zone)."""
+    """The stack's nodes: ``node_count`` of them spread over the plan's zones (dev: 3 in one
+    zone; prod: one in each of three), as settings.ClusterSettings.nodes_per_zone counts them."""
     settings = json.loads((plan_dir / "settings.json").read_text())
     zones: list[str] = settings["cluster"]["node_zones"]
-    per_zone = int(settings["cluster"]["node_count"])
+    per_zone = int(settings["cluster"]["node_count"]) // len(zones)
     names = [(zone, f"node-{i}") for i, zone in enumerate(z for z in zones for _ in range(per_zone))]
     return [Node.make(name, zone) for zone, name in names]
 
@@ -131,6 +143,12 @@ class KubeCluster:
         self._controllers = threading.Thread(target=self._reconcile_forever, name="controllers", daemon=True)
         self._layout: netns.NetnsLayout | None = None
         self._free_slots: list[int] = []
+        self._sticky_slots: dict[str, int] = {}
+        """StatefulSet pod name -> its address slot, kept across recreations (see _launch)."""
+        self._events_lock = threading.Lock()
+        self._recorded: list[int] = []
+        self._held: set[str] = set()
+        """StatefulSet pods not to recreate for now (their disk is being replaced)."""
         self._volumes = VolumeStore(self.workdir / "volumes")
         self._record = processes.GroupRecord(f"kube-{id(self):x}-{uuid.uuid4().hex[:6]}", self.workdir)
         self._events_log = self.workdir / "events.log"
@@ -214,6 +232,16 @@ class KubeCluster:
             out.append(Delta("image", ref, ref, f"{image.name}: {image.version}", "; ".join(image.differences)))
         for owner in self._jobs():
             out.append(Delta(owner, "spec", "run the Job", "not run", "the drills publish their own tasks"))
+        for sts in self.plan.statefulsets:
+            out.append(
+                Delta(
+                    f"StatefulSet/{sts.name}",
+                    "pod IP",
+                    "a new address per pod incarnation",
+                    "the same address when the pod is recreated",
+                    "the drill's publisher runs on the host and connects by address, not by DNS name",
+                )
+            )
         for workload, extra in sorted(self.additions.items()):
             for key, value in sorted(extra.env.items()):
                 out.append(Delta(workload, f"env {key}", "(absent)", value, extra.why))
@@ -222,7 +250,7 @@ class KubeCluster:
         return out
 
     def events_of(self, pod: str | None = None) -> list[Event]:
-        with self._lock:
+        with self._events_lock:
             return [e for e in self.events if pod is None or e.pod == pod]
 
     # ------------------------------------------------------------------------------- actions
@@ -246,6 +274,97 @@ class KubeCluster:
             raise KubeError(f"`{' '.join(command)}` in {name} exited {done.returncode}: {done.stderr.strip()[-800:]}")
         return done.stdout
 
+    def cordon(self, node: str, cordoned: bool = True) -> None:
+        """``kubectl cordon`` (or uncordon): no new pod is placed on ``node``; running pods stay."""
+        with self._lock:
+            i = self._node_index(node)
+            self.nodes[i] = replace(self.nodes[i], cordoned=cordoned)
+        self._event(node, "Cordon" if cordoned else "Uncordon", "unschedulable" if cordoned else "schedulable")
+
+    def pods_on(self, node: str) -> list[Pod]:
+        with self._lock:
+            return sorted((p for p in self.pods.values() if p.node == node), key=lambda p: p.name)
+
+    def kill_node(self, node: str) -> list[str]:
+        """The machine vanishes: its link goes, every pod on it dies at the same instant (no preStop,
+        no grace), and it takes no pod until :meth:`restore_node`. Its pods' controllers replace them
+        where the pods' scheduling rules allow. Returns the pods that died."""
+        self.cordon(node)
+        self.set_node_link(node, up=False)
+        victims = [p for p in self.pods_on(node) if p.worker is not None]
+        for pod in victims:
+            assert pod.worker is not None
+            pod.worker.kill_hard()
+        self._event(node, "NodeDown", f"killed {', '.join(p.name for p in victims) or 'no pod'}")
+        return [p.name for p in victims]
+
+    def restore_node(self, node: str) -> None:
+        """The machine is back (empty): its link returns and it takes pods again."""
+        self.set_node_link(node, up=True)
+        self.cordon(node, cordoned=False)
+        self._event(node, "NodeUp", "back and schedulable")
+
+    def eviction(self, name: str) -> tuple[bool, str]:
+        """Would the eviction API let pod ``name`` go now? Checked against every PDB that covers it."""
+        with self._lock:
+            pod = self.pods.get(name)
+            if pod is None:
+                return False, f"pod {name} not found"
+            states = [self._pod_state(p) for p in self.pods.values()]
+            for pdb in self.plan.pdbs:
+                if not pdb.selector.matches(pod.template.labels):
+                    continue
+                allowed, why = eviction_allowed(pdb, states, name, self._replicas(pod.owner))
+                if not allowed:
+                    return False, why
+        return True, "no PDB blocks it"
+
+    def drain(self, node: str, timeout: float) -> DrainReport:
+        """``kubectl drain``: cordon, then evict every pod on ``node`` through the PDBs (an eviction a
+        PDB refuses is retried every second), each deleted with its preStop hook and grace period."""
+        started = time.monotonic()
+        self.cordon(node)
+        report = DrainReport(node)
+        while time.monotonic() - started < timeout:
+            left = [p for p in self.pods_on(node) if p.worker is not None]
+            if not left:
+                break
+            for pod in left:
+                if pod.terminating:
+                    continue
+                allowed, why = self.eviction(pod.name)
+                if allowed and pod.worker is not None:
+                    self._event(pod.name, "Evicted", f"drain of {node}: {why}")
+                    report.evicted.append(pod.name)
+                    pod.worker.delete()
+                elif pod.name not in report.blocked:
+                    self._event(pod.name, "EvictionBlocked", why)
+                    report.blocked[pod.name] = why
+            time.sleep(1.0)
+        else:
+            raise KubeError(f"drain of {node} not done after {timeout:.0f}s: {[p.name for p in self.pods_on(node)]}")
+        report.seconds = time.monotonic() - started
+        return report
+
+    def lose_disk(self, name: str, timeout: float = 120) -> None:
+        """The pod's disk is gone: kill it, empty its claims while no pod uses them, let the
+        StatefulSet recreate it on the blank volume (a deleted PVC, a lost persistent disk)."""
+        pod = self.pod(name)
+        sts = self._statefulset_of(pod)
+        if sts is None or pod.ordinal is None:
+            raise KubeError(f"pod {name!r} has no claims: it is not a StatefulSet pod")
+        with self._lock:
+            self._held.add(name)
+        try:
+            self.running(name).kill_hard()
+            poll(lambda: name not in self.pods, timeout, f"{name} to be gone", interval=0.2)
+            for claim in sts.claims:
+                self._volumes.wipe_claim(sts.name, claim.name, pod.ordinal)
+            self._event(name, "DiskLost", f"claims {[c.name for c in sts.claims]} emptied")
+        finally:
+            with self._lock:
+                self._held.discard(name)
+
     def set_node_link(self, node: str, up: bool) -> None:
         """Cut (or restore) a node's network link: its pods reach each other, nothing else reaches them."""
         if self._layout is None:
@@ -266,6 +385,10 @@ class KubeCluster:
 
     def _reconcile(self) -> None:
         with self._lock:
+            groups = self._runner_groups()
+            if groups != self._recorded:
+                self._record.write(groups)
+                self._recorded = groups
             self._reap()
             for sts in self.plan.statefulsets:
                 self._reconcile_statefulset(sts)
@@ -290,7 +413,7 @@ class KubeCluster:
     def _reconcile_statefulset(self, sts: StatefulSet) -> None:
         for ordinal in range(sts.ordinal_start, sts.ordinal_start + sts.replicas):
             name = f"{sts.name}-{ordinal}"
-            if name not in self.pods:
+            if name not in self.pods and name not in self._held:
                 self.pods[name] = Pod(
                     name, sts.namespace, f"StatefulSet/{sts.name}", sts.template, ordinal, name, sts.service_name
                 )
@@ -330,13 +453,47 @@ class KubeCluster:
                 self._volumes.bind_claim(sts.name, claim.name, pod.ordinal, zone)
         self._launch(pod, placement.node, claims)
 
+    def _slot_for(self, pod: Pod) -> int:
+        # A StatefulSet pod keeps its address when it is recreated. On a cluster it gets a new
+        # one and clients follow its DNS name; the drill's publisher, on the host, connects by
+        # address, so a stable one keeps it pointed at the pod (a reported delta).
+        if pod.ordinal is not None and pod.name in self._sticky_slots:
+            slot = self._sticky_slots[pod.name]
+            self._free_slots.remove(slot)
+            return slot
+        slot = self._free_slots.pop(0)
+        if pod.ordinal is not None:
+            self._sticky_slots[pod.name] = slot
+        return slot
+
     def _launch(self, pod: Pod, node: str, claims: Mapping[str, Path]) -> None:
         if self._layout is None:
             return
-        slot = self._free_slots.pop(0)
-        pod_ns = netns.add_pod(self._layout, self._node_index(node), slot)
+        slot = self._slot_for(pod)
+        try:
+            pod_ns = netns.add_pod(self._layout, self._node_index(node), slot)
+        except BaseException:
+            self._free_slots.append(slot)
+            raise
+        try:
+            self._start_worker(pod, node, slot, pod_ns, claims)
+        except BaseException:
+            netns.remove_pod(self._layout, slot)
+            self._free_slots.append(slot)
+            pod.node, pod.slot, pod.worker = None, None, None
+            raise
+
+    def _start_worker(self, pod: Pod, node: str, slot: int, pod_ns: str, claims: Mapping[str, Path]) -> None:
+        assert self._layout is not None
         pod.node, pod.slot = node, slot
-        sandbox = PodSandbox(node, pod_ns, self._layout.pod_ip(slot), self.workdir / "pods" / pod.name / pod.uid)
+        sandbox = PodSandbox(
+            node,
+            pod_ns,
+            self._layout.pod_ip(slot),
+            self.workdir / "pods" / pod.name / pod.uid,
+            node_netns=self._layout.node_ns(self._node_index(node)),
+            node_ip=self._layout.node_ip(self._node_index(node)),
+        )
         extra = self.additions.get(pod.owner.split("/", 1)[1], PodAdditions())
         ctx = PodContext(
             images=self._image,
@@ -362,9 +519,17 @@ class KubeCluster:
         self._event(pod.name, "Scheduled", f"on {node} ({pod_ns}, {sandbox.ip})")
         self._refresh_hosts()
         pod.worker.start()
-        self._record.write(self._runner_groups())
 
     # ------------------------------------------------------------------------------- helpers
+
+    def _pod_state(self, pod: Pod) -> PodState:
+        running = pod.worker is not None and not pod.worker.finished
+        return PodState(pod.name, dict(pod.template.labels), running, pod.ready, pod.terminating)
+
+    def _replicas(self, owner: str) -> int | None:
+        kind, _, name = owner.partition("/")
+        workloads = self.plan.statefulsets if kind == "StatefulSet" else self.plan.deployments
+        return next((w.replicas for w in workloads if w.name == name), None)
 
     def _all_ready(self, owner: str | None) -> bool:
         expected = {f"StatefulSet/{s.name}": s.replicas for s in self.plan.statefulsets}
@@ -391,8 +556,14 @@ class KubeCluster:
         raise KubeError(f"no node {node!r} (nodes: {[n.name for n in self.nodes]})")
 
     def _check_images(self) -> None:
-        templates = [s.template for s in self.plan.statefulsets] + [d.template for d in self.plan.deployments]
-        for template in templates:
+        workloads = [(f"StatefulSet/{s.name}", s.template) for s in self.plan.statefulsets]
+        workloads += [(f"Deployment/{d.name}", d.template) for d in self.plan.deployments]
+        for owner, template in workloads:
+            if len(template.spec.containers) != 1:
+                raise KubeError(
+                    f"unsupported: {owner} spec.template.spec.containers has {len(template.spec.containers)} "
+                    "entries; the pod runner runs exactly one container per pod"
+                )
             for container in (*template.spec.init_containers, *template.spec.containers):
                 self._image_refs[container.image] = image_for(container.image, self.images).name
 
@@ -426,10 +597,12 @@ class KubeCluster:
         return groups
 
     def _on_event(self, event: Event) -> None:
-        with self._lock:
+        # Its own lock: a pod worker reporting must never wait for the controllers (it may be
+        # counting down a grace period).
+        with self._events_lock:
             self.events.append(event)
-        with self._events_log.open("a") as out:
-            out.write(f"{event.at:.3f} {event.pod} {event.reason}: {event.message}\n")
+            with self._events_log.open("a") as out:
+                out.write(f"{event.at:.3f} {event.pod} {event.reason}: {event.message}\n")
         log.info("%s %s: %s", event.pod, event.reason, event.message)
 
     def _event(self, subject: str, reason: str, message: str) -> None:

@@ -23,12 +23,11 @@ One thread per pod (the kubelet's pod worker); everything it does is logged as a
 from __future__ import annotations
 
 import contextlib
-import http.client
+import json
 import logging
-import os
 import signal
-import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +48,21 @@ BACKOFF_START_S = 10.0
 BACKOFF_MAX_S = 300.0
 BACKOFF_RESET_S = 600.0
 """The kubelet's CrashLoopBackOff: 10 s doubling to 5 min, forgotten after 10 min of running."""
+PROBE_FROM_NODE = {
+    "tcpSocket": (
+        "import socket, sys\n"
+        "socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[4])).close()"
+    ),
+    "httpGet": (
+        "import http.client, json, sys\n"
+        "c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=float(sys.argv[4]))\n"
+        "c.request('GET', sys.argv[3], headers=json.loads(sys.argv[5]))\n"
+        "sys.exit(0 if 200 <= c.getresponse().status < 400 else 1)"
+    ),
+}
+"""tcpSocket and httpGet probes, run by the host's Python inside the node's network namespace."""
+MIN_TERM_GRACE_S = 2.0
+"""The kubelet's minimumGracePeriodInSeconds: SIGTERM always gets this long before SIGKILL."""
 TICK_S = 0.1
 """How often a pod worker looks at its container and its probes."""
 MAIN_PID_TIMEOUT_S = 30.0
@@ -79,6 +93,9 @@ class PodSandbox:
     netns: str
     ip: str
     directory: Path
+    node_netns: str = ""
+    """The node's namespace: tcpSocket and httpGet probes come from the node, as the kubelet's do."""
+    node_ip: str = ""
 
 
 @dataclass
@@ -155,6 +172,7 @@ class PodWorker:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"pod-{name}", daemon=True)
         self._volume_paths: dict[str, Path] = {}
+        self._hosts_lock = threading.Lock()
         self._backoff = 0.0
         self.log_file = sandbox.directory / "container.log"
 
@@ -250,11 +268,17 @@ class PodWorker:
         self.write_hosts()
 
     def write_hosts(self) -> None:
-        """(Re)write the pod's /etc/hosts in place: the bind mount keeps pointing at the same file."""
+        """(Re)write the pod's /etc/hosts in place: the bind mount keeps pointing at the same file.
+
+        Written over the old bytes, then cut to length: a reader never sees an empty file.
+        """
         path = self.sandbox.directory / "hosts"
-        with path.open("w") as out:
-            out.write(self.ctx.hosts_file(self.name))
-        os.chmod(path, 0o644)
+        text = self.ctx.hosts_file(self.name).encode()
+        with self._hosts_lock:
+            path.touch(mode=0o644)
+            with path.open("r+b") as out:
+                out.write(text)
+                out.truncate(len(text))
 
     def _run_init_containers(self) -> bool:
         for index, init in enumerate(self.template.spec.init_containers):
@@ -318,7 +342,7 @@ class PodWorker:
             namespace=self.namespace,
             node_name=self.sandbox.node,
             pod_ip=self.sandbox.ip,
-            host_ip=self.sandbox.ip,
+            host_ip=self.sandbox.node_ip or self.sandbox.ip,
             uid=self.uid,
             labels=dict(self.template.labels),
             annotations=dict(self.template.annotations),
@@ -326,7 +350,8 @@ class PodWorker:
         env = resolve_env(
             container, facts, secrets=self.ctx.secrets, configmaps=self.ctx.configmaps, image_env=image.env
         )
-        env = {**env, "HOSTNAME": self.hostname, **self.ctx.extra_env}
+        # The runtime sets HOSTNAME; a variable of the pod's own wins over it.
+        env = {"HOSTNAME": self.hostname, **env, **self.ctx.extra_env}
         command = argv(container, env, image.entrypoint, image.cmd)
         security = self.template.spec.security_context.merged(container.security_context)
         uid = image.uid if security.run_as_user is None else security.run_as_user
@@ -350,7 +375,8 @@ class PodWorker:
             env=env,
             binds=binds,
             workdir=workdir,
-            no_new_privs=security.allow_privilege_escalation is not True,
+            # Kubernetes allows escalation unless told not to (runc sets no_new_privs only then).
+            no_new_privs=security.allow_privilege_escalation is False,
         )
         with self.log_file.open("ab") as out:
             runner = subprocess.Popen(
@@ -369,6 +395,12 @@ class PodWorker:
         )
         hook = container.post_start
         if hook is not None and main_pid and not self._post_start(incarnation, hook):
+            if self._deleting():
+                # Deleted while the hook ran: the pod still gets its preStop and grace period.
+                with self._lock:
+                    self._current = incarnation
+                self._terminate(incarnation)
+                return None
             processes.kill_group(runner)
             self.exit_codes.append(-signal.SIGKILL)
             return None
@@ -397,9 +429,19 @@ class PodWorker:
         incarnation = self._start(container)
         if incarnation is None:
             return -1
-        code = incarnation.runner.wait()
+        with self._lock:
+            self._current = incarnation
+        try:
+            while (code := incarnation.runner.poll()) is None:
+                if self._deleting():
+                    code = self._terminate(incarnation)
+                    break
+                time.sleep(TICK_S)
+        finally:
+            with self._lock:
+                self._current = None
         self._event("Completed" if code == 0 else "Error", f"{what} exited with {code}")
-        return code
+        return -1 if code is None else code
 
     def _post_start(self, incarnation: _Incarnation, command: Sequence[str]) -> bool:
         # The hook has no timeout of its own in Kubernetes: it runs until it returns or the
@@ -432,8 +474,9 @@ class PodWorker:
         for worker in incarnation.probes.active():
             if worker.next_due() > now:
                 continue
+            ran_at = time.monotonic()
             ok = self._run_probe(incarnation, worker.probe)
-            flipped = worker.record(ok)
+            flipped = worker.record(ok, ran_at)
             if flipped is not None:
                 self._event("Probe", f"{worker.kind.value} probe now {'passing' if flipped else 'failing'}")
         ready = incarnation.probes.ready
@@ -445,20 +488,16 @@ class PodWorker:
         timeout = float(probe.timeout_seconds)
         if probe.kind == "exec":
             return self._exec_in(incarnation, probe.command, timeout).returncode == 0
-        if probe.kind == "tcpSocket":
-            try:
-                with socket.create_connection((self.sandbox.ip, probe.port), timeout=timeout):
-                    return True
-            except OSError:
-                return False
-        connection = http.client.HTTPConnection(self.sandbox.ip, probe.port, timeout=timeout)
+        # From the pod's node, as the kubelet probes: a node cut off from the others still reaches its pods.
+        code = PROBE_FROM_NODE[probe.kind]
+        headers = json.dumps(dict(probe.headers))
+        argv = [sys.executable, "-c", code, self.sandbox.ip, str(probe.port), probe.path, repr(timeout), headers]
+        if self.sandbox.node_netns:
+            argv = ["ip", "netns", "exec", self.sandbox.node_netns, *argv]
         try:
-            connection.request("GET", probe.path, headers=dict(probe.headers))
-            return 200 <= connection.getresponse().status < 400
-        except (OSError, http.client.HTTPException):
+            return subprocess.run(argv, capture_output=True, timeout=timeout + 5, check=False).returncode == 0
+        except subprocess.TimeoutExpired:
             return False
-        finally:
-            connection.close()
 
     def _terminate(self, incarnation: _Incarnation) -> int | None:
         grace = self._grace if self._grace is not None else self.template.spec.termination_grace_period_seconds
@@ -471,10 +510,12 @@ class PodWorker:
             self._event("PreStopHook", f"running {list(self.container.pre_stop)} (grace {grace:.0f}s)")
             done = self._exec_in(incarnation, self.container.pre_stop, timeout=max(0.0, deadline - time.monotonic()))
             self._event("PreStopHook", f"exit {done.returncode} after {grace - (deadline - time.monotonic()):.1f}s")
-        self._event("Killing", f"SIGTERM, {max(0.0, deadline - time.monotonic()):.0f}s of grace left")
+        # The kubelet grants at least 2 s after SIGTERM, even when preStop used up the grace period.
+        left = max(MIN_TERM_GRACE_S, deadline - time.monotonic()) if grace > 0 else 0.0
+        self._event("Killing", f"SIGTERM, {left:.0f}s of grace left")
         rootfs.stop_container(incarnation.runner.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            return incarnation.runner.wait(timeout=max(0.0, deadline - time.monotonic()))
+            return incarnation.runner.wait(timeout=left)
         self._event("Killing", "grace period over: SIGKILL")
         processes.kill_group(incarnation.runner, timeout=15)
         return incarnation.runner.poll()

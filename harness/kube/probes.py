@@ -36,20 +36,27 @@ class ProbeWorker:
     run: int = 0
     last: bool | None = None
     probes_done: int = 0
+    last_run: float | None = None
+    """When the last probe ran (set by :meth:`record`)."""
 
     def __post_init__(self) -> None:
         # kubelet's initial results: a live container until proven dead, unready until proven ready.
         self.result = self.kind is ProbeKind.LIVENESS
 
     def next_due(self) -> float:
-        """The time of the next probe: the first ticker tick at or after the initial delay."""
+        """The time of the next probe: the first ticker tick at or after the initial delay, then one
+        period after the last run (the kubelet's ticker drops the ticks a slow probe missed, so
+        late probes never fire back to back)."""
         period = self.probe.period_seconds
         first_tick = math.ceil(self.probe.initial_delay_seconds / period) if period else 0
-        return self.started_at + (first_tick + self.probes_done) * period
+        scheduled = self.started_at + (first_tick + self.probes_done) * period
+        return scheduled if self.last_run is None else max(scheduled, self.last_run + period)
 
-    def record(self, ok: bool) -> bool | None:
-        """Feed one outcome (a timeout is a failure); returns the new result when it flips, else None."""
+    def record(self, ok: bool, at: float | None = None) -> bool | None:
+        """Feed one outcome (a timeout is a failure) that ran at ``at``; returns the new result when
+        it flips, else None."""
         self.probes_done += 1
+        self.last_run = at
         self.run = self.run + 1 if ok == self.last else 1
         self.last = ok
         threshold = self.probe.success_threshold if ok else self.probe.failure_threshold

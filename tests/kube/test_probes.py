@@ -79,3 +79,13 @@ def test_no_probes_means_ready_once_started() -> None:
     assert probes.ready
     assert probes.active() == []
     assert not probes.must_restart
+
+
+def test_a_late_probe_does_not_make_the_next_ones_fire_back_to_back() -> None:
+    # Liveness of the worker: period 30 s, threshold 3. Run late (after a long startup probe), the
+    # next probes must still be a period apart, or three failures would kill it within a second.
+    w = ProbeWorker(Probe("exec", command=("true",), period_seconds=30, failure_threshold=3), ProbeKind.LIVENESS, 0.0)
+    w.record(False, at=200.0)
+    assert w.next_due() == 230.0
+    w.record(False, at=230.5)
+    assert w.next_due() == 260.5

@@ -78,7 +78,7 @@ def test_broker_pod_end_to_end(plan_dir: Path, tmp_path: Path) -> None:
     paths = store.materialise(
         spec, "uid", secrets=plan.secrets, configmaps=plan.configmaps, claims=store.claims_for(sts, 1)
     )
-    conf = (paths["rabbitmq-confd"] / "30-default-user.conf").read_text()
+    conf = (paths["rabbitmq-confd-source"] / "30-default-user.conf").read_text()
     user = plan.secret("rabbitmq-default-user")
     assert user is not None
     assert conf == f"default_user = celery\ndefault_pass = {user.data['password'].decode()}\n"
@@ -90,7 +90,13 @@ def test_broker_pod_end_to_end(plan_dir: Path, tmp_path: Path) -> None:
     assert mounts[-1].host_path == tmp_path / "claims" / "persistence-rabbitmq-1"
     init = spec.init_containers[0]
     init_mounts = {m.container_path: m.read_only for m in container_mounts(init, spec, paths)}
-    assert init_mounts == {"/tmp/erlang-cookie-secret": True, "/var/lib/rabbitmq": False}
+    assert init_mounts == {
+        "/tmp/erlang-cookie-secret": True,
+        "/var/lib/rabbitmq": False,
+        "/var/lib/rabbitmq/mnesia": False,
+        "/etc/ha-celery/conf.d": True,
+        "/etc/rabbitmq/conf.d": False,
+    }
 
 
 def test_worker_env_and_command(plan_dir: Path) -> None:

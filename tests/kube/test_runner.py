@@ -7,6 +7,7 @@ Kubernetes user would, and the last one checks that stopping it leaves nothing b
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +29,12 @@ WORKERS = "Deployment/celery-worker"
 @pytest.fixture(scope="module")
 def cluster(plans: dict[str, Plan]) -> Iterator[KubeCluster]:
     work = Path(tempfile.mkdtemp(prefix="ha-celery-kube-test-"))
-    with KubeCluster(plans["dev"].directory, work, ensure_images()) as running:
-        running.wait_ready(300)
-        yield running
+    try:
+        with KubeCluster(plans["dev"].directory, work, ensure_images()) as running:
+            running.wait_ready(300)
+            yield running
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_the_stack_nodes_come_from_the_plan_settings(plans: dict[str, Plan]) -> None:
@@ -38,6 +42,7 @@ def test_the_stack_nodes_come_from_the_plan_settings(plans: dict[str, Plan]) -> 
     prod = plan_nodes(plans["prod"].directory)
     assert len(dev) == 3
     assert len({n.labels["topology.kubernetes.io/zone"] for n in dev}) == 1, "dev is a zonal cluster"
+    assert len(prod) == 3
     assert len({n.labels["topology.kubernetes.io/zone"] for n in prod}) == 3, "prod has one node per zone"
 
 
@@ -100,9 +105,12 @@ def test_deleted_broker_pod_runs_prestop_and_comes_back_on_its_claim(cluster: Ku
 def test_stopping_leaves_nothing_behind(plans: dict[str, Plan]) -> None:
     work = Path(tempfile.mkdtemp(prefix="ha-celery-kube-test-"))
     running = KubeCluster(plans["dev"].directory, work, ensure_images())
-    with running:
-        running.wait_ready(300, BROKERS)
-        pids = [p.worker.main_pid for p in running.pods_of(BROKERS) if p.worker is not None]
+    try:
+        with running:
+            running.wait_ready(300, BROKERS)
+            pids = [p.worker.main_pid for p in running.pods_of(BROKERS) if p.worker is not None]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     assert running.namespace_prefix
     left = [ns for ns in netns.existing_namespaces() if ns.startswith(running.namespace_prefix)]
     assert left == [], f"namespaces left behind: {left}"
