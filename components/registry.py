@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,26 +9,9 @@ import pulumi
 import pulumi_docker_build as docker_build
 import pulumi_gcp as gcp
 
+from contract.image import source_tag
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-WORKER_SOURCES = ("app", "contract")
-"""The project folders the worker image is built from (app/Dockerfile.dockerignore admits exactly
-these): the application and the contract it shares with the cloud program."""
-
-
-def source_tag(root: Path, sources: tuple[str, ...] = WORKER_SOURCES) -> str:
-    """A content hash of what the image is built from: the tag changes exactly when the image can.
-
-    Tags are immutable in the repository, so a tag must never be reused for other bytes;
-    a content hash also keeps `pulumi preview` quiet when nothing changed.
-    """
-    digest = hashlib.sha256()
-    ignored = {"__pycache__", ".mypy_cache", ".pytest_cache"}
-    files = (p for source in sources for p in (root / source).rglob("*") if p.is_file())
-    for path in sorted(p for p in files if not ignored & set(p.parts)):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from drill.profiles import Profile
 from drill.report import summary, timeline
-from drill.runner import DrillOptions, DrillResult, run_drill, write_report
+from drill.runner import DrillOptions, run_drill, run_plan_drills, write_report
 from drill.scenarios import Scenario
 from harness import netns
 
@@ -72,9 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenarios = [s for s in scenarios if not s.needs_pod_runner]
     elif not args.plan.joinpath("kubernetes").is_dir():
         parser.error(f"--plan {args.plan}: no Kubernetes objects there; run `make plan STACK=...` first")
-    results: list[DrillResult] = []
-    for scenario in scenarios:
-        options = DrillOptions(
+    all_options = [
+        DrillOptions(
             scenario=scenario,
             profile=profile,
             tasks=args.tasks,
@@ -83,9 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             task_ms=args.task_ms,
             plan=args.plan,
         )
-        result = run_drill(options, console)
-        results.append(result)
-        out = args.out if len(scenarios) == 1 else args.out / scenario.value
+        for scenario in scenarios
+        # partition-broker is partition-node's older name on the pod runner: `all` runs it once.
+        if not (profile is Profile.HA and len(scenarios) > 1 and scenario is Scenario.PARTITION_BROKER)
+    ]
+    if profile is Profile.HA and len(all_options) > 1:
+        results = run_plan_drills(all_options, console)
+    else:
+        results = [run_drill(options, console) for options in all_options]
+    for result in results:
+        out = args.out if len(results) == 1 else args.out / result.options.scenario.value
         write_report(result, out)
         timeline(result, out / "timeline.png")
     summary(results, console)

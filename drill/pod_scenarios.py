@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 from drill.scenarios import QUEUE, RECOVER_AFTER_S, Scenario
@@ -100,9 +101,16 @@ def kill_worker(cluster: KubeCluster, mark: Mark) -> None:
     mark(f"worker {victim} restarted and ready")
 
 
+@dataclass(frozen=True)
+class _Restarts:
+    name: str
+    restarts: int
+
+
 def partition_broker(cluster: KubeCluster, mark: Mark) -> None:
     victim = queue_leader(cluster)
     node = cluster.node_of(victim)
+    on_node = [_Restarts(p.name, cluster.running(p.name).restarts) for p in cluster.pods_on(node)]
     cluster.set_node_link(node, up=False)
     mark(f"cut {node}'s link (runs {victim}, the queue leader, and its co-located workers)")
     try:
@@ -119,7 +127,11 @@ def partition_broker(cluster: KubeCluster, mark: Mark) -> None:
         cluster.set_node_link(node, up=True)
     mark(f"{node}'s link restored")
     _wait_member(cluster, victim, f"{victim} to rejoin after the heal")
-    mark(f"{victim} back in the cluster")
+    restarted = [p.name for p in on_node if cluster.running(p.name).restarts != p.restarts]
+    if restarted:
+        # 4.3 has no pause_minority: a healed node must rejoin as it is, with no container restart.
+        raise KubeError(f"{', '.join(restarted)} restarted during the partition; expected a rejoin without one")
+    mark(f"{victim} back in the cluster without a restart")
 
 
 def _recreated(cluster: KubeCluster, name: str) -> bool:

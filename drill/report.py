@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -59,11 +60,48 @@ def summary(results: list[DrillResult], console: Console) -> None:
     console.print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
 
 
+POD_MARKS = {
+    "Started": ("^", "#55a868"),
+    "Ready": ("o", "#55a868"),
+    "NotReady": ("o", "#dd8452"),
+    "PostStartHook": ("s", "#8172b3"),
+    "PreStopHook": ("s", "#937860"),
+    "Killing": ("v", "#c44e52"),
+    "Killed": ("X", "#c44e52"),
+    "Exited": ("x", "#c44e52"),
+    "Evicted": ("D", "#dd8452"),
+    "Scheduled": ("|", "#4c72b0"),
+}
+"""Pod events drawn on the timeline: container starts and stops, readiness, hooks, evictions."""
+
+
+def _pod_lanes(ax: Any, result: DrillResult, lanes: list[str]) -> None:
+    """One lane per pod, a marker per event of the kinds in POD_MARKS."""
+    seen: set[str] = set()
+    for at, pod, reason, _ in result.pod_events:
+        if reason not in POD_MARKS:
+            continue
+        marker, color = POD_MARKS[reason]
+        label = None if reason in seen else reason
+        seen.add(reason)
+        ax.scatter([at - result.started_at], [lanes.index(pod)], marker=marker, color=color, s=28, label=label)
+    ax.set_yticks(range(len(lanes)), lanes, fontsize=7)
+    ax.set_ylim(-0.7, len(lanes) - 0.3)
+    ax.set_xlabel("seconds since the first publish")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+
+
 def timeline(result: DrillResult, path: Path) -> Path:
     """Tasks completed per second, with the fault and the recovery steps marked."""
     per_second = Counter(int(t - result.started_at) for t in result.finished_at)
     seconds = range(max(per_second, default=0) + 1)
-    fig, ax = plt.subplots(figsize=(10, 4), dpi=110)
+    lanes = sorted({pod for _, pod, reason, _ in result.pod_events if reason in POD_MARKS})
+    if lanes:
+        fig, (ax, pods_ax) = plt.subplots(
+            2, 1, figsize=(10, 4 + 0.3 * len(lanes)), dpi=110, sharex=True, height_ratios=[3, 1 + 0.2 * len(lanes)]
+        )
+    else:
+        fig, ax = plt.subplots(figsize=(10, 4), dpi=110)
     ax.bar(
         list(seconds),
         [per_second.get(s, 0) for s in seconds],
@@ -98,6 +136,8 @@ def timeline(result: DrillResult, path: Path) -> Path:
         f"{result.completed}/{result.scheduled} completed, {verdict}, {result.duplicates} duplicates"
     )
     ax.legend(loc="lower right")
+    if lanes:
+        _pod_lanes(pods_ax, result, lanes)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from app.batch import PublishResult
 from drill import records
 from drill.profiles import Profile
 from drill.scenarios import QUEUE, Scenario
-from drill.targets import Target, boot_local, boot_plan
+from drill.targets import PodEvent, Target, boot_local, boot_plan
 from drill.tasks import record_plan
 from harness import netns
 from harness.kube.fields import Delta
@@ -74,6 +75,8 @@ class DrillResult:
     error: str | None = None
     deltas: list[Delta] = field(default_factory=list)
     """Every difference between the plan and what ran (ha on the pod runner only)."""
+    pod_events: list[PodEvent] = field(default_factory=list)
+    """What the pods went through during the drill (ha on the pod runner only)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +100,10 @@ class DrillResult:
             "rabbitmq_version": self.versions.get("rabbitmq"),
             "plan": str(self.options.plan) if self.options.profile is Profile.HA else None,
             "stack": self.options.plan.name if self.options.profile is Profile.HA else None,
+            "pod_events": [
+                {"t": round(t - self.started_at, 3), "pod": pod, "reason": reason, "message": message}
+                for t, pod, reason, message in self.pod_events
+            ],
             "deltas": [
                 {"object": d.obj, "path": d.path, "planned": d.planned, "local": d.local, "why": d.why}
                 for d in self.deltas
@@ -186,6 +193,28 @@ def run_drill(options: DrillOptions, console: Console | None = None) -> DrillRes
         with target_cm as target:
             console.print("versions: " + ", ".join(f"{k} {v}" for k, v in target.versions.items()))
             return drive(options, target=target, results=results, console=console)
+
+
+def run_plan_drills(options: Sequence[DrillOptions], console: Console | None = None) -> list[DrillResult]:
+    """Several ha scenarios on one plan-booted cluster, reset between them (``SCENARIO=all``)."""
+    console = console or Console(stderr=True)
+    netns.require_root()
+    first = options[0]
+    with _workdir(first.workdir) as work:
+        results = work / "results"
+        results.mkdir(parents=True, exist_ok=True)
+        console.print(f"[bold]drills[/] {', '.join(o.scenario for o in options)} (ha): booting {first.plan} once")
+        with boot_plan(first.plan, work / "kube", results) as target:
+            console.print("versions: " + ", ".join(f"{k} {v}" for k, v in target.versions.items()))
+            done: list[DrillResult] = []
+            for each in options:
+                target.reset()
+                shutil.rmtree(results)
+                results.mkdir()
+                os.chmod(results, 0o777)
+                console.print(f"[bold]drill[/] {each.scenario}")
+                done.append(drive(each, target=target, results=results, console=console))
+            return done
 
 
 def drive(options: DrillOptions, *, target: Target, results: Path, console: Console) -> DrillResult:
@@ -296,6 +325,7 @@ def drive(options: DrillOptions, *, target: Target, results: Path, console: Cons
         throughput_per_s=completed / span if span > 0 else 0.0,
         error=error,
         deltas=target.deltas,
+        pod_events=target.pod_events(started),
     )
 
 

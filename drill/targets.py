@@ -39,6 +39,7 @@ from harness.cluster import LocalCluster
 from harness.images import ensure_images
 from harness.kube.cluster import KubeCluster, PodAdditions
 from harness.kube.fields import Delta
+from harness.poll import poll
 from harness.workers import WorkerPool
 
 BOOT_TIMEOUT_S = 300.0
@@ -71,6 +72,19 @@ class Target(Protocol):
         ...
 
     def inject(self, scenario: Scenario, mark: Mark) -> None: ...
+
+    def reset(self) -> None:
+        """Make the cluster ready for the next scenario: everything healthy, no task left anywhere."""
+        ...
+
+    def pod_events(self, since: float) -> list[PodEvent]:
+        """What the pods went through since ``since`` (empty where there are no pods)."""
+        ...
+
+
+PodEvent = tuple[float, str, str, str]
+"""(epoch seconds, pod or node, reason, message)."""
+RESET_TIMEOUT_S = 300.0
 
 
 def parse_queue_stat(out: str, queue: str = QUEUE) -> int:
@@ -114,6 +128,20 @@ class PlanTarget:
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
         pod_scenarios.FAULTS[scenario](self.cluster, mark)
+
+    def reset(self) -> None:
+        # Every pod Ready, and no message queued or in flight: a redelivery from the previous
+        # scenario could otherwise be counted as a completion of this one.
+        self.cluster.wait_ready(RESET_TIMEOUT_S)
+        poll(
+            lambda: self.queue_stat("messages") == 0 and self.queue_stat("messages_unacknowledged") == 0,
+            RESET_TIMEOUT_S,
+            f"queue {QUEUE!r} to be empty between scenarios",
+            interval=1.0,
+        )
+
+    def pod_events(self, since: float) -> list[PodEvent]:
+        return [(e.at, e.pod, e.reason, e.message) for e in self.cluster.events_of() if e.at >= since]
 
 
 def worker_additions(results: Path) -> dict[str, PodAdditions]:
@@ -187,6 +215,13 @@ class LocalTarget:
                     self.cluster.rabbitmqctl(via, "-q", "list_queues", "name", item, "--no-table-headers")
                 )
         return None
+
+    def reset(self) -> None:
+        raise NotImplementedError("the seed's drills boot a fresh 3.10 cluster per scenario")
+
+    def pod_events(self, since: float) -> list[PodEvent]:
+        del since
+        return []
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
         if scenario not in scenarios.FAULTS:

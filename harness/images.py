@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from contract.image import source_tag
 from contract.wire import WORKER_COMMAND
 from harness import rootfs
 from harness.rootfs import Bind, BuildReport, RootfsError
@@ -199,8 +200,6 @@ WORKER_ENV: Mapping[str, str] = {
 #: Project folders mounted read-only into every worker container: what the image COPYs (app/, contract/; see
 #: components.registry.WORKER_SOURCES), plus drill/ for the drills' counting tasks.
 WORKER_CODE: tuple[tuple[str, str], ...] = (("app", "/srv/app"), ("contract", "/srv/contract"), ("drill", "/srv/drill"))
-#: Folders the plan's worker tag hashes (components.registry.source_tag; the harness may not import components).
-WORKER_TAG_SOURCES: tuple[str, ...] = ("app", "contract")
 
 WORKER_DIFFERENCES_STATIC: tuple[str, ...] = (
     (
@@ -262,25 +261,15 @@ def _find_cached_worker(cache_dir: Path, requirements_sha: str) -> Path | None:
 
 def _bootstrap_worker(dest: Path) -> None:
     """mmdebstrap into *dest*, in a private mount namespace so an interrupted build leaves no mount behind."""
-    rootfs._run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "mmdebstrap",
-            "--quiet",
-            "--variant=minbase",
-            f"--include={','.join(WORKER_PACKAGES)}",
-            *(f"--dpkgopt=path-exclude={pattern}" for pattern in WORKER_SLIM_EXCLUDES),
-            # debuerreotype keeps copyright files and locale.alias when slimming; so does this.
-            "--dpkgopt=path-include=/usr/share/doc/*/copyright",
-            "--dpkgopt=path-include=/usr/share/locale/locale.alias",
-            WORKER_SUITE,
-            str(dest),
-            *WORKER_SOURCES,
-        ]
+    rootfs.mmdebstrap(
+        dest,
+        WORKER_SUITE,
+        WORKER_PACKAGES,
+        *(f"--dpkgopt=path-exclude={pattern}" for pattern in WORKER_SLIM_EXCLUDES),
+        # debuerreotype keeps copyright files and locale.alias when slimming; so does this.
+        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        "--dpkgopt=path-include=/usr/share/locale/locale.alias",
+        mirrors=WORKER_SOURCES,
     )
 
 
@@ -511,17 +500,6 @@ class UnsupportedImage(ValueError):
     def __init__(self, ref: str) -> None:
         self.ref = ref
         super().__init__(f"no local runtime for image {ref!r}; supported: {SUPPORTED_REFS}")
-
-
-def source_tag(root: Path, sources: Sequence[str] = WORKER_TAG_SOURCES) -> str:
-    """components.registry.source_tag, restated (the harness may not import components; tests/images checks they
-    agree): the worker tag a plan built from *root*'s sources carries."""
-    digest = hashlib.sha256()
-    ignored = {"__pycache__", ".mypy_cache", ".pytest_cache"}
-    files = (p for source in sources for p in (root / source).rglob("*") if p.is_file())
-    for path in sorted(p for p in files if not ignored & set(p.parts)):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
 
 
 def ref_difference(ref: str, image: Image) -> str:

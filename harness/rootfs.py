@@ -333,8 +333,11 @@ def _pack(root: Path, tarball: Path) -> None:
 # Building
 
 
-def _debootstrap(dest: Path) -> None:
-    """mmdebstrap into *dest*, in a private mount namespace so an interrupted build leaves no mount behind."""
+def mmdebstrap(
+    dest: Path, suite: str, packages: Sequence[str], *options: str, mirrors: Sequence[str] = (MIRROR,)
+) -> None:
+    """A minbase *suite* with *packages* into *dest*, in a private mount namespace so an interrupted
+    build leaves no mount behind."""
     _run(
         [
             "unshare",
@@ -345,13 +348,17 @@ def _debootstrap(dest: Path) -> None:
             "mmdebstrap",
             "--quiet",
             "--variant=minbase",
-            "--include=rabbitmq-server",
-            '--aptopt=Acquire::Check-Valid-Until "false"',
-            SUITE,
+            f"--include={','.join(packages)}",
+            *options,
+            suite,
             str(dest),
-            MIRROR,
+            *mirrors,
         ]
     )
+
+
+def _debootstrap(dest: Path) -> None:
+    mmdebstrap(dest, SUITE, ["rabbitmq-server"], '--aptopt=Acquire::Check-Valid-Until "false"')
 
 
 def _chroot_root(root: Path, script: str) -> None:

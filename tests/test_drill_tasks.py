@@ -8,7 +8,7 @@ import pytest
 
 from app.config import from_env
 from app.factory import make_app
-from components.registry import WORKER_SOURCES
+from contract.image import WORKER_SOURCES
 from drill import records, tasks
 from drill.profiles import Profile, ProfileRuntime, worker_argv
 

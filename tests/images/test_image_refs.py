@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import registry
+from contract.image import WORKER_SOURCES, source_tag
 from harness import images
 from harness.images import Image
 from harness.rootfs import Bind
@@ -94,8 +94,7 @@ def test_mirror_ref_maps_to_rabbitmq(plan_runner: object) -> None:
 
 
 def test_worker_ref_compares_tag_with_the_checkout() -> None:
-    tag = registry.source_tag(ROOT)
-    assert images.source_tag(ROOT) == tag  # the restated hash agrees with the one the plan uses
+    tag = source_tag(ROOT)
     same = images.image_for(f"us-east1-docker.pkg.dev/p/ha-celery-dev/worker:{tag}{DIGEST}", fake_images())
     assert "built from these sources" in same.differences[0]
     other = images.image_for(f"us-east1-docker.pkg.dev/p/ha-celery-dev/worker:0123456789abcdef{DIGEST}", fake_images())
@@ -145,7 +144,7 @@ def test_worker_facts_match_the_dockerfile() -> None:
     assert "ENTRYPOINT" not in text
     assert "pip install --require-hashes --no-deps" in text
     # Everything the image COPYs is mounted at the same place.
-    for src in registry.WORKER_SOURCES:
+    for src in WORKER_SOURCES:
         assert (src, f"/srv/{src}") in images.WORKER_CODE
         assert f"COPY {src} /srv/{src}" in text
 
