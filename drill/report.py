@@ -120,7 +120,8 @@ def timeline(result: DrillResult, path: Path) -> Path:
         ax.text(
             x,
             0.97,
-            f" {label}",
+            # Short on the picture (the report keeps every word): long labels squeeze the plot.
+            f" {label if len(label) <= 48 else label[:47] + '…'}",
             transform=ax.get_xaxis_transform(),
             rotation=90,
             va="top",
@@ -128,7 +129,8 @@ def timeline(result: DrillResult, path: Path) -> Path:
             fontsize=7,
             color=color,
         )
-    ax.set_xlabel("seconds since the first publish")
+    if not lanes:
+        ax.set_xlabel("seconds since the first publish")
     ax.set_ylabel("tasks completed / s")
     verdict = "no task lost" if result.lost == 0 else f"{result.lost} LOST"
     ax.set_title(

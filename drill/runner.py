@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import shutil
 import tempfile
 import threading
@@ -209,9 +208,12 @@ def run_plan_drills(options: Sequence[DrillOptions], console: Console | None = N
             done: list[DrillResult] = []
             for each in options:
                 target.reset()
-                shutil.rmtree(results)
-                results.mkdir()
-                os.chmod(results, 0o777)
+                # Emptied, not replaced: the worker pods bind-mount this very directory (inode).
+                for entry in results.iterdir():
+                    if entry.is_dir():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
                 console.print(f"[bold]drill[/] {each.scenario}")
                 done.append(drive(each, target=target, results=results, console=console))
             return done

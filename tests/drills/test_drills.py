@@ -13,7 +13,7 @@ import pytest
 
 from drill.__main__ import main
 from drill.profiles import Profile
-from drill.runner import DrillOptions, DrillResult, run_drill
+from drill.runner import DrillOptions, DrillResult, run_drill, run_plan_drills
 from drill.scenarios import Scenario
 from tests.conftest import Plan
 
@@ -102,3 +102,17 @@ def test_cli_writes_report_and_timeline(tmp_path: Path, plans: dict[str, Plan]) 
     assert report["deltas"], "a plan booted locally always differs somewhere; the report must say where"
     png = (out / "timeline.png").read_bytes()
     assert png.startswith(b"\x89PNG"), "timeline is not a PNG"
+
+
+def test_scenarios_in_turn_on_one_cluster_count_each_drill_on_its_own(plans: dict[str, Plan]) -> None:
+    """SCENARIO=all boots the plan once: between drills the results are emptied, not replaced (the
+    worker pods bind-mount the directory), and nothing from one drill may count for the next."""
+    options = [
+        DrillOptions(scenario=s, tasks=300, task_ms=TASK_MS, plan=plans["dev"].directory)
+        for s in (Scenario.KILL_WORKER, Scenario.KILL_BROKER)
+    ]
+    results = run_plan_drills(options)
+    assert [r.options.scenario for r in results] == [Scenario.KILL_WORKER, Scenario.KILL_BROKER]
+    for result in results:
+        assert result.error is None, result.error
+        assert (result.completed, result.lost) == (300, 0), result.to_json()
