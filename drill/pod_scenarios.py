@@ -39,6 +39,7 @@ WORKERS = "Deployment/celery-worker"
 REJOIN_TIMEOUT_S = 240.0
 
 Mark = Callable[[str], float]
+"""Records a fault event (its label) and returns its epoch time."""
 
 
 def _broker_exec(cluster: KubeCluster, *command: str, avoid: str = "", only: str = "") -> str:

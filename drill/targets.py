@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +32,7 @@ from app.publish import publish_pipelined
 from contract import wire
 from drill import pod_scenarios, scenarios
 from drill import tasks as drill_tasks
+from drill.pod_scenarios import BROKERS, WORKERS, Mark
 from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
 from drill.scenarios import QUEUE, FaultContext, Scenario
 from harness import rootfs
@@ -45,11 +46,6 @@ from harness.workers import WorkerPool
 BOOT_TIMEOUT_S = 300.0
 CONTAINER_RESULTS = "/drill-results"
 """Where the worker pods see the drill's results directory."""
-WORKERS = "Deployment/celery-worker"
-BROKERS = "StatefulSet/rabbitmq"
-
-Mark = Callable[[str], float]
-"""Records a fault event (its label) and returns its epoch time."""
 
 
 class Target(Protocol):

@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from harness import netns, processes, rootfs
 from harness.cluster import cleanup_stale
@@ -607,11 +606,3 @@ class KubeCluster:
 
     def _event(self, subject: str, reason: str, message: str) -> None:
         self._on_event(Event(time.time(), subject, reason, message))
-
-
-def summary(cluster: KubeCluster) -> dict[str, Any]:
-    """Where every pod runs, for reports."""
-    return {
-        name: {"node": pod.node, "ip": pod.ip, "ready": pod.ready, "restarts": pod.worker.restarts if pod.worker else 0}
-        for name, pod in sorted(cluster.pods.items())
-    }

@@ -87,17 +87,14 @@ def random_alnum(length: int, rng: random.Random | None = None) -> str:
     return "".join(rng.choice(ALNUM) for _ in range(length))
 
 
-RABBITMQ_USERNAME = BROKER_USERNAME
-"""Not secret, but the plan masks the whole stringData of a Secret that holds any secret value."""
-
-
 def ha_celery_rules(
     rng: random.Random | None = None,
     *,
     app: str = "rabbitmq",
     workers: str = "celery-worker",
     namespace: str = "ha-celery",
-    username: str = RABBITMQ_USERNAME,
+    # Not secret, but the plan masks the whole stringData of a Secret that holds any secret value.
+    username: str = BROKER_USERNAME,
 ) -> dict[tuple[str, str], SecretRule]:
     """The rules that rebuild ha-celery's Secrets the way components/rabbitmq.py and workers.py do."""
     user = f"{app}-default-user"
