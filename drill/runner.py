@@ -25,7 +25,7 @@ from app.batch import PublishResult
 from drill import records
 from drill.profiles import Profile
 from drill.scenarios import QUEUE, Scenario
-from drill.targets import PodEvent, Target, boot_local, boot_plan
+from drill.targets import PlanTarget, PodEvent, Target, boot_local, boot_plan
 from drill.tasks import record_plan
 from harness import netns
 from harness.kube.fields import Delta
@@ -194,29 +194,40 @@ def run_drill(options: DrillOptions, console: Console | None = None) -> DrillRes
             return drive(options, target=target, results=results, console=console)
 
 
+@contextlib.contextmanager
+def booted_plan(plan: Path, workdir: Path | None = None) -> Iterator[tuple[PlanTarget, Path]]:
+    """The plan booted on the pod runner, with the results directory its worker pods write to."""
+    netns.require_root()
+    with _workdir(workdir) as work:
+        results = work / "results"
+        results.mkdir(parents=True, exist_ok=True)
+        with boot_plan(plan, work / "kube", results) as target:
+            yield target, results
+
+
+def empty_results(results: Path) -> None:
+    """Forget every record; emptied, not replaced: the worker pods bind-mount this very directory (inode)."""
+    for entry in results.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def run_plan_drills(options: Sequence[DrillOptions], console: Console | None = None) -> list[DrillResult]:
     """Several ha scenarios on one plan-booted cluster, reset between them (``SCENARIO=all``)."""
     console = console or Console(stderr=True)
-    netns.require_root()
     first = options[0]
-    with _workdir(first.workdir) as work:
-        results = work / "results"
-        results.mkdir(parents=True, exist_ok=True)
-        console.print(f"[bold]drills[/] {', '.join(o.scenario for o in options)} (ha): booting {first.plan} once")
-        with boot_plan(first.plan, work / "kube", results) as target:
-            console.print("versions: " + ", ".join(f"{k} {v}" for k, v in target.versions.items()))
-            done: list[DrillResult] = []
-            for each in options:
-                target.reset()
-                # Emptied, not replaced: the worker pods bind-mount this very directory (inode).
-                for entry in results.iterdir():
-                    if entry.is_dir():
-                        shutil.rmtree(entry)
-                    else:
-                        entry.unlink()
-                console.print(f"[bold]drill[/] {each.scenario}")
-                done.append(drive(each, target=target, results=results, console=console))
-            return done
+    console.print(f"[bold]drills[/] {', '.join(o.scenario for o in options)} (ha): booting {first.plan} once")
+    with booted_plan(first.plan, first.workdir) as (target, results):
+        console.print("versions: " + ", ".join(f"{k} {v}" for k, v in target.versions.items()))
+        done: list[DrillResult] = []
+        for each in options:
+            target.reset()
+            empty_results(results)
+            console.print(f"[bold]drill[/] {each.scenario}")
+            done.append(drive(each, target=target, results=results, console=console))
+        return done
 
 
 def drive(options: DrillOptions, *, target: Target, results: Path, console: Console) -> DrillResult:
