@@ -42,7 +42,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.config import BrokerConfig, PeerDiscovery, RabbitVersion
-from contract.wire import import_definitions_command
+from contract.wire import (
+    DELAYED_DELIVERY_EXCHANGE,
+    DELAYED_LEVELS,
+    QUEUE_NAME,
+    delayed_level,
+    import_definitions_command,
+)
 
 
 @dataclass(frozen=True)
@@ -311,49 +317,100 @@ def policy_definition(cfg: BrokerConfig) -> dict[str, Any]:
     }
 
 
+def _exchange(vhost: str, name: str, kind: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "vhost": vhost,
+        "type": kind,
+        "durable": True,
+        "auto_delete": False,
+        "internal": False,
+        "arguments": {},
+    }
+
+
+def _queue(vhost: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": arguments}
+
+
+def _binding(vhost: str, source: str, destination: str, kind: str, routing_key: str) -> dict[str, Any]:
+    return {
+        "source": source,
+        "vhost": vhost,
+        "destination": destination,
+        "destination_type": kind,
+        "routing_key": routing_key,
+        "arguments": {},
+    }
+
+
+def _delayed_delivery(vhost: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Celery's native delayed-delivery topology, as kombu declares it, plus the task queue's binding.
+
+    Without it a countdown/eta task published before any worker has run its
+    ``DelayedDelivery`` step is refused (no ``celery_delayed_27``) or, worse, confirmed and
+    routed nowhere (levels present, final binding missing). A delay of ``d`` seconds travels
+    down the levels: bit ``n`` of ``d`` (routing-key word ``27 - n``) set means a wait of 2^n s
+    in level ``n``'s queue (its TTL dead-letters into level ``n - 1``), unset means the message
+    skips straight to level ``n - 1`` by an exchange-to-exchange binding.
+    ``tests/test_broker.py`` checks every object against what kombu declares.
+    """
+    exchanges, queues, bindings = [], [], []
+    for level in range(DELAYED_LEVELS - 1, -1, -1):
+        name = delayed_level(level)
+        wildcards = "*." * (DELAYED_LEVELS - 1 - level)
+        exchanges.append(_exchange(vhost, name, "topic"))
+        queues.append(
+            _queue(
+                vhost,
+                name,
+                {
+                    "x-queue-type": "quorum",
+                    "x-overflow": "reject-publish",
+                    "x-message-ttl": 2**level * 1000,
+                    "x-dead-letter-exchange": delayed_level(level - 1) if level else DELAYED_DELIVERY_EXCHANGE,
+                    "x-dead-letter-strategy": "at-least-once",
+                },
+            )
+        )
+        bindings.append(_binding(vhost, name, name, "queue", f"{wildcards}1.#"))
+        if level:
+            bindings.append(_binding(vhost, name, delayed_level(level - 1), "exchange", f"{wildcards}0.#"))
+    exchanges.append(_exchange(vhost, DELAYED_DELIVERY_EXCHANGE, "topic"))
+    bindings.append(
+        _binding(vhost, delayed_level(0), DELAYED_DELIVERY_EXCHANGE, "exchange", "*." * (DELAYED_LEVELS - 1) + "0.#")
+    )
+    # The task queue, its exchange and both of its bindings, exactly as the workers declare them
+    # (app.config.task_queue): the delayed tail "#.celery" must exist before the first countdown.
+    delayed_key = f"#.{QUEUE_NAME}"
+    exchanges.append(_exchange(vhost, QUEUE_NAME, "topic"))
+    queues.append(_queue(vhost, QUEUE_NAME, {"x-queue-type": "quorum"}))
+    bindings += [
+        _binding(vhost, QUEUE_NAME, QUEUE_NAME, "queue", QUEUE_NAME),
+        _binding(vhost, DELAYED_DELIVERY_EXCHANGE, QUEUE_NAME, "exchange", delayed_key),
+        _binding(vhost, QUEUE_NAME, QUEUE_NAME, "queue", delayed_key),
+    ]
+    return exchanges, queues, bindings
+
+
 def render_definitions(cfg: BrokerConfig) -> dict[str, Any]:
     """Definitions JSON (as a dict) for ``rabbitmqctl import_definitions``, applied after boot.
 
     The dead-letter exchange (fanout, so the original routing key needs no binding), the
-    dead-letter quorum queue bound to it, and one policy giving every task queue the DLX,
-    at-least-once dead-lettering and the delivery limit. No users, no passwords, no vhosts:
+    dead-letter quorum queue bound to it, one policy giving every task queue the DLX,
+    at-least-once dead-lettering and the delivery limit, and the task queue with Celery's
+    delayed-delivery topology (:func:`_delayed_delivery`). No users, no passwords, no vhosts:
     see the module docstring for why this is not imported at boot.
     """
     vhost = cfg.default_vhost
+    exchanges, queues, bindings = _delayed_delivery(vhost)
     # No "vhosts" section: the vhost exists (seeded with the default user on first boot), and
     # re-importing it could overwrite metadata such as its default queue type.
     return {
-        "exchanges": [
-            {
-                "name": cfg.dead_letter_exchange,
-                "vhost": vhost,
-                "type": "fanout",
-                "durable": True,
-                "auto_delete": False,
-                "internal": False,
-                "arguments": {},
-            }
-        ],
-        "queues": [
-            {
-                "name": cfg.dead_letter_queue,
-                "vhost": vhost,
-                "durable": True,
-                "auto_delete": False,
-                # Replicated like the task queues: a kept poison task must survive a node loss.
-                "arguments": {"x-queue-type": "quorum"},
-            }
-        ],
-        "bindings": [
-            {
-                "source": cfg.dead_letter_exchange,
-                "vhost": vhost,
-                "destination": cfg.dead_letter_queue,
-                "destination_type": "queue",
-                "routing_key": "",
-                "arguments": {},
-            }
-        ],
+        "exchanges": [_exchange(vhost, cfg.dead_letter_exchange, "fanout"), *exchanges],
+        # Replicated like the task queues: a kept poison task must survive a node loss.
+        "queues": [_queue(vhost, cfg.dead_letter_queue, {"x-queue-type": "quorum"}), *queues],
+        "bindings": [_binding(vhost, cfg.dead_letter_exchange, cfg.dead_letter_queue, "queue", ""), *bindings],
         "policies": [
             {
                 "vhost": vhost,

@@ -44,6 +44,18 @@ DEAD_LETTER_EXCHANGE: Final = "celery.dlx"
 """Fanout exchange that receives tasks rejected past the delivery limit."""
 DEAD_LETTER_QUEUE: Final = "celery.dlq"
 """Quorum queue bound to the dead-letter exchange: poison tasks are kept, not dropped."""
+DELAYED_LEVELS: Final = 28
+"""Celery's native delayed delivery (countdown/eta on quorum queues, kombu
+``native_delayed_delivery``): one topic exchange and one quorum queue per bit of the delay in
+seconds, ``celery_delayed_27`` (2^27 s) down to ``celery_delayed_0`` (1 s)."""
+DELAYED_DELIVERY_EXCHANGE: Final = "celery_delayed_delivery"
+"""Where a delayed message leaves the levels, bound onward to the task queue's exchange."""
+
+
+def delayed_level(level: int) -> str:
+    """The exchange and queue name of one delayed-delivery level (kombu's naming)."""
+    return f"celery_delayed_{level}"
+
 
 # --- commands the images run ------------------------------------------------------------------------
 WORKER_COMMAND: Final[tuple[str, ...]] = (

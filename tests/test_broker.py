@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -26,6 +27,7 @@ from broker import (
     render_rabbitmq_conf,
 )
 from contract import timing
+from contract.wire import DELAYED_LEVELS
 from harness.cluster import RABBITMQ_BIN, LocalCluster, rabbitmq_installed
 
 NODES = ("rabbit@n0", "rabbit@n1", "rabbit@n2")
@@ -170,7 +172,7 @@ def test_plugins_per_discovery() -> None:
 def test_definitions_keep_poison_tasks_in_a_dead_letter_queue(cfg: BrokerConfig, apply_to: str) -> None:
     defs = render_definitions(cfg)
     assert set(defs) == {"exchanges", "queues", "bindings", "policies"}, "no users, permissions or vhosts"
-    (exchange,) = defs["exchanges"]
+    exchange = defs["exchanges"][0]
     assert exchange == {
         "name": "celery.dlx",
         "vhost": "/",
@@ -180,11 +182,11 @@ def test_definitions_keep_poison_tasks_in_a_dead_letter_queue(cfg: BrokerConfig,
         "internal": False,
         "arguments": {},
     }
-    (queue,) = defs["queues"]
+    queue = defs["queues"][0]
     assert queue["name"] == "celery.dlq"
     assert queue["durable"] is True
     assert queue["arguments"] == {"x-queue-type": "quorum"}
-    (binding,) = defs["bindings"]
+    binding = defs["bindings"][0]
     assert (binding["source"], binding["destination"], binding["destination_type"]) == (
         "celery.dlx",
         "celery.dlq",
@@ -200,6 +202,53 @@ def test_definitions_keep_poison_tasks_in_a_dead_letter_queue(cfg: BrokerConfig,
         "delivery-limit": 20,
     }
     assert json.loads(render_definitions_json(cfg)) == defs
+
+
+def _kombu_topology() -> tuple[set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str, str, str]]]:
+    """What kombu (and a worker's DelayedDelivery step) declares, recorded from a fake channel."""
+    from kombu.transport.native_delayed_delivery import (
+        bind_queue_to_native_delayed_delivery_exchange,
+        declare_native_delayed_delivery_exchanges_and_queues,
+    )
+
+    from app.config import task_queue
+
+    channel = mock.MagicMock()
+    connection = mock.MagicMock()
+    connection.channel.return_value = channel
+    # What py-amqp's channel does with queue arguments: hands them on unchanged.
+    channel.prepare_queue_arguments.side_effect = lambda arguments, **_: dict(arguments)
+    declare_native_delayed_delivery_exchanges_and_queues(connection, "quorum")
+    bind_queue_to_native_delayed_delivery_exchange(connection, task_queue())
+    task_queue().bind(channel).declare()
+    exchanges = {(c.kwargs["exchange"], c.kwargs["type"]) for c in channel.exchange_declare.call_args_list}
+    queues = {
+        (c.kwargs["queue"], json.dumps(c.kwargs["arguments"], sort_keys=True))
+        for c in channel.queue_declare.call_args_list
+    }
+    bindings = {
+        (c.kwargs["exchange"], c.kwargs["queue"], "queue", c.kwargs["routing_key"])
+        for c in channel.queue_bind.call_args_list
+    } | {
+        (c.kwargs["source"], c.kwargs["destination"], "exchange", c.kwargs["routing_key"])
+        for c in channel.exchange_bind.call_args_list
+    }
+    return exchanges, queues, bindings
+
+
+@pytest.mark.parametrize("cfg", [k8s(), local()], ids=["4.3", "3.10"])
+def test_definitions_declare_what_celery_and_kombu_declare_for_delayed_tasks(cfg: BrokerConfig) -> None:
+    """A countdown task published before any worker started finds every level and binding."""
+    defs = render_definitions(cfg)
+    exchanges, queues, bindings = _kombu_topology()
+    assert len(queues) == DELAYED_LEVELS + 1, "28 levels and the task queue"
+    assert exchanges <= {(e["name"], e["type"]) for e in defs["exchanges"]}
+    assert queues <= {(q["name"], json.dumps(q["arguments"], sort_keys=True)) for q in defs["queues"]}
+    assert bindings <= {
+        (b["source"], b["destination"], b["destination_type"], b["routing_key"]) for b in defs["bindings"]
+    }
+    assert all(e["durable"] and not e["auto_delete"] for e in defs["exchanges"])
+    assert all(q["durable"] and not q["auto_delete"] for q in defs["queues"])
 
 
 @pytest.mark.parametrize("name", ["celery", "default", "tasks.high", "celery.count", "celery-dlq"])
