@@ -6,9 +6,10 @@ imports the other for its types and callers (the drills, the benchmarks) import 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from celery import Celery
 
@@ -25,6 +26,10 @@ ProgressCallback = Callable[[int], None]
 """Called with the number of publishes confirmed so far."""
 
 
+TASK_ID_NAMESPACE: Final = uuid.UUID("6d1f7a3e-56a4-4c1b-9d53-3f0e1c5b7a20")
+"""Namespace of the name-based (UUID 5) task ids: fixed, so a rerun derives the same ids."""
+
+
 @dataclass(frozen=True)
 class PublishPlan:
     """What to publish: ``count`` messages of ``task_name``."""
@@ -33,6 +38,14 @@ class PublishPlan:
     count: int
     arguments: Callable[[int], TaskArguments] = no_arguments
     """The arguments of the ``index``-th task (every task is routed like the first)."""
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Names this scheduling run. A rerun with the same run id (a retried Job: its UID) derives
+    the same task ids, so a task published by both runs is one task to an idempotent body;
+    by default every plan is a new run."""
+
+    def task_id(self, index: int) -> str:
+        """The ``index``-th task's id: the same for the same run id, task and index."""
+        return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{self.run_id}/{self.task_name}/{index}"))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Worker bootsteps: the heartbeat and ready files behind ``python -m app.health``."""
+"""Worker bootsteps: the heartbeat and ready files behind ``python -m app.health``, and the
+consumer whose delayed-delivery step declares on its own live connection."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from celery import bootsteps
+from celery.worker.consumer import Consumer as StockConsumer
+from celery.worker.consumer.delayed_delivery import DelayedDelivery
+from kombu.transport.native_delayed_delivery import (
+    bind_queue_to_native_delayed_delivery_exchange,
+    declare_native_delayed_delivery_exchanges_and_queues,
+)
 
 from app import health
 from contract import timing
@@ -36,15 +43,21 @@ class HealthStep(bootsteps.StartStopStep):
         # container restarts) must not vouch for this process before it connects.
         health.remove(self.ready_file)
         health.remove(self.heartbeat_file)
+        self.disconnected = health.disconnected_marker(self.heartbeat_file)
+        # Not consuming yet: live while it reaches a broker (see app.health).
+        self._mark(self.disconnected)
 
     def start(self, parent: Any) -> None:
         self._beat()
         health.touch(self.ready_file)
+        health.remove(self.disconnected)
         self._timer_entry = parent.timer.call_repeatedly(timing.HEALTH_HEARTBEAT_INTERVAL_S, self._beat)
         logger.info("health: consuming; heartbeat %s, ready %s", self.heartbeat_file, self.ready_file)
 
     def stop(self, parent: Any) -> None:
         del parent  # the step's state is its own files and timer entry
+        # Connection lost: reconnecting from now on, for up to timing.OUTAGE_BUDGET_S.
+        self._mark(self.disconnected)
         self._halt()
 
     def shutdown(self, parent: Any) -> None:
@@ -58,9 +71,46 @@ class HealthStep(bootsteps.StartStopStep):
         health.remove(self.ready_file)
 
     def _beat(self) -> None:
+        self._mark(self.heartbeat_file)
+
+    @staticmethod
+    def _mark(path: Path) -> None:
         try:
-            health.touch(self.heartbeat_file)
+            health.touch(path)
         except OSError:
-            # A full or read-only /tmp must not crash the consumer; the stale
-            # heartbeat then fails the liveness probe, which is the right outcome.
-            logger.exception("health: cannot touch heartbeat file %s", self.heartbeat_file)
+            # A full or read-only /tmp must not crash the consumer; a stale or missing
+            # file then fails the liveness probe, which is the right outcome.
+            logger.exception("health: cannot touch %s", path)
+
+
+class LiveDelayedDelivery(DelayedDelivery):
+    """Celery's delayed-delivery setup, on the consumer's own (live) connection only.
+
+    The stock step runs after every reconnect and declares the topology once per URL of the
+    failover list, retrying each unreachable one (1 + 3 + 5 s): a worker that had just failed
+    over away from a dead node consumed nothing for ~15 s, ≥ 30 s if that node was frozen.
+    One declaration on the connection that is up is enough (the broker definitions carry the
+    same topology, so even a failure here loses nothing); it is logged, not fatal.
+    """
+
+    def start(self, c: Any) -> None:
+        app = c.app
+        try:
+            declare_native_delayed_delivery_exchanges_and_queues(
+                c.connection, app.conf.broker_native_delayed_delivery_queue_type
+            )
+            for queue in app.amqp.queues.values():
+                bind_queue_to_native_delayed_delivery_exchange(c.connection, queue)
+        except Exception:
+            logger.exception("delayed delivery: declaring on the live connection failed; the broker's definitions hold")
+
+
+class Consumer(StockConsumer):
+    """Celery's consumer with :class:`LiveDelayedDelivery` in place of the stock step (``worker_consumer``)."""
+
+    # celery-types declares the stock Blueprint as an attribute, not as the class it is.
+    class Blueprint(StockConsumer.Blueprint):  # type: ignore[misc,valid-type]
+        default_steps = tuple(
+            "app.bootsteps:LiveDelayedDelivery" if step.endswith(":DelayedDelivery") else step
+            for step in StockConsumer.Blueprint.default_steps
+        )

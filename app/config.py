@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import random
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -339,6 +340,8 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
             # rejected can vanish silently; with them every publish waits for the
             # broker's ack (the queue's majority has it) or raises.
             "confirm_publish": True,
+            # Every connection of this app (workers, .delay(), the scheduler): see contract.timing.
+            "socket_settings": {socket.TCP_USER_TIMEOUT: timing.TCP_USER_TIMEOUT_MS},
             # kombu gives up (re)establishing a publisher's channel after connect_timeout
             # (4 s) by default, which fails a publish outright when every node is briefly
             # down; retry as long and as patiently as the publish retry policy instead.
@@ -348,6 +351,8 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
             "interval_step": timing.PUBLISH_RETRY_INTERVAL_STEP_S,
             "interval_max": timing.PUBLISH_RETRY_INTERVAL_MAX_S,
         },
+        # A caller of .delay() never waits forever for a pooled connection another thread holds.
+        "broker_pool_acquire_timeout": float(timing.PUBLISH_CONFIRM_TIMEOUT_S),
         # Detect a dead broker machine (timeouts, not refusals) in ~2 heartbeats.
         "broker_heartbeat": timing.BROKER_HEARTBEAT_S,
         # A dead node costs this much per connection attempt before the next URL.
@@ -422,6 +427,8 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
         "task_send_sent_event": False,
         "enable_utc": True,
         "timezone": "UTC",
+        # The stock consumer with one step replaced (app.bootsteps.LiveDelayedDelivery).
+        "worker_consumer": "app.bootsteps:Consumer",
         # Read by app.bootsteps.HealthStep (custom keys, not Celery settings).
         "ha_heartbeat_file": str(config.heartbeat_file),
         "ha_ready_file": str(config.ready_file),

@@ -3,15 +3,73 @@
 from __future__ import annotations
 
 import random
-from typing import Final
+from datetime import UTC, datetime
+from typing import Any, Final
 
 from celery import Celery
+from celery.result import AsyncResult
 
-from app import tasks
+import app.tasks  # noqa: F401  (registers the shared tasks on every app)
 from app.bootsteps import HealthStep
 from app.config import AppConfig, celery_settings
+from contract import timing
 
 APP_NAME: Final = "ha-celery"
+
+MIN_DELAY_S: Final = 1.0
+"""Shortest delay native delayed delivery can express: its levels count whole seconds."""
+
+
+def delayed(countdown: float | None, eta: datetime | str | None, now: datetime) -> tuple[float | None, Any]:
+    """``(countdown, eta)`` as Celery's quorum-queue delayed delivery can send them.
+
+    Celery routes a delayed task by ``int(countdown)`` whole seconds and refuses a positive
+    delay under one second (kombu ``calculate_routing_key``: "countdown must be a positive
+    number"); the worker then holds the message until its exact ``eta`` header. A future
+    delay is therefore sent as a countdown of at least one second: never early, at most a
+    second late for a sub-second one. A past or absent delay is left as it was.
+    """
+    if eta is not None and countdown is None:
+        when = datetime.fromisoformat(eta) if isinstance(eta, str) else eta
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        remaining = (when - now).total_seconds()
+        if remaining <= 0:
+            return None, eta
+        countdown = remaining + _ETA_ROUNDING_S
+        return max(countdown, MIN_DELAY_S), None
+    if countdown is not None and 0 < countdown < MIN_DELAY_S:
+        return MIN_DELAY_S, eta
+    return countdown, eta
+
+
+_ETA_ROUNDING_S: Final = 1e-3
+"""An eta converted to a countdown is recomputed from a later clock reading; this keeps the
+recomputed eta header at or after the one asked for."""
+
+
+class ConfirmedCelery(Celery):
+    """The project's app: every publish (``.delay()``, ``apply_async``, ``send_task``, ``retry()``)
+    waits for the broker's confirm at most ``timing.PUBLISH_CONFIRM_TIMEOUT_S``, and any delay
+    goes out in the form delayed delivery supports (:func:`delayed`).
+
+    A nack or a confirm timeout is a recoverable connection error for kombu (py-amqp's
+    ``MessageNacked``, ``socket.timeout``): the publish retry policy reconnects to the next
+    broker URL and publishes again (same task id), and raises once the policy is spent. So a
+    call returns only with the message confirmed, and never blocks without bound.
+    """
+
+    def send_task(self, name: str, *args: Any, **options: Any) -> AsyncResult[Any]:
+        if len(args) > len(_LEADING):
+            raise TypeError(f"send_task takes {', '.join(_LEADING)} by position, the rest by keyword")
+        options.update(zip(_LEADING, args, strict=False))
+        options.setdefault("confirm_timeout", float(timing.PUBLISH_CONFIRM_TIMEOUT_S))
+        options["countdown"], options["eta"] = delayed(options.get("countdown"), options.get("eta"), datetime.now(UTC))
+        return super().send_task(name, **options)
+
+
+_LEADING: Final = ("args", "kwargs", "countdown", "eta")
+"""Celery's send_task parameters a caller may pass by position."""
 
 
 def make_app(config: AppConfig, rng: random.Random | None = None) -> Celery:
@@ -20,10 +78,7 @@ def make_app(config: AppConfig, rng: random.Random | None = None) -> Celery:
     ``rng`` orders the broker failover list; by default a fresh, OS-seeded one so
     every process picks its own first node. Nothing connects here.
     """
-    # Importing app.tasks registers the shared tasks on every app; the reference
-    # keeps that import from looking unused.
-    assert tasks.COUNT
-    celery = Celery(APP_NAME, set_as_current=True)
+    celery = ConfirmedCelery(APP_NAME, set_as_current=True)
     celery.conf.update(celery_settings(config, rng or random.Random()))
     celery.steps["consumer"].add(HealthStep)
     return celery

@@ -16,9 +16,15 @@ of CPU per probe per pod and fails whenever the *broker* is slow, restarting
 healthy workers. Checking an mtime costs one ``stat``. This module imports no
 Celery, so the probe starts in tens of milliseconds.
 
-What liveness catches: a wedged event loop (no timer ticks) and a worker that
-has been disconnected longer than any failover should take. It does not catch
-a stuck pool process; the task time limits do.
+What liveness means: the worker is either consuming with a live event loop (heartbeat
+younger than ``--max-age``), or it lost its broker (or never reached one) and is
+reconnecting, for up to ``timing.OUTAGE_BUDGET_S`` (the *disconnected* marker beside
+the heartbeat file, written at start and at every connection loss, removed once
+consuming). So a broker outage of minutes - a whole-cluster restart - does not
+restart every worker into CrashLoopBackOff, while a wedged loop (connected, no timer
+ticks) and a reconnect loop that never succeeds are still restarted. Readiness is
+"consuming" in every case. It does not catch a stuck pool process; the task time
+limits do.
 """
 
 from __future__ import annotations
@@ -46,6 +52,11 @@ def remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+def disconnected_marker(heartbeat_file: Path) -> Path:
+    """The file that exists while the worker is not consuming (since its mtime)."""
+    return heartbeat_file.with_name(heartbeat_file.name + ".disconnected")
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Result of a health check."""
@@ -60,10 +71,22 @@ def check(
     *,
     max_age_s: float,
     require_ready: bool,
+    outage_budget_s: float = timing.OUTAGE_BUDGET_S,
     now: float | None = None,
 ) -> Verdict:
     """Judge the worker from its files; ``now`` (epoch seconds) is injectable for tests."""
     current = time.time() if now is None else now
+    if require_ready and not ready_file.exists():
+        return Verdict(False, f"no ready file {ready_file}: the worker is not consuming")
+    try:
+        disconnected: float | None = current - disconnected_marker(heartbeat_file).stat().st_mtime
+    except FileNotFoundError:
+        disconnected = None
+    if not require_ready and disconnected is not None:
+        verdict = f"not consuming for {disconnected:.0f}s (max {outage_budget_s:g}s)"
+        if disconnected > outage_budget_s:
+            return Verdict(False, f"{verdict}: reconnecting in vain")
+        return Verdict(True, f"{verdict}, reconnecting")
     try:
         mtime = heartbeat_file.stat().st_mtime
     except FileNotFoundError:
@@ -71,8 +94,6 @@ def check(
     age = current - mtime
     if age > max_age_s:
         return Verdict(False, f"heartbeat {heartbeat_file} is {age:.0f}s old (max {max_age_s:g}s)")
-    if require_ready and not ready_file.exists():
-        return Verdict(False, f"no ready file {ready_file}: the worker is not consuming")
     return Verdict(True, f"heartbeat {age:.1f}s old")
 
 

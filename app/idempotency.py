@@ -14,18 +14,25 @@ Usage::
     @idempotent(store=lambda: FileDoneStore(Path("/shared/done")))
     def charge(order_id: int) -> None: ...
 
-Semantics: the key is checked before the body runs and marked done *after* it
-returns. Claiming before running would lose the work when the worker dies
-mid-task; marking after means a crash between the body's side effect and the
-mark still repeats the effect. So the body's effect should itself be
-idempotent or written in the same transaction as the mark (e.g. a row with a
-unique key in the same database) - this helper narrows the window, it cannot
-close it on its own. Two concurrent deliveries of the same message do not
-happen (the broker hands a message to one consumer at a time).
+Semantics (default, check-then-mark): the key is checked before the body runs and
+marked done *after* it returns. Claiming before running would lose the work when the
+worker dies mid-task; marking after means a crash between the body's side effect and the
+mark still repeats the effect. So the body's effect should itself be idempotent or
+written in the same transaction as the mark (e.g. a row with a unique key in the same
+database) - this helper narrows the window, it cannot close it on its own.
+
+Two messages with the same task id *can* run at the same time: a publisher that lost a
+confirm republishes the id as a second message, a retried scheduler Job republishes its
+ids, and two workers may take the two copies at once. Check-then-mark then runs the body
+twice. For effects that must not overlap, pass ``claim=True``: the first delivery claims
+the key (atomically, with a lease) before running; a copy that finds the key claimed and
+not done is *retried later* (``Task.retry`` after the lease, same task id), never dropped,
+so a claimer that died mid-task is taken over once its lease expires. The lease must
+outlast the task's hard time limit (the default does).
 
 The store is pluggable (``DoneStore``). ``FileDoneStore`` works on one machine
 or a shared volume (the local drills); production needs a store every worker
-shares, e.g. a table with a unique constraint or Redis ``SET NX``.
+shares, e.g. a table with a unique constraint or Redis ``SET NX PX`` for claims.
 """
 
 from __future__ import annotations
@@ -34,12 +41,16 @@ import contextlib
 import functools
 import hashlib
 import logging
+import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, Final, NoReturn, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 from celery import current_task
+
+from contract import timing
 
 logger = logging.getLogger(__name__)
 
@@ -62,24 +73,61 @@ class DoneStore(Protocol):
         ...
 
 
+@runtime_checkable
+class ClaimStore(DoneStore, Protocol):
+    """A :class:`DoneStore` that can also claim a key for one runner at a time."""
+
+    def claim(self, key: str, lease_s: float) -> bool:
+        """Take ``key`` for ``lease_s`` seconds; False while another runner's lease holds it."""
+        ...
+
+    def release(self, key: str) -> None:
+        """Give ``key`` up (the body failed, or it is done)."""
+        ...
+
+
 class FileDoneStore:
-    """One empty marker file per key in ``directory`` (created atomically with O_EXCL)."""
+    """One empty marker file per key in ``directory`` (created atomically with O_EXCL);
+    a claim is a second file whose mtime is the start of its lease."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def _path(self, key: str) -> Path:
+    def _path(self, key: str, suffix: str = "") -> Path:
         # Hashed: keys are arbitrary strings, file names are not.
-        return self.directory / hashlib.sha256(key.encode()).hexdigest()
+        return self.directory / (hashlib.sha256(key.encode()).hexdigest() + suffix)
 
     def is_done(self, key: str) -> bool:
         return self._path(key).exists()
 
     def mark_done(self, key: str) -> None:
+        self._create(self._path(key))
+
+    def claim(self, key: str, lease_s: float) -> bool:
+        path = self._path(key, ".claim")
+        if self._create(path):
+            return True
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - path.stat().st_mtime > lease_s:
+                # The claimer died or overran: take over. Renaming the stale claim away is
+                # atomic, so of two runners taking over at once only one renames it.
+                stale = path.with_name(f"{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+                path.rename(stale)
+                stale.unlink()
+                return self._create(path)
+        return False
+
+    def release(self, key: str) -> None:
+        self._path(key, ".claim").unlink(missing_ok=True)
+
+    def _create(self, path: Path) -> bool:
         self.directory.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: exactly one creator wins; a second mark of the same key is a no-op.
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(self._path(key), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        # O_EXCL: exactly one creator wins; a second create of the same file is a no-op.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            return False
+        return True
 
 
 class MemoryDoneStore:
@@ -87,12 +135,23 @@ class MemoryDoneStore:
 
     def __init__(self) -> None:
         self._done: set[str] = set()
+        self._claims: dict[str, float] = {}
 
     def is_done(self, key: str) -> bool:
         return key in self._done
 
     def mark_done(self, key: str) -> None:
         self._done.add(key)
+
+    def claim(self, key: str, lease_s: float) -> bool:
+        now = time.monotonic()
+        if now - self._claims.get(key, -math.inf) <= lease_s:
+            return False
+        self._claims[key] = now
+        return True
+
+    def release(self, key: str) -> None:
+        self._claims.pop(key, None)
 
 
 def task_id_key(task_id: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -112,14 +171,26 @@ def kwarg_key(name: str) -> KeyFunc:
     return key
 
 
+DEFAULT_LEASE_S: Final = timing.TASK_TIME_LIMIT_S + timing.SHUTDOWN_MARGIN_S
+"""A claim outlasts the longest run the hard time limit allows."""
+
+
+class Claimed(Exception):
+    """Another delivery of the same key is running it (raised to the caller outside a worker)."""
+
+
 def idempotent(
     store: Callable[[], DoneStore],
     key: KeyFunc = task_id_key,
+    *,
+    claim: bool = False,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
     """Decorate a task body so a key already done returns ``None`` without running it.
 
     ``store`` is a factory called at execution time (in the worker, after its
-    configuration is read), not at import.
+    configuration is read), not at import. ``claim=True`` (the store must be a
+    :class:`ClaimStore`) runs the body in one delivery at a time (see the module doc).
     """
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R | None]:
@@ -133,10 +204,30 @@ def idempotent(
             if done.is_done(done_key):
                 logger.info("idempotent: %s already done, skipping duplicate execution", done_key)
                 return None
-            result = fn(*args, **kwargs)
-            done.mark_done(done_key)
+            if not claim:
+                result = fn(*args, **kwargs)
+                done.mark_done(done_key)
+                return result
+            if not isinstance(done, ClaimStore):
+                raise TypeError(f"claim=True needs a store with claim/release, got {type(done).__name__}")
+            if not done.claim(done_key, lease_s):
+                _retry_later(done_key, lease_s)
+            try:
+                result = fn(*args, **kwargs)
+                done.mark_done(done_key)
+            finally:
+                done.release(done_key)
             return result
 
         return wrapper
 
     return decorate
+
+
+def _retry_later(done_key: str, lease_s: float) -> NoReturn:
+    logger.info("idempotent: %s is being run by another delivery; retrying after its lease", done_key)
+    if current_task and current_task.request.id:
+        # Same task id, a new confirmed message; this delivery is acked. Unbounded retries:
+        # the claim ends with the other run (done) or with its lease (taken over).
+        raise current_task.retry(countdown=lease_s, max_retries=None)
+    raise Claimed(done_key)

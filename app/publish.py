@@ -21,17 +21,23 @@ publish that was not confirmed yet, with the same task id. A publish that was in
 stored before the connection died is then queued twice: duplicates are possible, loss is
 not. A ``basic.nack`` (RabbitMQ nacks at once while a quorum queue has no leader, e.g.
 for the seconds of an election after its leader's node died) pauses publishing briefly,
-backing off, then republishes the nacked messages. The publisher gives up only after
-``max_failovers`` consecutive failovers without any new confirm, nacks for longer than
-``timing.FAILOVER_WINDOW_S`` without one, or an error that retrying cannot fix (an
-unroutable message, wrong credentials, a queue declared with other arguments).
+backing off, then republishes the nacked messages; nacks that go on for ``_NACK_REOPEN_S``
+count as a failover. When no node answers at all, it keeps reconnecting with backoff and
+logs each round. It gives up only when no new confirm arrived for ``outage_budget_s``
+(``timing.OUTAGE_BUDGET_S``, 15 min) through all of these alike, or on an error that
+retrying cannot fix (an unroutable message, wrong credentials, a queue declared with other
+arguments).
+
+Task ids come from the plan (``PublishPlan.task_id``): a rerun of the same plan (same
+``run_id``, e.g. a retried scheduler Job) publishes the same ids, which idempotent tasks
+recognise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -41,10 +47,12 @@ from typing import Any, Final
 from amqp.exceptions import AccessRefused, NotAllowed, PreconditionFailed
 from celery import Celery
 from kombu import Connection, Producer, Queue
-from kombu.utils.uuid import uuid
+from kombu.exceptions import OperationalError
 
 from app.batch import ProgressCallback, PublishPlan, PublishResult
 from contract import timing
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_WINDOW: Final = 2048
 """Publishes in flight (sent, not yet confirmed). Measured on the local 3-node cluster
@@ -68,10 +76,6 @@ kept nacking every publish for a minute although a new leader was elected within
 second; a new channel is accepted at once."""
 _HEARTBEAT_RATE: Final = 2
 """Heartbeat checks per heartbeat interval, as Celery's worker does."""
-_TCP_USER_TIMEOUT_MS: Final = timing.BROKER_HEARTBEAT_S * 1000
-"""py-amqp's default (1 s) aborts the socket when the broker's flow control keeps its TCP
-window closed for a second, which a busy quorum queue does; heartbeats and the confirm
-timeout detect a dead peer anyway."""
 
 
 class PublishError(RuntimeError):
@@ -200,10 +204,8 @@ def publisher_connection(app: Celery) -> Connection:
     """
     return app.connection_for_write(
         heartbeat=app.conf.broker_heartbeat,
-        transport_options={
-            "confirm_publish": False,
-            "socket_settings": {socket.TCP_USER_TIMEOUT: _TCP_USER_TIMEOUT_MS},
-        },
+        # Merged over the app's transport options (socket settings, retry budget kept).
+        transport_options={"confirm_publish": False},
     )
 
 
@@ -218,14 +220,14 @@ class _Pipeline:
         *,
         window: int,
         confirm_timeout_s: float,
-        max_failovers: int,
+        outage_budget_s: float,
     ) -> None:
         self.app = app
         self.plan = plan
         self.on_progress = on_progress
         self.confirm_timeout_s = confirm_timeout_s
-        self.max_failovers = max_failovers
-        self.task_ids = [uuid() for _ in range(plan.count)]
+        self.outage_budget_s = outage_budget_s
+        self.task_ids = [plan.task_id(index) for index in range(plan.count)]
         self.is_confirmed = bytearray(plan.count)
         self.confirmed = 0
         self.window = ConfirmWindow(window)
@@ -240,7 +242,7 @@ class _Pipeline:
         self._last_confirm = time.monotonic()
         """Last ack or nack: the broker is alive."""
         self._last_progress = self._last_confirm
-        """Last confirm of a task not confirmed before: publishing moves on."""
+        """Last confirm of a task not confirmed before: the outage budget counts from here."""
         self._pause_until = 0.0
         self._nack_pauses = 0
         self._nacking_since: float | None = None
@@ -259,6 +261,8 @@ class _Pipeline:
         retriable: tuple[type[BaseException], ...] = (
             _ConfirmTimeout,
             _Rejecting,
+            # kombu's ensure_connection gave up for now (its timeout is the remaining budget).
+            OperationalError,
             *conn.connection_errors,
             *conn.channel_errors,
         )
@@ -296,12 +300,15 @@ class _Pipeline:
     def _open(self, conn: Connection) -> None:
         """Connect (kombu walks the URL list), then a fresh confirm-mode channel, declared."""
         conn.ensure_connection(
-            # kombu's (int-typed) retry loop: the app's publish retry policy, whole seconds.
-            max_retries=timing.PUBLISH_RETRY_MAX_RETRIES,
-            interval_start=math.ceil(timing.PUBLISH_RETRY_INTERVAL_START_S),
+            errback=self._unreachable,
+            # Bounded by time, not by attempts: kombu counts every URL as an attempt and only
+            # backs off after a full round over the URLs, so 20 "retries" of 3 nodes were spent
+            # in 15 s of a 30 s outage. Rounds back off as the app's publish retry policy does.
+            max_retries=None,  # type: ignore[arg-type]  # kombu: None = no limit (the stub says int)
+            interval_start=max(1, math.ceil(timing.PUBLISH_RETRY_INTERVAL_START_S)),
             interval_step=math.ceil(timing.PUBLISH_RETRY_INTERVAL_STEP_S),
             interval_max=math.ceil(timing.PUBLISH_RETRY_INTERVAL_MAX_S),
-            timeout=math.ceil(timing.publish_retry_total_s()),
+            timeout=max(1, math.ceil(self._budget_left())),
         )
         channel = conn.channel()
         # Same declarations as a send_task on a new connection: exchange, queue (with its
@@ -394,6 +401,21 @@ class _Pipeline:
             heartbeat = self.app.conf.broker_heartbeat or timing.BROKER_HEARTBEAT_S
             self._next_beat = now + heartbeat / _HEARTBEAT_RATE
 
+    def _budget_left(self) -> float:
+        return self.outage_budget_s - (time.monotonic() - self._last_progress)
+
+    def _unreachable(self, exc: Exception, interval: float) -> None:
+        # kombu calls this after every failed connect; a round over the URLs ends with a pause.
+        if interval:
+            logger.warning(
+                "no broker reachable (%s: %s); retrying in %.0fs, %.0fs without a confirm (gives up after %.0fs)",
+                type(exc).__name__,
+                exc,
+                interval,
+                time.monotonic() - self._last_progress,
+                self.outage_budget_s,
+            )
+
     def _failover(self, conn: Connection, exc: BaseException) -> None:
         unconfirmed = self.window.abandon()
         # Oldest first, ahead of anything already waiting for a retry.
@@ -404,10 +426,12 @@ class _Pipeline:
         self._producer = None
         with contextlib.suppress(Exception):
             conn.collect()
-        if self._quiet_failovers > self.max_failovers:
+        if self._budget_left() <= 0:
             raise PublishError(
-                f"gave up after {self.max_failovers} failovers without a new confirm; last: {type(exc).__name__}: {exc}"
+                f"gave up: no new confirm for {self.outage_budget_s:.0f}s over {self._quiet_failovers} failovers; "
+                f"last: {type(exc).__name__}: {exc}"
             ) from exc
+        logger.warning("failover %d (%s: %s): reconnecting", self.failovers, type(exc).__name__, exc)
         # The first retry is immediate (the next node is usually up); repeated ones back off
         # as the app's publish retry policy does.
         delay = min(
@@ -464,7 +488,7 @@ def publish_pipelined(
     *,
     window: int = DEFAULT_WINDOW,
     confirm_timeout_s: float = timing.PUBLISH_CONFIRM_TIMEOUT_S,
-    max_failovers: int = timing.PUBLISH_RETRY_MAX_RETRIES,
+    outage_budget_s: float = timing.OUTAGE_BUDGET_S,
 ) -> PublishResult:
     """Publish ``plan`` with up to ``window`` unconfirmed publishes in flight (see the module doc).
 
@@ -473,7 +497,7 @@ def publish_pipelined(
     """
     started = time.monotonic()
     pipeline = _Pipeline(
-        app, plan, on_progress, window=window, confirm_timeout_s=confirm_timeout_s, max_failovers=max_failovers
+        app, plan, on_progress, window=window, confirm_timeout_s=confirm_timeout_s, outage_budget_s=outage_budget_s
     )
     try:
         pipeline.run()

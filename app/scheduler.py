@@ -21,6 +21,8 @@ Two publishing loops with the same signature (``Publisher``):
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import os
 import sys
 import time
@@ -29,7 +31,6 @@ from types import MappingProxyType
 from typing import Final
 
 from celery import Celery
-from kombu.utils.uuid import uuid
 
 from app import tasks
 from app.batch import ProgressCallback, Publisher, PublishPlan, PublishResult
@@ -37,6 +38,7 @@ from app.config import ConfigError, from_env
 from app.factory import make_app
 from app.publish import publish_pipelined
 from contract import timing
+from contract.wire import ENV_SCHEDULER_RUN_ID
 
 DEFAULT_COUNT: Final = 10_000
 """The seed schedules 10,000 ``count`` tasks."""
@@ -69,7 +71,7 @@ def publish_confirmed(app: Celery, plan: PublishPlan, on_progress: ProgressCallb
         with app.producer_or_acquire() as producer:
             for index in range(plan.count):
                 args, kwargs = plan.arguments(index)
-                task_id = uuid()
+                task_id = plan.task_id(index)
                 app.send_task(
                     plan.task_name,
                     args=args,
@@ -150,6 +152,12 @@ def main(
     parser.add_argument("--task", choices=sorted(plans), default="count", help="task to publish")
     parser.add_argument("--sleep-ms", type=int, default=0, help="argument of the sleep_ms task (default 0)")
     parser.add_argument(
+        "--run-id",
+        default=None,
+        help=f"names this run: a rerun with the same id publishes the same task ids (default: ${ENV_SCHEDULER_RUN_ID}, "
+        "which the Job sets to its UID, else a new id)",
+    )
+    parser.add_argument(
         "--publisher",
         choices=sorted(PUBLISHERS),
         default=DEFAULT_PUBLISHER,
@@ -160,17 +168,23 @@ def main(
         parser.error(f"--count must be at least 1, got {args.count}")
     if args.sleep_ms < 0:
         parser.error(f"--sleep-ms must not be negative, got {args.sleep_ms}")
+    env = os.environ if environ is None else environ
     try:
-        config = from_env(os.environ if environ is None else environ)
+        config = from_env(env)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 
+    # The publishers log their retries (an unreachable broker, a failover) through logging.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     app = make_app(config)
     plan = plans[args.task](args.count, args.sleep_ms)
+    run_id = args.run_id or env.get(ENV_SCHEDULER_RUN_ID, "").strip()
+    if run_id:
+        plan = dataclasses.replace(plan, run_id=run_id)
     chosen = publisher or PUBLISHERS[args.publisher]
     print(
-        f"publishing {plan.count} x {plan.task_name} ({args.publisher} publisher) "
+        f"publishing {plan.count} x {plan.task_name} ({args.publisher} publisher, run {plan.run_id}) "
         f"via {', '.join(config.redacted_urls())}",
         flush=True,
     )

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from contract import timing, wire
-from contract.wire import CLIENT_LABEL, WORKER_UID, Autoscaling
+from contract.wire import CLIENT_LABEL, ENV_SCHEDULER_RUN_ID, JOB_UID_FIELD, WORKER_UID, Autoscaling
 
 HEALTH = list(wire.HEALTH_COMMAND)
 
@@ -244,8 +244,9 @@ def _scheduler_job(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOpt
             "annotations": {"pulumi.com/skipAwait": "true"},
         },
         spec={
-            # A failed run is retried: its confirmed tasks are published again, which
-            # at-least-once (idempotent tasks) absorbs; an unconfirmed one is never lost.
+            # A failed run is retried: its confirmed tasks are published again under the same
+            # task ids (the run id is the Job's UID), which idempotent tasks recognise; an
+            # unconfirmed one is never lost.
             "backoff_limit": 2,
             "active_deadline_seconds": 3600,
             "ttl_seconds_after_finished": 86400,
@@ -260,7 +261,13 @@ def _scheduler_job(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOpt
                             "name": "scheduler",
                             "image": args.image,
                             "command": ["python", "-m", "app.scheduler", "--count", str(args.scheduler_tasks)],
-                            "env": _broker_env(args),
+                            "env": [
+                                *_broker_env(args),
+                                {
+                                    "name": ENV_SCHEDULER_RUN_ID,
+                                    "value_from": {"field_ref": {"field_path": JOB_UID_FIELD}},
+                                },
+                            ],
                             "resources": {
                                 "requests": {"cpu": "100m", "memory": "128Mi"},
                                 "limits": {"memory": "256Mi"},

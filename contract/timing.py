@@ -109,6 +109,11 @@ BROKER_HEARTBEAT_S: Final = 10
 connections; with heartbeats the worker notices within ~2 intervals (20 s)
 instead of waiting for TCP keepalive (minutes)."""
 
+TCP_USER_TIMEOUT_MS: Final = BROKER_HEARTBEAT_S * 1000
+"""Every client socket's ``TCP_USER_TIMEOUT`` (workers, the scheduler, ``.delay()``). py-amqp's
+default (1 s) aborts the socket when the broker's flow control keeps its TCP window closed for a
+second, which a busy quorum queue does; heartbeats and the confirm timeout detect a dead peer."""
+
 BROKER_CONNECT_TIMEOUT_S: Final = 4
 """Seconds to wait for a TCP connect before trying the next broker URL; a dead
 node costs this much per attempt, so it stays short."""
@@ -148,6 +153,13 @@ def publish_retry_total_s() -> float:
         interval += PUBLISH_RETRY_INTERVAL_STEP_S
     return total
 
+
+OUTAGE_BUDGET_S: Final = 900
+"""How long a whole-broker outage may last before clients give up (15 min): the scheduler keeps
+reconnecting (with backoff, saying so) for this long without a new confirm, and a worker that
+lost its broker stays live (not restarted by its liveness probe) for this long. Longer than a
+whole-cluster restart (Khepri waits up to 10 x 30 s for its peers, plus pod start), short enough
+that a worker wedged in its reconnect loop is eventually restarted."""
 
 HEALTH_HEARTBEAT_INTERVAL_S: Final = 5
 """How often a connected worker touches its heartbeat file."""

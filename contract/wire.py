@@ -26,6 +26,10 @@ ENV_PREFETCH_MULTIPLIER: Final = "WORKER_PREFETCH_MULTIPLIER"
 ENV_CONCURRENCY: Final = "WORKER_CONCURRENCY"
 ENV_HEARTBEAT_FILE: Final = "HEALTH_HEARTBEAT_FILE"
 ENV_READY_FILE: Final = "HEALTH_READY_FILE"
+ENV_SCHEDULER_RUN_ID: Final = "SCHEDULER_RUN_ID"
+"""Names a scheduling run (``python -m app.scheduler --run-id``): its retries publish the same task ids."""
+JOB_UID_FIELD: Final = "metadata.labels['batch.kubernetes.io/controller-uid']"
+"""The downward-API path of the owning Job's UID on its pods: one per Job, shared by its retries."""
 ENV_REMAP_SIGTERM: Final = "REMAP_SIGTERM"
 """Read by billiard; must stay unset (see app.config)."""
 
@@ -68,6 +72,11 @@ WORKER_COMMAND: Final[tuple[str, ...]] = (
     # each event; nothing here needs it and it is broker load that grows as n^2.
     "--without-gossip",
     "--without-mingle",
+    # No worker-heartbeat events: nothing here consumes them (no Flower, task events off), and
+    # each one is a confirmed publish without a timeout on the worker's main loop: a frozen
+    # broker node (SIGSTOP, 60 s) blocked the whole worker - no consuming, no AMQP heartbeat
+    # check - for the whole freeze. The AMQP heartbeat is separate and stays on.
+    "--without-heartbeat",
 )
 """The worker's argv: the image's CMD (exec form, so celery is PID 1), the Deployment's command and
 what the local harness runs. ``tests/test_app_config.py`` checks the Dockerfile matches."""

@@ -3,6 +3,7 @@ idempotency helper: fast, no broker."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import random
@@ -13,15 +14,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import amqp
 import pytest
 from celery import Celery
+from celery.app.defaults import DEFAULTS
+from celery.worker.consumer import Consumer as StockConsumer
 
 from app import health, tasks
 from app.batch import ProgressCallback, Publisher, PublishPlan, PublishResult
-from app.bootsteps import HealthStep
-from app.config import AppConfig, ConfigError, from_env
+from app.bootsteps import Consumer, HealthStep
+from app.config import AppConfig, ConfigError, celery_settings, from_env
 from app.factory import make_app
-from app.idempotency import FileDoneStore, MemoryDoneStore, idempotent, kwarg_key
+from app.idempotency import Claimed, ClaimStore, FileDoneStore, MemoryDoneStore, idempotent, kwarg_key
 from app.scheduler import PLANS, run_with_progress
 from app.scheduler import main as scheduler_main
 from contract import timing, wire
@@ -289,6 +293,34 @@ def test_tasks_and_health_step_are_registered() -> None:
     assert HealthStep in app.steps["consumer"]
 
 
+def test_every_setting_is_one_celery_knows() -> None:
+    """Celery accepts any key silently: a misspelt setting would simply not apply."""
+    known = set(DEFAULTS)
+    ours = celery_settings(from_env(HOSTS_ENV), random.Random(0))
+    custom = {key for key in ours if key.startswith("ha_")}
+    assert custom == {"ha_heartbeat_file", "ha_ready_file"}, "custom keys are prefixed ha_ and read by our bootsteps"
+    unknown = sorted(set(ours) - custom - known)
+    assert not unknown, f"not Celery settings: {unknown}"
+
+
+def test_every_transport_option_is_one_kombu_reads() -> None:
+    options = celery_settings(from_env(HOSTS_ENV), random.Random(0))["broker_transport_options"]
+    assert isinstance(options, dict)
+    # kombu reads the failover options (Connection._extract_failover_opts) and hands the rest to
+    # py-amqp's Connection, whose keyword arguments are the only other ones that take effect.
+    failover = {"connect_retries_timeout", "max_retries", "interval_start", "interval_step", "interval_max"}
+    amqp_kwargs = set(inspect.signature(amqp.Connection.__init__).parameters)
+    assert set(options) - failover <= amqp_kwargs, set(options) - failover - amqp_kwargs
+
+
+def test_the_worker_consumer_replaces_only_the_delayed_delivery_step() -> None:
+    ours, stock = Consumer.Blueprint.default_steps, StockConsumer.Blueprint.default_steps
+    assert len(ours) == len(stock)
+    assert [s for s in ours if s not in stock] == ["app.bootsteps:LiveDelayedDelivery"]
+    assert [s for s in stock if s not in ours] == ["celery.worker.consumer.delayed_delivery:DelayedDelivery"]
+    assert build_app().conf.worker_consumer == "app.bootsteps:Consumer"
+
+
 # ------------------------------------------------------------------ timing contract
 
 
@@ -374,6 +406,24 @@ def test_health_check_verdicts(tmp_path: Path) -> None:
     stale = health.check(hb, ready, max_age_s=60, require_ready=False, now=time.time() + 61)
     assert not stale.healthy
     assert "old" in stale.reason
+
+
+def test_liveness_rides_out_an_outage_up_to_the_budget(tmp_path: Path) -> None:
+    """Disconnected (or never connected): live while reconnecting, not ready, until the budget runs out."""
+    hb, ready = tmp_path / "hb", tmp_path / "ready"
+    marker = health.disconnected_marker(hb)
+    health.touch(marker)
+    now = time.time()
+    long_outage = now + timing.LIVENESS_MAX_AGE_S * 3
+    assert health.check(hb, ready, max_age_s=60, require_ready=False, now=long_outage).healthy
+    assert not health.check(hb, ready, max_age_s=60, require_ready=True, now=long_outage).healthy
+    over = health.check(hb, ready, max_age_s=60, require_ready=False, now=now + timing.OUTAGE_BUDGET_S + 1)
+    assert not over.healthy
+    assert "reconnecting in vain" in over.reason
+    # Consuming again: the marker is gone and a stale heartbeat fails liveness as before.
+    marker.unlink()
+    health.touch(hb)
+    assert not health.check(hb, ready, max_age_s=60, require_ready=False, now=long_outage).healthy
 
 
 def test_health_cli_exit_codes(tmp_path: Path) -> None:
@@ -468,6 +518,62 @@ def test_idempotent_does_not_mark_a_failed_run(tmp_path: Path) -> None:
     flaky(key="k")
     assert len(attempts) == 2
     assert store.is_done("k")
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_a_claimed_key_runs_in_one_delivery_at_a_time(kind: str, tmp_path: Path) -> None:
+    """Two copies of one task id at once: the second finds it claimed and is not run (nor dropped)."""
+    store: ClaimStore = MemoryDoneStore() if kind == "memory" else FileDoneStore(tmp_path)
+    runs: list[str] = []
+
+    @idempotent(store=lambda: store, key=kwarg_key("key"), claim=True, lease_s=60)
+    def effect(key: str) -> None:
+        runs.append(key)
+        # A second delivery of the same key while this one runs.
+        with pytest.raises(Claimed):
+            effect(key=key)
+
+    effect(key="k")
+    assert runs == ["k"]
+    assert store.is_done("k")
+    effect(key="k")
+    assert runs == ["k"], "done: a later copy is skipped"
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_a_dead_claimers_lease_is_taken_over_and_a_failure_releases_it(kind: str, tmp_path: Path) -> None:
+    store: ClaimStore = MemoryDoneStore() if kind == "memory" else FileDoneStore(tmp_path)
+    assert store.claim("dead", lease_s=60)  # a runner that was SIGKILLed: never released
+    assert not store.claim("dead", lease_s=60)
+    assert store.claim("dead", lease_s=0), "the lease expired: taken over"
+    attempts: list[int] = []
+
+    @idempotent(store=lambda: store, key=kwarg_key("key"), claim=True, lease_s=60)
+    def flaky(key: str) -> None:
+        attempts.append(len(key))
+        if len(attempts) == 1:
+            raise RuntimeError("first attempt fails")
+
+    with pytest.raises(RuntimeError):
+        flaky(key="f")
+    flaky(key="f")
+    assert len(attempts) == 2, "the failed run gave its claim back"
+
+
+def test_claiming_needs_a_store_that_can_claim() -> None:
+    class DoneOnly:
+        def is_done(self, key: str) -> bool:
+            return not key
+
+        def mark_done(self, key: str) -> None:
+            del key
+
+    @idempotent(store=DoneOnly, key=kwarg_key("key"), claim=True)
+    def body(key: str) -> None:
+        del key
+
+    with pytest.raises(TypeError, match="claim/release"):
+        body(key="k")
 
 
 # ------------------------------------------------------------------------- scheduler

@@ -106,6 +106,14 @@ def test_scheduler_job_in_dev_only(plans: dict[str, Plan]) -> None:
     assert not plans["prod"].objects("Job")
 
 
+def test_a_retried_scheduler_job_publishes_the_same_task_ids(plans: dict[str, Plan]) -> None:
+    """The run id is the Job's UID, which every pod (every retry) of the Job carries as a label."""
+    [job] = plans["dev"].objects("Job")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    [run_id] = [e for e in container["env"] if e["name"] == "SCHEDULER_RUN_ID"]
+    assert run_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['batch.kubernetes.io/controller-uid']"
+
+
 def _plan_with(runner: Callable[..., CompletedProcess[str]], *overrides: str) -> Path:
     done = runner("dev", *overrides)
     assert done.returncode == 0, done.stderr

@@ -8,6 +8,7 @@ nothing) is in tests/integration/test_publish.py.
 from __future__ import annotations
 
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from app.factory import make_app
 from app.publish import ConfirmWindow, publish_pipelined
 from app.scheduler import PUBLISHERS, publish_confirmed
 from app.scheduler import main as scheduler_main
+from contract import timing
 
 URLS_ENV = {"BROKER_URLS": "amqp://u:pw@node-a:5672/,amqp://u:pw@node-b:5672/,amqp://u:pw@node-c:5672/"}
 
@@ -136,7 +138,7 @@ class CapturingProducer:
 def test_messages_are_what_send_task_publishes() -> None:
     app = build_app()
     plan = PublishPlan(tasks.SLEEP_MS, 2, lambda index: ((), {"ms": 7 + index}))
-    pipeline = publish._Pipeline(app, plan, lambda _: None, window=8, confirm_timeout_s=1, max_failovers=1)
+    pipeline = publish._Pipeline(app, plan, lambda _: None, window=8, confirm_timeout_s=1, outage_budget_s=1)
     ours = CapturingProducer()
     pipeline._publish(ours, 1)  # type: ignore[arg-type]
     theirs = CapturingProducer()
@@ -153,6 +155,9 @@ def test_messages_are_what_send_task_publishes() -> None:
     assert our_kw.pop("declare") == []
     assert their_kw.pop("declare") == list(pipeline.route.declare)
     assert our_kw.pop("mandatory") is True
+    # The pipeline reads its confirms itself; the app's send_task bounds its wait.
+    assert our_kw.pop("confirm_timeout") is None
+    assert their_kw.pop("confirm_timeout") == timing.PUBLISH_CONFIRM_TIMEOUT_S
     assert our_kw == their_kw
     assert our_kw["exchange"] == "celery"
     assert our_kw["routing_key"] == "celery"
@@ -412,13 +417,25 @@ def test_a_silent_broker_times_out_and_fails_over() -> None:
 
 
 @pytest.mark.usefixtures("no_backoff")
-def test_gives_up_after_max_failovers_without_progress() -> None:
-    broker = FakeBroker(drop_on={(n, 1) for n in range(1, 10)}, stored_when_dropped=False)
-    result, _, _ = run_fake(broker, count=5, window=2, max_failovers=3)
+def test_gives_up_once_the_outage_budget_passes_without_a_confirm() -> None:
+    broker = FakeBroker(drop_on={(n, 1) for n in range(1, 10_000)}, stored_when_dropped=False)
+    started = time.monotonic()
+    result, _, _ = run_fake(broker, count=5, window=2, outage_budget_s=0.3)
     assert not result.ok
     assert result.error is not None
-    assert "gave up after 3 failovers" in result.error
+    assert "gave up: no new confirm for 0s" in result.error
     assert result.confirmed == 0
+    assert result.failovers > 3, "it keeps failing over until the budget is spent"
+    assert time.monotonic() - started >= 0.3
+
+
+@pytest.mark.usefixtures("no_backoff")
+def test_failovers_that_confirm_something_never_spend_the_budget() -> None:
+    # Every connection dies on its 3rd publish, after confirming 2: progress resets the budget.
+    broker = FakeBroker(drop_on={(n, 3) for n in range(1, 100)}, stored_when_dropped=False)
+    result, _, _ = run_fake(broker, count=30, window=1, outage_budget_s=0.5)
+    assert result.ok, result.error
+    assert result.failovers >= 10
 
 
 @pytest.mark.usefixtures("no_backoff")
@@ -455,4 +472,29 @@ def test_the_scheduler_cli_picks_the_publisher(
     argv = ["--count", "2", "--task", "noop"] + ([] if choice == "pipelined" else ["--publisher", "simple"])
     assert scheduler_main(argv, URLS_ENV) == 0
     assert used == [choice]
-    assert f"({choice} publisher)" in capsys.readouterr().out
+    assert f"({choice} publisher, run " in capsys.readouterr().out
+
+
+def test_the_same_run_id_gives_the_same_task_ids_and_another_run_new_ones() -> None:
+    plan = PublishPlan(tasks.NOOP, 3, run_id="job-uid-1")
+    again = PublishPlan(tasks.NOOP, 3, run_id="job-uid-1")
+    assert [plan.task_id(i) for i in range(3)] == [again.task_id(i) for i in range(3)]
+    assert len({plan.task_id(i) for i in range(3)}) == 3
+    assert plan.task_id(0) != PublishPlan(tasks.NOOP, 3, run_id="job-uid-2").task_id(0)
+    assert plan.task_id(0) != PublishPlan(tasks.COUNT, 3, run_id="job-uid-1").task_id(0)
+    assert PublishPlan(tasks.NOOP, 1).task_id(0) != PublishPlan(tasks.NOOP, 1).task_id(0), "no run id: a new run"
+
+
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_the_scheduler_takes_its_run_id_from_the_flag_or_the_job(via: str) -> None:
+    seen: list[PublishPlan] = []
+
+    def capture(_app: Celery, plan: PublishPlan, on_progress: batch.ProgressCallback) -> batch.PublishResult:
+        seen.append(plan)
+        on_progress(plan.count)
+        return batch.PublishResult(plan.count, tuple(plan.task_id(i) for i in range(plan.count)), 0.1)
+
+    argv = ["--count", "2", "--task", "noop"] + (["--run-id", "r-7"] if via == "flag" else [])
+    env = {**URLS_ENV, **({"SCHEDULER_RUN_ID": "r-7"} if via == "env" else {})}
+    assert scheduler_main(argv, env, publisher=capture) == 0
+    assert seen[0].run_id == "r-7"
