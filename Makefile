@@ -7,6 +7,7 @@ UV_VERSION := 0.13.8
 STACK ?= dev
 TASKS ?= 10000
 SCENARIO ?= kill-broker
+WORKLOAD ?= plain
 CONFIG ?= ha
 
 .PHONY: help setup system-deps images plan test lint typecheck contracts unit integration demo bench lock clean
@@ -22,10 +23,9 @@ system-deps: ## apt packages: rabbitmq-server (local broker), iproute2 (network 
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq \
 	    rabbitmq-server iproute2 mmdebstrap zstd >/dev/null; \
+	  echo "stopping the system broker the package just started (the harness runs its own nodes)"; \
+	  { systemctl stop rabbitmq-server || service rabbitmq-server stop || rabbitmqctl -q shutdown; } >/dev/null 2>&1 || true; \
 	fi
-	@# Debian starts a system broker on 5672; the harness runs its own nodes.
-	@if command -v systemctl >/dev/null && systemctl is-active -q rabbitmq-server 2>/dev/null; then systemctl stop rabbitmq-server; fi
-	@pkill -u rabbitmq -f 'rabbit@localhost' 2>/dev/null || true
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null || python3 -m pip install -q "uv==$(UV_VERSION)"
@@ -65,8 +65,8 @@ test: setup lint typecheck contracts ## everything: gates, unit, integration (re
 	$(VENV)/bin/pytest -q
 
 # --- the local harness -----------------------------------------------------------
-demo: setup plan ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, CONFIG=ha|seed)
-	$(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --config $(CONFIG) --plan build/plan/$(STACK)
+demo: setup plan ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, WORKLOAD=plain|eta, CONFIG=ha|seed)
+	$(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --workload $(WORKLOAD) --config $(CONFIG) --plan build/plan/$(STACK)
 
 bench: setup ## benchmarks -> build/bench/results.json (QUICK=1 for the short run)
 	$(PY) -m bench $(if $(QUICK),--quick,)

@@ -2,8 +2,10 @@
 
 Boots three real RabbitMQ nodes (the config broker/ renders), real Celery workers (the
 app/ configuration the image runs), publishes the tasks, injects the fault mid-load,
-waits for the queue to drain and reports what was lost. Exit status 1 if any task was lost
-or the drill could not run; everything it started is stopped on exit, Ctrl-C included.
+waits for the queue to drain and reports what was lost. ``--workload eta`` publishes countdowns
+instead (``drill.workload``) and also counts the tasks that started before their ETA. Exit status
+1 if any task was lost or early, or the drill could not run; everything it started is stopped on
+exit, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from drill.profiles import Profile
 from drill.report import summary, timeline
 from drill.runner import DrillOptions, run_drill, run_plan_drills, write_report
 from drill.scenarios import Scenario
+from drill.workload import Workload
 from harness import netns
 
 ALL = "all"
@@ -37,6 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ha (this project) or seed (2018)",
     )
     run.add_argument("--tasks", type=int, default=10_000, help="tasks to schedule (default %(default)s)")
+    run.add_argument(
+        "--workload",
+        default=Workload.PLAIN.value,
+        choices=[w.value for w in Workload],
+        help="plain: tasks due at once; eta: countdowns of 1-30 s, a part published before any worker "
+        "(ha only; default %(default)s)",
+    )
     run.add_argument(
         "--plan",
         type=Path,
@@ -65,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--task-ms must be >= 0, got {args.task_ms}")
 
     profile = Profile(args.config)
+    workload = Workload(args.workload)
+    if workload is Workload.ETA and profile is Profile.SEED:
+        parser.error("--workload eta needs --config ha: it scales the plan's worker Deployment and uses quorum queues")
     scenarios = list(Scenario) if args.scenario == ALL else [Scenario(args.scenario)]
     if profile is Profile.SEED:
         if args.scenario != ALL and scenarios[0].needs_pod_runner:
@@ -81,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             concurrency=args.concurrency,
             task_ms=args.task_ms,
             plan=args.plan,
+            workload=workload,
         )
         for scenario in scenarios
         # partition-broker is partition-node's older name on the pod runner: `all` runs it once.
@@ -99,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "report.json").write_text(json.dumps([r.to_json() for r in results], indent=2) + "\n")
     console.print(f"report: {args.out / 'report.json'}")
-    return 1 if any(r.lost or r.error for r in results) else 0
+    return 1 if any(r.lost or r.early or r.error for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ survives a process's death.
 Reading side (the drill harness, after the run): ``tally()`` counts lines per
 task id: ``distinct`` ids are completed tasks, every line beyond the first per
 id is a duplicate execution (expected, in small numbers, after a failover:
-delivery is at-least-once).
+delivery is at-least-once). A task with an ETA (``countdown=``/``eta=``) also
+records its ETA as Celery gave it and when its body started: ``early`` counts the
+tasks that started before their ETA (the pods and the host share one clock).
 
 A line is recorded when the task body *finished*, before Celery acks the
 message; a crash between the two is exactly what makes a duplicate.
@@ -27,10 +29,20 @@ import socket
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
 RECORD_SUFFIX: Final = ".jsonl"
+ETA_RESOLUTION_S: Final = 1e-6
+"""The resolution of an ETA: Celery writes it in ISO 8601 with microseconds. A start earlier
+than the ETA by more than this is early; nothing else is tolerated."""
+
+
+def eta_epoch(eta: str) -> float:
+    """Epoch seconds of Celery's ISO 8601 ETA (``request.eta``); naive means UTC (``enable_utc``)."""
+    parsed = datetime.fromisoformat(eta)
+    return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,23 @@ class Record:
     pid: int
     finished_at: float
     """Epoch seconds when the task body finished."""
+    started_at: float | None = None
+    """Epoch seconds when the task body started (None in records written before it was kept)."""
+    eta: str | None = None
+    """The task's ETA as Celery gave it (``request.eta``, ISO 8601), None for a task due at once."""
+
+    @property
+    def early_by(self) -> float | None:
+        """Seconds the body started before its ETA (negative: after it); None without an ETA or start."""
+        if self.eta is None or self.started_at is None:
+            return None
+        return eta_epoch(self.eta) - self.started_at
+
+    @property
+    def early(self) -> bool:
+        """The body started before the task's ETA (by more than the ETA's resolution)."""
+        early_by = self.early_by
+        return early_by is not None and early_by > ETA_RESOLUTION_S
 
 
 def append(directory: Path, record: Record) -> None:
@@ -59,6 +88,8 @@ def append(directory: Path, record: Record) -> None:
                 "host": record.host,
                 "pid": record.pid,
                 "finished_at": record.finished_at,
+                "started_at": record.started_at,
+                "eta": record.eta,
             },
             separators=(",", ":"),
         )
@@ -75,8 +106,10 @@ def append(directory: Path, record: Record) -> None:
         raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
 
 
-def make_record(task_id: str, key: int, *, redelivered: bool) -> Record:
-    """A ``Record`` for this process, finished now."""
+def make_record(
+    task_id: str, key: int, *, redelivered: bool, started_at: float | None = None, eta: str | None = None
+) -> Record:
+    """A ``Record`` for this process, finished now (``started_at``, ``eta``: see :class:`Record`)."""
     return Record(
         task_id=task_id,
         key=key,
@@ -84,6 +117,8 @@ def make_record(task_id: str, key: int, *, redelivered: bool) -> Record:
         host=socket.gethostname(),
         pid=os.getpid(),
         finished_at=time.time(),
+        started_at=started_at,
+        eta=eta,
     )
 
 
@@ -99,6 +134,13 @@ class Tally:
     """Distinct ``key`` values seen."""
     malformed: int
     """Lines that were not valid records (should be 0)."""
+    early_tasks: frozenset[str] = frozenset()
+    """Ids of the tasks with an execution that started before the task's ETA (should be none)."""
+
+    @property
+    def early(self) -> int:
+        """Tasks that started (at least once) before their ETA."""
+        return len(self.early_tasks)
 
     @property
     def distinct(self) -> int:
@@ -123,16 +165,19 @@ def read(directory: Path) -> tuple[list[Record], int]:
         for line in path.read_bytes().splitlines():
             try:
                 raw = json.loads(line)
-                records.append(
-                    Record(
-                        task_id=str(raw["task_id"]),
-                        key=int(raw["key"]),
-                        redelivered=bool(raw["redelivered"]),
-                        host=str(raw["host"]),
-                        pid=int(raw["pid"]),
-                        finished_at=float(raw["finished_at"]),
-                    )
+                record = Record(
+                    task_id=str(raw["task_id"]),
+                    key=int(raw["key"]),
+                    redelivered=bool(raw["redelivered"]),
+                    host=str(raw["host"]),
+                    pid=int(raw["pid"]),
+                    finished_at=float(raw["finished_at"]),
+                    started_at=None if raw.get("started_at") is None else float(raw["started_at"]),
+                    eta=None if raw.get("eta") is None else str(raw["eta"]),
                 )
+                if record.eta is not None:
+                    eta_epoch(record.eta)  # an ETA that does not parse makes the line malformed
+                records.append(record)
             except (ValueError, KeyError, TypeError):
                 malformed += 1
     return records, malformed
@@ -146,4 +191,5 @@ def tally(directory: Path) -> Tally:
         per_task=Counter(r.task_id for r in records),
         keys=frozenset(r.key for r in records),
         malformed=malformed,
+        early_tasks=frozenset(r.task_id for r in records if r.early),
     )

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drill.runner import DrillResult
+from drill.workload import Workload
 
 
 def summary(results: list[DrillResult], console: Console) -> None:
@@ -25,6 +26,7 @@ def summary(results: list[DrillResult], console: Console) -> None:
         "scheduled",
         "completed",
         "lost",
+        "early",
         "duplicates",
         "failover s",
         "max gap s",
@@ -33,15 +35,21 @@ def summary(results: list[DrillResult], console: Console) -> None:
     ):
         table.add_column(column, justify="right" if column not in ("scenario", "config", "verdict") else "left")
     for r in results:
-        verdict = (
-            "[red]ERROR[/]" if r.error else ("[green]no task lost[/]" if r.lost == 0 else f"[red]{r.lost} LOST[/]")
-        )
+        if r.error:
+            verdict = "[red]ERROR[/]"
+        elif r.lost or r.early:
+            verdict = (
+                "[red]" + ", ".join(f"{n} {what}" for n, what in ((r.lost, "LOST"), (r.early, "EARLY")) if n) + "[/]"
+            )
+        else:
+            verdict = "[green]no task lost[/]" + (", none early" if r.options.workload is Workload.ETA else "")
         table.add_row(
             r.options.scenario.value,
-            r.options.profile.value,
+            r.options.profile.value + ("" if r.options.workload is Workload.PLAIN else f", {r.options.workload}"),
             str(r.scheduled),
             str(r.completed),
             str(r.lost),
+            str(r.early),
             str(r.duplicates),
             "-" if r.failover_seconds is None else f"{r.failover_seconds:.2f}",
             "-" if r.max_gap_seconds is None else f"{r.max_gap_seconds:.2f}",
@@ -54,8 +62,14 @@ def summary(results: list[DrillResult], console: Console) -> None:
             console.print(f"[red]{r.options.scenario}: {r.error}[/]")
         if r.publish.error:
             console.print(f"[yellow]{r.options.scenario}: publisher stopped: {r.publish.error}[/]")
-        for t, label in r.events:
+        for t, label in sorted([*r.workload_events, *r.events]):
             console.print(f"  {r.options.scenario} +{t - r.started_at:6.2f}s  {label}")
+        if r.late_seconds is not None:
+            median, worst = r.late_seconds
+            console.print(
+                f"  {r.options.scenario}: {r.published_before_workers} tasks published with no worker pod; "
+                f"start after ETA: median {median:.3f}s, max {worst:.3f}s; {r.early} early"
+            )
     versions = results[0].versions if results else {}
     console.print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
 
@@ -110,12 +124,14 @@ def timeline(result: DrillResult, path: Path) -> Path:
         color="#4c72b0",
         label="tasks completed",
     )
-    last = max([len(seconds), *(t - result.started_at for t, _ in result.events)])
-    ax.set_xlim(0, last + 1)
-    for i, (t, label) in enumerate(result.events):
+    marks = [(t, label, "#c44e52" if i == 0 else "#7f7f7f", "--") for i, (t, label) in enumerate(result.events)]
+    # The workload's own steps (eta: workers stopped, first part published, workers back), dotted.
+    marks += [(t, label, "#4c72b0", ":") for t, label in result.workload_events]
+    last = max([len(seconds), *(t - result.started_at for t, *_ in marks)])
+    ax.set_xlim(min([0.0, *(t - result.started_at for t, *_ in marks)]), last + 1)
+    for t, label, color, style in marks:
         x = t - result.started_at
-        color = "#c44e52" if i == 0 else "#7f7f7f"
-        ax.axvline(x, color=color, linestyle="--", linewidth=1.2)
+        ax.axvline(x, color=color, linestyle=style, linewidth=1.2)
         # Along the line, so labels of close events do not run into each other.
         ax.text(
             x,
@@ -133,6 +149,8 @@ def timeline(result: DrillResult, path: Path) -> Path:
         ax.set_xlabel("seconds since the first publish")
     ax.set_ylabel("tasks completed / s")
     verdict = "no task lost" if result.lost == 0 else f"{result.lost} LOST"
+    if result.options.workload is Workload.ETA:
+        verdict += f", {result.early} early"
     ax.set_title(
         f"{result.options.scenario} ({result.options.profile} config): "
         f"{result.completed}/{result.scheduled} completed, {verdict}, {result.duplicates} duplicates"

@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import json
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -27,6 +28,7 @@ from drill.profiles import Profile
 from drill.scenarios import QUEUE, Scenario
 from drill.targets import PlanTarget, PodEvent, Target, boot_local, boot_plan
 from drill.tasks import record_plan
+from drill.workload import MAX_COUNTDOWN_S, Workload, publish_delayed, published_before_workers
 from harness import netns
 from harness.kube.fields import Delta
 from harness.poll import PollTimeout, poll
@@ -48,11 +50,14 @@ class DrillOptions:
     fault_at: float = 0.3
     """Inject the fault once this fraction of the tasks is published (publisher still busy)."""
     stall_timeout_s: float = 90.0
-    """Give up when no task completed for this long after publishing ended."""
+    """Give up when no task completed for this long after publishing ended (``eta``: after the
+    last task's ETA, at most ``drill.workload.MAX_COUNTDOWN_S`` after publishing ended)."""
     workdir: Path | None = None
     """Keep the cluster's files here (default: a temporary directory, removed afterwards)."""
     plan: Path = Path("build/plan/dev")
     """The plan the ha configuration boots (``make plan STACK=...`` writes it)."""
+    workload: Workload = Workload.PLAIN
+    """What is published: tasks due at once, or countdowns with a part before any worker (``drill.workload``)."""
 
 
 @dataclass
@@ -76,17 +81,33 @@ class DrillResult:
     """Every difference between the plan and what ran (ha on the pod runner only)."""
     pod_events: list[PodEvent] = field(default_factory=list)
     """What the pods went through during the drill (ha on the pod runner only)."""
+    early: int = 0
+    """Tasks whose body started before their ETA (``eta`` workload; must be 0)."""
+    late_seconds: tuple[float, float] | None = None
+    """Median and largest delay from a task's ETA to its first start (``eta`` workload)."""
+    published_before_workers: int = 0
+    """Tasks confirmed while the worker Deployment had no pod at all (measured before and after)."""
+    workers_before: int | None = None
+    """Worker pods the cluster had ever had when those tasks were published (``eta``; 0: none ever)."""
+    workload_events: list[tuple[float, str]] = field(default_factory=list)
+    """The workload's own steps (workers stopped, first part published, workers back)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "scenario": self.options.scenario.value,
             "config": self.options.profile.value,
+            "workload": self.options.workload.value,
             "scheduled": self.scheduled,
             "published": self.publish.confirmed,
             "publish_error": self.publish.error,
             "publish_per_s": round(self.publish.rate, 1),
             "completed": self.completed,
             "lost": self.lost,
+            "early": self.early,
+            "late_seconds_median": None if self.late_seconds is None else round(self.late_seconds[0], 3),
+            "late_seconds_max": None if self.late_seconds is None else round(self.late_seconds[1], 3),
+            "published_before_workers": self.published_before_workers,
+            "workers_before": self.workers_before,
             "duplicates": self.duplicates,
             "failover_seconds": None if self.failover_seconds is None else round(self.failover_seconds, 3),
             "max_gap_seconds": None if self.max_gap_seconds is None else round(self.max_gap_seconds, 3),
@@ -95,6 +116,9 @@ class DrillResult:
             "concurrency": self.options.concurrency,
             "task_ms": self.options.task_ms,
             "events": [{"t": round(t - self.started_at, 3), "label": label} for t, label in self.events],
+            "workload_events": [
+                {"t": round(t - self.started_at, 3), "label": label} for t, label in self.workload_events
+            ],
             "versions": self.versions,
             "rabbitmq_version": self.versions.get("rabbitmq"),
             "plan": str(self.options.plan) if self.options.profile is Profile.HA else None,
@@ -178,7 +202,11 @@ def run_drill(options: DrillOptions, console: Console | None = None) -> DrillRes
                 f"[bold]drill[/] {options.scenario} (ha): booting {options.plan} on the pod runner "
                 "(RabbitMQ 4.3 StatefulSet, worker Deployment)"
             )
-            target_cm: contextlib.AbstractContextManager[Target] = boot_plan(options.plan, work / "kube", results)
+            # eta: the worker Deployment boots scaled to 0, so the first tasks meet a cluster where
+            # no worker has ever run (nothing declared the delayed-delivery topology but the broker).
+            target_cm: contextlib.AbstractContextManager[Target] = boot_plan(
+                options.plan, work / "kube", results, workers=options.workload is not Workload.ETA
+            )
         else:
             console.print(f"[bold]drill[/] {options.scenario} (seed, 2018): booting Debian's RabbitMQ 3.10 x 3")
             target_cm = boot_local(
@@ -230,18 +258,64 @@ def run_plan_drills(options: Sequence[DrillOptions], console: Console | None = N
         return done
 
 
+@dataclass
+class _BeforeWorkers:
+    """What the ``eta`` workload measured around the tasks it published before the workers started."""
+
+    present_before: int = -1
+    """Worker pods when publishing began."""
+    present_after: int = -1
+    """Worker pods once the first part was confirmed."""
+    ever: int | None = None
+    """Worker pods the cluster had ever had when publishing began."""
+    published: int = 0
+    """Tasks confirmed in the first part."""
+
+    @property
+    def without_workers(self) -> int:
+        """Tasks confirmed while no worker pod existed (both ends of the part measured)."""
+        return self.published if self.present_before == 0 and self.present_after == 0 else 0
+
+
 def drive(options: DrillOptions, *, target: Target, results: Path, console: Console) -> DrillResult:
-    consumers = target.start_workers()
-    try:
-        _wait_consumers(target, consumers)
-    except PollTimeout as exc:
-        raise DrillError(str(exc)) from exc
+    eta = options.workload is Workload.ETA
+    workload_events: list[tuple[float, str]] = []
+    before = _BeforeWorkers()
+
+    def note(label: str) -> None:
+        workload_events.append((time.time(), label))
+        console.print(f"  {label}")
+
+    if eta:
+        target.stop_workers()
+        before.present_before, before.ever = target.workers_present(), target.workers_ever()
+        note(f"workers stopped: {before.present_before} worker pods, {before.ever} ever")
+    else:
+        consumers = target.start_workers()
+        try:
+            _wait_consumers(target, consumers)
+        except PollTimeout as exc:
+            raise DrillError(str(exc)) from exc
     app, publish = target.publisher()
     plan = record_plan(options.tasks, options.task_ms)
     progress_counter = _Counter()
 
+    def workers_back() -> None:
+        before.published = progress_counter.value
+        before.present_after = target.workers_present()
+        note(f"{before.published} tasks published with {before.present_after} worker pods; starting the workers")
+        consumers = target.start_workers()
+        _wait_consumers(target, consumers)
+        note(f"workers back: {consumers} consumers on {QUEUE!r}")
+
     def publisher() -> None:
-        progress_counter.result = publish(app, plan, progress_counter)
+        if eta:
+            first = published_before_workers(options.tasks)
+            progress_counter.result = publish_delayed(
+                app, plan, progress_counter, pause_after=first, pause=workers_back
+            )
+        else:
+            progress_counter.result = publish(app, plan, progress_counter)
 
     started = time.time()
     publishing = threading.Thread(target=publisher, name="publisher", daemon=True)
@@ -263,6 +337,8 @@ def drive(options: DrillOptions, *, target: Target, results: Path, console: Cons
 
     fault_thread: threading.Thread | None = None
     last_progress = time.monotonic()
+    # eta: no task is due before its countdown ran out; idle time counts from the last ETA on.
+    all_due: float | None = None
     completed = 0
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -289,13 +365,15 @@ def drive(options: DrillOptions, *, target: Target, results: Path, console: Cons
             publish_done = not publishing.is_alive()
             if done >= options.tasks and fault_done:
                 break
-            idle = time.monotonic() - last_progress
+            if eta and publish_done and all_due is None:
+                all_due = time.monotonic() + MAX_COUNTDOWN_S
+            idle = time.monotonic() - max(last_progress, all_due or last_progress)
             if publish_done and (fault_done or fault_thread is None):
                 if idle > options.stall_timeout_s:
                     console.print(f"[red]no task completed for {options.stall_timeout_s:.0f}s: stopping[/]")
                     break
-                # Nothing queued and nothing running: what is missing now will never come.
-                if idle > 5 and target.queue_stat("messages") == 0:
+                # Nothing queued, nothing delayed and nothing running: what is missing now will never come.
+                if idle > 5 and target.queue_stat("messages") == 0 and (not eta or target.delayed_messages() == 0):
                     break
             if (
                 fault_thread is None
@@ -310,7 +388,8 @@ def drive(options: DrillOptions, *, target: Target, results: Path, console: Cons
         fault_thread.join(timeout=300)
     publish_result = progress_counter.result or PublishResult(options.tasks, (), 0.0, "publisher did not finish")
     final = records.tally(results)
-    finished = [r.finished_at for r in records.read(results)[0]]
+    executions = records.read(results)[0]
+    finished = [r.finished_at for r in executions]
     expected = set(range(options.tasks))
     completed = len(final.keys & expected)
     fault_at = events[0][0] if events else None
@@ -339,7 +418,25 @@ def drive(options: DrillOptions, *, target: Target, results: Path, console: Cons
         error=error,
         deltas=target.deltas,
         pod_events=target.pod_events(started),
+        early=final.early,
+        late_seconds=late_seconds(executions),
+        published_before_workers=before.without_workers,
+        workers_before=before.ever,
+        workload_events=workload_events,
     )
+
+
+def late_seconds(executions: Sequence[records.Record]) -> tuple[float, float] | None:
+    """Median and largest delay from each task's ETA to its first start; None if no task had an ETA."""
+    first_start: dict[str, float] = {}
+    for record in executions:
+        early_by = record.early_by
+        if early_by is not None:
+            first_start[record.task_id] = min(first_start.get(record.task_id, -early_by), -early_by)
+    if not first_start:
+        return None
+    delays = list(first_start.values())
+    return statistics.median(delays), max(delays)
 
 
 def write_report(result: DrillResult, out: Path) -> Path:

@@ -44,6 +44,9 @@ from harness.poll import poll
 from harness.workers import WorkerPool
 
 BOOT_TIMEOUT_S = 300.0
+WORKERS_TIMEOUT_S = 180.0
+"""For the worker Deployment's pods to be Ready after a scale-up, or gone after a scale-down
+(a warm shutdown waits for running tasks, bounded by the plan's grace period)."""
 CONTAINER_RESULTS = "/drill-results"
 """Where the worker pods see the drill's results directory."""
 
@@ -59,6 +62,22 @@ class Target(Protocol):
 
     def start_workers(self) -> int:
         """Start (or confirm) the workers; return how many consumers the task queue should get."""
+        ...
+
+    def stop_workers(self) -> None:
+        """Stop every worker and wait until none is left; ``start_workers`` brings them back."""
+        ...
+
+    def workers_present(self) -> int:
+        """Worker pods (or processes) that exist now, Ready or not, terminating included."""
+        ...
+
+    def workers_ever(self) -> int:
+        """Distinct worker pods (or processes) the cluster under test has had so far."""
+        ...
+
+    def delayed_messages(self) -> int | None:
+        """Messages waiting in Celery's native delayed-delivery queues, None if no node answers."""
         ...
 
     def publisher(self) -> tuple[Celery, Publisher]: ...
@@ -92,35 +111,80 @@ def parse_queue_stat(out: str, queue: str = QUEUE) -> int:
     return 0
 
 
+DELAYED_QUEUE_PREFIX = "celery_delayed_"
+"""kombu's native delayed delivery: queues ``celery_delayed_0`` .. ``celery_delayed_27``."""
+
+
+def parse_delayed(out: str) -> int:
+    """The sum over the delayed-delivery queues' rows of ``list_queues name <item>``."""
+    total = 0
+    for line in out.splitlines():
+        name, _, value = line.partition("\t")
+        if name.startswith(DELAYED_QUEUE_PREFIX):
+            total += int(value)
+    return total
+
+
 # ------------------------------------------------------------------------- the plan (ha) ----
 
 
 class PlanTarget:
     """The plan's objects on the local pod runner; see the module docstring."""
 
-    def __init__(self, cluster: KubeCluster, versions: dict[str, str]) -> None:
+    def __init__(self, cluster: KubeCluster, versions: dict[str, str], *, workers_stopped: bool = False) -> None:
         self.cluster = cluster
         self.versions = versions
         self.deltas = cluster.deltas
+        self.workers_stopped = workers_stopped
+        """The worker Deployment is scaled to 0 (``stop_workers``, or booted so)."""
 
     def start_workers(self) -> int:
-        # The Deployment's pods are running already (booted and ready with the plan).
+        # Booted and ready with the plan, unless scaled to 0: then back to the plan's replicas.
+        if self.workers_stopped:
+            self.cluster.scale(WORKERS, self.planned_workers)
+            self.cluster.wait_ready(WORKERS_TIMEOUT_S, WORKERS)
+            self.workers_stopped = False
         return len(self.cluster.pods_of(WORKERS))
+
+    def stop_workers(self) -> None:
+        self.cluster.scale(WORKERS, 0)
+        self.workers_stopped = True
+        # Warm shutdown: running tasks finish, held (ETA) ones are requeued, then the pods go.
+        poll(lambda: not self.cluster.pods_of(WORKERS), WORKERS_TIMEOUT_S, f"{WORKERS} to have no pod", interval=0.5)
+
+    @property
+    def planned_workers(self) -> int:
+        """The worker Deployment's replicas in the plan."""
+        return next(d.replicas for d in self.cluster.plan.deployments if f"Deployment/{d.name}" == WORKERS)
+
+    def workers_present(self) -> int:
+        return len(self.cluster.pods_of(WORKERS))
+
+    def workers_ever(self) -> int:
+        prefix = WORKERS.split("/", 1)[1] + "-"
+        return len({e.pod for e in self.cluster.events_of() if e.pod.startswith(prefix)})
 
     def publisher(self) -> tuple[Celery, Publisher]:
         # The scheduler's default publisher, from the host, to every broker pod.
         return make_app(from_env({wire.ENV_BROKER_URLS: ",".join(broker_urls(self.cluster))})), publish_pipelined
 
-    def queue_stat(self, item: str) -> int | None:
+    def _list_queues(self, item: str) -> str | None:
         for pod in self.cluster.pods_of(BROKERS):
             if not pod.ready:
                 continue
             with contextlib.suppress(Exception):
-                out = self.cluster.exec(
+                return self.cluster.exec(
                     pod.name, "rabbitmqctl", "-q", "list_queues", "name", item, "--no-table-headers", timeout=30
                 )
-                return parse_queue_stat(out)
         return None
+
+    def queue_stat(self, item: str) -> int | None:
+        out = self._list_queues(item)
+        return None if out is None else parse_queue_stat(out)
+
+    def delayed_messages(self) -> int | None:
+        out = self._list_queues("messages")
+        return None if out is None else parse_delayed(out)
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
         pod_scenarios.FAULTS[scenario](self.cluster, mark)
@@ -154,10 +218,17 @@ def worker_additions(results: Path) -> dict[str, PodAdditions]:
 
 
 @contextlib.contextmanager
-def boot_plan(plan_dir: Path, workdir: Path, results: Path) -> Iterator[PlanTarget]:
-    """Boot the plan on the pod runner; yield once the brokers and the workers are Ready."""
+def boot_plan(plan_dir: Path, workdir: Path, results: Path, *, workers: bool = True) -> Iterator[PlanTarget]:
+    """Boot the plan on the pod runner; yield once the brokers and the workers are Ready.
+
+    ``workers=False``: the worker Deployment starts scaled to 0, so no worker has ever run on
+    this cluster until ``start_workers`` (what a fresh install publishing first looks like).
+    """
     images = ensure_images()
-    with KubeCluster(plan_dir, workdir, images, additions=worker_additions(results)) as cluster:
+    cluster = KubeCluster(plan_dir, workdir, images, additions=worker_additions(results))
+    if not workers:
+        cluster.scale(WORKERS, 0)
+    with cluster:
         cluster.wait_ready(BOOT_TIMEOUT_S)
         broker = cluster.pods_of(BROKERS)[0].name
         versions = {
@@ -165,7 +236,7 @@ def boot_plan(plan_dir: Path, workdir: Path, results: Path) -> Iterator[PlanTarg
             "worker image": images["worker"].version,
             "celery (publisher)": version("celery"),
         }
-        yield PlanTarget(cluster, versions)
+        yield PlanTarget(cluster, versions, workers_stopped=not workers)
 
 
 def broker_urls(cluster: KubeCluster) -> list[str]:
@@ -200,6 +271,19 @@ class LocalTarget:
     def start_workers(self) -> int:
         self.pool.start(self.workers)
         return self.workers
+
+    def stop_workers(self) -> None:
+        raise NotImplementedError("the eta workload runs on the plan-booted cluster (CONFIG=ha) only")
+
+    def workers_present(self) -> int:
+        return len(self.pool.alive())
+
+    def workers_ever(self) -> int:
+        raise NotImplementedError("the eta workload runs on the plan-booted cluster (CONFIG=ha) only")
+
+    def delayed_messages(self) -> int | None:
+        # The seed publishes no ETA task (and its classic queues have no native delayed delivery).
+        return 0
 
     def publisher(self) -> tuple[Celery, Publisher]:
         return self.runtime.publisher()

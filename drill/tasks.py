@@ -52,6 +52,8 @@ def _results_dir() -> Path | None:
 
 
 def _record(task: Task[Any, Any], n: int, pause_ms: int) -> None:
+    # First thing in the body: the drill compares it with the task's ETA.
+    started_at = time.time()
     if pause_ms:
         time.sleep(pause_ms / 1000)
     request = task.request
@@ -61,12 +63,17 @@ def _record(task: Task[Any, Any], n: int, pause_ms: int) -> None:
         logger.info("record(%d) done (%s not set, nothing written)", n, ENV_RESULTS_DIR)
         return
     redelivered = bool((request.delivery_info or {}).get("redelivered", False))
-    records.append(directory, records.make_record(str(request.id), n, redelivered=redelivered))
+    # Celery hands the ETA to the task as an ISO 8601 string (None for a task due at once).
+    eta = None if request.eta is None else str(request.eta)
+    records.append(
+        directory,
+        records.make_record(str(request.id), n, redelivered=redelivered, started_at=started_at, eta=eta),
+    )
 
 
 @shared_task(name=RECORD, bind=True)
 def record(self: Task[Any, Any], n: int, sleep_ms: int = 0) -> None:
-    """Optionally sleep, then append an execution record."""
+    """Optionally sleep, then append an execution record (with the task's ETA and start time)."""
     _record(self, n, sleep_ms)
 
 

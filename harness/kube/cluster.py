@@ -9,7 +9,7 @@ and the scheduler of a Kubernetes control plane:
   pod deletions (and pinned to the zone they were first used in), a deleted pod recreated under
   the same name once the old one is gone, Parallel pod management;
 * Deployment: ``replicas`` pods named ``<name>-<template hash>-<suffix>``, a deleted pod replaced
-  at once by a new one;
+  at once by a new one; ``scale`` changes ``replicas`` (surplus pods deleted with their grace);
 * the scheduler: placement by the pod's anti-affinity and topology spread (``harness.kube.schedule``);
   a pod that fits nowhere stays Pending and is retried;
 * the kubelet of each pod: ``harness.kube.kubelet``.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import signal
 import threading
 import time
 import uuid
@@ -148,6 +149,8 @@ class KubeCluster:
         self._recorded: list[int] = []
         self._held: set[str] = set()
         """StatefulSet pods not to recreate for now (their disk is being replaced)."""
+        self._scaled: dict[str, int] = {}
+        """Deployment -> replicas set by :meth:`scale`, instead of the plan's."""
         self._volumes = VolumeStore(self.workdir / "volumes")
         self._record = processes.GroupRecord(f"kube-{id(self):x}-{uuid.uuid4().hex[:6]}", self.workdir)
         self._events_log = self.workdir / "events.log"
@@ -262,6 +265,20 @@ class KubeCluster:
         if wait is not None and not worker.wait(wait):
             raise KubeError(f"pod {name!r} still terminating after {wait:.0f}s")
 
+    def scale(self, owner: str, replicas: int) -> None:
+        """``kubectl scale deployment/<name> --replicas=N``: its controller creates the missing pods,
+        or deletes the surplus ones (unscheduled, then not Ready, then by name), each with its preStop
+        hook and grace period. Allowed before :meth:`start` (the pods then start at that count)."""
+        kind, _, name = owner.partition("/")
+        if kind != "Deployment" or not any(d.name == name for d in self.plan.deployments):
+            raise KubeError(f"cannot scale {owner!r}: the pod runner scales the plan's Deployments only")
+        if replicas < 0:
+            raise KubeError(f"cannot scale {owner} to {replicas} replicas")
+        with self._lock:
+            self._scaled[owner] = replicas
+        self.workdir.mkdir(parents=True, exist_ok=True)  # the events log's, before start() too
+        self._event(owner, "Scaled", f"replicas {replicas}")
+
     def kill_container(self, name: str) -> None:
         """SIGKILL a pod's container: the kubelet restarts it (restartPolicy Always)."""
         self.running(name).kill_container()
@@ -364,6 +381,28 @@ class KubeCluster:
             with self._lock:
                 self._held.discard(name)
 
+    def freeze(self, name: str, frozen: bool = True) -> None:
+        """Stop (SIGSTOP) or resume (SIGCONT) every process of a pod's container: it keeps its
+        sockets open and answers nothing, as a paused VM or a stalled disk does."""
+        self.running(name).signal_container(signal.SIGSTOP if frozen else signal.SIGCONT)
+
+    def power_off(self, name: str, timeout: float = 60) -> None:
+        """Kill a StatefulSet pod outright (no hook, no grace) and keep it down until :meth:`power_on`,
+        its disks kept: a machine that lost power."""
+        if self._statefulset_of(self.pod(name)) is None:
+            raise KubeError(f"pod {name!r} is not a StatefulSet pod: nothing would keep it down")
+        with self._lock:
+            self._held.add(name)
+        self.running(name).kill_hard()
+        poll(lambda: name not in self.pods, timeout, f"{name} to be gone", interval=0.2)
+        self._event(name, "PowerOff", "down until powered on")
+
+    def power_on(self, name: str) -> None:
+        """Let the StatefulSet recreate a pod taken down by :meth:`power_off`, on its own disks."""
+        with self._lock:
+            self._held.discard(name)
+        self._event(name, "PowerOn", "recreated by its StatefulSet")
+
     def set_node_link(self, node: str, up: bool) -> None:
         """Cut (or restore) a node's network link: its pods reach each other, nothing else reaches them."""
         if self._layout is None:
@@ -420,11 +459,21 @@ class KubeCluster:
 
     def _reconcile_deployment(self, deploy: Deployment) -> None:
         owner = f"Deployment/{deploy.name}"
+        replicas = self._scaled.get(owner, deploy.replicas)
         live = [p for p in self.pods.values() if p.owner == owner and not p.terminating]
-        for _ in range(deploy.replicas - len(live)):
+        for _ in range(replicas - len(live)):
             name = deployment_pod_name(deploy, self.rng)
             self.pods[name] = Pod(name, deploy.namespace, owner, deploy.template)
             self._event(name, "Created", f"by {owner}")
+        # Scaled down: the ReplicaSet controller's order, roughly: unscheduled, not Ready, the rest.
+        surplus = sorted(live, key=lambda p: (p.worker is not None, p.ready, p.name))[: max(len(live) - replicas, 0)]
+        for pod in surplus:
+            if pod.worker is None:
+                del self.pods[pod.name]
+                self._event(pod.name, "Removed", f"unscheduled, {owner} scaled to {replicas}")
+            else:
+                self._event(pod.name, "Deleting", f"{owner} scaled to {replicas}: grace from spec")
+                pod.worker.delete()
 
     def _schedule(self, pod: Pod) -> None:
         sts = self._statefulset_of(pod)
@@ -526,6 +575,8 @@ class KubeCluster:
         return PodState(pod.name, dict(pod.template.labels), running, pod.ready, pod.terminating)
 
     def _replicas(self, owner: str) -> int | None:
+        if owner in self._scaled:
+            return self._scaled[owner]
         kind, _, name = owner.partition("/")
         workloads = self.plan.statefulsets if kind == "StatefulSet" else self.plan.deployments
         return next((w.replicas for w in workloads if w.name == name), None)
@@ -533,6 +584,7 @@ class KubeCluster:
     def _all_ready(self, owner: str | None) -> bool:
         expected = {f"StatefulSet/{s.name}": s.replicas for s in self.plan.statefulsets}
         expected.update({f"Deployment/{d.name}": d.replicas for d in self.plan.deployments})
+        expected.update(self._scaled)
         if owner is not None:
             expected = {owner: expected[owner]}
         with self._lock:

@@ -210,6 +210,15 @@ class PodWorker:
         self._event("Killed", "container SIGKILLed from outside (fault injection)")
         processes.kill_group(current.runner, timeout=15)
 
+    def signal_container(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to every process of the running container (SIGSTOP/SIGCONT: a frozen VM, a stalled disk)."""
+        with self._lock:
+            current = self._current
+        if current is None:
+            raise PodError(f"{self.name}: no container is running")
+        self._event("Signalled", f"{sig.name} to the container from outside (fault injection)")
+        processes.signal_group(current.runner.pid, sig)
+
     def kill_hard(self) -> None:
         """SIGKILL everything at once, no hook and no grace: the node died under the pod."""
         self._grace = 0.0

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from drill.__main__ import main
+from drill.pod_scenarios import WORKERS
 from drill.profiles import Profile
 from drill.runner import DrillOptions, DrillResult, run_drill, run_plan_drills
 from drill.scenarios import Scenario
+from drill.workload import Workload, published_before_workers
 from tests.conftest import Plan
 
 pytestmark = [pytest.mark.drill]
@@ -46,6 +48,41 @@ def test_no_task_lost_on_the_dev_plan(scenario: Scenario, plans: dict[str, Plan]
     assert_nothing_lost(result, scenario)
     assert str(result.versions["rabbitmq"]).startswith("4.3."), result.versions
     assert any(d.obj == "image" for d in result.deltas), "the report must say which local image ran the plan's"
+
+
+ETA_TASKS = 300
+
+
+def test_eta_tasks_published_before_any_worker_run_on_time_through_a_broker_kill(plans: dict[str, Plan]) -> None:
+    """``WORKLOAD=eta``: countdowns of 0.3-30 s through native delayed delivery on the dev plan, the
+    first tenth published while the worker Deployment has never had a pod, the queue leader's broker
+    killed mid-load; every task runs, none before its ETA."""
+    options = DrillOptions(
+        scenario=Scenario.KILL_BROKER,
+        tasks=ETA_TASKS,
+        task_ms=TASK_MS,
+        plan=plans["dev"].directory,
+        workload=Workload.ETA,
+    )
+    result = run_drill(options)
+    report = result.to_json()
+    assert result.error is None, result.error
+    assert result.events, "no fault was injected"
+    assert result.publish.ok, f"publisher failed: {result.publish.error}"
+    assert (result.completed, result.lost, result.early) == (ETA_TASKS, 0, 0), report
+    assert str(result.versions["rabbitmq"]).startswith("4.3."), result.versions
+    # Measured, not assumed: no worker pod existed before or after the first part was confirmed,
+    # and none had ever existed on this cluster.
+    assert result.published_before_workers == published_before_workers(ETA_TASKS) > 0, report
+    assert result.workers_before == 0, report
+    scaled_up = next(t for t, label in result.workload_events if "starting the workers" in label)
+    worker_pod = WORKERS.split("/", 1)[1] + "-"
+    worker_events = [(t, pod, reason) for t, pod, reason, _ in result.pod_events if pod.startswith(worker_pod)]
+    assert worker_events, "the workers' pods were never seen starting"
+    assert min(t for t, _, _ in worker_events) >= scaled_up, worker_events[:3]
+    assert result.late_seconds is not None, report
+    assert result.late_seconds[1] >= 0, report
+    assert (report["workload"], report["early"]) == ("eta", 0)
 
 
 def test_drain_node_on_the_prod_plan_keeps_the_broker_pending_until_uncordon(plans: dict[str, Plan]) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from harness import netns
 from harness.images import ensure_images
-from harness.kube.cluster import KubeCluster, plan_nodes
+from harness.kube.cluster import KubeCluster, KubeError, plan_nodes
 from harness.poll import poll
 from tests.conftest import Plan
 
@@ -100,6 +100,37 @@ def test_deleted_broker_pod_runs_prestop_and_comes_back_on_its_claim(cluster: Ku
     hooks = [e for e in cluster.events_of("rabbitmq-2") if e.reason == "PreStopHook"]
     assert any("exit 0" in e.message for e in hooks), f"preStop did not succeed: {hooks}"
     assert cluster.exec("rabbitmq-2", "sh", "-c", "ls /var/lib/rabbitmq/mnesia") == marker, "the claim was not kept"
+
+
+def test_scaling_the_deployment_to_zero_stops_its_pods_gracefully_and_back_restarts_them(cluster: KubeCluster) -> None:
+    before = {pod.name for pod in cluster.pods_of(WORKERS)}
+    cluster.scale(WORKERS, 0)
+    poll(lambda: not cluster.pods_of(WORKERS), 180, "every worker pod to be gone")
+    deleted = {e.pod for e in cluster.events_of() if e.reason == "Deleting" and "scaled to 0" in e.message}
+    assert deleted == before, "each pod is deleted with its grace period, not killed"
+    cluster.wait_ready(1, WORKERS)  # 0 replicas: ready with none
+
+    def consumers() -> list[str]:
+        out = cluster.exec("rabbitmq-0", "rabbitmqctl", "-q", "list_queues", "name", "consumers", "--no-table-headers")
+        return [line for line in out.splitlines() if line.startswith("celery\t")]
+
+    # The broker lets go of a closed channel's quorum-queue consumer a moment after the pod is gone.
+    poll(lambda: consumers() == ["celery\t0"], 30, "no consumer left on the task queue", interval=0.5)
+    cluster.scale(WORKERS, 3)
+    cluster.wait_ready(180, WORKERS)
+    after = cluster.pods_of(WORKERS)
+    assert len(after) == 3
+    assert not before & {pod.name for pod in after}, "scaled back up: new pods"
+
+
+def test_only_the_plans_deployments_scale(cluster: KubeCluster) -> None:
+    with pytest.raises(KubeError, match="Deployments only"):
+        cluster.scale(BROKERS, 1)
+    with pytest.raises(KubeError, match="Deployments only"):
+        cluster.scale("Deployment/nope", 1)
+    with pytest.raises(KubeError, match="-1 replicas"):
+        cluster.scale(WORKERS, -1)
+    assert len(cluster.pods_of(BROKERS)) == 3
 
 
 def test_stopping_leaves_nothing_behind(plans: dict[str, Plan]) -> None:

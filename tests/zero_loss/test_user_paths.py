@@ -1,0 +1,248 @@
+"""The paths real applications take, on the dev plan booted for real (RabbitMQ 4.3 StatefulSet,
+worker Deployment): ``.delay()`` while the broker node it uses is killed or frozen, a worker on a
+frozen node, a scheduler killed mid-publish and rerun, and every broker node down for minutes.
+
+Each publish goes through the project's app exactly as user code does (``record.delay(n)``);
+"confirmed" below means the call returned, and every confirmed task must run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, MutableSequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from app.config import from_env
+from app.factory import make_app
+from contract import timing, wire
+from drill import records
+from drill.pod_scenarios import BROKERS, WORKERS
+from drill.targets import broker_urls
+from drill.tasks import RECORD
+from harness.kube.cluster import KubeCluster
+from harness.poll import poll
+from tests.zero_loss.conftest import Booted
+
+pytestmark = [pytest.mark.drill]
+
+DRAIN_TIMEOUT_S = 240.0
+
+
+class _InOrder(random.Random):
+    """Keeps the failover list as given, so the test knows which node a client starts on."""
+
+    def shuffle(self, x: MutableSequence[Any]) -> None:
+        del x
+
+
+def urls_by_pod(cluster: KubeCluster) -> dict[str, str]:
+    urls = broker_urls(cluster)
+    return {pod.name: next(u for u in urls if f"@{pod.ip}:" in u) for pod in cluster.pods_of(BROKERS)}
+
+
+def user_app(cluster: KubeCluster, first: str) -> Celery:
+    """The project's app as user code builds it, its failover list starting at broker pod ``first``."""
+    by_pod = urls_by_pod(cluster)
+    ordered = [by_pod[first], *(u for name, u in sorted(by_pod.items()) if name != first)]
+    return make_app(from_env({wire.ENV_BROKER_URLS: ",".join(ordered)}), _InOrder())
+
+
+@dataclass
+class Calls:
+    """What a loop of ``.delay()`` calls saw."""
+
+    confirmed: dict[int, str] = field(default_factory=dict)
+    raised: list[str] = field(default_factory=list)
+    longest_s: float = 0.0
+
+
+def delay_loop(app: Celery, count: int, pause_s: float, before: Callable[[int], None]) -> Calls:
+    task = app.tasks[RECORD]
+    calls = Calls()
+    for n in range(count):
+        before(n)
+        started = time.monotonic()
+        try:
+            calls.confirmed[n] = task.delay(n).id
+        except Exception as exc:  # every failure is a result: the call must raise, not hang or lie
+            calls.raised.append(f"{n}: {type(exc).__name__}: {exc}")
+        calls.longest_s = max(calls.longest_s, time.monotonic() - started)
+        time.sleep(pause_s)
+    return calls
+
+
+def assert_every_confirmed_task_runs(booted: Booted, calls: Calls) -> None:
+    expected = set(calls.confirmed.values())
+    assert expected, "nothing was confirmed"
+
+    def missing() -> set[str]:
+        return expected - set(records.tally(booted.results).per_task)
+
+    poll(lambda: not missing(), DRAIN_TIMEOUT_S, "every confirmed task to run", interval=1.0)
+
+
+def connections_from(cluster: KubeCluster, pod: str) -> list[str]:
+    """Peer addresses of the AMQP connections on broker ``pod``."""
+    out = cluster.exec(pod, "rabbitmqctl", "-q", "list_connections", "peer_host", "--no-table-headers", timeout=30)
+    return out.split()
+
+
+def test_delay_while_its_broker_node_is_killed(booted: Booted) -> None:
+    booted.clean()
+    cluster = booted.target.cluster
+    victim = cluster.pods_of(BROKERS)[0].name
+    app = user_app(cluster, victim)
+    killed_at: list[float] = []
+
+    def before(n: int) -> None:
+        if n == 100:
+            cluster.kill_container(victim)
+            killed_at.append(time.monotonic())
+
+    calls = delay_loop(app, 400, 0.02, before)
+    assert killed_at
+    # Never a hang: a call that could not be confirmed raised within the publish retry policy.
+    assert calls.longest_s < timing.publish_retry_total_s() + timing.PUBLISH_CONFIRM_TIMEOUT_S
+    assert len(calls.confirmed) + len(calls.raised) == 400
+    assert len(calls.confirmed) > 300, f"the app did not fail over: {calls.raised[:5]}"
+    assert_every_confirmed_task_runs(booted, calls)
+
+
+def test_a_frozen_broker_node_holds_neither_the_worker_nor_delay(booted: Booted) -> None:
+    """SIGSTOP for 60 s: sockets open, silence. The worker moves within ~2 heartbeats; each
+    ``.delay()`` returns confirmed or raises, bounded by the confirm timeout."""
+    booted.clean()
+    cluster = booted.target.cluster
+    worker = cluster.pods_of(WORKERS)[0]
+    worker_ip = worker.ip
+    assert worker_ip is not None
+    brokers = [p.name for p in cluster.pods_of(BROKERS)]
+    victim = poll(
+        lambda: next((b for b in brokers if worker_ip in connections_from(cluster, b)), None),
+        60,
+        f"{worker.name}'s connection on a broker",
+    )
+    assert victim is not None
+    others = [b for b in brokers if b != victim]
+    app = user_app(cluster, victim)
+    frozen_at: list[float] = []
+    moved_at: list[float] = []
+
+    def watch() -> None:
+        # The worker's connection appears on a live node (its old one is frozen and unseen).
+        while not moved_at and time.monotonic() - frozen_at[0] < 120:
+            if any(worker_ip in connections_from(cluster, b) for b in others):
+                moved_at.append(time.monotonic())
+            time.sleep(0.5)
+
+    def before(n: int) -> None:
+        if n == 50:
+            cluster.freeze(victim)
+            frozen_at.append(time.monotonic())
+            threading.Timer(60, cluster.freeze, (victim, False)).start()
+            threading.Thread(target=watch, daemon=True).start()
+
+    try:
+        calls = delay_loop(app, 500, 0.15, before)
+    finally:
+        if frozen_at:
+            poll(lambda: time.monotonic() - frozen_at[0] > 61, 120, "the thaw", interval=1.0)
+    assert moved_at, f"{worker.name} stayed on the frozen {victim}"
+    moved_s = moved_at[0] - frozen_at[0]
+    print(f"worker moved off the frozen node after {moved_s:.1f}s; longest .delay() {calls.longest_s:.1f}s")
+    # py-amqp declares the peer dead after 2 missed heartbeats, Celery checks twice per interval,
+    # then one connect to a live node: about two intervals, three at the very worst.
+    assert moved_s <= 3 * timing.BROKER_HEARTBEAT_S, f"{moved_s:.1f}s to leave the frozen node"
+    assert calls.longest_s < timing.PUBLISH_CONFIRM_TIMEOUT_S + timing.publish_retry_total_s()
+    assert len(calls.confirmed) + len(calls.raised) == 500
+    assert len(calls.confirmed) > 400, f"the app did not fail over: {calls.raised[:5]}"
+    assert_every_confirmed_task_runs(booted, calls)
+
+
+def scheduler(booted: Booted, *argv: str) -> subprocess.Popen[str]:
+    env = {**os.environ, wire.ENV_BROKER_URLS: ",".join(broker_urls(booted.target.cluster))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "drill.scheduler", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def lines_until(proc: subprocess.Popen[str], wanted: Callable[[str], bool]) -> Iterator[str]:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        yield line
+        if wanted(line):
+            return
+
+
+def test_a_killed_scheduler_rerun_with_its_run_id_runs_each_task_once(booted: Booted) -> None:
+    """A retried Job: the rerun republishes the same task ids, the idempotent task runs each once."""
+    booted.clean()
+    count = 4000
+    argv = ("--task", "record_once", "--count", str(count), "--publisher", "simple", "--run-id", "job-uid-1")
+    first = scheduler(booted, *argv)
+    seen = list(lines_until(first, lambda line: line.startswith("published ")))
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    published = int(seen[-1].split()[1].split("/")[0])
+    assert 0 < published < count, seen
+    rerun = scheduler(booted, *argv)
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out
+    poll(
+        lambda: records.tally(booted.results).keys == frozenset(range(count)),
+        DRAIN_TIMEOUT_S,
+        "every task of the plan to run",
+        interval=1.0,
+    )
+    tally = records.tally(booted.results)
+    assert tally.duplicates == 0, f"{tally.duplicates} tasks ran twice although {published} ids were republished"
+
+
+def test_every_broker_node_down_for_three_minutes(booted: Booted) -> None:
+    """The scheduler rides the outage out, no confirmed task is lost, no worker is restarted."""
+    booted.clean()
+    cluster = booted.target.cluster
+    workers = {p.name for p in cluster.pods_of(WORKERS)}
+    since = time.time()
+    count = 20000
+    proc = scheduler(booted, "--task", "record", "--count", str(count), "--run-id", "outage")
+    head = list(lines_until(proc, lambda line: line.startswith("published ")))
+    brokers = [p.name for p in cluster.pods_of(BROKERS)]
+    for name in brokers:
+        cluster.power_off(name)
+    down_at = time.monotonic()
+    time.sleep(180)
+    for name in brokers:
+        cluster.power_on(name)
+    out, _ = proc.communicate(timeout=timing.OUTAGE_BUDGET_S)
+    log = "".join(head) + out
+    print(f"scheduler after {time.monotonic() - down_at:.0f}s from the outage's start:\n{log[-1500:]}")
+    assert proc.returncode == 0, log[-3000:]
+    assert "no broker reachable" in log, "the scheduler must say what it is waiting for"
+    poll(
+        lambda: records.tally(booted.results).keys == frozenset(range(count)),
+        DRAIN_TIMEOUT_S,
+        "every task to run after the outage",
+        interval=2.0,
+    )
+    assert {p.name for p in cluster.pods_of(WORKERS)} == workers, "worker pods were replaced"
+    restarts = [
+        (e.pod, e.reason, e.message)
+        for e in cluster.events_of()
+        if e.pod in workers and e.at >= since and e.reason in {"Unhealthy", "Started", "Exited"}
+    ]
+    assert not restarts, f"workers were restarted during the outage: {restarts}"
