@@ -165,7 +165,7 @@ HEALTH_HEARTBEAT_INTERVAL_S: Final = 5
 """How often a connected worker touches its heartbeat file."""
 
 LIVENESS_MAX_AGE_S: Final = 90
-"""Default ``--max-age`` of ``python -m app.health``: a heartbeat older than this
-means the worker's event loop is stuck or it has been disconnected for longer
-than any failover should take, so Kubernetes may restart it. Longer than
-``FAILOVER_WINDOW_S`` so an ordinary broker failover never restarts workers."""
+"""Default ``--max-age`` of ``python -m app.health``: a connected worker whose heartbeat is
+older than this has a stuck event loop, so Kubernetes may restart it. Longer than
+``FAILOVER_WINDOW_S`` so an ordinary broker failover never restarts workers. A worker that
+lost its broker is judged by ``OUTAGE_BUDGET_S`` instead (see ``app.health``)."""
