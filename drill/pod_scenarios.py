@@ -17,6 +17,9 @@
 * drain-node: the seed's ``kubectl drain`` of the leader's node: cordon, evictions through the
   PDBs (a refused one waits and retries), each with its preStop hook and grace period; uncordon.
 * partition-node: ``partition-broker`` under its node-level name.
+* freeze-broker: SIGSTOP every process of the queue leader's pod for ``FREEZE_S``: its sockets stay
+  open and silent (a paused VM, a stalled disk); clients must leave it on their own (AMQP
+  heartbeats, confirm timeouts), then SIGCONT and it rejoins.
 * lose-disk: the claim of the highest ordinal, then of rabbitmq-0 (the seed), is emptied while
   its pod is gone; each must come back as a blank member of the one cluster (seeing all of it,
   not a cluster of its own) and the quorum queue must have three live replicas again.
@@ -88,6 +91,23 @@ def kill_broker(cluster: KubeCluster, mark: Mark) -> None:
     poll(lambda: _restarted(cluster, victim, before), REJOIN_TIMEOUT_S, f"{victim} to restart", not_yet=(KubeError,))
     _wait_member(cluster, victim, f"{victim} to be back in the cluster")
     mark(f"{victim} restarted by its kubelet and rejoined")
+
+
+FREEZE_S = 60.0
+"""As long as a paused VM's live migration or a stalled persistent disk may last; 6 heartbeats."""
+
+
+def freeze_broker(cluster: KubeCluster, mark: Mark) -> None:
+    victim = queue_leader(cluster)
+    cluster.freeze(victim)
+    mark(f"SIGSTOP broker pod {victim} (queue leader): sockets open, nothing answers")
+    try:
+        time.sleep(FREEZE_S)
+    finally:
+        cluster.freeze(victim, frozen=False)
+    mark(f"SIGCONT {victim} after {FREEZE_S:.0f}s")
+    _wait_member(cluster, victim, f"{victim} to be back in the cluster after the freeze")
+    mark(f"{victim} answering again, in the cluster")
 
 
 def kill_worker(cluster: KubeCluster, mark: Mark) -> None:
@@ -244,4 +264,5 @@ FAULTS: dict[Scenario, Callable[[KubeCluster, Mark], None]] = {
     Scenario.DRAIN_NODE: drain_node,
     Scenario.PARTITION_NODE: partition_broker,
     Scenario.LOSE_DISK: lose_disk,
+    Scenario.FREEZE_BROKER: freeze_broker,
 }

@@ -38,6 +38,8 @@ class Scenario(StrEnum):
     """Cut the leader's node off the network (its pods still reach each other), then heal."""
     LOSE_DISK = "lose-disk"
     """A broker pod comes back with an empty volume."""
+    FREEZE_BROKER = "freeze-broker"
+    """The queue leader stops answering with its sockets open (SIGSTOP: a paused VM, a stalled disk), then resumes."""
 
     @property
     def needs_netns(self) -> bool:
@@ -45,8 +47,14 @@ class Scenario(StrEnum):
 
     @property
     def needs_pod_runner(self) -> bool:
-        """Whole-node and disk faults exist only where pods run on nodes (the plan-booted cluster)."""
-        return self in {Scenario.KILL_NODE, Scenario.DRAIN_NODE, Scenario.PARTITION_NODE, Scenario.LOSE_DISK}
+        """Whole-node, disk and freeze faults exist only where pods run on nodes (the plan-booted cluster)."""
+        return self in {
+            Scenario.KILL_NODE,
+            Scenario.DRAIN_NODE,
+            Scenario.PARTITION_NODE,
+            Scenario.LOSE_DISK,
+            Scenario.FREEZE_BROKER,
+        }
 
 
 @dataclass
