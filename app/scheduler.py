@@ -28,9 +28,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 from celery import Celery
+from kombu import Producer
 
 from app import tasks
 from app.batch import ProgressCallback, Publisher, PublishPlan, PublishResult
@@ -56,6 +57,14 @@ PLANS: Final[Mapping[str, PlanFactory]] = MappingProxyType(
 """``--task`` choices: the image's own tasks."""
 
 
+def send_one(app: Celery, plan: PublishPlan, index: int, producer: Producer, **options: Any) -> str:
+    """``app.send_task`` of the plan's ``index``-th task on ``producer`` (confirmed, see below); its id."""
+    args, kwargs = plan.arguments(index)
+    task_id = plan.task_id(index)
+    app.send_task(plan.task_name, args=args, kwargs=kwargs, task_id=task_id, producer=producer, **options)
+    return task_id
+
+
 def publish_confirmed(app: Celery, plan: PublishPlan, on_progress: ProgressCallback) -> PublishResult:
     """Publish ``plan`` one message at a time, each waiting for its broker confirm.
 
@@ -70,17 +79,8 @@ def publish_confirmed(app: Celery, plan: PublishPlan, on_progress: ProgressCallb
     try:
         with app.producer_or_acquire() as producer:
             for index in range(plan.count):
-                args, kwargs = plan.arguments(index)
-                task_id = plan.task_id(index)
-                app.send_task(
-                    plan.task_name,
-                    args=args,
-                    kwargs=kwargs,
-                    task_id=task_id,
-                    producer=producer,
-                    confirm_timeout=timing.PUBLISH_CONFIRM_TIMEOUT_S,
-                )
-                task_ids.append(task_id)
+                # Explicit: the seed's plain Celery app has no default bound of its own.
+                task_ids.append(send_one(app, plan, index, producer, confirm_timeout=timing.PUBLISH_CONFIRM_TIMEOUT_S))
                 on_progress(len(task_ids))
     except Exception as exc:
         # Anything (connection errors after all retries, nacks, timeouts) ends the run

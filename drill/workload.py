@@ -27,6 +27,7 @@ from typing import Final
 from celery import Celery
 
 from app.batch import ProgressCallback, PublishPlan, PublishResult
+from app.scheduler import send_one
 
 
 class Workload(StrEnum):
@@ -91,17 +92,7 @@ def publish_delayed(
                 paused += time.monotonic() - before
             with app.producer_or_acquire() as producer:
                 for index in part:
-                    args, kwargs = plan.arguments(index)
-                    task_id = plan.task_id(index)
-                    app.send_task(
-                        plan.task_name,
-                        args=args,
-                        kwargs=kwargs,
-                        task_id=task_id,
-                        producer=producer,
-                        countdown=countdowns(index),
-                    )
-                    task_ids.append(task_id)
+                    task_ids.append(send_one(app, plan, index, producer, countdown=countdowns(index)))
                     on_progress(len(task_ids))
     except Exception as exc:
         # Reported, never swallowed: the drill counts what was confirmed.
