@@ -9,9 +9,10 @@ allowed.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
@@ -20,7 +21,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from contract.wire import Autoscaling
+from contract.image import IMAGE_PLATFORMS
+from contract.wire import MAX_CONCURRENCY, Autoscaling
 
 PROJECT = "ha-celery"
 PROJECT_FILE = Path(__file__).with_name("Pulumi.yaml")
@@ -35,10 +37,23 @@ RABBITMQ_IMAGE_RE = re.compile(
 )
 GCP_PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 
+SERVICE_ACCOUNT_ID_MAX = 30
+"""GCP's limit on a service account id (6-30 of [a-z0-9-], a letter first, no hyphen last)."""
+STACK_MAX = SERVICE_ACCOUNT_ID_MAX - len(f"{PROJECT}--nodes")
+"""Longest stack name: components.gke names the node service account ``ha-celery-<stack>-nodes``,
+and a name that needs cutting to 30 could end in a hyphen or collide with another stack's. The
+other names built from the stack are looser: the repository id ``ha-celery-<stack>`` (63), the
+cluster and node pool (40, with Pulumi's 8-character suffix) and the label value (63)."""
+# The common subset of GCP's rules for SA ids, Artifact Registry repository ids and label values.
+STACK_RE = re.compile(rf"^[a-z](?:[a-z0-9-]{{0,{STACK_MAX - 2}}}[a-z0-9])?$")
+
 # Machine families that attach Hyperdisk only (Compute Engine "disk types" per family).
 HYPERDISK_ONLY_FAMILIES = frozenset({"n4", "c4", "c4a", "c4d", "x4", "a4", "a4x", "m4", "h4d"})
 # Families that cannot attach Hyperdisk Balanced at all.
 PD_ONLY_FAMILIES = frozenset({"e2", "n1", "f1", "g1", "t2a"})
+# Arm (arm64) families: Tau T2A (Ampere Altra), C4A and N4A (Axion), A4X (NVIDIA Grace). Every
+# other family is x86-64. Machines of these run only images built for linux/arm64.
+ARM_FAMILIES = frozenset({"t2a", "c4a", "n4a", "a4x"})
 
 
 E = TypeVar("E", bound=StrEnum)
@@ -178,15 +193,21 @@ def schema() -> Mapping[str, Mapping[str, Any]]:
 class _Reader:
     """Reads raw config values, applying Pulumi.yaml defaults and collecting problems."""
 
-    def __init__(self, raw: Mapping[str, str]) -> None:
+    def __init__(self, raw: Mapping[str, str], secret_keys: Collection[str] = ()) -> None:
         self.raw = raw
+        self.secret_keys = frozenset(secret_keys)
         self.problems: list[str] = []
 
     def fail(self, key: str, value: object, allowed: str) -> None:
         # One problem per key: a follow-on check on a value already rejected only adds noise.
-        if any(p.startswith(f"{key}: ") for p in self.problems):
+        if self.failed(key):
             return
-        self.problems.append(f"{key}: got {value!r}; allowed: {allowed}")
+        shown = "[secret]" if key in self.secret_keys or key.removeprefix(f"{PROJECT}:") in self.secret_keys else value
+        self.problems.append(f"{key}: got {shown!r}; allowed: {allowed}")
+
+    def failed(self, key: str) -> bool:
+        """Whether a problem was already reported for ``key`` (a cross-field rule then skips it)."""
+        return any(p.startswith(f"{key}: ") for p in self.problems)
 
     def _value(self, key: str) -> Any:
         spec = schema()[key]
@@ -217,10 +238,12 @@ class _Reader:
             self.fail(f"{PROJECT}:{key}", value, " | ".join(e.value for e in enum))
             return None
 
-    def integer(self, key: str, minimum: int = 1) -> int:
+    def integer(self, key: str, minimum: int = 1, maximum: int | None = None, why: str = "") -> int:
         value = self._value(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.fail(f"{PROJECT}:{key}", value, f"a whole number >= {minimum}")
+        in_range = isinstance(value, int) and value >= minimum and (maximum is None or value <= maximum)
+        if isinstance(value, bool) or not isinstance(value, int) or not in_range:
+            bounds = f">= {minimum}" if maximum is None else f">= {minimum} and <= {maximum}"
+            self.fail(f"{PROJECT}:{key}", value, f"a whole number {bounds}{f' ({why})' if why else ''}")
             return minimum
         return value
 
@@ -239,12 +262,16 @@ class _Reader:
         return tuple(value)
 
 
-def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None) -> Settings:
-    """Validates raw stack config (keys with or without the ``ha-celery:`` prefix).
+def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None, secret_keys: Collection[str] = ()) -> Settings:
+    """Validates the stack name and raw stack config (keys with or without the ``ha-celery:`` prefix).
 
-    Raises SettingsError listing every invalid value, so users fix them in one go.
+    Every key of the project's namespace belongs in ``raw``: one missing from Pulumi.yaml is
+    reported (a misspelt key would otherwise leave its default in place). Values of
+    ``secret_keys`` are never shown. Raises SettingsError listing every invalid value, so users
+    fix them in one go.
     """
-    r = _Reader(raw)
+    r = _Reader(raw, secret_keys)
+    _stack(r, stack)
     environment = r.choice("environment", Environment) or Environment.DEV
     cluster = _cluster(r, gcp_project)
     registry = RegistrySettings(location=cluster.region, mirror_rabbitmq_image=r.boolean("mirrorRabbitmqImage"))
@@ -257,6 +284,18 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None) -> Settin
     return Settings(
         stack=stack, environment=environment, cluster=cluster, registry=registry, broker=broker, workers=workers
     )
+
+
+def _stack(r: _Reader, stack: str) -> None:
+    if not STACK_RE.match(stack):
+        r.fail(
+            "stack",
+            stack,
+            f"1-{STACK_MAX} lowercase letters, digits and hyphens, starting with a letter and not ending with a"
+            f" hyphen: the stack name becomes the GCP service account id {PROJECT}-<stack>-nodes (at most"
+            f" {SERVICE_ACCOUNT_ID_MAX} characters), the Artifact Registry repository id {PROJECT}-<stack> and a GCP"
+            " label value; `pulumi stack rename <name>` fixes it",
+        )
 
 
 def _cluster(r: _Reader, gcp_project: str | None) -> ClusterSettings:
@@ -276,8 +315,16 @@ def _cluster(r: _Reader, gcp_project: str | None) -> ClusterSettings:
             f"a multiple of the {len(zones)} zones in {list(zones)} (GKE puts the same number of nodes in each zone)",
         )
     machine_type = r.string("machineType", "a machine type like e2-standard-2")
-    if machine_type and not MACHINE_TYPE_RE.match(machine_type):
+    if machine_type and not (m := MACHINE_TYPE_RE.match(machine_type)):
         r.fail(f"{PROJECT}:machineType", machine_type, "a machine type like e2-standard-2 or n2-standard-4")
+    elif m and m["family"] in ARM_FAMILIES and "linux/arm64" not in IMAGE_PLATFORMS:
+        r.fail(
+            f"{PROJECT}:machineType",
+            machine_type,
+            f"an x86-64 machine type (not the Arm families {', '.join(sorted(ARM_FAMILIES))}): the images are built"
+            f" for {', '.join(IMAGE_PLATFORMS)} only (contract.image.IMAGE_PLATFORMS), so on {m['family'].upper()}"
+            " machines every container would fail with 'exec format error'",
+        )
     node_disk = r.choice("nodeDiskType", DiskType)
     spot = r.boolean("spotNodes")
     version = r.string("kubernetesVersion", "major.minor, e.g. 1.35")
@@ -353,7 +400,9 @@ def _workers(r: _Reader) -> WorkerSettings:
         r.fail(f"{PROJECT}:autoscalingMaxReplicas", max_replicas, f">= workerReplicas ({replicas})")
     return WorkerSettings(
         replicas=replicas,
-        concurrency=r.integer("workerConcurrency"),
+        concurrency=r.integer(
+            "workerConcurrency", maximum=MAX_CONCURRENCY, why="the worker refuses more: contract.wire.MAX_CONCURRENCY"
+        ),
         cpu_millis=r.integer("workerCpuMillis", minimum=50),
         memory_mib=r.integer("workerMemoryMiB", minimum=128),
         scheduler_enabled=r.boolean("schedulerEnabled"),
@@ -384,6 +433,20 @@ def _cross_field_rules(
             broker.replicas,
             "an odd number >= 3 in prod (quorum queues need a majority to survive a node loss)",
         )
+    if broker.replicas % 2 == 0:
+        r.fail(
+            f"{PROJECT}:brokerReplicas",
+            broker.replicas,
+            "an odd number (1, 3, 5, ...): quorum queues need a majority, so an even cluster survives no more"
+            " node losses than the odd one below it, and the broker config refuses it",
+        )
+    if prod and broker.replicas > cluster.node_count and not r.failed(f"{PROJECT}:nodeCount"):
+        r.fail(
+            f"{PROJECT}:brokerReplicas",
+            broker.replicas,
+            f"<= nodeCount ({cluster.node_count}) in prod: the required one-broker-per-node anti-affinity leaves every"
+            f" broker beyond the {cluster.node_count} nodes unschedulable (raise nodeCount or lower brokerReplicas)",
+        )
     _check_disk(r, "brokerStorage", broker.storage.value, broker.storage.disk_type, cluster.machine_type)
     if prod and workers.replicas < 2:
         r.fail(
@@ -411,17 +474,32 @@ def _check_disk(r: _Reader, key: str, shown: str, disk: DiskType, machine_type: 
 def _unknown_keys(r: _Reader, raw: Mapping[str, str]) -> None:
     unknown = sorted(k for k in raw if k.removeprefix(f"{PROJECT}:") not in schema())
     for key in unknown:
+        name = key.removeprefix(f"{PROJECT}:")
+        close = difflib.get_close_matches(name, schema(), n=1)
+        hint = f" (did you mean {PROJECT}:{close[0]}?)" if close else ""
         r.fail(
             key if ":" in key else f"{PROJECT}:{key}",
             raw[key],
-            "one of the keys in Pulumi.yaml: " + ", ".join(schema()),
+            f"one of the keys in Pulumi.yaml{hint}: " + ", ".join(schema()),
         )
 
 
 def load() -> Settings:
-    """Reads the current stack's config through Pulumi (the only pulumi.Config call)."""
-    import pulumi
+    """Reads the current stack's config through Pulumi (the only place that reads Pulumi config).
 
-    config = pulumi.Config(PROJECT)
-    raw = {key: value for key in schema() if (value := config.get(key)) is not None}
-    return parse(pulumi.get_stack(), raw, pulumi.Config("gcp").get("project"))
+    Every key of the project's namespace is passed to ``parse``, not only the known ones, so a
+    misspelt key fails ``pulumi up`` as it fails ``make plan``. The Python SDK has no call that
+    lists config keys: it keeps the config the program was given (set_all_config: mocks, the
+    Automation API) in ``pulumi.runtime.config.CONFIG`` and reads the language host's
+    ``PULUMI_CONFIG`` environment variable (a JSON object of "project:key" -> string) after it.
+    """
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    keys = {*runtime_config.get_config_env(), *runtime_config.CONFIG.get()}
+    ours = sorted(k for k in keys if k.startswith(f"{PROJECT}:"))
+    # get_config applies the SDK's precedence (explicit config, PULUMI_CONFIG_<KEY>, PULUMI_CONFIG).
+    raw = {key: str(value) for key in ours if (value := runtime_config.get_config(key)) is not None}
+    # Secret keys: set_all_config's list, or the language host's PULUMI_CONFIG_SECRET_KEYS.
+    secret = {k for k in ours if runtime_config.is_config_secret(k)} | {*runtime_config.get_config_secret_keys_env()}
+    return parse(pulumi.get_stack(), raw, pulumi.Config("gcp").get("project"), secret)

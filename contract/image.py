@@ -27,3 +27,9 @@ def source_tag(root: Path, sources: tuple[str, ...] = WORKER_SOURCES) -> str:
     for path in sorted(p for p in files if not ignored & set(p.parts)):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+IMAGE_PLATFORMS: Final[tuple[str, ...]] = ("linux/amd64",)
+"""The platforms the worker image (and the mirrored broker image) is built for. The stack settings
+refuse machine types of other architectures (Arm families) while this holds only linux/amd64:
+add "linux/arm64" here, and to the builds in components.registry, to lift that."""

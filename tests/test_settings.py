@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
+import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -10,9 +14,14 @@ from typing import Any
 
 import pytest
 import yaml
+from pulumi.runtime import config as runtime_config
+from pulumi.runtime import settings as runtime_settings
 
 import settings
-from settings import BrokerStorage, DiskType, Environment, SettingsError
+from app.config import ConfigError, from_env
+from contract.image import IMAGE_PLATFORMS
+from contract.wire import ENV_BROKER_URLS, ENV_CONCURRENCY, MAX_CONCURRENCY
+from settings import ARM_FAMILIES, STACK_MAX, BrokerStorage, DiskType, Environment, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV: dict[str, str] = {"location": "us-east1-c"}
@@ -109,6 +118,36 @@ BAD: list[tuple[str, dict[str, str], dict[str, Any], str, str]] = [
     ("bad-autoscaling", DEV, {"autoscaling": "vpa"}, "ha-celery:autoscaling", "none | hpa | keda"),
     ("bad-k8s-version", DEV, {"kubernetesVersion": "1.35.2"}, "ha-celery:kubernetesVersion", "major.minor"),
     ("unknown-key", DEV, {"brokerReplica": 3}, "ha-celery:brokerReplica", "one of the keys in Pulumi.yaml"),
+    ("unknown-key-suggestion", DEV, {"workerConcurency": 3}, "ha-celery:workerConcurency", "did you mean"),
+    # The broker config (broker.config.BrokerConfig) refuses an even cluster in every environment.
+    ("even-replicas-dev", DEV, {"brokerReplicas": 2}, "ha-celery:brokerReplicas", "an odd number (1, 3, 5, ...)"),
+    ("even-replicas-prod-2", PROD, {"brokerReplicas": 2}, "ha-celery:brokerReplicas", "odd number >= 3"),
+    # The worker refuses WORKER_CONCURRENCY above contract.wire.MAX_CONCURRENCY at start.
+    (
+        "concurrency-above-worker-max",
+        DEV,
+        {"workerConcurrency": MAX_CONCURRENCY + 1},
+        "ha-celery:workerConcurrency",
+        f"a whole number >= 1 and <= {MAX_CONCURRENCY}",
+    ),
+    # Required one-broker-per-node anti-affinity in prod: more brokers than nodes never schedule.
+    ("more-brokers-than-nodes-prod", PROD, {"brokerReplicas": 5}, "ha-celery:brokerReplicas", "<= nodeCount (3)"),
+    # The images are linux/amd64 only: an Arm node runs none of them.
+    ("arm-t2a", DEV, {"machineType": "t2a-standard-4"}, "ha-celery:machineType", "an x86-64 machine type"),
+    (
+        "arm-c4a",
+        DEV,
+        {"machineType": "c4a-standard-4", "nodeDiskType": "hyperdisk-balanced", "brokerStorage": "hyperdisk"},
+        "ha-celery:machineType",
+        "linux/amd64 only",
+    ),
+    (
+        "arm-n4a",
+        DEV,
+        {"machineType": "n4a-standard-4", "nodeDiskType": "hyperdisk-balanced", "brokerStorage": "hyperdisk"},
+        "ha-celery:machineType",
+        "not the Arm families a4x, c4a, n4a, t2a",
+    ),
 ]
 
 
@@ -161,6 +200,11 @@ def test_dev_allows_what_prod_forbids() -> None:
         ("dev", "brokerStorage=nvme", "ha-celery:brokerStorage"),
         ("prod", "nodeCount=2", "ha-celery:nodeCount"),
         ("dev", "gcp:project=", "gcp:project"),
+        ("dev", "brokerReplicas=2", "ha-celery:brokerReplicas"),
+        ("dev", "workerConcurrency=100", "ha-celery:workerConcurrency"),
+        ("prod", "brokerReplicas=5", "ha-celery:brokerReplicas"),
+        ("dev", "machineType=t2a-standard-4", "ha-celery:machineType"),
+        ("dev", "brokerReplica=3", "ha-celery:brokerReplica"),
     ],
 )
 def test_make_plan_fails_before_any_resource(
@@ -169,4 +213,268 @@ def test_make_plan_fails_before_any_resource(
     done = plan_runner(stack, override)
     assert done.returncode == 2, done.stderr
     assert f"{key}: got " in done.stderr
+    assert "; allowed: " in done.stderr
     assert "0 resources were registered" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("stack", "overrides"),
+    [
+        ("dev", ("brokerReplicas=5",)),
+        ("dev", (f"workerConcurrency={MAX_CONCURRENCY}",)),
+        ("prod", ("brokerReplicas=5", "nodeCount=6")),
+    ],
+)
+def test_make_plan_runs_the_edge_values_settings_accept(
+    plan_runner: Callable[..., CompletedProcess[str]], stack: str, overrides: tuple[str, ...]
+) -> None:
+    done = plan_runner(stack, *overrides)
+    assert done.returncode == 0, done.stderr
+
+
+def test_unknown_key_suggests_the_closest() -> None:
+    with pytest.raises(SettingsError) as error:
+        parse(DEV, brokerReplica=3, workerConcurency=3)
+    assert error.value.problems[0].startswith(
+        "ha-celery:brokerReplica: got '3'; allowed: one of the keys in Pulumi.yaml"
+        " (did you mean ha-celery:brokerReplicas?): environment, location,"
+    ), error.value.problems
+    assert "(did you mean ha-celery:workerConcurrency?)" in error.value.problems[1], error.value.problems
+    with pytest.raises(SettingsError) as far:
+        parse(DEV, colour="blue")
+    assert "did you mean" not in str(far.value), "no suggestion when nothing is close"
+
+
+def test_a_secret_value_is_never_shown() -> None:
+    with pytest.raises(SettingsError) as error:
+        settings.parse(
+            "dev", {**DEV, "ha-celery:brokerPasword": "hunter2"}, "my-project-1", {"ha-celery:brokerPasword"}
+        )
+    assert "ha-celery:brokerPasword: got '[secret]'" in str(error.value)
+    assert "hunter2" not in str(error.value)
+
+
+# --- broker replicas: what the broker config and the scheduler can run --------------------------
+
+
+@pytest.mark.parametrize("replicas", [1, 3, 5])
+def test_odd_broker_counts_pass_in_dev(replicas: int) -> None:
+    # dev's anti-affinity is preferred: 5 brokers on 3 nodes schedule (two share a node).
+    assert parse(DEV, brokerReplicas=replicas).broker.replicas == replicas
+
+
+def test_prod_brokers_fit_the_nodes() -> None:
+    assert parse(PROD, brokerReplicas=3).broker.replicas == 3
+    # Two nodes per zone: 6 nodes carry 5 brokers, one per node.
+    roomy = parse(PROD, brokerReplicas=5, nodeCount=6)
+    assert (roomy.broker.replicas, roomy.cluster.node_count) == (5, 6)
+
+
+def test_more_brokers_than_nodes_names_both_counts() -> None:
+    with pytest.raises(SettingsError) as error:
+        parse(PROD, brokerReplicas=7, nodeCount=6)
+    assert error.value.problems == [
+        "ha-celery:brokerReplicas: got 7; allowed: <= nodeCount (6) in prod: the required one-broker-per-node"
+        " anti-affinity leaves every broker beyond the 6 nodes unschedulable (raise nodeCount or lower"
+        " brokerReplicas)"
+    ]
+
+
+def test_settings_refuse_what_the_broker_config_refuses() -> None:
+    from broker.config import BrokerConfig, PeerDiscovery, RabbitVersion
+
+    for replicas in range(1, 8):
+        try:
+            BrokerConfig(version=RabbitVersion.V4_3, peer_discovery=PeerDiscovery.K8S, cluster_size=replicas)
+            runs = True
+        except ValueError:
+            runs = False
+        try:
+            parse(DEV, brokerReplicas=replicas)
+            accepted = True
+        except SettingsError:
+            accepted = False
+        assert accepted == runs, f"brokerReplicas={replicas}: settings accept={accepted}, BrokerConfig runs={runs}"
+
+
+# --- worker concurrency: one bound, the worker's ---------------------------------------------------
+
+
+@pytest.mark.parametrize("concurrency", [1, MAX_CONCURRENCY, MAX_CONCURRENCY + 1])
+def test_settings_accept_exactly_the_concurrency_the_worker_runs(concurrency: int) -> None:
+    env = {ENV_BROKER_URLS: "amqp://u:p@rabbitmq-0:5672/", ENV_CONCURRENCY: str(concurrency)}
+    try:
+        from_env(env)
+        runs = True
+    except ConfigError:
+        runs = False
+    try:
+        parse(DEV, workerConcurrency=concurrency)
+        accepted = True
+    except SettingsError:
+        accepted = False
+    assert accepted == runs, f"workerConcurrency={concurrency}: settings accept={accepted}, worker runs={runs}"
+    assert runs == (concurrency <= MAX_CONCURRENCY)
+
+
+# --- machine architecture --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("machine", "disk"),
+    [("e2-standard-2", "pd-balanced"), ("n2d-standard-4", "pd-balanced"), ("c4d-standard-4", "hyperdisk-balanced")],
+)
+def test_x86_machine_types_pass(machine: str, disk: str) -> None:
+    storage = "hyperdisk" if disk.startswith("hyperdisk") else "standard"
+    assert parse(DEV, machineType=machine, nodeDiskType=disk, brokerStorage=storage).cluster.machine_type == machine
+
+
+def test_arm_refusal_says_why_and_follows_the_image_platforms() -> None:
+    assert "linux/arm64" not in IMAGE_PLATFORMS, "arm64 images exist now: drop the Arm refusal test and rule"
+    assert {"t2a", "c4a"} <= ARM_FAMILIES
+    with pytest.raises(SettingsError) as error:
+        parse(DEV, machineType="t2a-standard-4")
+    assert error.value.problems == [
+        "ha-celery:machineType: got 't2a-standard-4'; allowed: an x86-64 machine type (not the Arm families a4x,"
+        " c4a, n4a, t2a): the images are built for linux/amd64 only (contract.image.IMAGE_PLATFORMS), so on T2A"
+        " machines every container would fail with 'exec format error'"
+    ]
+
+
+# --- the stack name: a GCP service account id, repository id and label value ---------------------
+
+LONGEST_STACK = "eu-west-prod-1"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "x", "staging2", LONGEST_STACK])
+def test_stack_names_that_fit_gcp_pass(stack: str) -> None:
+    assert settings.parse(stack, DEV, "my-project-1").stack == stack
+
+
+@pytest.mark.parametrize(
+    "stack",
+    ["My_Stack", "Dev", "dev_eu", "dev.eu", "1dev", "-dev", "dev-", "", LONGEST_STACK + "x", "a" * 64],
+)
+def test_stack_names_gcp_refuses(stack: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        settings.parse(stack, DEV, "my-project-1")
+    assert error.value.problems == [
+        f"stack: got {stack!r}; allowed: 1-{STACK_MAX} lowercase letters, digits and hyphens, starting with a letter"
+        " and not ending with a hyphen: the stack name becomes the GCP service account id ha-celery-<stack>-nodes"
+        " (at most 30 characters), the Artifact Registry repository id ha-celery-<stack> and a GCP label value;"
+        " `pulumi stack rename <name>` fixes it"
+    ]
+
+
+# The plan of the dev stack file under another stack name; prints the GCP names built from it.
+_PLAN_AS = """
+import json, sys
+from plan.__main__ import run, stack_config
+resources = run(sys.argv[1], stack_config("dev", []))
+def one(token, key):
+    return [r["inputs"][key] for r in resources if r["type"] == token]
+print(json.dumps({
+    "accountId": one("gcp:serviceaccount/account:Account", "accountId"),
+    "repositoryId": one("gcp:artifactregistry/repository:Repository", "repositoryId"),
+    "labels": one("gcp:container/cluster:Cluster", "resourceLabels"),
+}))
+"""
+SA_ID_RE = re.compile(r"^[a-z](?:[a-z0-9-]{4,28})[a-z0-9]$")
+REPOSITORY_ID_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+
+
+def _plan_as(stack: str) -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, "-c", _PLAN_AS, stack]
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_longest_stack_name_builds_valid_gcp_names_untruncated() -> None:
+    done = _plan_as(LONGEST_STACK)
+    assert done.returncode == 0, done.stderr
+    names = json.loads(done.stdout.splitlines()[-1])
+    assert names["accountId"] == [f"ha-celery-{LONGEST_STACK}-nodes"], "components.gke cut the service account id"
+    assert SA_ID_RE.match(names["accountId"][0]), names
+    assert all(REPOSITORY_ID_RE.match(r) for r in names["repositoryId"]), names
+    assert all(LABEL_VALUE_RE.match(v) for labels in names["labels"] for v in labels.values()), names
+
+
+def test_bad_stack_name_fails_before_any_resource() -> None:
+    done = _plan_as("Dev_EU")
+    assert done.returncode == 2, done.stderr
+    assert "stack: got 'Dev_EU'; allowed: 1-14 lowercase letters" in done.stderr
+    assert "0 resources were registered" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# --- `pulumi up`: every key of the project's namespace is checked -------------------------------
+
+
+@pytest.fixture
+def runtime_context() -> contextvars.Context:
+    """A copy of the context, so the SDK's config and stack (context variables) set here stay here."""
+    context = contextvars.copy_context()
+    context.run(runtime_config.set_all_config, {})
+    context.run(runtime_settings._set_stack, "dev")
+    return context
+
+
+def _language_host_config(monkeypatch: pytest.MonkeyPatch, config: dict[str, str], secret: list[str]) -> None:
+    """What the Python language host hands a `pulumi up` program: JSON in PULUMI_CONFIG."""
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps(config))
+    monkeypatch.setenv("PULUMI_CONFIG_SECRET_KEYS", json.dumps(secret))
+
+
+def test_load_reads_the_language_host_config(
+    monkeypatch: pytest.MonkeyPatch, runtime_context: contextvars.Context
+) -> None:
+    config = {
+        "gcp:project": "my-project-1",
+        "gcp:region": "us-east1",
+        "ha-celery:environment": "prod",
+        "ha-celery:location": "us-east1",
+        "ha-celery:nodeZones": '["us-east1-b","us-east1-c","us-east1-d"]',
+        "ha-celery:brokerReplicas": "3",
+        "ha-celery:workerConcurrency": "4",
+    }
+    _language_host_config(monkeypatch, config, [])
+    loaded = runtime_context.run(settings.load)
+    assert (loaded.stack, loaded.environment, loaded.cluster.node_zones) == (
+        "dev",
+        Environment.PROD,
+        ("us-east1-b", "us-east1-c", "us-east1-d"),
+    )
+    assert loaded.workers.concurrency == 4
+
+
+def test_load_refuses_a_misspelt_key_on_pulumi_up(
+    monkeypatch: pytest.MonkeyPatch, runtime_context: contextvars.Context
+) -> None:
+    config = {
+        "gcp:project": "my-project-1",
+        "ha-celery:location": "us-east1-c",
+        "ha-celery:brokerReplica": "5",
+        "ha-celery:brokerPasword": "hunter2",
+    }
+    _language_host_config(monkeypatch, config, ["ha-celery:brokerPasword"])
+    with pytest.raises(SettingsError) as error:
+        runtime_context.run(settings.load)
+    problems = error.value.problems
+    assert [p.split(";")[0] for p in problems] == [
+        "ha-celery:brokerPasword: got '[secret]'",
+        "ha-celery:brokerReplica: got '5'",
+    ], problems
+    assert "(did you mean ha-celery:brokerReplicas?)" in problems[1]
+    assert "hunter2" not in str(error.value)
+
+
+def test_load_reads_config_set_by_the_sdk(
+    monkeypatch: pytest.MonkeyPatch, runtime_context: contextvars.Context
+) -> None:
+    # Mocks and the Automation API's inline programs set the config in the SDK, not the environment.
+    monkeypatch.delenv("PULUMI_CONFIG", raising=False)
+    config = {"gcp:project": "my-project-1", "ha-celery:location": "us-east1-c", "ha-celery:nodeCont": "3"}
+    runtime_context.run(runtime_config.set_all_config, config)
+    with pytest.raises(SettingsError, match=r"ha-celery:nodeCont: got '3'.*did you mean ha-celery:nodeCount\?"):
+        runtime_context.run(settings.load)
