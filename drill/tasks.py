@@ -1,11 +1,12 @@
 """The drills' own tasks, loaded into the image's worker without a second app.
 
 The drills run the worker image's command unchanged (``contract.wire.WORKER_COMMAND``) and add
-this module through Celery's own CLI environment, ``CELERY_WORKER_INCLUDE=drill.tasks`` (the
-``--include`` option of ``celery worker``), so the worker image ships none of it.
+this module (and ``drill.failing``, the failure-path tasks) through Celery's own CLI environment,
+``CELERY_WORKER_INCLUDE=drill.tasks,drill.failing`` (the ``--include`` option of ``celery worker``),
+so the worker image ships none of it.
 
 ``record`` is deliberately *not* idempotent: the drill counts duplicate executions from its
-lines (``drill.records``). ``record_once`` is ``record`` behind ``app.idempotency``.
+lines (``drill.records``). ``record_once`` is ``record`` behind ``app.idempotency`` (claimed).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ ENV_INCLUDE: Final = "CELERY_WORKER_INCLUDE"
 
 def worker_env(results_dir: Path) -> dict[str, str]:
     """What a drill adds to a worker's environment: this module and where it writes."""
-    return {ENV_INCLUDE: __name__, ENV_RESULTS_DIR: str(results_dir)}
+    return {ENV_INCLUDE: f"{__name__},drill.failing", ENV_RESULTS_DIR: str(results_dir)}
 
 
 def record_plan(count: int, sleep_ms: int = 0, task_name: str = RECORD) -> PublishPlan:
@@ -90,6 +91,8 @@ def record_once(self: Task[Any, Any], n: int, sleep_ms: int = 0) -> None:
     _record_once(self, n, sleep_ms)
 
 
-@idempotent(store=_done_store)
+# Claimed before running: the copies of one task id a rerun or a lost confirm republishes never
+# run side by side (the later one is retried after the lease), so each key records exactly once.
+@idempotent(store=_done_store, claim=True)
 def _record_once(task: Task[Any, Any], n: int, pause_ms: int) -> None:
     _record(task, n, pause_ms)

@@ -223,8 +223,8 @@ WORKER_DIFFERENCES_STATIC: tuple[str, ...] = (
         "files the image's .dockerignore leaves out (Dockerfile, Dockerfile.dockerignore, __pycache__)."
     ),
     (
-        "drill/ is mounted at /srv/drill for the drill's counting tasks (the drills add them with "
-        "CELERY_WORKER_INCLUDE=drill.tasks); the image has no drill/."
+        "drill/ is mounted at /srv/drill for the drill's counting and failing tasks (the drills add them "
+        "with CELERY_WORKER_INCLUDE=drill.tasks,drill.failing); the image has no drill/."
     ),
     (
         "ENV PYTHON_SHA256 (the image's source tarball checksum) is not set: its 3.11.16 value was not verified "

@@ -56,7 +56,7 @@ def test_ha_worker_runs_the_images_command_plus_environment_only(
     monkeypatch.setenv("BROKER_HOSTS", "elsewhere")
     spec = ProfileRuntime(Profile.HA, ("amqp://u:p@127.0.0.1:5672//",), tmp_path, 2).worker("w0", tmp_path)
     assert spec.argv == worker_argv()
-    assert spec.env["CELERY_WORKER_INCLUDE"] == "drill.tasks"
+    assert spec.env["CELERY_WORKER_INCLUDE"] == "drill.tasks,drill.failing"
     assert spec.env[tasks.ENV_RESULTS_DIR] == str(tmp_path)
     assert "REMAP_SIGTERM" not in spec.env, "a caller's REMAP_SIGTERM would turn SIGTERM into a cold shutdown"
     assert "BROKER_HOSTS" not in spec.env

@@ -1,0 +1,455 @@
+"""Dead-lettered tasks: list what is in ``celery.dlq`` and replay it to the queue it died in.
+
+    python -m app.dlq list [--limit N]
+    python -m app.dlq replay [--limit N] [--task NAME]
+
+Configuration comes from the same environment as the worker and the scheduler
+(``BROKER_URLS`` or ``BROKER_HOSTS`` with ``BROKER_USER``/``BROKER_PASSWORD``; see
+``app.config``). Exit status: 0 done, 1 a replay failed (the message stays in the dead-letter
+queue), 2 bad arguments or configuration.
+
+What lands in ``celery.dlq``, and why
+-------------------------------------
+The broker policy gives the task queue a dead-letter exchange (``celery.dlx``, fanout, bound to
+the quorum queue ``celery.dlq``) and a delivery limit (20 unless the broker config says
+otherwise). A task message gets there two ways, and the ``x-death`` header says which:
+
+``rejected``
+    The task raised. The app acks late with ``task_acks_on_failure=False``, so Celery answers
+    ``basic.reject(requeue=False)`` and the broker dead-letters the message at once: the task
+    ran once and is kept, not redelivered forever and not silently acked away.
+``delivery_limit``
+    The message was returned to the queue more often than the delivery limit: a pool process
+    that died mid-task (OOM kill, segfault, ``os._exit``; ``task_reject_on_worker_lost``
+    requeues it), a task killed by its hard time limit (``task_acks_on_timeout=False`` requeues
+    it), or a worker whose connection died with the task unacked. A task that keeps doing that
+    is poison; after the limit it is kept here instead of looping.
+
+Successful tasks never come here, nor do ``task.retry()`` calls (a retry is a new publish).
+
+How RabbitMQ 4.3 counts (measured on 4.3.6 quorum queues, ``x-delivery-count``)
+---------------------------------------------------------------------------------
+Counted as a failed delivery: ``basic.reject`` with requeue, and a channel or connection that
+closes (a crashed consumer) with the message unacked. *Not* counted: ``basic.nack`` with
+requeue, ``basic.recover``. The message is dead-lettered by the return that takes the count past
+the limit, so a task that always crashes runs ``delivery-limit + 1`` times.
+
+The count travels with the message into ``celery.dlq``, and ``celery.dlq`` has no policy (the
+task policy excludes it), hence the 4.x defaults: a delivery limit of 20 and no dead-letter
+exchange. So a ``delivery_limit`` message arrives there already past the limit, and the first
+time it is handed back to that queue *in any way*, even by an uncounted ``basic.nack``, the
+broker drops it for good (measured: ``basic.get`` + ``basic.nack(requeue=True)`` made it vanish).
+This tool therefore never hands a dead-letter message back: to leave one in the queue it
+publishes a copy to the tail of ``celery.dlq`` (same body, properties and ``x-death``, without
+the delivery counters, stamped with the run's id), waits for the confirm, then acks the
+original. A run ends when the queue is empty or it meets its own stamp (it went round once).
+Listing therefore rewrites the queue in place, order kept. Killed between a copy's confirm and
+the original's ack, a message is listed twice afterwards (same task id); killed before the
+confirm, the original goes back by the connection's close, which is the one remaining way to
+lose a ``delivery_limit`` message. Giving ``celery.dlq`` ``x-delivery-limit: -1`` (measured: no
+limit on 4.3.6) in the broker definitions would remove that risk and the need for copies.
+
+Replay
+------
+``replay`` goes through the queue once with ``basic.get``. For each message of the chosen task
+(``--task``, default all): publish a copy to the queue of its latest ``x-death`` entry through
+the default exchange (exactly that queue, whatever the original exchange's bindings), same
+body, properties and task id, headers without the broker's bookkeeping (``x-death``,
+``x-first-death-*``, ``x-last-death-*``, ``x-delivery-count``, ``x-acquired-count``), so its
+delivery count starts fresh; wait for the publisher confirm (``mandatory``: a copy that routes
+nowhere counts as failed); only then ack the dead-letter message. Killed at any point, nothing
+is lost: at worst the one message between its confirm and its ack is replayed twice, with the
+same task id (tasks are idempotent: at-least-once delivery). Messages of other tasks, ones whose
+copy was not confirmed or not routed, and tasks replayed in this run that died again already,
+are kept as above. (py-amqp has no client-side ``basic_nack``: the one nack this tool sends, for
+its own fresh copy when a run wraps round, goes out with ``send_method``.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, cast
+
+import amqp
+from amqp import spec
+from amqp.exceptions import AMQPError, MessageNacked
+from kombu import Connection
+from kombu.exceptions import OperationalError
+
+from app.config import ConfigError, from_env
+from contract import timing
+from contract.wire import DEAD_LETTER_QUEUE
+
+ROTATION_HEADER: Final = "x-ha-celery-kept-by"
+"""Stamped on the copy a run puts back at the tail of the dead-letter queue (its run id): meeting
+its own stamp again tells the run it has been through the whole queue."""
+COUNT_HEADERS: Final = frozenset({"x-delivery-count", "x-acquired-count"})
+"""The broker's delivery counters: a kept copy drops them (the broker counts the copy afresh)."""
+BOOKKEEPING_HEADERS: Final = frozenset({"x-death", ROTATION_HEADER, *COUNT_HEADERS})
+"""Headers the broker writes while dead-lettering and redelivering; a replayed copy drops them."""
+BOOKKEEPING_PREFIXES: Final = ("x-first-death-", "x-last-death-")
+DEFAULT_EXCHANGE: Final = ""
+"""Routes by queue name: a replay reaches exactly the queue the task died in."""
+
+
+@dataclass(frozen=True)
+class Death:
+    """One entry of the ``x-death`` header: a message's deaths in one queue for one reason."""
+
+    queue: str
+    reason: str
+    """``rejected``, ``delivery_limit``, ``expired`` or ``maxlen``."""
+    count: int
+    """How often it died in ``queue`` for ``reason``."""
+    exchange: str
+    routing_keys: tuple[str, ...]
+    time: datetime | None
+    """When it (last) died there, UTC (naive, as py-amqp decodes AMQP timestamps)."""
+
+
+@dataclass(frozen=True)
+class DeadTask:
+    """What ``list`` shows of one dead-lettered message."""
+
+    task_id: str | None
+    task_name: str | None
+    deaths: tuple[Death, ...]
+    """Newest first, as the broker keeps them."""
+
+    @property
+    def latest(self) -> Death | None:
+        return self.deaths[0] if self.deaths else None
+
+    def age_s(self, now: datetime) -> float | None:
+        """Seconds since the latest death (``now`` naive UTC), None if unknown."""
+        latest = self.latest
+        if latest is None or latest.time is None:
+            return None
+        return (now - latest.time).total_seconds()
+
+
+def parse_x_death(headers: Mapping[str, Any] | None) -> tuple[Death, ...]:
+    """The ``x-death`` entries of ``headers``, newest first; malformed entries are skipped."""
+    raw = (headers or {}).get("x-death")
+    if not isinstance(raw, list):
+        return ()
+    deaths: list[Death] = []
+    for entry in raw:
+        if not isinstance(entry, Mapping):
+            continue
+        queue, reason = entry.get("queue"), entry.get("reason")
+        if not isinstance(queue, str) or not isinstance(reason, str):
+            continue
+        count = entry.get("count")
+        keys = entry.get("routing-keys")
+        when = entry.get("time")
+        exchange = entry.get("exchange")
+        deaths.append(
+            Death(
+                queue=queue,
+                reason=reason,
+                count=count if isinstance(count, int) and not isinstance(count, bool) else 0,
+                exchange=exchange if isinstance(exchange, str) else "",
+                routing_keys=tuple(k for k in keys if isinstance(k, str)) if isinstance(keys, list) else (),
+                time=when if isinstance(when, datetime) else None,
+            )
+        )
+    return tuple(deaths)
+
+
+def describe(properties: Mapping[str, Any]) -> DeadTask:
+    """A ``DeadTask`` from an AMQP message's properties (Celery protocol 2: id and task in headers)."""
+    headers = properties.get("application_headers") or {}
+    task_id = headers.get("id") or properties.get("correlation_id")
+    task_name = headers.get("task")
+    return DeadTask(
+        task_id=task_id if isinstance(task_id, str) else None,
+        task_name=task_name if isinstance(task_name, str) else None,
+        deaths=parse_x_death(headers),
+    )
+
+
+def replay_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``headers`` without the broker's dead-letter and delivery-count bookkeeping."""
+    return {
+        key: value
+        for key, value in (headers or {}).items()
+        if key not in BOOKKEEPING_HEADERS and not key.startswith(BOOKKEEPING_PREFIXES)
+    }
+
+
+def replay_copy(message: amqp.Message) -> amqp.Message:
+    """The message to publish for ``message``: same body and properties, headers cleaned."""
+    properties = {k: v for k, v in message.properties.items() if k != "application_headers"}
+    headers = replay_headers(message.properties.get("application_headers"))
+    return amqp.Message(message.body, application_headers=headers, **properties)
+
+
+def format_row(task: DeadTask, now: datetime) -> str:
+    """One ``list`` line: task name, task id, reason x count, original queue, age."""
+    latest = task.latest
+    reason = f"{latest.reason} x{latest.count}" if latest else "-"
+    queue = latest.queue if latest else "-"
+    age = task.age_s(now)
+    return (
+        f"{task.task_name or '-':<32} {task.task_id or '-':<36} {reason:<18} {queue:<12} "
+        f"{'-' if age is None else _human_age(age)}"
+    )
+
+
+def _human_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
+
+
+# --- talking to the broker -----------------------------------------------------------------------
+
+
+def _nack_requeue(channel: amqp.Channel, delivery_tag: int, multiple: bool) -> None:
+    # basic.nack(requeue=True): RabbitMQ 4.3 does not count it (module doc); py-amqp only
+    # receives Nack (publisher confirms) and has no method to send it, hence the raw frame.
+    channel.send_method(spec.Basic.Nack, "Lbb", (delivery_tag, multiple, True))
+
+
+@contextmanager
+def dead_letter_channel(broker_urls: Sequence[str]) -> Iterator[amqp.Channel]:
+    """A channel on the first broker node that answers, bodies left as bytes."""
+    # kombu reads ";"-separated URLs as a failover list and connects to the first that answers.
+    connection = Connection(";".join(broker_urls), connect_timeout=timing.BROKER_CONNECT_TIMEOUT_S)
+    try:
+        connection.ensure_connection(max_retries=len(broker_urls))
+        channel = connection.connection.channel()
+        if not isinstance(channel, amqp.Channel):
+            raise TypeError(f"expected a py-amqp channel, got {type(channel).__name__}")
+        # Republish exactly the bytes that were dead-lettered, whatever their content_encoding.
+        channel.auto_decode = False
+        yield channel
+    finally:
+        connection.release()
+
+
+def _ready(channel: amqp.Channel, queue: str) -> int:
+    """Messages ready in ``queue`` (a passive declare: raises NotFound if the queue does not exist)."""
+    declared = channel.queue_declare(queue, passive=True)
+    if declared is None:
+        raise RuntimeError(f"no declare-ok for {queue!r}")
+    return declared[1]
+
+
+def _tag(message: amqp.Message) -> int:
+    return int(message.delivery_info["delivery_tag"])
+
+
+def _headers(message: amqp.Message) -> dict[str, Any]:
+    return dict(message.properties.get("application_headers") or {})
+
+
+def _return_handlers(channel: amqp.Channel) -> set[Callable[[Exception, str, str, amqp.Message], None]]:
+    # py-amqp calls these for a basic.return (mandatory publish that routed nowhere); not in its stubs.
+    handlers: set[Callable[[Exception, str, str, amqp.Message], None]] = cast(Any, channel).events["basic_return"]
+    return handlers
+
+
+class _Mover:
+    """Publishes with confirms on one channel, and moves dead-letter messages without returning them."""
+
+    def __init__(self, channel: amqp.Channel, queue: str) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.run_id = uuid.uuid4().hex
+        self._returned: list[str] = []
+
+    def __enter__(self) -> _Mover:
+        _return_handlers(self.channel).add(self._on_return)
+        _ready(self.channel, self.queue)  # fails early, and clearly, if the queue does not exist
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _return_handlers(self.channel).discard(self._on_return)
+
+    def _on_return(self, exc: Exception, _exchange: str, routing_key: str, _message: amqp.Message) -> None:
+        self._returned.append(f"unroutable to {routing_key!r} ({exc})")
+
+    def publish(self, message: amqp.Message, queue: str) -> str | None:
+        """Publish ``message`` to ``queue`` and wait for its confirm; None if confirmed and routed, else why not."""
+        self._returned.clear()
+        try:
+            # Publisher confirms: selected on first use, then each publish waits for its ack.
+            self.channel.basic_publish_confirm(
+                message,
+                exchange=DEFAULT_EXCHANGE,
+                routing_key=queue,
+                mandatory=True,
+                confirm_timeout=timing.PUBLISH_CONFIRM_TIMEOUT_S,
+            )
+        except MessageNacked:
+            self._returned.append("nacked by the broker")
+        return "; ".join(self._returned) or None
+
+    def next(self) -> amqp.Message | None:
+        """The next message not yet seen in this run; None once the queue is through."""
+        message = self.channel.basic_get(self.queue)
+        if message is None:
+            return None
+        if _headers(message).get(ROTATION_HEADER) == self.run_id:
+            # Our own copy: the queue went round once. A fresh copy's count is 0: nack is safe.
+            _nack_requeue(self.channel, _tag(message), multiple=False)
+            return None
+        return message
+
+    def keep(self, message: amqp.Message) -> None:
+        """Leave ``message`` in the dead-letter queue: a confirmed copy at its tail, then ack the original."""
+        headers = {k: v for k, v in _headers(message).items() if k not in COUNT_HEADERS}
+        headers[ROTATION_HEADER] = self.run_id
+        properties = {k: v for k, v in message.properties.items() if k != "application_headers"}
+        why = self.publish(amqp.Message(message.body, application_headers=headers, **properties), self.queue)
+        if why is not None:
+            raise RuntimeError(f"could not keep a message in {self.queue!r}: {why}")
+        self.channel.basic_ack(_tag(message))
+
+
+def list_dead(channel: amqp.Channel, queue: str = DEAD_LETTER_QUEUE, limit: int | None = None) -> list[DeadTask]:
+    """The messages in ``queue`` (up to ``limit``), oldest first, all left in the queue (see module doc)."""
+    found: list[DeadTask] = []
+    with _Mover(channel, queue) as mover:
+        while limit is None or len(found) < limit:
+            message = mover.next()
+            if message is None:
+                break
+            found.append(describe(message.properties))
+            mover.keep(message)
+    return found
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    replayed: tuple[DeadTask, ...]
+    skipped: int
+    """Messages left in the queue: of other tasks (``--task``), or replayed in this run already."""
+    failed: tuple[tuple[DeadTask, str], ...]
+    """Messages not replayed (no x-death, unroutable, nacked), with why; left in the queue."""
+
+
+def replay(
+    channel: amqp.Channel,
+    *,
+    queue: str = DEAD_LETTER_QUEUE,
+    limit: int | None = None,
+    task_name: str | None = None,
+    on_replayed: Callable[[DeadTask], None] = lambda _task: None,
+) -> ReplayResult:
+    """Move up to ``limit`` dead-lettered tasks (of ``task_name``, if given) back to their queues.
+
+    ``channel`` is put in confirm mode. See the module doc for the order of publish, confirm
+    and ack that makes a killed replay lose nothing.
+    """
+    replayed: list[DeadTask] = []
+    failed: list[tuple[DeadTask, str]] = []
+    skipped = 0
+    done: set[str | None] = set()
+    with _Mover(channel, queue) as mover:
+        while limit is None or len(replayed) < limit:
+            message = mover.next()
+            if message is None:
+                break
+            task = describe(message.properties)
+            latest = task.latest
+            if (task_name is not None and task.task_name != task_name) or task.task_id in done:
+                # Another task, or one replayed in this run that died again at once: next run.
+                skipped += 1
+                mover.keep(message)
+                continue
+            why = "no x-death header: the original queue is unknown" if latest is None else None
+            why = why or mover.publish(replay_copy(message), latest.queue if latest else "")
+            if why is not None:
+                failed.append((task, why))
+                mover.keep(message)
+                continue
+            # Confirmed: the copy is in its queue (a majority has it). Only now drop the original.
+            channel.basic_ack(_tag(message))
+            done.add(task.task_id)
+            replayed.append(task)
+            on_replayed(task)
+    return ReplayResult(tuple(replayed), skipped, tuple(failed))
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+
+def _positive(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app.dlq", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help=f"show the tasks in {DEAD_LETTER_QUEUE} (leaves them there)")
+    listing.add_argument("--limit", type=_positive, default=None, help="show at most N (default: all)")
+    again = commands.add_parser("replay", help="move dead-lettered tasks back to the queue they died in")
+    again.add_argument("--limit", type=_positive, default=None, help="replay at most N (default: all)")
+    again.add_argument("--task", default=None, metavar="NAME", help="only tasks of this name, e.g. app.tasks.count")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = from_env(os.environ if environ is None else environ)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run(args, config.broker_urls)
+    except (OSError, AMQPError, OperationalError) as exc:
+        # Unreachable broker, missing queue, confirm timeout: nothing acked without its confirm.
+        print(f"broker error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, broker_urls: Sequence[str]) -> int:
+    with dead_letter_channel(broker_urls) as channel:
+        if args.command == "list":
+            tasks = list_dead(channel, limit=args.limit)
+            now = datetime.now(UTC).replace(tzinfo=None)
+            print(f"{'task':<32} {'task id':<36} {'reason x count':<18} {'queue':<12} age")
+            for task in tasks:
+                print(format_row(task, now))
+            print(f"{len(tasks)} dead-lettered task(s) shown from {DEAD_LETTER_QUEUE}", flush=True)
+            return 0
+
+        def progress(task: DeadTask) -> None:
+            latest = task.latest
+            print(f"replayed {task.task_id} {task.task_name} -> {latest.queue if latest else '?'}", flush=True)
+
+        result = replay(channel, limit=args.limit, task_name=args.task, on_replayed=progress)
+    for task, why in result.failed:
+        print(f"NOT replayed {task.task_id} {task.task_name}: {why}", file=sys.stderr)
+    print(
+        f"replayed {len(result.replayed)}, skipped {result.skipped}, {len(result.failed)} failed",
+        flush=True,
+    )
+    return 1 if result.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
