@@ -4,7 +4,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 import settings
-from components.gke import GkeCluster, GkeClusterArgs
+from components.gke import CLUSTER_APIS, GkeCluster, GkeClusterArgs
 from components.rabbitmq import RabbitMQCluster, RabbitMQClusterArgs
 from components.registry import Registry, RegistryArgs
 from components.workers import CeleryWorkers, CeleryWorkersArgs
@@ -30,6 +30,8 @@ gke = GkeCluster(
         min_master_version=config.cluster.kubernetes_version,
         deletion_protection=config.cluster.deletion_protection,
         labels=labels,
+        # The cluster's APIs and the Registry's, all enabled by the program: a fresh project works.
+        apis=(*CLUSTER_APIS, "artifactregistry.googleapis.com"),
     ),
 )
 
@@ -42,6 +44,7 @@ registry = Registry(
         mirror_image=config.broker.image if config.registry.mirror_rabbitmq_image else None,
         labels=labels,
     ),
+    opts=pulumi.ResourceOptions(depends_on=gke.apis),
 )
 
 k8s_opts = pulumi.ResourceOptions(provider=gke.provider)
@@ -85,7 +88,10 @@ workers = CeleryWorkers(
         autoscaling=config.workers.autoscaling,
         autoscaling_max_replicas=config.workers.autoscaling_max_replicas,
     ),
-    opts=k8s_opts,
+    # Pulumi awaits the StatefulSet until every broker is Ready: workers and the scheduler then
+    # connect on their first try instead of crash-looping (or failing the Job) while disks
+    # attach and brokers boot; on destroy they go before the brokers they drain into.
+    opts=pulumi.ResourceOptions(provider=gke.provider, depends_on=[broker.statefulset]),
 )
 
 pulumi.export("cluster_name", gke.name)

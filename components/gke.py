@@ -12,6 +12,17 @@ import yaml
 # The plugin replaced the in-tree gcp auth provider (removed in kubectl 1.26): the
 # kubeconfig holds no token, so nothing in it expires or leaks into state.
 AUTH_PLUGIN = "gke-gcloud-auth-plugin"
+# Without it the plugin runs `gcloud config config-helper`, i.e. gcloud's *active account*, not
+# the application-default credentials the GCP provider uses: a CI runner with only
+# GOOGLE_APPLICATION_CREDENTIALS would create the cluster and then fail on every Kubernetes
+# object, and a desktop with two identities would be checked by GKE RBAC as the wrong one.
+# The same argument `gcloud container clusters get-credentials` writes when
+# container/use_application_default_credentials is set.
+AUTH_PLUGIN_ARGS = ("--use_application_default_credentials",)
+
+CLUSTER_APIS = ("container.googleapis.com", "iam.googleapis.com", "cloudresourcemanager.googleapis.com")
+"""APIs this component calls: the cluster (container), its node service account (iam) and the
+account's project role grants (cloudresourcemanager); the latter two are off in many new projects."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,9 @@ class GkeClusterArgs:
     """When true, `pulumi destroy` (and a replacement) of the cluster fails until it is turned off."""
     labels: dict[str, str]
     """GCP labels on the cluster and the nodes, for cost reports."""
+    apis: tuple[str, ...] = CLUSTER_APIS
+    """Project APIs to enable before anything else (CLUSTER_APIS plus what the caller's other
+    components need), so `pulumi up` works on a fresh project."""
 
 
 def render_kubeconfig(name: str, endpoint: str, ca_certificate: str) -> str:
@@ -61,6 +75,7 @@ def render_kubeconfig(name: str, endpoint: str, ca_certificate: str) -> str:
                     "exec": {
                         "apiVersion": "client.authentication.k8s.io/v1beta1",
                         "command": AUTH_PLUGIN,
+                        "args": list(AUTH_PLUGIN_ARGS),
                         "installHint": "gcloud components install gke-gcloud-auth-plugin",
                         "provideClusterInfo": True,
                         "interactiveMode": "Never",
@@ -75,10 +90,12 @@ def render_kubeconfig(name: str, endpoint: str, ca_certificate: str) -> str:
 class GkeCluster(pulumi.ComponentResource):
     """A VPC-native, shielded, workload-identity GKE cluster with its own node pool.
 
-    The default node pool is removed and the cluster carries no node_config: a node
-    config on the cluster resource itself makes every change to it a cluster replacement.
+    The default node pool is removed; the cluster's node_config names only the bootstrap
+    pool's identity and is ignored after the create: a node config on the cluster resource
+    itself would make every change to it a cluster replacement. The nodes are the NodePool's.
     """
 
+    apis: list[gcp.projects.Service]
     cluster: gcp.container.Cluster
     node_pool: gcp.container.NodePool
     name: pulumi.Output[str]
@@ -87,16 +104,32 @@ class GkeCluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GkeClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ha-celery:index:GkeCluster", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
 
+        self.apis = _apis(name, args, pulumi.ResourceOptions(parent=self))
+        # Every GCP call of this component needs one of the APIs enabled first.
+        child = pulumi.ResourceOptions(parent=self, depends_on=self.apis)
         node_sa, grants = _node_identity(name, args, child)
-        self.cluster = _cluster(name, args, child)
+        self.cluster = _cluster(name, args, self, node_sa=node_sa, grants=grants)
         self.node_pool = _node_pool(name, args, self, cluster=self.cluster, node_sa=node_sa, grants=grants)
 
         self.name = self.cluster.name
         self.kubeconfig = _kubeconfig(args, self.cluster)
         self.provider = _provider(name, self.kubeconfig, self.cluster, self.node_pool, self)
         self.register_outputs({"name": self.name, "kubeconfig": self.kubeconfig, "endpoint": self.cluster.endpoint})
+
+
+def _apis(name: str, args: GkeClusterArgs, child: pulumi.ResourceOptions) -> list[gcp.projects.Service]:
+    return [
+        gcp.projects.Service(
+            f"{name}-api-{api.split('.')[0]}",
+            project=args.project,
+            service=api,
+            # A destroyed stack must not switch an API off under everything else in the project.
+            disable_on_destroy=False,
+            opts=child,
+        )
+        for api in args.apis
+    ]
 
 
 def _node_identity(
@@ -122,7 +155,14 @@ def _node_identity(
     return node_sa, grants
 
 
-def _cluster(name: str, args: GkeClusterArgs, child: pulumi.ResourceOptions) -> gcp.container.Cluster:
+def _cluster(
+    name: str,
+    args: GkeClusterArgs,
+    parent: GkeCluster,
+    *,
+    node_sa: gcp.serviceaccount.Account,
+    grants: list[gcp.projects.IAMMember],
+) -> gcp.container.Cluster:
     return gcp.container.Cluster(
         name,
         project=args.project,
@@ -130,6 +170,12 @@ def _cluster(name: str, args: GkeClusterArgs, child: pulumi.ResourceOptions) -> 
         node_locations=list(args.node_zones) if args.regional else None,
         remove_default_node_pool=True,
         initial_node_count=1,
+        # GKE boots the default pool (then removed) before our pool exists, by default as the
+        # Compute Engine default account: gone or disabled in many orgs, which fails the create.
+        # Only the identity is set; ignore_changes below keeps this from replacing the cluster.
+        node_config=gcp.container.ClusterNodeConfigArgs(
+            service_account=node_sa.email, oauth_scopes=["https://www.googleapis.com/auth/cloud-platform"]
+        ),
         deletion_protection=args.deletion_protection,
         release_channel=gcp.container.ClusterReleaseChannelArgs(channel=args.release_channel),
         min_master_version=args.min_master_version,
@@ -143,7 +189,14 @@ def _cluster(name: str, args: GkeClusterArgs, child: pulumi.ResourceOptions) -> 
         ),
         enable_shielded_nodes=True,
         resource_labels=args.labels,
-        opts=child,
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            depends_on=[*parent.apis, *grants],
+            # The cluster's nodeConfig is the bootstrap pool's, read back as the first live pool's
+            # afterwards (terraform-provider-google#12070, #17511): without this, every up would
+            # see a diff in a force-new field and replace the cluster.
+            ignore_changes=["nodeConfig"],
+        ),
     )
 
 

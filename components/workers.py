@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pulumi
@@ -11,6 +12,8 @@ from contract import timing, wire
 from contract.wire import CLIENT_LABEL, ENV_SCHEDULER_RUN_ID, JOB_UID_FIELD, WORKER_UID, Autoscaling
 
 HEALTH = list(wire.HEALTH_COMMAND)
+SCHEDULER = "celery-scheduler"
+_RUN_ID = re.compile(r"[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,21 @@ class CeleryWorkersArgs:
     """none, hpa (CPU) or keda (queue length; KEDA must be installed in the cluster)."""
     autoscaling_max_replicas: int
     """Upper bound of worker pods when autoscaling."""
+    scheduler_run: str = "1"
+    """Id of the scheduler's batch (a DNS label, at most 32 characters): the Job runs once per id.
+    A new id is a new Job with the current image and count (the previous one is deleted); a code
+    deploy with the same id leaves the finished Job alone."""
     queue: str = wire.QUEUE_NAME
     """The task queue the workers consume (and KEDA measures)."""
     name: str = "celery-worker"
     """Fixed object name, so `kubectl logs deploy/celery-worker` works in every stack."""
+
+    def __post_init__(self) -> None:
+        if not _RUN_ID.fullmatch(self.scheduler_run):
+            raise ValueError(
+                f"scheduler_run: got {self.scheduler_run!r}; allowed: lower-case letters, digits and '-',"
+                " 1-32 characters, starting and ending alphanumeric (it is part of the Job's name)"
+            )
 
 
 class CeleryWorkers(pulumi.ComponentResource):
@@ -58,11 +72,14 @@ class CeleryWorkers(pulumi.ComponentResource):
     def __init__(self, name: str, args: CeleryWorkersArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ha-celery:index:CeleryWorkers", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        # The caller's depends_on (the brokers) repeated on the objects whose pods connect, so the
+        # engine records the edge there: a component's own depends_on only delays its registration.
+        connects = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on if opts else None)
 
-        self.deployment = _deployment(name, args, self)
+        self.deployment = _deployment(name, args, connects)
         _pdb(name, args, child)
         if args.scheduler_enabled:
-            _scheduler_job(name, args, child)
+            _scheduler_job(name, args, connects)
         _autoscaling(name, args, child)
 
         app = args.name
@@ -74,17 +91,22 @@ def _selector(args: CeleryWorkersArgs) -> dict[str, str]:
     return {"app.kubernetes.io/name": args.name}
 
 
-def _labels(args: CeleryWorkersArgs) -> dict[str, str]:
+def _labels(app: str, component: str) -> dict[str, str]:
+    """What an object is and belongs to; never the broker-client label, which opens the broker."""
     return {
-        **_selector(args),
-        "app.kubernetes.io/component": "worker",
+        "app.kubernetes.io/name": app,
+        "app.kubernetes.io/component": component,
         "app.kubernetes.io/part-of": "ha-celery",
-        CLIENT_LABEL: "true",
     }
 
 
-def _metadata(args: CeleryWorkersArgs) -> k8s.meta.v1.ObjectMetaArgsDict:
-    return {"name": args.name, "namespace": args.namespace, "labels": _labels(args)}
+def _pod_labels(app: str, component: str) -> dict[str, str]:
+    """Labels of pods that connect to the broker: the one set its NetworkPolicy admits."""
+    return {**_labels(app, component), CLIENT_LABEL: "true"}
+
+
+def _metadata(args: CeleryWorkersArgs, component: str = "worker") -> k8s.meta.v1.ObjectMetaArgsDict:
+    return {"name": args.name, "namespace": args.namespace, "labels": _labels(args.name, component)}
 
 
 def _broker_env(args: CeleryWorkersArgs) -> list[k8s.core.v1.EnvVarArgsDict]:
@@ -193,7 +215,7 @@ def _pod_template(args: CeleryWorkersArgs) -> k8s.core.v1.PodTemplateSpecArgsDic
         for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
     ]
     return {
-        "metadata": {"labels": _labels(args)},
+        "metadata": {"labels": _pod_labels(args.name, "worker")},
         "spec": {
             # Above the hard task time limit plus the shutdown margin: a warm shutdown
             # lets running tasks finish and ack before the kubelet's SIGKILL.
@@ -207,7 +229,7 @@ def _pod_template(args: CeleryWorkersArgs) -> k8s.core.v1.PodTemplateSpecArgsDic
     }
 
 
-def _deployment(name: str, args: CeleryWorkersArgs, parent: pulumi.Resource) -> k8s.apps.v1.Deployment:
+def _deployment(name: str, args: CeleryWorkersArgs, opts: pulumi.ResourceOptions) -> k8s.apps.v1.Deployment:
     autoscaled = args.autoscaling != "none"
     return k8s.apps.v1.Deployment(
         f"{name}-deployment",
@@ -220,7 +242,9 @@ def _deployment(name: str, args: CeleryWorkersArgs, parent: pulumi.Resource) -> 
             "template": _pod_template(args),
         },
         # The autoscaler owns the replica count; Pulumi would otherwise reset it on every up.
-        opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["spec.replicas"] if autoscaled else None),
+        opts=pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(ignore_changes=["spec.replicas"] if autoscaled else None)
+        ),
     )
 
 
@@ -233,13 +257,24 @@ def _pdb(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> k
     )
 
 
-def _scheduler_job(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> k8s.batch.v1.Job:
+def _scheduler_job(name: str, args: CeleryWorkersArgs, opts: pulumi.ResourceOptions) -> k8s.batch.v1.Job:
+    """The batch runs once per scheduler_run, not once per deploy.
+
+    A Job's template is immutable, so Pulumi replaces (re-runs) the Job on any change to it,
+    and every worker-code deploy changes its image. So: the run id is in the logical and the
+    object name (a new id is a fresh resource, created from the current inputs: new image, new
+    count); `ignore_changes=["spec"]` keeps a deploy from touching the finished Job; and no
+    ttlSecondsAfterFinished, since a Job the cluster garbage-collects is dropped from state by
+    the next refresh and created, so run, again by the up after it. `pulumi up --replace` is no
+    way to re-run: ignore_changes would give the new Job the old spec; change the id.
+    """
+    job = f"{SCHEDULER}-{args.scheduler_run}"
     return k8s.batch.v1.Job(
-        f"{name}-scheduler",
+        f"{name}-scheduler-{args.scheduler_run}",
         metadata={
-            "name": "celery-scheduler",
+            "name": job,
             "namespace": args.namespace,
-            "labels": {**_labels(args), "app.kubernetes.io/component": "scheduler"},
+            "labels": _labels(SCHEDULER, "scheduler"),
             # `pulumi up` need not wait for the whole batch to be published.
             "annotations": {"pulumi.com/skipAwait": "true"},
         },
@@ -249,9 +284,8 @@ def _scheduler_job(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOpt
             # unconfirmed one is never lost.
             "backoff_limit": 2,
             "active_deadline_seconds": 3600,
-            "ttl_seconds_after_finished": 86400,
             "template": {
-                "metadata": {"labels": {CLIENT_LABEL: "true", "app.kubernetes.io/name": "celery-scheduler"}},
+                "metadata": {"labels": _pod_labels(SCHEDULER, "scheduler")},
                 "spec": {
                     "restart_policy": "Never",
                     "automount_service_account_token": False,
@@ -280,7 +314,7 @@ def _scheduler_job(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOpt
                 },
             },
         },
-        opts=child,
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(ignore_changes=["spec"])),
     )
 
 
@@ -294,7 +328,7 @@ def _autoscaling(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptio
 def _hpa(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> None:
     k8s.autoscaling.v2.HorizontalPodAutoscaler(
         f"{name}-hpa",
-        metadata=_metadata(args),
+        metadata=_metadata(args, "autoscaler"),
         spec={
             "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment", "name": args.name},
             "min_replicas": args.replicas,
@@ -311,7 +345,9 @@ def _hpa(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> N
 
 
 def _keda(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> None:
-    app, labels = args.name, _labels(args)
+    # The scaler's own objects: no pod of theirs talks AMQP (KEDA reads the management API from
+    # its own namespace, which the broker's NetworkPolicy admits by namespace).
+    app, labels = args.name, _labels(args.name, "autoscaler")
     auth_secret = k8s.core.v1.Secret(
         f"{name}-keda-rabbitmq",
         metadata={"name": f"{app}-keda-rabbitmq", "namespace": args.namespace, "labels": labels},

@@ -1,6 +1,16 @@
-"""The GCP side of each stack's plan: cluster, node pool, registry, image, provider."""
+"""The GCP side of each stack's plan: cluster, node pool, registry, image, provider.
+
+Most tests read the plan (resources.json). What the plan does not record, the resource options
+that order and protect resources (depends_on, ignore_changes), comes from `registered`: the
+program run in this process under the same mocks, recording every RegisterResource request.
+"""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import yaml
 
@@ -8,14 +18,117 @@ from tests.conftest import Plan
 
 CLUSTER = "gcp:container/cluster:Cluster"
 POOL = "gcp:container/nodePool:NodePool"
+SERVICE = "gcp:projects/service:Service"
+APIS = {
+    "container.googleapis.com",
+    "iam.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+    "artifactregistry.googleapis.com",
+}
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One resource as the program registered it: what the engine would get, options included."""
+
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    parent: tuple[str, str] | None
+    dependencies: frozenset[tuple[str, str]]
+    """(type, name) of every resource it waits for: depends_on and the inputs' own."""
+    ignore_changes: tuple[str, ...]
+
+
+def _key(urn: str) -> tuple[str, str]:
+    *_, chain, name = urn.split("::")
+    return chain.split("$")[-1], name
+
+
+@functools.cache
+def registered(stack: str = "dev") -> dict[tuple[str, str], Registered]:
+    """(type, name) -> the resource's registration, from one in-process run of the program."""
+    import pulumi
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    from plan.__main__ import run_program, stack_config
+    from plan.mocks import RecordingMocks
+    from settings import PROJECT
+
+    class Recorder(MockMonitor):
+        def __init__(self, mocks: RecordingMocks) -> None:
+            super().__init__(mocks)
+            self.requests: list[Any] = []
+
+        def RegisterResource(self, request: Any) -> Any:
+            self.requests.append(request)
+            return super().RegisterResource(request)  # type: ignore[no-untyped-call]
+
+    config = stack_config(stack, ())
+    mocks = RecordingMocks(project=config.get("gcp:project", "mock-project"))
+    monitor = Recorder(mocks)
+    pulumi.runtime.set_all_config(config)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    _sync_await(run_pulumi_func(run_program))
+    inputs = {(r.type, r.name): r.inputs for r in mocks.registrations}
+    return {
+        (r.type, r.name): Registered(
+            r.type,
+            r.name,
+            inputs.get((r.type, r.name), {}),
+            _key(r.parent) if r.parent and _key(r.parent)[0] != "pulumi:pulumi:Stack" else None,
+            frozenset(_key(u) for u in r.dependencies),
+            tuple(r.ignoreChanges),
+        )
+        for r in monitor.requests
+        if r.type != "pulumi:pulumi:Stack"
+    }
+
+
+def waits_for(resource: Registered, graph: dict[tuple[str, str], Registered]) -> set[tuple[str, str]]:
+    """Everything the resource is created after: its dependencies and its parents', transitively."""
+    seen: set[tuple[str, str]] = set()
+    todo: list[tuple[str, str]] = [*resource.dependencies, *([resource.parent] if resource.parent else [])]
+    while todo:
+        key = todo.pop()
+        if key in seen or key not in graph:
+            continue
+        seen.add(key)
+        node = graph[key]
+        todo += [*node.dependencies, *([node.parent] if node.parent else [])]
+    return seen
+
+
+def one(graph: dict[tuple[str, str], Registered], token: str) -> Registered:
+    found = [r for r in graph.values() if r.type == token]
+    assert len(found) == 1, f"expected one {token}, found {[r.name for r in found]}"
+    return found[0]
+
+
+def of_type(graph: dict[tuple[str, str], Registered], prefix: str) -> Iterator[Registered]:
+    return (r for r in graph.values() if r.type.startswith(prefix))
 
 
 def test_cluster_has_no_default_pool_and_no_node_config(plan: Plan) -> None:
     cluster = plan.one(CLUSTER)["inputs"]
     assert cluster["removeDefaultNodePool"] is True
     assert cluster["initialNodeCount"] == 1
-    assert "nodeConfig" not in cluster, "a node_config on the cluster replaces it on every change"
+    assert set(cluster["nodeConfig"]) == {"serviceAccount", "oauthScopes"}, "only the bootstrap pool's identity"
     assert "nodePools" not in cluster
+
+
+def test_bootstrap_pool_runs_as_the_node_account(plan: Plan) -> None:
+    """Not as the Compute Engine default account, which many orgs disable (the create then fails)."""
+    node = plan.one(CLUSTER)["inputs"]["nodeConfig"]
+    assert node["serviceAccount"] == plan.one(POOL)["inputs"]["nodeConfig"]["serviceAccount"]
+    graph = registered()
+    cluster = one(graph, CLUSTER)
+    assert "nodeConfig" in cluster.ignore_changes, "the read-back nodeConfig would replace the cluster every up"
+    grants = {(r.type, r.name) for r in of_type(graph, "gcp:projects/iAMMember:")}
+    assert grants
+    assert grants <= cluster.dependencies, "the bootstrap nodes need the account's roles"
 
 
 def test_cluster_security_and_networking(plan: Plan) -> None:
@@ -81,6 +194,8 @@ def test_kubeconfig_uses_the_auth_plugin() -> None:
     config = yaml.safe_load(render_kubeconfig("c", "203.0.113.10", "Y2E="))
     user = config["users"][0]["user"]
     assert user["exec"]["command"] == AUTH_PLUGIN
+    # The identity the README sets up (and CI has): ADC, not gcloud's active account.
+    assert user["exec"]["args"] == ["--use_application_default_credentials"]
     assert "token" not in user
     assert "client-key-data" not in user
     assert config["clusters"][0]["cluster"]["server"] == "https://203.0.113.10"
@@ -129,3 +244,22 @@ def test_components_are_parents_of_their_children(plan: Plan) -> None:
     for resource in plan.resources:
         if not resource["type"].startswith("ha-celery:index:") and resource["type"] not in shared:
             assert resource["parent"] in components, f"{resource['type']} {resource['name']} has no component parent"
+
+
+def test_the_program_enables_the_apis_it_uses(plan: Plan) -> None:
+    services = plan.of_type(SERVICE)
+    assert {s["inputs"]["service"] for s in services} == APIS
+    for service in services:
+        assert service["parent"] == "ha-celery:index:GkeCluster", service["name"]
+        assert service["inputs"]["disableOnDestroy"] is False, f"{service['name']}: destroy must not disable it"
+
+
+def test_every_cloud_resource_waits_for_the_apis() -> None:
+    graph = registered()
+    apis = {(r.type, r.name) for r in of_type(graph, SERVICE)}
+    assert len(apis) == len(APIS)
+    cloud = [r for r in graph.values() if r.type.split(":")[0] in {"gcp", "docker-build"} and r.type != SERVICE]
+    assert cloud
+    for resource in cloud:
+        missing = apis - waits_for(resource, graph)
+        assert not missing, f"{resource.type} {resource.name} may start before {sorted(n for _, n in missing)}"

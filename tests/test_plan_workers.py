@@ -7,10 +7,15 @@ from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any
 
+import pytest
 import yaml
 
 from contract import timing
+from contract.wire import CLIENT_LABEL, Autoscaling
 from tests.conftest import Plan
+from tests.test_plan_cloud import one, registered
+
+STATEFULSET = "kubernetes:apps/v1:StatefulSet"
 
 
 def deployment(plan: Plan) -> dict[str, Any]:
@@ -104,6 +109,82 @@ def test_scheduler_job_in_dev_only(plans: dict[str, Plan]) -> None:
     assert container["command"][-1] == "10000"
     assert job["spec"]["template"]["metadata"]["labels"]["ha-celery/broker-client"] == "true"
     assert not plans["prod"].objects("Job")
+
+
+def test_scheduler_job_runs_once_per_run_id_not_per_deploy(plans: dict[str, Plan]) -> None:
+    """A deploy changes the Job's image, and a Job's template is force-new: that must not re-run it."""
+    [job] = plans["dev"].objects("Job")
+    assert job["metadata"]["name"] == "celery-scheduler-1", "the run id names the Job: a new id, a new run"
+    assert "ttlSecondsAfterFinished" not in job["spec"], "a garbage-collected Job is re-created after a refresh"
+    [registration] = [r for r in registered().values() if r.type == "kubernetes:batch/v1:Job"]
+    assert registration.name.endswith("-scheduler-1"), "a new id must be a new resource, built from current inputs"
+    assert registration.ignore_changes == ("spec",), "a new image must not replace (re-run) the finished Job"
+
+
+@pytest.mark.parametrize("run", ["", "Run_2", "-2", "x" * 33])
+def test_scheduler_run_id_must_fit_the_job_name(run: str) -> None:
+    from components.workers import CeleryWorkersArgs
+
+    with pytest.raises(ValueError, match="scheduler_run"):
+        CeleryWorkersArgs(
+            namespace="ns",
+            image="img",
+            broker_hosts=[],
+            broker_port=5672,
+            credentials_secret="s",
+            management_url="u",
+            replicas=1,
+            concurrency=1,
+            cpu_millis=100,
+            memory_mib=128,
+            scheduler_enabled=True,
+            scheduler_tasks=1,
+            autoscaling=Autoscaling.NONE,
+            autoscaling_max_replicas=1,
+            scheduler_run=run,
+        )
+
+
+def test_workers_and_scheduler_wait_for_the_brokers() -> None:
+    """Pulumi awaits the StatefulSet's readiness; whatever connects to it is created after."""
+    graph = registered()
+    brokers = (STATEFULSET, one(graph, STATEFULSET).name)
+    for token in ("ha-celery:index:CeleryWorkers", "kubernetes:apps/v1:Deployment", "kubernetes:batch/v1:Job"):
+        resource = one(graph, token)
+        assert brokers in resource.dependencies, f"{token} {resource.name} starts before the brokers exist"
+
+
+def _labelled(obj: dict[str, Any], path: str = "") -> list[str]:
+    """Paths of every `labels` map in the object that carries the broker-client label."""
+    found: list[str] = []
+    for key, value in obj.items():
+        here = f"{path}.{key}" if path else key
+        if key == "labels" and isinstance(value, dict) and CLIENT_LABEL in value:
+            found.append(here)
+        elif isinstance(value, dict):
+            found += _labelled(value, here)
+    return found
+
+
+def test_only_pods_that_reach_the_broker_carry_the_client_label(
+    plans: dict[str, Plan], plan_runner: Callable[..., CompletedProcess[str]]
+) -> None:
+    """The label opens the broker's NetworkPolicy: on a Secret or a ScaledObject it means nothing, on
+    a pod template it is a permission. Only the worker and scheduler pods need it."""
+    directories = [p.directory for p in plans.values()]
+    directories += [_plan_with(plan_runner, "autoscaling=keda", "autoscalingMaxReplicas=12")]
+    directories += [_plan_with(plan_runner, "autoscaling=hpa")]
+    for directory in directories:
+        for path in sorted((directory / "kubernetes").glob("*.yaml")):
+            obj = yaml.safe_load(path.read_text())
+            where = _labelled(obj)
+            if (obj["kind"], obj["metadata"]["name"]) in {
+                ("Deployment", "celery-worker"),
+                ("Job", "celery-scheduler-1"),
+            }:
+                assert where == ["spec.template.metadata.labels"], f"{path.name}: on the pods only, got {where}"
+            else:
+                assert where == [], f"{directory.name}/{path.name}: {where} must not carry {CLIENT_LABEL}"
 
 
 def test_a_retried_scheduler_job_publishes_the_same_task_ids(plans: dict[str, Plan]) -> None:
