@@ -85,6 +85,7 @@ workers = CeleryWorkers(
         memory_mib=config.workers.memory_mib,
         scheduler_enabled=config.workers.scheduler_enabled,
         scheduler_tasks=config.workers.scheduler_tasks,
+        scheduler_run=config.workers.scheduler_run,
         autoscaling=config.workers.autoscaling,
         autoscaling_max_replicas=config.workers.autoscaling_max_replicas,
     ),

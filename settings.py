@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import yaml
 
 from contract.image import IMAGE_PLATFORMS
-from contract.wire import MAX_CONCURRENCY, Autoscaling
+from contract.wire import MAX_CONCURRENCY, SCHEDULER_RUN_PATTERN, Autoscaling
 
 PROJECT = "ha-celery"
 PROJECT_FILE = Path(__file__).with_name("Pulumi.yaml")
@@ -164,6 +164,7 @@ class WorkerSettings:
     memory_mib: int
     scheduler_enabled: bool
     scheduler_tasks: int
+    scheduler_run: str
     autoscaling: Autoscaling
     autoscaling_max_replicas: int
 
@@ -392,6 +393,14 @@ def _broker(r: _Reader) -> BrokerSettings:
     )
 
 
+def _scheduler_run(r: _Reader) -> str:
+    allowed = "lower-case letters, digits and '-', 1-32 characters, alphanumeric at both ends (part of the Job's name)"
+    run = r.string("schedulerRun", allowed)
+    if run and not re.fullmatch(SCHEDULER_RUN_PATTERN, run):
+        r.fail(f"{PROJECT}:schedulerRun", run, allowed)
+    return run
+
+
 def _workers(r: _Reader) -> WorkerSettings:
     autoscaling = r.choice("autoscaling", Autoscaling) or Autoscaling.NONE
     replicas = r.integer("workerReplicas")
@@ -407,6 +416,7 @@ def _workers(r: _Reader) -> WorkerSettings:
         memory_mib=r.integer("workerMemoryMiB", minimum=128),
         scheduler_enabled=r.boolean("schedulerEnabled"),
         scheduler_tasks=r.integer("schedulerTasks"),
+        scheduler_run=_scheduler_run(r),
         autoscaling=autoscaling,
         autoscaling_max_replicas=max_replicas,
     )

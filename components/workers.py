@@ -9,11 +9,18 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from contract import timing, wire
-from contract.wire import CLIENT_LABEL, ENV_SCHEDULER_RUN_ID, JOB_UID_FIELD, WORKER_UID, Autoscaling
+from contract.wire import (
+    CLIENT_LABEL,
+    ENV_SCHEDULER_RUN_ID,
+    JOB_UID_FIELD,
+    SCHEDULER_RUN_PATTERN,
+    WORKER_UID,
+    Autoscaling,
+)
 
 HEALTH = list(wire.HEALTH_COMMAND)
 SCHEDULER = "celery-scheduler"
-_RUN_ID = re.compile(r"[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?")
+_RUN_ID = re.compile(SCHEDULER_RUN_PATTERN)
 
 
 @dataclass(frozen=True)

@@ -230,3 +230,9 @@ def test_hpa_autoscaling(plan_runner: Callable[..., CompletedProcess[str]]) -> N
 def test_no_autoscaler_by_default(plan: Plan) -> None:
     assert not plan.objects("HorizontalPodAutoscaler")
     assert not plan.objects("ScaledObject")
+
+
+def test_a_new_scheduler_run_setting_names_a_new_job(plan_runner: Callable[..., CompletedProcess[str]]) -> None:
+    """`pulumi config set schedulerRun 2 && pulumi up` publishes the batch again, once."""
+    [job] = _objects(_plan_with(plan_runner, "schedulerRun=2"), "Job")
+    assert job["metadata"]["name"] == "celery-scheduler-2"

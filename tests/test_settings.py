@@ -110,6 +110,8 @@ BAD: list[tuple[str, dict[str, str], dict[str, Any], str, str]] = [
     ("zero-storage", DEV, {"brokerStorageGi": 0}, "ha-celery:brokerStorageGi", ">= 1"),
     ("tiny-memory", DEV, {"brokerMemoryMiB": 64}, "ha-celery:brokerMemoryMiB", ">= 512"),
     ("zero-concurrency", DEV, {"workerConcurrency": 0}, "ha-celery:workerConcurrency", ">= 1"),
+    ("scheduler-run-not-a-name", DEV, {"schedulerRun": "Run_2"}, "ha-celery:schedulerRun", "lower-case letters"),
+    ("scheduler-run-too-long", DEV, {"schedulerRun": "r" * 33}, "ha-celery:schedulerRun", "1-32 characters"),
     ("not-a-number", DEV, {"nodeCount": "three"}, "ha-celery:nodeCount", "whole number"),
     ("floating-image", DEV, {"brokerImage": "rabbitmq:latest"}, "ha-celery:brokerImage", "full version"),
     ("spot-in-prod", PROD, {"spotNodes": True}, "ha-celery:spotNodes", "false in prod"),
