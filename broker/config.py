@@ -34,6 +34,20 @@ DEFAULT_CONSUMER_TIMEOUT_MS = CONSUMER_TIMEOUT_MS
 # 1 GB blocks publishers early enough on a 10 GiB+ volume; the local harness has far more free.
 DEFAULT_DISK_FREE_LIMIT_BYTES = 1_000_000_000
 
+_GIB = 1024**3
+MEMORY_HEADROOM_FRACTION = 0.2
+"""Share of the container's memory limit kept out of RabbitMQ's sight, as the cluster operator does
+(its removeHeadroom): the watermark does not count the runtime's own overhead, allocator
+fragmentation or a burst of quorum-queue WAL entries, and past the limit the kernel OOM-kills."""
+MAX_MEMORY_HEADROOM_BYTES = 2 * _GIB
+"""Cap on that headroom, bytes (the operator's): a 20 GiB broker does not need 4 GiB of slack."""
+SMALL_BROKER_MAX_BYTES = 2 * _GIB
+"""Memory limit up to which a broker counts as small and gets SMALL_BROKER_WAL_MAX_BYTES."""
+SMALL_BROKER_WAL_MAX_BYTES = 64 * 1024 * 1024
+"""``raft.wal_max_size_bytes`` for small brokers. Quorum queues keep the current WAL's entries in
+memory until it rolls over; the 512 MiB default is half of a 1 GiB broker. A smaller WAL rolls
+over more often, which costs throughput a broker this size never reaches."""
+
 
 class RabbitVersion(StrEnum):
     """The RabbitMQ series a config is rendered for (their config keys and semantics differ)."""
@@ -72,9 +86,10 @@ class BrokerConfig:
     """Intended number of nodes. Odd, so a quorum survives one loss; with classic_config it must
     equal ``len(classic_nodes)``. Used as the quorum queue replica target on 4.3."""
     memory_limit_bytes: int | None = None
-    """Container memory limit, bytes. Rendered as total_memory_available_override_value: inside
-    a container the node otherwise sees the host's RAM and its watermark lies above the limit,
-    so the kernel OOM-kills it before flow control starts."""
+    """Container memory limit, bytes. Rendered, less the headroom (:attr:`memory_available_bytes`),
+    as total_memory_available_override_value: inside a container the node otherwise sees the
+    host's RAM and its watermark lies above the limit, so the kernel OOM-kills it before flow
+    control starts. Also picks the quorum WAL size (:attr:`wal_max_size_bytes`)."""
     memory_high_watermark: float = 0.6
     """Fraction of available memory at which publishers are blocked (4.x default 0.6)."""
     disk_free_limit_bytes: int = DEFAULT_DISK_FREE_LIMIT_BYTES
@@ -194,6 +209,26 @@ class BrokerConfig:
         """
         excluded = [*self.excluded_queue_patterns, re.escape(self.dead_letter_queue)]
         return "^(?!(?:" + "|".join(excluded) + ")$).+"
+
+    @property
+    def memory_available_bytes(self) -> int | None:
+        """What RabbitMQ is told it has: the container limit minus the headroom, bytes.
+
+        20% of the limit, at most 2 GiB (MEMORY_HEADROOM_FRACTION, MAX_MEMORY_HEADROOM_BYTES).
+        None without a memory limit (the local harness: the node sees the host's RAM).
+        """
+        if self.memory_limit_bytes is None:
+            return None
+        headroom = min(int(self.memory_limit_bytes * MEMORY_HEADROOM_FRACTION), MAX_MEMORY_HEADROOM_BYTES)
+        return self.memory_limit_bytes - headroom
+
+    @property
+    def wal_max_size_bytes(self) -> int | None:
+        """``raft.wal_max_size_bytes`` to render: SMALL_BROKER_WAL_MAX_BYTES for a limit of at most
+        SMALL_BROKER_MAX_BYTES, else None (RabbitMQ's default, and nothing rendered)."""
+        if self.memory_limit_bytes is None or self.memory_limit_bytes > SMALL_BROKER_MAX_BYTES:
+            return None
+        return SMALL_BROKER_WAL_MAX_BYTES
 
     @property
     def has_partition_handling(self) -> bool:

@@ -27,11 +27,12 @@ dead-letter queue with ``x-first-death-reason: delivery_limit``.
 
 Mounting on Kubernetes
 ----------------------
-The official image writes ``/etc/rabbitmq/conf.d/10-defaults.conf`` with
-``loopback_users.guest = false``; conf.d files load after ``rabbitmq.conf`` in name order and
-the last value wins. Mount the rendered file as ``conf.d/20-ha-celery.conf`` (and the Secret
-with the default user as e.g. ``conf.d/30-default-user.conf``), not as ``rabbitmq.conf``, or
-the image's defaults override ``loopback_users.guest = true``.
+conf.d files load after ``rabbitmq.conf`` in name order and the last value wins. On Kubernetes
+``/etc/rabbitmq/conf.d`` is an emptyDir that the init container fills (:func:`setup_script`)
+with the rendered ``20-ha-celery.conf`` and the Secret's ``30-default-user.conf``: the official
+image's own ``conf.d/10-defaults.conf`` (``loopback_users.guest = false``, console logging) is
+hidden by that mount, so nothing here relies on it, and every setting it would have made is
+rendered explicitly.
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ def _settings(cfg: BrokerConfig) -> list[_Setting]:
         _Setting(
             "loopback_users.guest",
             "true",
-            "guest/guest is public knowledge: it may only ever log in over loopback. Explicit, because the "
-            "official image's conf.d/10-defaults.conf sets it to false.",
+            "guest/guest is public knowledge: it may only ever log in over loopback. RabbitMQ's default, "
+            "stated so that no other file (the official image's conf.d/10-defaults.conf says false) can "
+            "open it silently.",
         )
     )
     bind = cfg.bind_address
@@ -201,13 +203,24 @@ def _settings(cfg: BrokerConfig) -> list[_Setting]:
     )
 
     # --- resources -----------------------------------------------------------------------
-    if cfg.memory_limit_bytes is not None:
+    if cfg.memory_available_bytes is not None:
         add(
             _Setting(
                 "total_memory_available_override_value",
-                str(cfg.memory_limit_bytes),
-                "The container's memory limit, bytes. In a container the node sees the host's RAM, so "
-                "without this the watermark sits above the cgroup limit and the OOM killer wins.",
+                str(cfg.memory_available_bytes),
+                "bytes: the container's memory limit less 20% headroom (at most 2 GiB, as the cluster "
+                "operator). In a container the node sees the host's RAM, so without this the watermark "
+                "sits above the cgroup limit and the OOM killer wins; the headroom covers what the "
+                "watermark does not count (runtime overhead, fragmentation, WAL bursts).",
+            )
+        )
+    if cfg.wal_max_size_bytes is not None:
+        add(
+            _Setting(
+                "raft.wal_max_size_bytes",
+                str(cfg.wal_max_size_bytes),
+                "bytes. Quorum queues hold the current WAL's entries in memory until it rolls over; the "
+                "512 MiB default is half of a small broker's memory.",
             )
         )
     add(
@@ -476,9 +489,16 @@ def setup_script(
     conf_source: str,
     conf_dir: str,
     data_dir: str,
+    plugins_file: str,
     wait_s: int = SEED_JOIN_WAIT_S,
 ) -> str:
-    """The broker pod's init container: the cookie file, the conf.d files, and the blank-seed guard.
+    """The broker pod's init container: the cookie file, the conf.d files, enabled_plugins, and
+    the blank-seed guard.
+
+    ``conf_source`` holds the rendered ``*.conf`` files and ``enabled_plugins`` (read-only
+    ConfigMap and Secret projections). ``enabled_plugins`` is copied to ``plugins_file`` on a
+    writable volume (RABBITMQ_ENABLED_PLUGINS_FILE points there), as the cluster operator does:
+    ``rabbitmq-plugins enable`` rewrites that file, and fails on a read-only mount.
 
     With 4.1+ k8s peer discovery the lowest ordinal founds the cluster whenever its data volume
     is empty: a rabbitmq-0 that lost its disk would start a second, one-node cluster that
@@ -487,15 +507,16 @@ def setup_script(
     seed first looks for a peer that serves AMQP and, if one does, joins it
     (``cluster_formation.k8s.seed_node``), as any other blank ordinal joins the seed.
 
-    conf.d is copied into a writable directory for that extra file, which also lets
-    ``rabbitmq-plugins`` and operators write there as in the official image.
+    conf.d is copied into a writable directory for that extra file (a projected volume is
+    read-only); only ``*.conf`` files, the only ones RabbitMQ reads from conf.d.
     """
     peers = " ".join(f"{statefulset}-{i}" for i in range(1, replicas))
     return (
         "set -eu\n"
         "cp /tmp/erlang-cookie-secret/.erlang.cookie /var/lib/rabbitmq/.erlang.cookie\n"
         "chmod 600 /var/lib/rabbitmq/.erlang.cookie\n"
-        f"cp {conf_source}/* {conf_dir}/\n"
+        f"cp {conf_source}/*.conf {conf_dir}/\n"
+        f"cp {conf_source}/enabled_plugins {plugins_file}\n"
         f'if [ "${{MY_POD_NAME##*-}}" != 0 ] || ls -A {data_dir} | grep -qv "^lost+found$"; then exit 0; fi\n'
         f"deadline=$(( $(date +%s) + {wait_s} ))\n"
         'while [ "$(date +%s)" -lt "$deadline" ]; do\n'

@@ -9,6 +9,7 @@ quorum-safe drain on shutdown, a PDB and a NetworkPolicy.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pulumi
@@ -17,6 +18,8 @@ import pulumi_random as random
 
 from broker.config import BrokerConfig, PeerDiscovery, RabbitVersion
 from broker.render import (
+    BOOT_DEADLINE_S,
+    SEED_JOIN_WAIT_S,
     post_start_script,
     render_default_user_conf,
     render_definitions_json,
@@ -52,15 +55,19 @@ class RabbitMQClusterArgs:
     disk_type: str
     """Compute Engine disk type of the data volumes (pd-ssd, pd-standard, pd-balanced, hyperdisk-balanced)."""
     storage_gi: int
-    """Data volume per node, GiB."""
+    """Data volume per node, GiB, for the claims created on the first ``pulumi up``. Later changes
+    are ignored (a claim template change would replace the StatefulSet): disks grow by volume
+    expansion, see README "Operating the broker"."""
     image: pulumi.Input[str]
     """rabbitmq:4.3.x image (or its mirror in Artifact Registry)."""
     cpu_millis: int
-    """CPU request = limit per pod (Guaranteed QoS: a broker is not a burstable workload)."""
+    """CPU request = limit per pod (Guaranteed QoS, init container included: a broker is not a
+    burstable workload, and is the last to be evicted under node memory pressure)."""
     memory_mib: int
-    """Memory request = limit per pod; RabbitMQ is told this is all the memory it has."""
+    """Memory request = limit per pod; RabbitMQ is told 80% of it (BrokerConfig.memory_available_bytes)."""
     production: bool
-    """Required one-broker-per-node anti-affinity, zone spread enforced, disks kept on delete."""
+    """Required one-broker-per-node anti-affinity, zone spread enforced, disks kept on delete
+    (StorageClass Retain, claims retained with the StatefulSet); dev deletes both."""
     consumer_timeout_ms: int
     """Broker-side limit on an unacked delivery; must exceed the workers' task time limit."""
     cluster_name: str
@@ -87,10 +94,19 @@ class RabbitMQCluster(pulumi.ComponentResource):
         storage_class = _storage_class(name, args, child)
         self.password, cookie = _passwords(name, child)
         user_secret, cookie_secret = _secrets(name, args, self.password, cookie, child)
-        config_map = _config_map(name, args, child)
+        config_files = _config_files(args)
+        config_map = _config_map(name, args, config_files, child)
         headless, client = _services(name, args, child)
         pod_spec = _pod_spec(args, _volumes(cookie_secret, config_map, user_secret))
-        self.statefulset = _statefulset(name, args, child, service=headless, storage=storage_class, pod_spec=pod_spec)
+        self.statefulset = _statefulset(
+            name,
+            args,
+            child,
+            service=headless,
+            storage=storage_class,
+            pod_spec=pod_spec,
+            config_checksum=config_checksum(config_files),
+        )
         _pdb(name, args, child)
         _network_policy(name, args, child)
 
@@ -140,14 +156,46 @@ def _storage_class(name: str, args: RabbitMQClusterArgs, child: pulumi.ResourceO
         volume_binding_mode="WaitForFirstConsumer",
         allow_volume_expansion=True,
         reclaim_policy="Retain" if args.production else "Delete",
-        opts=child,
+        # Both are immutable in the API, yet the provider would patch them in place (it replaces on
+        # parameters/provisioner only) and the API server would refuse. The name is fixed, so the
+        # old class must go first; bound claims keep their PVs (and those their reclaim policy).
+        opts=pulumi.ResourceOptions.merge(
+            child,
+            pulumi.ResourceOptions(replace_on_changes=list(STORAGE_CLASS_IMMUTABLE), delete_before_replace=True),
+        ),
     )
 
 
+STORAGE_CLASS_IMMUTABLE = ("reclaimPolicy", "volumeBindingMode")
+"""StorageClass fields the API server refuses to update, which the provider does not replace on."""
+
+RANDOM_PASSWORD_INPUTS = (
+    "length",
+    "keepers",
+    "lower",
+    "min_lower",
+    "min_numeric",
+    "min_special",
+    "min_upper",
+    "number",
+    "numeric",
+    "override_special",
+    "special",
+    "upper",
+)
+"""Every input of random.RandomPassword; each one forces a new value when it changes."""
+
+
 def _passwords(name: str, child: pulumi.ResourceOptions) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    # A new value would lock everybody out: default_user/default_pass act on a blank node only, so
+    # the broker keeps the old password while the Secret gets the new one; a new cookie keeps
+    # restarted pods out of the cluster. So no input change may replace them. Not `protect`:
+    # that blocks `pulumi destroy` of dev. A deliberate rotation is `pulumi up --replace <urn>`
+    # plus `rabbitmqctl change_password` (README "Operating the broker").
+    keep = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=list(RANDOM_PASSWORD_INPUTS)))
     # No special characters: the password goes into AMQP URLs and a conf file verbatim.
-    password = random.RandomPassword(f"{name}-password", length=32, special=False, opts=child)
-    cookie = random.RandomPassword(f"{name}-erlang-cookie", length=64, special=False, opts=child)
+    password = random.RandomPassword(f"{name}-password", length=32, special=False, opts=keep)
+    cookie = random.RandomPassword(f"{name}-erlang-cookie", length=64, special=False, opts=keep)
     return pulumi.Output.secret(password.result), pulumi.Output.secret(cookie.result)
 
 
@@ -182,7 +230,7 @@ def _secrets(
     return user_secret, cookie_secret
 
 
-def _config_map(name: str, args: RabbitMQClusterArgs, child: pulumi.ResourceOptions) -> k8s.core.v1.ConfigMap:
+def _config_files(args: RabbitMQClusterArgs) -> dict[str, str]:
     config = BrokerConfig(
         version=RabbitVersion.V4_3,
         peer_discovery=PeerDiscovery.K8S,
@@ -194,15 +242,31 @@ def _config_map(name: str, args: RabbitMQClusterArgs, child: pulumi.ResourceOpti
         prometheus_port=PROMETHEUS_PORT,
         cluster_name=args.cluster_name,
     )
+    return {
+        "20-ha-celery.conf": render_rabbitmq_conf(config),
+        "enabled_plugins": render_enabled_plugins(config),
+        "definitions.json": render_definitions_json(config),
+    }
+
+
+CONFIG_CHECKSUM_ANNOTATION = "ha-celery/config-sha256"
+"""Pod template annotation: a config change must roll the pods, or running brokers keep the old
+files (they are copied at start, and RabbitMQ reads its config only at boot)."""
+
+
+def config_checksum(files: dict[str, str]) -> str:
+    """sha256 of the rendered files, names included, in name order."""
+    digest = hashlib.sha256()
+    for key in sorted(files):
+        digest.update(f"{key}\0{files[key]}\0".encode())
+    return digest.hexdigest()
+
+
+def _config_map(
+    name: str, args: RabbitMQClusterArgs, files: dict[str, str], child: pulumi.ResourceOptions
+) -> k8s.core.v1.ConfigMap:
     return k8s.core.v1.ConfigMap(
-        f"{name}-config",
-        metadata=_metadata(f"{args.name}-config", args),
-        data={
-            "20-ha-celery.conf": render_rabbitmq_conf(config),
-            "enabled_plugins": render_enabled_plugins(config),
-            "definitions.json": render_definitions_json(config),
-        },
-        opts=child,
+        f"{name}-config", metadata=_metadata(f"{args.name}-config", args), data=files, opts=child
     )
 
 
@@ -256,7 +320,7 @@ def _env(args: RabbitMQClusterArgs) -> list[k8s.core.v1.EnvVarArgsDict]:
             "name": "K8S_HOSTNAME_SUFFIX",
             "value": ".$(K8S_SERVICE_NAME).$(MY_POD_NAMESPACE).svc.cluster.local",
         },
-        {"name": "RABBITMQ_ENABLED_PLUGINS_FILE", "value": "/etc/ha-celery/enabled_plugins"},
+        {"name": "RABBITMQ_ENABLED_PLUGINS_FILE", "value": PLUGINS_FILE},
     ]
 
 
@@ -328,12 +392,18 @@ def _container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
 
 
 CONF_SOURCE = "/etc/ha-celery/conf.d"
-"""Where the init container reads the rendered conf.d files (ConfigMap + Secret, read-only)."""
+"""Where the init container reads the rendered conf.d files and enabled_plugins (ConfigMap +
+Secret, read-only)."""
+PLUGINS_FILE = "/var/lib/rabbitmq/enabled_plugins"
+"""The node's enabled_plugins: copied by the init container onto the writable rabbitmq-home
+emptyDir, so `rabbitmq-plugins enable` works (until the pod restarts: plugins to keep belong in
+broker.render.enabled_plugins)."""
 
 
 def _cookie_setup_container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
     # The cookie must be a 0600 file owned by rabbitmq; a Secret volume cannot be both (fsGroup
-    # makes it group-readable), so it is copied as the operator does; conf.d too, see setup_script.
+    # makes it group-readable), so it is copied as the operator does; conf.d and enabled_plugins
+    # too, onto writable volumes, see setup_script.
     script = setup_script(
         statefulset=args.name,
         replicas=args.replicas,
@@ -341,6 +411,7 @@ def _cookie_setup_container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerA
         conf_source=CONF_SOURCE,
         conf_dir="/etc/rabbitmq/conf.d",
         data_dir="/var/lib/rabbitmq/mnesia",
+        plugins_file=PLUGINS_FILE,
     )
     return {
         "name": "setup",
@@ -348,8 +419,10 @@ def _cookie_setup_container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerA
         "command": ["bash", "-c", script],
         "env": _env(args),
         "security_context": _container_security(read_only_root=True),
+        # requests = limits: one init container with requests below its limits makes the whole
+        # pod Burstable instead of Guaranteed.
         "resources": {
-            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "requests": {"cpu": "100m", "memory": "64Mi"},
             "limits": {"cpu": "100m", "memory": "64Mi"},
         },
         "volume_mounts": [
@@ -379,7 +452,10 @@ def _volumes(
                     {
                         "config_map": {
                             "name": config_map.metadata["name"],
-                            "items": [{"key": "20-ha-celery.conf", "path": "20-ha-celery.conf"}],
+                            "items": [
+                                {"key": "20-ha-celery.conf", "path": "20-ha-celery.conf"},
+                                {"key": "enabled_plugins", "path": "enabled_plugins"},
+                            ],
                         }
                     },
                     {
@@ -395,10 +471,7 @@ def _volumes(
             "name": "ha-celery-files",
             "config_map": {
                 "name": config_map.metadata["name"],
-                "items": [
-                    {"key": "enabled_plugins", "path": "enabled_plugins"},
-                    {"key": "definitions.json", "path": "definitions.json"},
-                ],
+                "items": [{"key": "definitions.json", "path": "definitions.json"}],
             },
         },
     ]
@@ -415,6 +488,9 @@ def _pod_spec(args: RabbitMQClusterArgs, volumes: list[k8s.core.v1.VolumeArgsDic
             "run_as_user": RABBITMQ_UID,
             "run_as_group": RABBITMQ_UID,
             "fs_group": RABBITMQ_UID,
+            # Re-own the data disk only when its root is not ours yet: a recursive chown of a
+            # growing quorum log on every mount slows each restart.
+            "fs_group_change_policy": "OnRootMismatch",
             "seccomp_profile": {"type": "RuntimeDefault"},
         },
         "affinity": {"pod_anti_affinity": _anti_affinity(selector, args.production)},
@@ -441,6 +517,7 @@ def _statefulset(
     service: k8s.core.v1.Service,
     storage: k8s.storage.v1.StorageClass,
     pod_spec: k8s.core.v1.PodSpecArgsDict,
+    config_checksum: str,
 ) -> k8s.apps.v1.StatefulSet:
     labels = _labels(args)
     return k8s.apps.v1.StatefulSet(
@@ -453,9 +530,18 @@ def _statefulset(
             # which after a full stop may need the other nodes.
             "pod_management_policy": "Parallel",
             "update_strategy": {"type": "RollingUpdate"},
-            "persistent_volume_claim_retention_policy": {"when_scaled": "Retain", "when_deleted": "Retain"},
+            # Scaled-down claims are kept in every stack (a scale-up back finds its data). On
+            # delete, prod keeps its disks; dev deletes them (its StorageClass too), or a
+            # `pulumi destroy` would leave them behind and billed.
+            "persistent_volume_claim_retention_policy": {
+                "when_scaled": "Retain",
+                "when_deleted": "Retain" if args.production else "Delete",
+            },
             "selector": {"match_labels": _selector(args)},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {CONFIG_CHECKSUM_ANNOTATION: config_checksum}},
+                "spec": pod_spec,
+            },
             "volume_claim_templates": [
                 {
                     "metadata": {"name": "persistence", "labels": labels},
@@ -467,7 +553,36 @@ def _statefulset(
                 }
             ],
         },
-        opts=child,
+        opts=pulumi.ResourceOptions.merge(
+            child,
+            pulumi.ResourceOptions(
+                # volumeClaimTemplates is immutable: the provider would replace the StatefulSet
+                # (fixed name: delete first, all brokers down at once) on a size change. Existing
+                # claims grow by volume expansion instead (README). A disk kind change still replaces.
+                ignore_changes=[STORAGE_REQUEST_PATH],
+                custom_timeouts=_timeouts(args.replicas),
+            ),
+        ),
+    )
+
+
+STORAGE_REQUEST_PATH = "spec.volumeClaimTemplates[0].spec.resources.requests.storage"
+"""Property path of the claim template's size, kept at its first value by ignore_changes."""
+POD_START_S = 300
+"""Allowance for a broker pod to get going before its boot: disk provisioning and attach, image
+pull, scheduling. An estimate: it only pads Pulumi's wait, nothing waits for it."""
+
+
+def _timeouts(replicas: int) -> pulumi.CustomTimeouts:
+    # Pulumi's default 10 min per await is shorter than the broker's own budgets: an update rolls
+    # one pod at a time, each may take its whole grace period to stop and its postStart deadline
+    # to boot; a delete waits for the grace period (all pods stop together). A timeout here
+    # fails `pulumi up` with the rollout half done, so err long.
+    boot = POD_START_S + SEED_JOIN_WAIT_S + BOOT_DEADLINE_S
+    return pulumi.CustomTimeouts(
+        create=f"{boot}s",
+        update=f"{replicas * (GRACE_SECONDS + boot)}s",
+        delete=f"{GRACE_SECONDS + POD_START_S}s",
     )
 
 
@@ -545,8 +660,9 @@ def _anti_affinity(selector: dict[str, str], required: bool) -> k8s.core.v1.PodA
 
 
 def _container_security(read_only_root: bool = False) -> k8s.core.v1.SecurityContextArgsDict:
-    # The broker keeps a writable root as the operator does: the image's entrypoint and the
-    # Erlang runtime write outside the mounted volumes on some versions.
+    # The broker keeps a writable root, unlike the operator (which mounts it read-only and gives
+    # every writable path a volume): the local pod runner cannot enforce a read-only root, so a
+    # path the runtime writes outside the volumes would first fail on GKE.
     return {
         "allow_privilege_escalation": False,
         "read_only_root_filesystem": read_only_root,

@@ -59,10 +59,36 @@ def test_4_3_on_kubernetes_uses_k8s_discovery_and_no_partition_handling() -> Non
     assert conf["quorum_queue.continuous_membership_reconciliation.enabled"] == "true"
     assert conf["quorum_queue.continuous_membership_reconciliation.target_group_size"] == "3"
     assert conf["quorum_queue.continuous_membership_reconciliation.auto_remove"] == "false"
-    assert conf["total_memory_available_override_value"] == str(2 * GIB)
+    assert conf["total_memory_available_override_value"] == str(2 * GIB - 2 * GIB // 5)
     assert conf["log.console"] == "true"
     assert conf["log.file"] == "false"
     assert "cluster_formation.k8s.ordinal_start" not in conf
+
+
+@pytest.mark.parametrize(
+    ("limit", "available", "wal"),
+    [
+        (GIB, GIB - GIB // 5, 64 * 1024**2),
+        (2 * GIB, 2 * GIB - 2 * GIB // 5, 64 * 1024**2),
+        (4 * GIB, 4 * GIB - 4 * GIB // 5, None),
+        # The headroom stops growing at 2 GiB, as the cluster operator's.
+        (20 * GIB, 18 * GIB, None),
+    ],
+    ids=["1GiB", "2GiB", "4GiB", "20GiB"],
+)
+def test_memory_headroom_and_quorum_wal_size(limit: int, available: int, wal: int | None) -> None:
+    """RabbitMQ is told 80% of the limit, and a small broker's quorum WAL (held in memory) stays small."""
+    conf = rabbitmq_conf_settings(k8s(memory_limit_bytes=limit))
+    assert int(conf["total_memory_available_override_value"]) == available
+    assert available >= limit * 0.8 or limit - available == 2 * GIB
+    # The watermark applies to what RabbitMQ was told, so blocking starts well inside the cgroup limit.
+    assert available * float(conf["vm_memory_high_watermark.relative"]) <= 0.6 * limit
+    if wal is None:
+        assert "raft.wal_max_size_bytes" not in conf, "RabbitMQ's default (512 MiB) for large brokers"
+    else:
+        assert conf["raft.wal_max_size_bytes"] == str(wal)
+        # The WAL's memory tables must fit beside the watermark with room to spare.
+        assert wal <= (limit - available) // 2
 
 
 def test_3_10_local_uses_classic_config_and_pause_minority() -> None:
@@ -73,6 +99,7 @@ def test_3_10_local_uses_classic_config_and_pause_minority() -> None:
     # 3.10's schema has no such keys: rendering them would stop the node at boot.
     assert not [k for k in conf if k.startswith(("quorum_queue.", "cluster_formation.k8s"))]
     assert "total_memory_available_override_value" not in conf
+    assert "raft.wal_max_size_bytes" not in conf, "no memory limit locally: RabbitMQ's default WAL"
 
 
 @pytest.mark.parametrize("cfg", [k8s(), local()], ids=["4.3-k8s", "3.10-classic"])
@@ -381,6 +408,7 @@ def test_rendered_config_takes_effect_on_a_real_3_10_node(workdir: Path) -> None
                 " cluster_partition_handling, loopback_users, vm_memory_high_watermark,"
                 " total_memory_available_override_value, disk_free_limit, cluster_nodes]]"
                 " ++ [{net_ticktime, net_kernel:get_net_ticktime()},"
+                " {wal_max_size_bytes, application:get_env(ra, wal_max_size_bytes)},"
                 " {total_memory, vm_memory_monitor:get_total_memory()},"
                 " {apps, [A || {A, _, _} <- application:which_applications()]}].",
             )
@@ -391,11 +419,13 @@ def test_rendered_config_takes_effect_on_a_real_3_10_node(workdir: Path) -> None
             "{cluster_partition_handling,{ok,pause_minority}}",
             '{loopback_users,{ok,[<<"guest">>]}}',
             "{vm_memory_high_watermark,{ok,0.6}}",
-            f"{{total_memory_available_override_value,{{ok,{2 * GIB}}}}}",
+            # 80% of the limit: what the node is told it has (cfg.memory_available_bytes).
+            f"{{total_memory_available_override_value,{{ok,{2 * GIB - 2 * GIB // 5}}}}}",
             "{disk_free_limit,{ok,1000000000}}",
             f"{{cluster_nodes,{{ok,{{[{node.node_names()[0]}],disc}}}}}}",
             "{net_ticktime,10}",
-            f"{{total_memory,{2 * GIB}}}",
+            f"{{total_memory,{2 * GIB - 2 * GIB // 5}}}",
+            f"{{wal_max_size_bytes,{{ok,{64 * 1024 * 1024}}}}}",
         ]
         for item in expected:
             assert item in env, f"{item} not in the node's environment:\n{env}"

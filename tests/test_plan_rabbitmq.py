@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from tests.conftest import Plan
+import pytest
+
+from tests.conftest import STACKS, Plan
 
 
 def statefulset(plan: Plan) -> dict[str, Any]:
@@ -48,6 +55,10 @@ def test_statefulset_identity_and_scaling(plan: Plan) -> None:
     assert spec["replicas"] == 3
     assert spec["podManagementPolicy"] == "Parallel"
     assert spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
+    # Disks outlive `pulumi destroy` in prod on purpose; in dev they go with the StatefulSet.
+    expected = "Retain" if plan.stack == "prod" else "Delete"
+    assert spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == expected, plan.stack
+    assert plan.object("StorageClass")["reclaimPolicy"] == expected, plan.stack
     headless = [s for s in plan.objects("Service") if s["spec"].get("clusterIP") == "None"]
     assert len(headless) == 1
     assert spec["serviceName"] == headless[0]["metadata"]["name"]
@@ -88,6 +99,10 @@ def test_definitions_applied_after_boot(plan: Plan) -> None:
     assert "until rabbitmqctl --timeout 60 await_startup" in post_start
     mounts = {m["mountPath"]: m["name"] for m in broker_container(plan)["volumeMounts"]}
     assert mounts["/etc/ha-celery"] == "ha-celery-files"
+    # The hook's deadline must outlast a whole-cluster restart, in which Khepri waits for its
+    # peers up to 10 x 30 s: a hook that gives up kills the container and throws that wait away.
+    [deadline] = re.findall(r"deadline=\$\(\( \$\(date \+%s\) \+ (\d+) \)\)", post_start)
+    assert int(deadline) >= 10 * 30 + 120, f"{plan.stack}: postStart gives up after {deadline} s"
 
 
 def test_anti_affinity_and_zone_spread(plans: dict[str, Plan]) -> None:
@@ -104,12 +119,18 @@ def test_anti_affinity_and_zone_spread(plans: dict[str, Plan]) -> None:
 
 
 def test_resources_and_memory_override(plans: dict[str, Plan]) -> None:
-    for plan in plans.values():
-        resources = broker_container(plan)["resources"]
-        assert resources["requests"] == resources["limits"], "Guaranteed QoS"
-        limit_mib = int(resources["limits"]["memory"].removesuffix("Mi"))
+    for stack, plan in plans.items():
+        spec = pod(plan)
+        for container in spec["containers"] + spec["initContainers"]:
+            # Pod QoS is Guaranteed only if every container, init ones included, has requests = limits.
+            resources = container["resources"]
+            assert resources["requests"] == resources["limits"], f"{stack}: {container['name']}: Guaranteed QoS"
+        limit = int(broker_container(plan)["resources"]["limits"]["memory"].removesuffix("Mi")) * 1024 * 1024
         conf = plan.object("ConfigMap")["data"]["20-ha-celery.conf"]
-        assert f"total_memory_available_override_value = {limit_mib * 1024 * 1024}" in conf
+        # 20% headroom below the container limit (the cluster operator's), and a small quorum WAL.
+        assert f"total_memory_available_override_value = {limit - limit // 5}" in conf, stack
+        assert limit <= 2 * 1024**3
+        assert f"raft.wal_max_size_bytes = {64 * 1024 * 1024}" in conf, stack
     assert broker_container(plans["prod"])["resources"]["limits"]["memory"] == "2048Mi"
 
 
@@ -205,3 +226,221 @@ def test_blank_seed_joins_a_running_peer_instead_of_founding_a_cluster(plan: Pla
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes["rabbitmq-confd"]
     assert "projected" in volumes["rabbitmq-confd-source"]
+
+
+def test_enabled_plugins_file_is_writable(plan: Plan) -> None:
+    """`rabbitmq-plugins enable` rewrites RABBITMQ_ENABLED_PLUGINS_FILE: it must not sit on a read-only mount."""
+    spec = pod(plan)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    plugins_file = env(broker_container(plan))["RABBITMQ_ENABLED_PLUGINS_FILE"]
+    directory = plugins_file.rsplit("/", 1)[0]
+    mounts = {m["mountPath"]: m["name"] for m in broker_container(plan)["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts[directory]], f"{plugins_file} is not on a writable volume"
+    [setup] = spec["initContainers"]
+    setup_mounts = {m["mountPath"]: m["name"] for m in setup["volumeMounts"]}
+    assert setup_mounts[directory] == mounts[directory], "the init container fills the same volume"
+    source = "/etc/ha-celery/conf.d"
+    assert f"cp {source}/enabled_plugins {plugins_file}" in setup["command"][-1]
+    projected = volumes[setup_mounts[source]]["projected"]["sources"]
+    items = [i["path"] for s in projected for i in s.get("configMap", {}).get("items", [])]
+    assert "enabled_plugins" in items
+    # conf.d gets only the *.conf files: the plugins list is no config file.
+    assert f"cp {source}/*.conf /etc/rabbitmq/conf.d/" in setup["command"][-1]
+
+
+def test_data_disk_is_not_rechowned_on_every_mount(plan: Plan) -> None:
+    assert pod(plan)["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+
+
+def test_config_checksum_annotation_matches_the_config_map(plan: Plan) -> None:
+    from components.rabbitmq import CONFIG_CHECKSUM_ANNOTATION, config_checksum
+
+    annotations = statefulset(plan)["spec"]["template"]["metadata"]["annotations"]
+    data = plan.object("ConfigMap")["data"]
+    assert set(data) == {"20-ha-celery.conf", "enabled_plugins", "definitions.json"}
+    assert annotations[CONFIG_CHECKSUM_ANNOTATION] == config_checksum(data), plan.stack
+
+
+# ---------------------------------------------------------------- resource options ----
+# The plan records inputs only; what `pulumi up` does on a change also depends on the resource
+# options (ignore_changes, replace_on_changes, custom_timeouts), which only the engine sees. These
+# tests run the program (or the component) under the same mocks with a monitor that records them.
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One resource registration: masked inputs (camelCase, as the engine gets them) and options."""
+
+    inputs: dict[str, Any]
+    ignore_changes: tuple[str, ...]
+    replace_on_changes: tuple[str, ...]
+    delete_before_replace: bool
+    protect: bool
+    timeouts: dict[str, str]
+
+
+def _record(stack: str, program: Callable[[], None], config: dict[str, str]) -> dict[tuple[str, str], Registered]:
+    import pulumi
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    from plan.__main__ import mask
+    from plan.mocks import RecordingMocks
+    from settings import PROJECT
+
+    requests: dict[tuple[str, str], Any] = {}
+
+    class OptionsMonitor(MockMonitor):
+        def RegisterResource(self, request: Any) -> Any:
+            requests[(request.type, request.name)] = request
+            return super().RegisterResource(request)  # type: ignore[no-untyped-call]
+
+    def run() -> dict[tuple[str, str], Registered]:
+        mocks = RecordingMocks(project=config.get("gcp:project", "mock-project"))
+        pulumi.runtime.set_all_config(config)
+        pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=OptionsMonitor(mocks))
+        _sync_await(run_pulumi_func(program))
+        out = {}
+        for r in mocks.registrations:
+            req = requests[(r.type, r.name)]
+            timeouts = {k: getattr(req.customTimeouts, k) for k in ("create", "update", "delete")}
+            out[(r.type, r.name)] = Registered(
+                mask(r.inputs),
+                tuple(req.ignoreChanges),
+                tuple(req.replaceOnChanges),
+                bool(req.deleteBeforeReplace),
+                bool(req.protect),
+                {k: v for k, v in timeouts.items() if v},
+            )
+        return out
+
+    # Pulumi's runtime settings are context variables: a copied context leaves no global state behind.
+    return contextvars.copy_context().run(run)
+
+
+@pytest.fixture(scope="module")
+def options() -> dict[str, dict[tuple[str, str], Registered]]:
+    """Per stack, every registration of the whole program, with its options."""
+    from plan.__main__ import run_program, stack_config
+
+    return {stack: _record(stack, run_program, stack_config(stack, [])) for stack in STACKS}
+
+
+def _component(**changes: Any) -> dict[tuple[str, str], Registered]:
+    """The broker component alone, with dev-like args and ``changes``."""
+    from components.rabbitmq import RabbitMQCluster, RabbitMQClusterArgs
+
+    args = RabbitMQClusterArgs(
+        namespace="ha-celery",
+        replicas=3,
+        disk_type="pd-standard",
+        storage_gi=10,
+        image="rabbitmq:4.3.6-management",
+        cpu_millis=500,
+        memory_mib=1024,
+        production=False,
+        consumer_timeout_ms=1_800_000,
+        cluster_name="ha-celery-dev",
+    )
+    args = dataclasses.replace(args, **changes)
+
+    def program() -> None:
+        RabbitMQCluster("rabbitmq", args)
+
+    return _record("dev", program, {})
+
+
+def _only(found: dict[tuple[str, str], Registered], token: str) -> Registered:
+    [one] = [r for (t, _), r in found.items() if t == token]
+    return one
+
+
+def _get(tree: Any, path: str) -> Any:
+    for part in re.findall(r"[^.\[\]]+", path):
+        tree = tree[int(part)] if part.isdigit() else tree[part]
+    return tree
+
+
+def _set(tree: Any, path: str, value: Any) -> None:
+    *parents, last = re.findall(r"[^.\[\]]+", path)
+    parent = _get(tree, ".".join(parents))
+    parent[int(last) if last.isdigit() else last] = value
+
+
+def _duration_s(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smh])", text))
+
+
+STATEFULSET = "kubernetes:apps/v1:StatefulSet"
+
+
+def test_a_config_change_rolls_the_pods_and_changes_nothing_else() -> None:
+    before, after = _component(), _component(consumer_timeout_ms=2_400_000)
+    assert before.keys() == after.keys()
+    changed = {key for key in before if before[key] != after[key]}
+    assert changed == {("kubernetes:core/v1:ConfigMap", "rabbitmq-config"), (STATEFULSET, "rabbitmq-statefulset")}
+    old, new = before[(STATEFULSET, "rabbitmq-statefulset")].inputs, after[(STATEFULSET, "rabbitmq-statefulset")].inputs
+    annotations = "spec.template.metadata.annotations"
+    assert _get(old, annotations) != _get(new, annotations), "the pod template must change, or no pod restarts"
+    _set(new, annotations, _get(old, annotations))
+    assert old == new, "only the checksum annotation may differ in the StatefulSet"
+
+
+def test_growing_the_disks_does_not_replace_the_statefulset() -> None:
+    from components.rabbitmq import STORAGE_REQUEST_PATH
+
+    before, after = _component(storage_gi=10), _component(storage_gi=20)
+    changed = {key for key in before if before[key] != after[key]}
+    assert changed == {(STATEFULSET, "rabbitmq-statefulset")}
+    old, new = before[(STATEFULSET, "rabbitmq-statefulset")], after[(STATEFULSET, "rabbitmq-statefulset")]
+    assert STORAGE_REQUEST_PATH in new.ignore_changes
+    assert (_get(old.inputs, STORAGE_REQUEST_PATH), _get(new.inputs, STORAGE_REQUEST_PATH)) == ("10Gi", "20Gi")
+    # What the engine does with ignore_changes: the old value goes back into the new inputs. The
+    # provider replaces a StatefulSet on any change to these fields; none may be left.
+    _set(new.inputs, STORAGE_REQUEST_PATH, _get(old.inputs, STORAGE_REQUEST_PATH))
+    for force_new in ("spec.volumeClaimTemplates", "spec.selector", "spec.serviceName"):
+        assert _get(old.inputs, force_new) == _get(new.inputs, force_new), force_new
+    assert old.inputs == new.inputs
+
+
+def test_await_timeouts_cover_the_brokers_own_budgets(
+    plan: Plan, options: dict[str, dict[tuple[str, str], Registered]]
+) -> None:
+    """Pulumi's default 10 min await must not cut a rollout whose pods may each take the grace period."""
+    timeouts = {k: _duration_s(v) for k, v in _only(options[plan.stack], STATEFULSET).timeouts.items()}
+    spec = statefulset(plan)["spec"]
+    grace = pod(plan)["terminationGracePeriodSeconds"]
+    pre_stop = " ".join(broker_container(plan)["lifecycle"]["preStop"]["exec"]["command"])
+    waits = [int(w) for w in pre_stop.split() if w.isdigit()]
+    assert sum(waits) + 60 <= grace, f"{plan.stack}: preStop may wait {sum(waits)} s of a {grace} s grace period"
+    deadline = r"deadline=\$\(\( \$\(date \+%s\) \+ (\d+) \)\)"
+    [boot] = re.findall(deadline, broker_container(plan)["lifecycle"]["postStart"]["exec"]["command"][-1])
+    [seed_wait] = re.findall(deadline, pod(plan)["initContainers"][0]["command"][-1])
+    start = int(seed_wait) + int(boot)
+    assert timeouts["create"] >= start, plan.stack
+    # Rolling, one pod at a time: each stops (up to the grace period) and boots again.
+    assert timeouts["update"] >= spec["replicas"] * (grace + start), plan.stack
+    assert timeouts["delete"] >= grace, plan.stack
+
+
+def test_immutable_storage_class_fields_replace_it(
+    plan: Plan, options: dict[str, dict[tuple[str, str], Registered]]
+) -> None:
+    sc = _only(options[plan.stack], "kubernetes:storage.k8s.io/v1:StorageClass")
+    assert set(sc.replace_on_changes) == {"reclaimPolicy", "volumeBindingMode"}
+    assert set(sc.replace_on_changes) <= set(plan.object("StorageClass")), "names of real fields"
+    assert sc.delete_before_replace, "fixed name: the old class must be deleted before the new one exists"
+
+
+def test_generated_password_and_cookie_are_never_replaced_by_an_input_change(
+    plan: Plan, options: dict[str, dict[tuple[str, str], Registered]]
+) -> None:
+    generated = {n: r for (t, n), r in options[plan.stack].items() if t == "random:index/randomPassword:RandomPassword"}
+    assert set(generated) == {"rabbitmq-password", "rabbitmq-erlang-cookie"}
+    for name, registered in generated.items():
+        # Every input of RandomPassword forces a new value; the registered ones (camelCase) and the rest.
+        assert set(registered.inputs) <= set(registered.ignore_changes), name
+        assert {"length", "special", "keepers", "overrideSpecial", "minUpper"} <= set(registered.ignore_changes), name
+        assert not registered.protect, f"{name}: protect would block `pulumi destroy` of dev"

@@ -206,6 +206,10 @@ def pod_spec_rules(p: str) -> list[Rule]:
         rules += [_impl(s + "name")] + [_impl(s + f) for f in _KEY_TO_PATH if f != "defaultMode"]
     s = p + ".securityContext."
     rules += [_impl(s + f) for f in ("runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup")]
+    # OnRootMismatch lets kubelet skip the recursive re-own when the volume root already matches.
+    # The runner always re-owns (Always); the resulting ownership is the same for both values, since
+    # a volume's files are written by the pod's own uid/gid, only the skip (a speed-up) is missing.
+    rules.append(_impl(s + "fsGroupChangePolicy", _vals("Always", "OnRootMismatch")))
     rules.append(
         _delta(s + "seccompProfile.type", "no seccomp filter", "the local runtime installs no seccomp profile")
     )
