@@ -406,6 +406,17 @@ def _delayed_delivery(vhost: str) -> tuple[list[dict[str, Any]], list[dict[str, 
     return exchanges, queues, bindings
 
 
+def _dead_letter_queue_arguments(cfg: BrokerConfig) -> dict[str, Any]:
+    arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+    if cfg.version is RabbitVersion.V4_3:
+        # A message arrives with the delivery count that sent it here (21 for a delivery-limit
+        # dead-lettering), and the task policy does not apply to this queue: under 4.x's default
+        # limit of 20 the first return of such a message (an operator's nack, a dropped
+        # connection while listing) would drop it for good. -1: never.
+        arguments["x-delivery-limit"] = -1
+    return arguments
+
+
 def render_definitions(cfg: BrokerConfig) -> dict[str, Any]:
     """Definitions JSON (as a dict) for ``rabbitmqctl import_definitions``, applied after boot.
 
@@ -422,7 +433,7 @@ def render_definitions(cfg: BrokerConfig) -> dict[str, Any]:
     return {
         "exchanges": [_exchange(vhost, cfg.dead_letter_exchange, "fanout"), *exchanges],
         # Replicated like the task queues: a kept poison task must survive a node loss.
-        "queues": [_queue(vhost, cfg.dead_letter_queue, {"x-queue-type": "quorum"}), *queues],
+        "queues": [_queue(vhost, cfg.dead_letter_queue, _dead_letter_queue_arguments(cfg)), *queues],
         "bindings": [_binding(vhost, cfg.dead_letter_exchange, cfg.dead_letter_queue, "queue", ""), *bindings],
         "policies": [
             {
