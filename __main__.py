@@ -31,7 +31,8 @@ gke = GkeCluster(
         deletion_protection=config.cluster.deletion_protection,
         labels=labels,
         # The cluster's APIs and the Registry's, all enabled by the program: a fresh project works.
-        apis=(*CLUSTER_APIS, "artifactregistry.googleapis.com"),
+        # containerscanning: the Registry's vulnerability scanning (its repository inherits it).
+        apis=(*CLUSTER_APIS, "artifactregistry.googleapis.com", "containerscanning.googleapis.com"),
     ),
 )
 
@@ -40,6 +41,8 @@ registry = Registry(
     RegistryArgs(
         project=config.cluster.project,
         location=config.registry.location,
+        repository_id=config.registry.repository_id,
+        platforms=config.registry.image_platforms,
         context_dir=".",
         mirror_image=config.broker.image if config.registry.mirror_rabbitmq_image else None,
         labels=labels,

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from contract.image import IMAGE_PLATFORMS
+from contract.image import ImagePlatforms
 from contract.wire import MAX_CONCURRENCY, SCHEDULER_RUN_PATTERN, Autoscaling
 
 PROJECT = "ha-celery"
@@ -139,11 +139,47 @@ class ClusterSettings:
         return self.node_count // len(self.node_zones)
 
 
+class RegistryDomain(StrEnum):
+    """Where the images live: a regional Artifact Registry repository, or a gcr.io-domain one.
+
+    Artifact Registry hosts the gcr.io domains (Container Registry itself takes no pushes since
+    March 2025): such a repository's id is the domain and its location the domain's multi-region.
+    """
+
+    PKG_DEV = "pkg.dev"
+    GCR_IO = "gcr.io"
+    US_GCR_IO = "us.gcr.io"
+    EU_GCR_IO = "eu.gcr.io"
+    ASIA_GCR_IO = "asia.gcr.io"
+
+    @property
+    def gcr(self) -> bool:
+        return self is not RegistryDomain.PKG_DEV
+
+    @property
+    def multi_region(self) -> str:
+        """The Artifact Registry multi-region that serves a gcr.io domain (gcr.io itself is served from us)."""
+        return {"gcr.io": "us", "us.gcr.io": "us", "eu.gcr.io": "europe", "asia.gcr.io": "asia"}[self.value]
+
+
 @dataclass(frozen=True)
 class RegistrySettings:
+    domain: RegistryDomain
+    """pkg.dev (default): a repository of this stack in the cluster's region, pulls stay in-region and
+    free. A gcr.io domain: the project's repository of that name, so images keep Container Registry's
+    ``gcr.io/<project>/<image>`` names (pulls from a multi-region may cross regions)."""
     location: str
-    """Artifact Registry region: the cluster's, so pulls stay in-region and free."""
+    """Artifact Registry location: the cluster's region (pkg.dev) or the gcr.io domain's multi-region."""
     mirror_rabbitmq_image: bool
+    image_platforms: ImagePlatforms
+    """What the worker and mirror images are built for: amd64 (default, one native build) or
+    amd64,arm64 (a multi-arch index, for Arm node pools; the arm64 half is emulated or needs an
+    arm64 builder, so builds take longer)."""
+
+    @property
+    def repository_id(self) -> str | None:
+        """The fixed repository id of a gcr.io domain; None: the program names its own."""
+        return self.domain.value if self.domain.gcr else None
 
 
 @dataclass(frozen=True)
@@ -275,7 +311,8 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None, secret_ke
     _stack(r, stack)
     environment = r.choice("environment", Environment) or Environment.DEV
     cluster = _cluster(r, gcp_project)
-    registry = RegistrySettings(location=cluster.region, mirror_rabbitmq_image=r.boolean("mirrorRabbitmqImage"))
+    registry = _registry(r, cluster)
+    _arm_machines(r, cluster.machine_type, registry.image_platforms)
     broker = _broker(r)
     workers = _workers(r)
     _cross_field_rules(r, environment is Environment.PROD, cluster, broker, workers)
@@ -316,16 +353,8 @@ def _cluster(r: _Reader, gcp_project: str | None) -> ClusterSettings:
             f"a multiple of the {len(zones)} zones in {list(zones)} (GKE puts the same number of nodes in each zone)",
         )
     machine_type = r.string("machineType", "a machine type like e2-standard-2")
-    if machine_type and not (m := MACHINE_TYPE_RE.match(machine_type)):
+    if machine_type and not MACHINE_TYPE_RE.match(machine_type):
         r.fail(f"{PROJECT}:machineType", machine_type, "a machine type like e2-standard-2 or n2-standard-4")
-    elif m and m["family"] in ARM_FAMILIES and "linux/arm64" not in IMAGE_PLATFORMS:
-        r.fail(
-            f"{PROJECT}:machineType",
-            machine_type,
-            f"an x86-64 machine type (not the Arm families {', '.join(sorted(ARM_FAMILIES))}): the images are built"
-            f" for {', '.join(IMAGE_PLATFORMS)} only (contract.image.IMAGE_PLATFORMS), so on {m['family'].upper()}"
-            " machines every container would fail with 'exec format error'",
-        )
     node_disk = r.choice("nodeDiskType", DiskType)
     spot = r.boolean("spotNodes")
     version = r.string("kubernetesVersion", "major.minor, e.g. 1.35")
@@ -345,6 +374,30 @@ def _cluster(r: _Reader, gcp_project: str | None) -> ClusterSettings:
         kubernetes_version=version,
         deletion_protection=r.boolean("deletionProtection"),
     )
+
+
+def _registry(r: _Reader, cluster: ClusterSettings) -> RegistrySettings:
+    domain = r.choice("registryDomain", RegistryDomain) or RegistryDomain.PKG_DEV
+    return RegistrySettings(
+        domain=domain,
+        location=domain.multi_region if domain.gcr else cluster.region,
+        mirror_rabbitmq_image=r.boolean("mirrorRabbitmqImage"),
+        image_platforms=r.choice("imagePlatforms", ImagePlatforms) or ImagePlatforms.AMD64,
+    )
+
+
+def _arm_machines(r: _Reader, machine_type: str, platforms: ImagePlatforms) -> None:
+    """Arm machines run only arm64 images: refuse them unless imagePlatforms builds arm64."""
+    m = MACHINE_TYPE_RE.match(machine_type)
+    if m and m["family"] in ARM_FAMILIES and "linux/arm64" not in platforms.platforms:
+        r.fail(
+            f"{PROJECT}:machineType",
+            machine_type,
+            f"an x86-64 machine type (not the Arm families {', '.join(sorted(ARM_FAMILIES))}): the images are built"
+            f" for {', '.join(platforms.platforms)} only ({PROJECT}:imagePlatforms is {platforms.value!r}), so on"
+            f" {m['family'].upper()} machines every container would fail with 'exec format error'; set"
+            f" {PROJECT}:imagePlatforms to {ImagePlatforms.AMD64_ARM64.value!r} to build arm64 images too",
+        )
 
 
 def _placement(r: _Reader) -> tuple[str, str, tuple[str, ...]]:

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from contract.image import source_tag
+from contract.image import source_tag, tag_source
 from contract.wire import WORKER_COMMAND
 from harness import rootfs
 from harness.rootfs import Bind, BuildReport, RootfsError
@@ -482,14 +482,21 @@ def ensure_images(
 #: rabbitmq:4.3.<patch>-management, bare (Docker Hub library) or under a registry path (the Artifact Registry mirror
 #: components.registry makes: <region>-docker.pkg.dev/<project>/<repository>/rabbitmq:<tag>), optional digest.
 _RABBITMQ_REF = re.compile(
-    r"^(?:(?:docker\.io/|registry-1\.docker\.io/)?library/|[a-z0-9-]+-docker\.pkg\.dev/[a-z0-9-]+/[a-z0-9._-]+/)?"
-    r"rabbitmq:(?P<version>4\.3\.[0-9]+)-management(?:@sha256:[0-9a-f]{64})?$"
+    r"^(?:(?:(?:docker\.io/|registry-1\.docker\.io/)?library/)?rabbitmq:(?P<version>4\.3\.[0-9]+)-management"
+    # The mirror (components.registry): <repository url>/[ha-celery-]rabbitmq:<upstream tag>-<archs>-<context hash>.
+    r"|(?:[a-z0-9-]+-docker\.pkg\.dev/[a-z0-9-]+/[a-z0-9._-]+/|(?:(?:us|eu|asia)\.)?gcr\.io/[a-z0-9-]+/ha-celery-)"
+    r"rabbitmq:(?P<mirrored>4\.3\.[0-9]+)-management(?:-(?:amd64|arm64))*(?:-[0-9a-f]{8})?)"
+    r"(?:@sha256:[0-9a-f]{64})?$"
 )
-#: Anything ending in /worker:<tag>[@sha256:...] (components.registry pushes <repository url>/worker:<source tag>).
-_WORKER_REF = re.compile(r"^(?:[^/@\s]+/)+worker:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})(?:@sha256:[0-9a-f]{64})?$")
+#: Anything ending in /worker:<tag>[@sha256:...]: components.registry pushes <repository url>/worker:<tag>
+#: (contract.image.worker_tag), or <domain>/<project>/ha-celery-worker:<tag> in a gcr.io-domain repository.
+_WORKER_REF = re.compile(
+    r"^(?:[^/@\s]+/)+(?:ha-celery-)?worker:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})(?:@sha256:[0-9a-f]{64})?$"
+)
 SUPPORTED_REFS = (
     "rabbitmq:4.3.<patch>-management (Docker Hub, optionally docker.io/library/, or the Artifact Registry mirror "
-    "<region>-docker.pkg.dev/<project>/<repository>/rabbitmq:4.3.<patch>-management), optionally @sha256:<digest>; "
+    "<region>-docker.pkg.dev/<project>/<repository>/rabbitmq:4.3.<patch>-management[-<archs>-<hash>] or "
+    "gcr.io/<project>/ha-celery-rabbitmq:...), optionally @sha256:<digest>; "
     "<registry>/.../worker:<tag>[@sha256:<digest>] (app/Dockerfile)"
 )
 
@@ -508,7 +515,7 @@ def ref_difference(ref: str, image: Image) -> str:
         m = _RABBITMQ_REF.match(ref)
         if m is None:
             raise UnsupportedImage(ref)
-        planned = m["version"]
+        planned = m["version"] or m["mirrored"]
         if planned == image.upstream_version:
             return f"plan image {ref}: RabbitMQ {planned}; local runtime runs the same version ({image.version})"
         return f"plan image {ref}: RabbitMQ {planned}; local runtime runs {image.upstream_version} ({image.version})"
@@ -517,7 +524,7 @@ def ref_difference(ref: str, image: Image) -> str:
         raise UnsupportedImage(ref)
     app = next((b.source for b in image.binds if b.target == "/srv/app"), None)
     local = source_tag(app.parent) if app is not None else "?"
-    if m["tag"] == local:
+    if tag_source(m["tag"]) == local:
         same = "the mounted checkout's app/ + contract/ hash to the same tag"
         return f"plan image {ref}: built from these sources ({same}); local runtime: {image.version}"
     return (

@@ -8,13 +8,28 @@ program run in this process under the same mocks, recording every RegisterResour
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import json
+import re
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from subprocess import CompletedProcess
+from typing import Any, cast
 
 import yaml
 
-from tests.conftest import Plan
+from contract.image import (
+    MIRROR_CONTEXT,
+    MIRROR_IMAGE_ARG,
+    WORKER_DOCKERFILE,
+    WORKER_SOURCES,
+    ImagePlatforms,
+    context_files,
+    mirror_tag,
+    source_tag,
+)
+from tests.conftest import ROOT, Plan
 
 CLUSTER = "gcp:container/cluster:Cluster"
 POOL = "gcp:container/nodePool:NodePool"
@@ -24,7 +39,10 @@ APIS = {
     "iam.googleapis.com",
     "cloudresourcemanager.googleapis.com",
     "artifactregistry.googleapis.com",
+    "containerscanning.googleapis.com",
 }
+IMAGE = "docker-build:index:Image"
+REPOSITORY = "gcp:artifactregistry/repository:Repository"
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,7 @@ class Registered:
     dependencies: frozenset[tuple[str, str]]
     """(type, name) of every resource it waits for: depends_on and the inputs' own."""
     ignore_changes: tuple[str, ...]
+    retain_on_delete: bool
 
 
 def _key(urn: str) -> tuple[str, str]:
@@ -46,7 +65,7 @@ def _key(urn: str) -> tuple[str, str]:
 
 
 @functools.cache
-def registered(stack: str = "dev") -> dict[tuple[str, str], Registered]:
+def registered(stack: str = "dev", overrides: tuple[str, ...] = ()) -> dict[tuple[str, str], Registered]:
     """(type, name) -> the resource's registration, from one in-process run of the program."""
     import pulumi
     from pulumi.runtime.mocks import MockMonitor
@@ -66,7 +85,7 @@ def registered(stack: str = "dev") -> dict[tuple[str, str], Registered]:
             self.requests.append(request)
             return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
-    config = stack_config(stack, ())
+    config = stack_config(stack, overrides)
     mocks = RecordingMocks(project=config.get("gcp:project", "mock-project"))
     monitor = Recorder(mocks)
     pulumi.runtime.set_all_config(config)
@@ -81,6 +100,7 @@ def registered(stack: str = "dev") -> dict[tuple[str, str], Registered]:
             _key(r.parent) if r.parent and _key(r.parent)[0] != "pulumi:pulumi:Stack" else None,
             frozenset(_key(u) for u in r.dependencies),
             tuple(r.ignoreChanges),
+            bool(r.retainOnDelete),
         )
         for r in monitor.requests
         if r.type != "pulumi:pulumi:Stack"
@@ -202,39 +222,161 @@ def test_kubeconfig_uses_the_auth_plugin() -> None:
 
 
 def test_registry_is_artifact_registry_docker(plan: Plan) -> None:
-    repo = plan.one("gcp:artifactregistry/repository:Repository")
+    repo = plan.one(REPOSITORY)
     assert repo["parent"] == "ha-celery:index:Registry"
     assert repo["inputs"]["format"] == "DOCKER"
     assert repo["inputs"]["dockerConfig"] == {"immutableTags": True}
+    assert repo["inputs"]["vulnerabilityScanningConfig"] == {"enablementConfig": "INHERITED"}, repo["name"]
 
 
 def test_worker_image_is_pushed_and_pinned(plan: Plan) -> None:
-    images = [i for i in plan.of_type("docker-build:index:Image") if i["name"].endswith("-worker")]
+    images = [i for i in plan.of_type(IMAGE) if i["name"].endswith("-worker")]
     assert len(images) == 1
     image = images[0]["inputs"]
     assert image["push"] is True
+    assert image["buildOnPreview"] is False, "`pulumi preview` must not need a Docker daemon"
+    assert image["platforms"] == ["linux/amd64"]
     [registry] = image["registries"]
     assert registry["password"] == "[secret]", "the registry token must stay secret"
     [tag] = image["tags"]
     assert tag.startswith("us-east1-docker.pkg.dev/"), tag
-    assert not tag.endswith(":latest")
+    assert tag.endswith(f"/worker:{source_tag(ROOT)}-amd64"), tag
+
+
+def _variant(plan_runner: object, *overrides: str) -> Plan:
+    run = cast(Callable[..., CompletedProcess[str]], plan_runner)
+    done = run("dev", *overrides)
+    assert done.returncode == 0, done.stderr
+    out = Path(done.stdout.split("-> ")[-1].strip())
+    return Plan("dev", out, json.loads((out / "resources.json").read_text()))
+
+
+def _mirror(plan: Plan) -> dict[str, Any]:
+    mirrors = [r for r in plan.of_type(IMAGE) if r["name"].endswith("broker-mirror")]
+    assert len(mirrors) == 1, [r["name"] for r in plan.of_type(IMAGE)]
+    inputs: dict[str, Any] = mirrors[0]["inputs"]
+    return inputs
 
 
 def test_mirror_switch_adds_broker_image(plan_runner: object) -> None:
-    import json
-    from collections.abc import Callable
-    from subprocess import CompletedProcess
-    from typing import cast
+    mirror = _mirror(_variant(plan_runner, "mirrorRabbitmqImage=true"))
+    assert mirror["buildArgs"] == {MIRROR_IMAGE_ARG: "rabbitmq:4.3.6-management"}
+    assert mirror["buildOnPreview"] is False, "`pulumi preview` must not need a Docker daemon"
+    [tag] = mirror["tags"]
+    assert re.fullmatch(
+        r"us-east1-docker\.pkg\.dev/[^/]+/ha-celery-dev/rabbitmq:4\.3\.6-management-amd64-[0-9a-f]{8}", tag
+    )
 
-    run = cast(Callable[..., CompletedProcess[str]], plan_runner)
-    done = run("dev", "mirrorRabbitmqImage=true")
-    assert done.returncode == 0, done.stderr
-    out = done.stdout.split("-> ")[-1].strip()
-    with open(f"{out}/resources.json") as f:
-        resources = json.load(f)
-    mirrors = [r for r in resources if r["type"] == "docker-build:index:Image" and r["name"].endswith("broker-mirror")]
-    assert len(mirrors) == 1
-    assert mirrors[0]["inputs"]["dockerfile"]["inline"].startswith("FROM rabbitmq:4.3.")
+
+def test_mirror_has_its_own_context(plan_runner: object, tmp_path: Path) -> None:
+    """Not the worker's: a change under app/ must not rebuild (and re-push, re-roll) the brokers."""
+    plan = _variant(plan_runner, "mirrorRabbitmqImage=true")
+    mirror = _mirror(plan)
+    [worker] = [r["inputs"] for r in plan.of_type(IMAGE) if r["name"].endswith("-worker")]
+    assert mirror["context"] == {"location": MIRROR_CONTEXT}
+    assert mirror["dockerfile"] == {"location": f"{MIRROR_CONTEXT}/Dockerfile"}
+    assert worker["context"]["location"] == "."
+    # The mirror context holds nothing of the worker's: only its Dockerfile, which takes the image as a build arg.
+    assert sorted(p.name for p in (ROOT / MIRROR_CONTEXT).iterdir()) == ["Dockerfile"]
+    dockerfile = (ROOT / MIRROR_CONTEXT / "Dockerfile").read_text()
+    assert [line for line in dockerfile.splitlines() if line and not line.startswith("#")] == [
+        f"ARG {MIRROR_IMAGE_ARG}",
+        f"FROM ${{{MIRROR_IMAGE_ARG}}}",
+    ]
+    # A change under app/ changes the worker's tag, never the mirror's inputs.
+    tree = _tree(tmp_path / "tree")
+    before = (source_tag(tree), mirror_tag(tree, "rabbitmq:4.3.6-management", ImagePlatforms.AMD64))
+    (tree / "app/tasks.py").write_text("changed = True\n")
+    after = (source_tag(tree), mirror_tag(tree, "rabbitmq:4.3.6-management", ImagePlatforms.AMD64))
+    assert before[0] != after[0]
+    assert before[1] == after[1]
+    assert mirror_tag(tree, "rabbitmq:4.3.7-management", ImagePlatforms.AMD64) != before[1]
+
+
+def test_gcr_domain_repository_and_image_names(plan_runner: object) -> None:
+    plan = _variant(plan_runner, "registryDomain=gcr.io", "mirrorRabbitmqImage=true")
+    repo = plan.one(REPOSITORY)["inputs"]
+    assert (repo["repositoryId"], repo["location"], repo["format"]) == ("gcr.io", "us", "DOCKER")
+    assert "cleanupPolicies" not in repo, "the project-wide gcr.io repository holds others' images too"
+    project = repo["project"]
+    deployment = plan.object("Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert re.fullmatch(
+        rf"gcr\.io/{project}/ha-celery-worker:[0-9a-f]{{16}}-amd64@sha256:[0-9a-f]{{64}}", container["image"]
+    )
+    [broker] = plan.object("StatefulSet")["spec"]["template"]["spec"]["containers"]
+    assert broker["image"].startswith(f"gcr.io/{project}/ha-celery-rabbitmq:4.3.6-management-amd64-"), broker["image"]
+
+
+def test_gcr_domain_repository_is_kept_on_destroy() -> None:
+    """The stack's own repository goes with the stack; the project's gcr.io repository (and its images) stays."""
+    assert one(registered("dev"), REPOSITORY).retain_on_delete is False
+    gcr = one(registered("dev", ("registryDomain=gcr.io",)), REPOSITORY)
+    assert gcr.inputs["repositoryId"] == "gcr.io"
+    assert gcr.retain_on_delete is True, "`pulumi destroy` would delete every gcr.io image of the project"
+
+
+def test_multi_arch_builds_both_platforms(plan_runner: object) -> None:
+    plan = _variant(plan_runner, "imagePlatforms=amd64,arm64", "mirrorRabbitmqImage=true")
+    images = plan.of_type(IMAGE)
+    assert len(images) == 2
+    for image in images:
+        assert image["inputs"]["platforms"] == ["linux/amd64", "linux/arm64"], image["name"]
+        [tag] = image["inputs"]["tags"]
+        assert "-amd64-arm64" in tag, f"{image['name']}: a platform change rebuilds, so it needs a new tag: {tag}"
+
+
+# --- the tag names what docker-build hashes (its contextHash includes file modes) ---------------------
+
+
+def _tree(root: Path) -> Path:
+    """A small copy of the worker's build context, with the real Dockerfile and ignore file."""
+    (root / "app").mkdir(parents=True)
+    (root / "contract").mkdir()
+    for name in ("Dockerfile", "Dockerfile.dockerignore"):
+        shutil.copyfile(ROOT / "app" / name, root / "app" / name)
+    (root / "app/tasks.py").write_text("x = 1\n")
+    (root / "contract/wire.py").write_text("y = 2\n")
+    (root / MIRROR_CONTEXT).mkdir(parents=True)
+    shutil.copyfile(ROOT / MIRROR_CONTEXT / "Dockerfile", root / MIRROR_CONTEXT / "Dockerfile")
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
+def test_tag_follows_file_modes(tmp_path: Path) -> None:
+    one_tree, other = _tree(tmp_path / "a"), _tree(tmp_path / "b")
+    assert source_tag(one_tree) == source_tag(other), "same content and modes: same tag (no rebuild)"
+    (other / "app/tasks.py").chmod(0o664)  # another umask at checkout
+    assert source_tag(one_tree) != source_tag(other), "docker-build rebuilds on a mode change: the tag must change"
+    (other / "app/tasks.py").chmod(0o644)
+    assert source_tag(one_tree) == source_tag(other)
+
+
+def test_tag_ignores_what_the_context_excludes(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "a")
+    tag = source_tag(tree)
+    (tree / "app/__pycache__").mkdir()
+    (tree / "app/__pycache__/tasks.cpython-311.pyc").write_bytes(b"\0")
+    (tree / "drill").mkdir()
+    (tree / "drill/x.py").write_text("z = 3\n")
+    (tree / "README.md").write_text("docs\n")
+    assert source_tag(tree) == tag, "files the .dockerignore excludes are not hashed by docker-build either"
+    (tree / "app/new.py").write_text("")
+    assert source_tag(tree) != tag, "a new (even empty) file is a new path in the context"
+    tag = source_tag(tree)
+    with (tree / "app/Dockerfile").open("a") as f:
+        f.write("# a comment\n")
+    assert source_tag(tree) != tag, "docker-build hashes the Dockerfile's content"
+
+
+def test_context_is_app_and_contract() -> None:
+    files = {p.relative_to(ROOT).parts[0] for p in context_files(ROOT, ROOT / WORKER_DOCKERFILE)}
+    assert files == set(WORKER_SOURCES)
+    names = {p.relative_to(ROOT).as_posix() for p in context_files(ROOT, ROOT / WORKER_DOCKERFILE)}
+    assert "app/requirements.txt" in names
+    assert not {"app/Dockerfile", "app/Dockerfile.dockerignore"} & names, "the ignore file excludes them"
+    assert not any("__pycache__" in n for n in names)
 
 
 def test_components_are_parents_of_their_children(plan: Plan) -> None:

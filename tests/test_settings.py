@@ -19,9 +19,9 @@ from pulumi.runtime import settings as runtime_settings
 
 import settings
 from app.config import ConfigError, from_env
-from contract.image import IMAGE_PLATFORMS
+from contract.image import ImagePlatforms
 from contract.wire import ENV_BROKER_URLS, ENV_CONCURRENCY, MAX_CONCURRENCY
-from settings import ARM_FAMILIES, STACK_MAX, BrokerStorage, DiskType, Environment, SettingsError
+from settings import ARM_FAMILIES, STACK_MAX, BrokerStorage, DiskType, Environment, RegistryDomain, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV: dict[str, str] = {"location": "us-east1-c"}
@@ -333,14 +333,56 @@ def test_x86_machine_types_pass(machine: str, disk: str) -> None:
 
 
 def test_arm_refusal_says_why_and_follows_the_image_platforms() -> None:
-    assert "linux/arm64" not in IMAGE_PLATFORMS, "arm64 images exist now: drop the Arm refusal test and rule"
     assert {"t2a", "c4a"} <= ARM_FAMILIES
     with pytest.raises(SettingsError) as error:
         parse(DEV, machineType="t2a-standard-4")
     assert error.value.problems == [
         "ha-celery:machineType: got 't2a-standard-4'; allowed: an x86-64 machine type (not the Arm families a4x,"
-        " c4a, n4a, t2a): the images are built for linux/amd64 only (contract.image.IMAGE_PLATFORMS), so on T2A"
-        " machines every container would fail with 'exec format error'"
+        " c4a, n4a, t2a): the images are built for linux/amd64 only (ha-celery:imagePlatforms is 'amd64'), so on T2A"
+        " machines every container would fail with 'exec format error'; set ha-celery:imagePlatforms to"
+        " 'amd64,arm64' to build arm64 images too"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("machine", "disk"), [("t2a-standard-4", "pd-balanced"), ("c4a-standard-4", "hyperdisk-balanced")]
+)
+def test_arm_machine_types_pass_with_arm64_images(machine: str, disk: str) -> None:
+    storage = "hyperdisk" if disk.startswith("hyperdisk") else "standard"
+    s = parse(DEV, machineType=machine, nodeDiskType=disk, brokerStorage=storage, imagePlatforms="amd64,arm64")
+    assert s.cluster.machine_type == machine
+    assert s.registry.image_platforms.platforms == ("linux/amd64", "linux/arm64")
+
+
+def test_image_platforms_default_and_refusal() -> None:
+    assert parse(DEV).registry.image_platforms is ImagePlatforms.AMD64
+    with pytest.raises(SettingsError) as error:
+        parse(DEV, imagePlatforms="arm64")
+    assert error.value.problems == ["ha-celery:imagePlatforms: got 'arm64'; allowed: amd64 | amd64,arm64"]
+
+
+# --- the registry: a regional Artifact Registry repository or a gcr.io domain ----------------------
+
+
+def test_registry_defaults_to_a_regional_repository() -> None:
+    registry = parse(DEV).registry
+    assert (registry.domain, registry.location, registry.repository_id) == (RegistryDomain.PKG_DEV, "us-east1", None)
+
+
+@pytest.mark.parametrize(
+    ("domain", "location"), [("gcr.io", "us"), ("us.gcr.io", "us"), ("eu.gcr.io", "europe"), ("asia.gcr.io", "asia")]
+)
+def test_gcr_domain_fixes_the_repository_id_and_multi_region(domain: str, location: str) -> None:
+    registry = parse(DEV, registryDomain=domain).registry
+    assert (registry.domain.value, registry.location, registry.repository_id) == (domain, location, domain)
+
+
+@pytest.mark.parametrize("domain", ["gcr", "docker.pkg.dev", "europe.gcr.io", "GCR.IO", ""])
+def test_registry_domain_refusal_names_the_allowed_values(domain: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        parse(DEV, registryDomain=domain)
+    assert error.value.problems == [
+        f"ha-celery:registryDomain: got {domain!r}; allowed: pkg.dev | gcr.io | us.gcr.io | eu.gcr.io | asia.gcr.io"
     ]
 
 

@@ -87,16 +87,25 @@ def test_mirror_ref_maps_to_rabbitmq(plan_runner: object) -> None:
     mirrored = [ref for key, ref in refs.items() if key.startswith("StatefulSet/")]
     assert mirrored
     for ref in mirrored:
-        assert re.match(r"^[a-z0-9-]+-docker\.pkg\.dev/.+/rabbitmq:4\.3\.[0-9]+-management@sha256:", ref), ref
+        assert re.match(
+            r"^[a-z0-9-]+-docker\.pkg\.dev/.+/rabbitmq:4\.3\.[0-9]+-management-amd64-[0-9a-f]{8}@sha256:", ref
+        ), ref
         assert images.image_for(ref, fake_images()).name == "rabbitmq"
-    ref = "europe-west1-docker.pkg.dev/my-project/ha-celery-prod/rabbitmq:4.3.5-management"
-    assert images.image_for(ref, fake_images()).name == "rabbitmq"
+    for ref in (
+        "europe-west1-docker.pkg.dev/my-project/ha-celery-prod/rabbitmq:4.3.5-management",
+        "europe-west1-docker.pkg.dev/my-project/ha-celery-prod/rabbitmq:4.3.5-management-amd64-arm64-0123abcd",
+        "eu.gcr.io/my-project/ha-celery-rabbitmq:4.3.5-management-amd64-0123abcd" + DIGEST,
+    ):
+        assert images.image_for(ref, fake_images()).name == "rabbitmq", ref
+        assert "RabbitMQ 4.3.5" in images.image_for(ref, fake_images()).differences[0]
 
 
 def test_worker_ref_compares_tag_with_the_checkout() -> None:
     tag = source_tag(ROOT)
-    same = images.image_for(f"us-east1-docker.pkg.dev/p/ha-celery-dev/worker:{tag}{DIGEST}", fake_images())
+    same = images.image_for(f"us-east1-docker.pkg.dev/p/ha-celery-dev/worker:{tag}-amd64{DIGEST}", fake_images())
     assert "built from these sources" in same.differences[0]
+    gcr = images.image_for(f"gcr.io/p/ha-celery-worker:{tag}-amd64-arm64{DIGEST}", fake_images())
+    assert "built from these sources" in gcr.differences[0]
     other = images.image_for(f"us-east1-docker.pkg.dev/p/ha-celery-dev/worker:0123456789abcdef{DIGEST}", fake_images())
     assert f"hash to {tag}" in other.differences[0]
 
@@ -112,6 +121,8 @@ def test_worker_ref_compares_tag_with_the_checkout() -> None:
         "worker:1",  # no registry path
         "redis:7",
         "us-east1-docker.pkg.dev/p/r/worker",  # no tag
+        "gcr.io/p/rabbitmq:4.3.5-management",  # not the mirror's name in a gcr.io repository
+        "rabbitmq:4.3.5-management-amd64-0123abcd",  # a mirror tag on Docker Hub
     ],
 )
 def test_unknown_ref_is_refused_by_name(ref: str) -> None:
