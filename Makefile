@@ -44,8 +44,8 @@ lock: ## re-resolve uv.lock and regenerate app/requirements.txt for the worker i
 	uv export --frozen --only-group app --no-header --no-annotate -o app/requirements.txt --quiet
 
 # --- the cloud program, offline ----------------------------------------------
-plan: $(VENV)/.synced ## offline plan of STACK (default dev) under Pulumi mocks -> build/plan/STACK
-	$(PY) -m plan --stack $(STACK)
+plan: $(VENV)/.synced ## offline plan of STACK (default dev) under Pulumi mocks -> build/plan/STACK (SET="key=value ...")
+	$(PY) -m plan --stack $(STACK) $(foreach kv,$(SET),--set $(kv))
 
 # --- quality gates -------------------------------------------------------------
 lint: $(VENV)/.synced
