@@ -19,12 +19,15 @@ help: ## list the targets
 system-deps: ## apt packages: rabbitmq-server (local broker), iproute2 (network namespaces), mmdebstrap + zstd (images)
 	@if ! command -v rabbitmq-server >/dev/null || ! command -v ip >/dev/null \
 	    || ! command -v mmdebstrap >/dev/null || ! command -v zstd >/dev/null; then \
+	  had_broker=$$(command -v rabbitmq-server || true); \
 	  echo "installing rabbitmq-server, iproute2, mmdebstrap and zstd with apt"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq \
 	    rabbitmq-server iproute2 mmdebstrap zstd >/dev/null; \
-	  echo "stopping the system broker the package just started (the harness runs its own nodes)"; \
-	  { systemctl stop rabbitmq-server || service rabbitmq-server stop || rabbitmqctl -q shutdown; } >/dev/null 2>&1 || true; \
+	  if [ -z "$$had_broker" ]; then \
+	    echo "stopping the system broker the package just started (the harness runs its own nodes)"; \
+	    { systemctl stop rabbitmq-server || service rabbitmq-server stop || rabbitmqctl -q shutdown; } >/dev/null 2>&1 || true; \
+	  fi; \
 	fi
 
 $(VENV)/.synced: pyproject.toml uv.lock

@@ -56,8 +56,11 @@ class HealthStep(bootsteps.StartStopStep):
 
     def stop(self, parent: Any) -> None:
         del parent  # the step's state is its own files and timer entry
-        # Connection lost: reconnecting from now on, for up to timing.OUTAGE_BUDGET_S.
-        self._mark(self.disconnected)
+        # Connection lost: reconnecting from now on, for up to timing.OUTAGE_BUDGET_S. Celery
+        # stops every step on each consumer restart, started or not: only the first stop of an
+        # outage marks it, so a worker that reconnects but never consumes still runs out of budget.
+        if not self.disconnected.exists():
+            self._mark(self.disconnected)
         self._halt()
 
     def shutdown(self, parent: Any) -> None:

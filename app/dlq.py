@@ -34,20 +34,22 @@ closes (a crashed consumer) with the message unacked. *Not* counted: ``basic.nac
 requeue, ``basic.recover``. The message is dead-lettered by the return that takes the count past
 the limit, so a task that always crashes runs ``delivery-limit + 1`` times.
 
-The count travels with the message into ``celery.dlq``, and ``celery.dlq`` has no policy (the
-task policy excludes it), hence the 4.x defaults: a delivery limit of 20 and no dead-letter
-exchange. So a ``delivery_limit`` message arrives there already past the limit, and the first
-time it is handed back to that queue *in any way*, even by an uncounted ``basic.nack``, the
-broker drops it for good (measured: ``basic.get`` + ``basic.nack(requeue=True)`` made it vanish).
-This tool therefore never hands a dead-letter message back: to leave one in the queue it
+The count travels with the message into ``celery.dlq``, which the task policy excludes. The
+broker definitions declare it with ``x-delivery-limit: -1`` (no limit), but a cluster whose
+``celery.dlq`` predates that keeps the 4.x defaults (queue arguments never change in place): a
+delivery limit of 20 and no dead-letter exchange. There a ``delivery_limit`` message arrives
+already past the limit, and the first time it is handed back to that queue *in any way*, even
+by an uncounted ``basic.nack``, the broker drops it for good (measured: ``basic.get`` +
+``basic.nack(requeue=True)`` made it vanish). This tool therefore never hands a dead-letter
+message back, whatever the queue's arguments: to leave one in the queue it
 publishes a copy to the tail of ``celery.dlq`` (same body, properties and ``x-death``, without
 the delivery counters, stamped with the run's id), waits for the confirm, then acks the
 original. A run ends when the queue is empty or it meets its own stamp (it went round once).
 Listing therefore rewrites the queue in place, order kept. Killed between a copy's confirm and
 the original's ack, a message is listed twice afterwards (same task id); killed before the
 confirm, the original goes back by the connection's close, which is the one remaining way to
-lose a ``delivery_limit`` message. Giving ``celery.dlq`` ``x-delivery-limit: -1`` (measured: no
-limit on 4.3.6) in the broker definitions would remove that risk and the need for copies.
+lose a ``delivery_limit`` message on a queue without ``x-delivery-limit: -1`` (measured: -1 is
+no limit on 4.3.6).
 
 Replay
 ------

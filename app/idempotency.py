@@ -43,6 +43,7 @@ import hashlib
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -110,7 +111,9 @@ class FileDoneStore:
         with contextlib.suppress(FileNotFoundError):
             if time.time() - path.stat().st_mtime > lease_s:
                 # The claimer died or overran: take over. Renaming the stale claim away is
-                # atomic, so of two runners taking over at once only one renames it.
+                # atomic, so of two runners taking over at once only one renames it; a third
+                # that read the old mtime just before could still rename the winner's fresh
+                # claim: good enough for one machine's drills, a shared store needs SET NX PX.
                 stale = path.with_name(f"{path.name}.{os.getpid()}.{time.monotonic_ns()}")
                 path.rename(stale)
                 stale.unlink()
@@ -212,6 +215,11 @@ def idempotent(
                 raise TypeError(f"claim=True needs a store with claim/release, got {type(done).__name__}")
             if not done.claim(done_key, lease_s):
                 _retry_later(done_key, lease_s)
+            if done.is_done(done_key):
+                # Another copy finished between our check and our claim.
+                done.release(done_key)
+                logger.info("idempotent: %s already done, skipping duplicate execution", done_key)
+                return None
             try:
                 result = fn(*args, **kwargs)
                 done.mark_done(done_key)
@@ -229,5 +237,6 @@ def _retry_later(done_key: str, lease_s: float) -> NoReturn:
     if current_task and current_task.request.id:
         # Same task id, a new confirmed message; this delivery is acked. Unbounded retries:
         # the claim ends with the other run (done) or with its lease (taken over).
-        raise current_task.retry(countdown=lease_s, max_retries=None)
+        # max_retries=None would mean the task's default (3), then a failure: dead-lettered.
+        raise current_task.retry(countdown=lease_s, max_retries=sys.maxsize)
     raise Claimed(done_key)

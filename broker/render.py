@@ -427,7 +427,10 @@ def render_definitions(cfg: BrokerConfig) -> dict[str, Any]:
     see the module docstring for why this is not imported at boot.
     """
     vhost = cfg.default_vhost
-    exchanges, queues, bindings = _delayed_delivery(vhost)
+    # On 4.3 only: the 3.10 harness also runs the seed's 2018 app, whose `celery` queue is a
+    # classic one on a direct exchange, which a pre-declared quorum queue on a topic exchange of
+    # the same names would refuse (PRECONDITION_FAILED). The ha workers declare it there.
+    exchanges, queues, bindings = _delayed_delivery(vhost) if cfg.version is RabbitVersion.V4_3 else ([], [], [])
     # No "vhosts" section: the vhost exists (seeded with the default user on first boot), and
     # re-importing it could overwrite metadata such as its default queue type.
     return {

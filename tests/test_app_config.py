@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -538,6 +539,42 @@ def test_a_claimed_key_runs_in_one_delivery_at_a_time(kind: str, tmp_path: Path)
     assert store.is_done("k")
     effect(key="k")
     assert runs == ["k"], "done: a later copy is skipped"
+
+
+def test_a_copy_that_finished_between_check_and_claim_is_not_run_again() -> None:
+    class FinishesDuringCheck(MemoryDoneStore):
+        """The other copy claims, runs, marks done and releases while this one checks."""
+
+        def is_done(self, key: str) -> bool:
+            answer = super().is_done(key)
+            if not answer and not runs:
+                runs.append("other")
+                self.mark_done(key)
+            return answer
+
+    store = FinishesDuringCheck()
+    runs: list[str] = []
+
+    @idempotent(store=lambda: store, key=kwarg_key("key"), claim=True, lease_s=60)
+    def effect(key: str) -> None:
+        runs.append(key)
+
+    effect(key="k")
+    assert runs == ["other"]
+    assert store.claim("k", lease_s=60), "the claim was given back"
+
+
+def test_an_outage_is_timed_from_its_first_disconnection(tmp_path: Path) -> None:
+    """Celery stops every consumer step on each restart: later stops must not restart the clock."""
+    conf = types.SimpleNamespace(ha_heartbeat_file=str(tmp_path / "hb"), ha_ready_file=str(tmp_path / "ready"))
+    parent = types.SimpleNamespace(app=types.SimpleNamespace(conf=conf))
+    step = HealthStep(parent)
+    marker = health.disconnected_marker(tmp_path / "hb")
+    assert marker.exists(), "not consuming yet: the clock runs from the start"
+    os.utime(marker, (1000.0, 1000.0))
+    step.stop(parent)
+    step.stop(parent)
+    assert marker.stat().st_mtime == 1000.0
 
 
 @pytest.mark.parametrize("kind", ["memory", "file"])

@@ -265,10 +265,16 @@ def _kombu_topology() -> tuple[set[tuple[str, str]], set[tuple[str, str]], set[t
     return exchanges, queues, bindings
 
 
-@pytest.mark.parametrize("cfg", [k8s(), local()], ids=["4.3", "3.10"])
-def test_definitions_declare_what_celery_and_kombu_declare_for_delayed_tasks(cfg: BrokerConfig) -> None:
+def test_3_10_definitions_leave_the_task_queue_to_its_app() -> None:
+    """The 3.10 harness also boots the seed, whose 2018 app declares `celery` classic and direct."""
+    defs = render_definitions(local())
+    assert [q["name"] for q in defs["queues"]] == ["celery.dlq"]
+    assert [e["name"] for e in defs["exchanges"]] == ["celery.dlx"]
+
+
+def test_definitions_declare_what_celery_and_kombu_declare_for_delayed_tasks() -> None:
     """A countdown task published before any worker started finds every level and binding."""
-    defs = render_definitions(cfg)
+    defs = render_definitions(k8s())
     exchanges, queues, bindings = _kombu_topology()
     assert len(queues) == DELAYED_LEVELS + 1, "28 levels and the task queue"
     assert exchanges <= {(e["name"], e["type"]) for e in defs["exchanges"]}

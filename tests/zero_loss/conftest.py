@@ -15,8 +15,6 @@ from drill.runner import booted_plan, empty_results
 from drill.targets import PlanTarget
 from tests.conftest import Plan
 
-pytestmark = [pytest.mark.drill]
-
 
 class Booted:
     """A booted plan and the directory its worker pods record executions in."""

@@ -10,6 +10,7 @@ inferred from logs.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -206,6 +207,9 @@ def test_a_replay_killed_mid_way_loses_nothing(fresh: Booted, marker: Path) -> N
 
     proc = dlq_cli(target, "replay")
     assert proc.stdout is not None
+    # A small pipe: the replay blocks on its own output ~45 lines ahead of what we read, so the
+    # kill always lands mid-replay however fast the broker confirms (300 lines fit in 64 KiB).
+    fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)
     confirmed = 0
     while confirmed < KILL_AFTER:
         line = proc.stdout.readline()
