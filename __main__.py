@@ -19,6 +19,7 @@ gke = GkeCluster(
     GkeClusterArgs(
         project=config.cluster.project,
         location=config.cluster.location,
+        region=config.cluster.region,
         regional=config.cluster.regional,
         node_zones=config.cluster.node_zones,
         nodes_per_zone=config.cluster.nodes_per_zone,
@@ -30,6 +31,11 @@ gke = GkeCluster(
         min_master_version=config.cluster.kubernetes_version,
         deletion_protection=config.cluster.deletion_protection,
         labels=labels,
+        private_nodes=config.cluster.private_nodes,
+        master_authorized_networks=config.cluster.master_authorized_networks,
+        secrets_encryption=config.cluster.secrets_encryption,
+        maintenance_window=config.cluster.maintenance_window,
+        maintenance_exclusions=config.cluster.maintenance_exclusions,
         # The cluster's APIs and the Registry's, all enabled by the program: a fresh project works.
         # containerscanning: the Registry's vulnerability scanning (its repository inherits it).
         apis=(*CLUSTER_APIS, "artifactregistry.googleapis.com", "containerscanning.googleapis.com"),

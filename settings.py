@@ -9,7 +9,10 @@ allowed.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
+import ipaddress
+import itertools
 import json
 import re
 from collections.abc import Collection, Mapping
@@ -36,6 +39,15 @@ RABBITMQ_IMAGE_RE = re.compile(
     r"^(?:[a-z0-9.-]+(?::[0-9]+)?/)?(?:[a-z0-9._-]+/)*rabbitmq:4\.3\.[0-9]+(?:-management)?(?:-alpine)?$"
 )
 GCP_PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+MAINTENANCE_WINDOW_RE = re.compile(r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$")
+MAINTENANCE_EXCLUSION_RE = re.compile(r"^(?P<start>[0-9]{4}-[0-9]{2}-[0-9]{2})/(?P<end>[0-9]{4}-[0-9]{2}-[0-9]{2})$")
+MAX_EXCLUSION_DAYS = 30
+"""GKE's limit on one "no upgrades" maintenance exclusion."""
+MAX_AUTHORIZED_NETWORKS = 50
+"""GKE's limit on authorized networks of a cluster with a public endpoint."""
+# Registries the nodes reach without internet egress (Private Google Access): Artifact Registry
+# (<region>-docker.pkg.dev and its gcr.io domains).
+GOOGLE_REGISTRY_RE = re.compile(r"^(?:[a-z0-9-]+-docker\.pkg\.dev|(?:[a-z]+\.)?gcr\.io)/")
 
 SERVICE_ACCOUNT_ID_MAX = 30
 """GCP's limit on a service account id (6-30 of [a-z0-9-], a letter first, no hyphen last)."""
@@ -129,6 +141,21 @@ class ClusterSettings:
     kubernetes_version: str
     """major.minor: the control-plane floor and the schema version of the offline plan."""
     deletion_protection: bool
+    private_nodes: bool
+    """Nodes get internal IP addresses only (the control plane keeps its public endpoint). Images come
+    from Artifact Registry over Private Google Access; there is no Cloud NAT, so nothing else is
+    pullable (hence privateNodes needs mirrorRabbitmqImage or a brokerImage in Artifact Registry)."""
+    master_authorized_networks: tuple[str, ...]
+    """IPv4 CIDRs allowed to reach the control plane; empty: any address (GKE's default). The machine
+    running `pulumi up` must be in one, or the Kubernetes provider cannot reach the cluster."""
+    secrets_encryption: bool
+    """Kubernetes Secrets encrypted at the application layer with a Cloud KMS key of this stack
+    (a few cents a month per key version; the key rotates every 90 days)."""
+    maintenance_window: str
+    """Daily start of GKE's 4-hour maintenance window, HH:MM UTC; empty: GKE picks any time."""
+    maintenance_exclusions: tuple[tuple[str, str], ...]
+    """(first, last) ISO days, UTC, without any upgrade (at most 30 days each; needs a window). Strings:
+    the plan writes the settings as JSON."""
 
     @property
     def regional(self) -> bool:
@@ -316,6 +343,7 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None, secret_ke
     broker = _broker(r)
     workers = _workers(r)
     _cross_field_rules(r, environment is Environment.PROD, cluster, broker, workers)
+    _hardening_rules(r, cluster, registry, broker)
     _unknown_keys(r, raw)
     if r.problems:
         raise SettingsError(r.problems)
@@ -373,7 +401,70 @@ def _cluster(r: _Reader, gcp_project: str | None) -> ClusterSettings:
         release_channel=r.choice("releaseChannel", ReleaseChannel) or ReleaseChannel.REGULAR,
         kubernetes_version=version,
         deletion_protection=r.boolean("deletionProtection"),
+        private_nodes=r.boolean("privateNodes"),
+        master_authorized_networks=_authorized_networks(r),
+        secrets_encryption=r.boolean("secretsEncryption"),
+        maintenance_window=_maintenance_window(r),
+        maintenance_exclusions=_maintenance_exclusions(r),
     )
+
+
+def _authorized_networks(r: _Reader) -> tuple[str, ...]:
+    key = f"{PROJECT}:masterAuthorizedNetworks"
+    allowed = (
+        f"a list of at most {MAX_AUTHORIZED_NETWORKS} distinct IPv4 CIDRs such as 203.0.113.0/24 (no host bits set,"
+        " not 0.0.0.0/0: an empty list already allows any address)"
+    )
+    cidrs = r.strings("masterAuthorizedNetworks")
+    if len(cidrs) > MAX_AUTHORIZED_NETWORKS or len(set(cidrs)) != len(cidrs):
+        r.fail(key, list(cidrs), allowed)
+        return ()
+    for cidr in cidrs:
+        try:
+            network = ipaddress.IPv4Network(cidr, strict=True)
+        except ValueError:
+            r.fail(key, cidr, allowed)
+            return ()
+        if network.prefixlen == 0 or str(network) != cidr:
+            r.fail(key, cidr, allowed)
+            return ()
+    return cidrs
+
+
+def _maintenance_window(r: _Reader) -> str:
+    window = r._value("maintenanceWindow")
+    if not isinstance(window, str) or (window and not MAINTENANCE_WINDOW_RE.match(window)):
+        r.fail(
+            f"{PROJECT}:maintenanceWindow",
+            window,
+            "HH:MM in UTC (00:00-23:59), the daily start of GKE's 4-hour window, or empty for any time",
+        )
+        return ""
+    return window
+
+
+def _maintenance_exclusions(r: _Reader) -> tuple[tuple[str, str], ...]:
+    key = f"{PROJECT}:maintenanceExclusions"
+    allowed = (
+        f"a list of FIRST/LAST day ranges in UTC such as 2026-12-20/2027-01-03, the last day not before the first,"
+        f" at most {MAX_EXCLUSION_DAYS} days each, not overlapping (GKE's limits for a no-upgrades exclusion)"
+    )
+    exclusions: list[tuple[dt.date, dt.date]] = []
+    for entry in r.strings("maintenanceExclusions"):
+        m = MAINTENANCE_EXCLUSION_RE.match(entry)
+        try:
+            first, last = (dt.date.fromisoformat(m["start"]), dt.date.fromisoformat(m["end"])) if m else (None, None)
+        except ValueError:
+            first = last = None
+        if first is None or last is None or not 0 <= (last - first).days < MAX_EXCLUSION_DAYS:
+            r.fail(key, entry, allowed)
+            return ()
+        exclusions.append((first, last))
+    ordered = sorted(exclusions)
+    if any(later[0] <= earlier[1] for earlier, later in itertools.pairwise(ordered)):
+        r.fail(key, [f"{a}/{b}" for a, b in exclusions], allowed)
+        return ()
+    return tuple((first.isoformat(), last.isoformat()) for first, last in exclusions)
 
 
 def _registry(r: _Reader, cluster: ClusterSettings) -> RegistrySettings:
@@ -514,6 +605,24 @@ def _cross_field_rules(
     if prod and workers.replicas < 2:
         r.fail(
             f"{PROJECT}:workerReplicas", workers.replicas, ">= 2 in prod (one worker is one machine away from a stop)"
+        )
+
+
+def _hardening_rules(r: _Reader, cluster: ClusterSettings, registry: RegistrySettings, broker: BrokerSettings) -> None:
+    """What the cluster's hardening settings need from the others."""
+    if cluster.private_nodes and not registry.mirror_rabbitmq_image and not GOOGLE_REGISTRY_RE.match(broker.image):
+        r.fail(
+            f"{PROJECT}:privateNodes",
+            True,
+            f"false, or true with {PROJECT}:mirrorRabbitmqImage true (or a {PROJECT}:brokerImage in Artifact"
+            f" Registry): private nodes reach Google's registries only (Private Google Access, no Cloud NAT),"
+            f" so {broker.image} could not be pulled",
+        )
+    if cluster.maintenance_exclusions and not cluster.maintenance_window:
+        r.fail(
+            f"{PROJECT}:maintenanceExclusions",
+            ["/".join(pair) for pair in cluster.maintenance_exclusions],
+            f"[] unless {PROJECT}:maintenanceWindow is set (GKE takes exclusions only with a window)",
         )
 
 

@@ -141,7 +141,11 @@ class AppConfig:
 
 def redact_url(url: str) -> str:
     """``url`` with its password replaced by ``***`` (unchanged if it has none)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # Unparseable (an unbalanced IPv6 bracket): a password in it cannot be found, so hide it all.
+        return "<unparseable URL>"
     if parts.password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)[1]
@@ -234,7 +238,13 @@ def _urls_from_list(raw: str, user: str | None, password: str | None) -> tuple[s
     shown = ",".join(redact_url(item.strip()) for item in raw.split(","))
     urls: list[str] = []
     for url in _split_list(ENV_BROKER_URLS, raw, shown):
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{ENV_BROKER_URLS} entry {redact_url(url)!r} is not a URL ({exc}); "
+                "allowed: amqp://[user:password@]host[:port][/vhost]"
+            ) from None
         if parts.scheme != "amqp":
             raise ConfigError(
                 f"{ENV_BROKER_URLS} entry {redact_url(url)!r} has scheme {parts.scheme!r}; "

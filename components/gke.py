@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import pulumi
@@ -23,6 +24,11 @@ AUTH_PLUGIN_ARGS = ("--use_application_default_credentials",)
 CLUSTER_APIS = ("container.googleapis.com", "iam.googleapis.com", "cloudresourcemanager.googleapis.com")
 """APIs this component calls: the cluster (container), its node service account (iam) and the
 account's project role grants (cloudresourcemanager); the latter two are off in many new projects."""
+KMS_API = "cloudkms.googleapis.com"
+"""Enabled too when Secrets are encrypted with a KMS key."""
+KEY_ROTATION = "7776000s"
+"""90 days: a new key version encrypts new writes; old versions still decrypt, nothing is re-encrypted."""
+ENCRYPTER_DECRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,8 @@ class GkeClusterArgs:
     """GCP project id."""
     location: str
     """A zone (zonal cluster: one control plane) or a region (regional: replicated control plane)."""
+    region: str
+    """The location's region: where the Secrets' KMS key lives (GKE wants it in the cluster's region)."""
     regional: bool
     """True when location is a region: node_zones then spread the nodes."""
     node_zones: tuple[str, ...]
@@ -53,6 +61,17 @@ class GkeClusterArgs:
     """When true, `pulumi destroy` (and a replacement) of the cluster fails until it is turned off."""
     labels: dict[str, str]
     """GCP labels on the cluster and the nodes, for cost reports."""
+    private_nodes: bool = False
+    """Nodes with internal addresses only; the control plane keeps its public endpoint. No Cloud NAT is
+    made: images must come from Artifact Registry (Private Google Access, which GKE turns on)."""
+    master_authorized_networks: tuple[str, ...] = ()
+    """IPv4 CIDRs that may reach the control plane; empty: any address."""
+    secrets_encryption: bool = False
+    """Encrypt Secrets in etcd with a KMS key of this cluster (application-layer encryption)."""
+    maintenance_window: str = ""
+    """Daily start (HH:MM, UTC) of GKE's 4-hour maintenance window; empty: GKE's choice."""
+    maintenance_exclusions: tuple[tuple[str, str], ...] = ()
+    """(first, last) ISO days, UTC, without upgrades; GKE takes them only with a window."""
     apis: tuple[str, ...] = CLUSTER_APIS
     """Project APIs to enable before anything else (CLUSTER_APIS plus what the caller's other
     components need), so `pulumi up` works on a fresh project."""
@@ -105,11 +124,13 @@ class GkeCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: GkeClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ha-celery:index:GkeCluster", name, None, opts)
 
-        self.apis = _apis(name, args, pulumi.ResourceOptions(parent=self))
+        apis = (*args.apis, KMS_API) if args.secrets_encryption else args.apis
+        self.apis = _apis(name, args.project, apis, pulumi.ResourceOptions(parent=self))
         # Every GCP call of this component needs one of the APIs enabled first.
         child = pulumi.ResourceOptions(parent=self, depends_on=self.apis)
         node_sa, grants = _node_identity(name, args, child)
-        self.cluster = _cluster(name, args, self, node_sa=node_sa, grants=grants)
+        secrets_key = _secrets_key(name, args, self, child) if args.secrets_encryption else None
+        self.cluster = _cluster(name, args, self, node_sa=node_sa, grants=grants, secrets_key=secrets_key)
         self.node_pool = _node_pool(name, args, self, cluster=self.cluster, node_sa=node_sa, grants=grants)
 
         self.name = self.cluster.name
@@ -118,17 +139,17 @@ class GkeCluster(pulumi.ComponentResource):
         self.register_outputs({"name": self.name, "kubeconfig": self.kubeconfig, "endpoint": self.cluster.endpoint})
 
 
-def _apis(name: str, args: GkeClusterArgs, child: pulumi.ResourceOptions) -> list[gcp.projects.Service]:
+def _apis(name: str, project: str, apis: tuple[str, ...], child: pulumi.ResourceOptions) -> list[gcp.projects.Service]:
     return [
         gcp.projects.Service(
             f"{name}-api-{api.split('.')[0]}",
-            project=args.project,
+            project=project,
             service=api,
             # A destroyed stack must not switch an API off under everything else in the project.
             disable_on_destroy=False,
             opts=child,
         )
-        for api in args.apis
+        for api in apis
     ]
 
 
@@ -155,6 +176,60 @@ def _node_identity(
     return node_sa, grants
 
 
+def _secrets_key(
+    name: str, args: GkeClusterArgs, parent: GkeCluster, child: pulumi.ResourceOptions
+) -> tuple[gcp.kms.CryptoKey, gcp.kms.CryptoKeyIAMMember]:
+    """A KMS key for the Secrets in etcd, usable by GKE's service agent (the cluster waits for the grant).
+
+    Key ring and key are auto-named: GCP never deletes a key ring (and keeps a destroyed key's name),
+    so a stack created again must not reuse the old names.
+    """
+    ring = gcp.kms.KeyRing(f"{name}-secrets", project=args.project, location=args.region, opts=child)
+    key = gcp.kms.CryptoKey(
+        f"{name}-secrets",
+        key_ring=ring.id,
+        purpose="ENCRYPT_DECRYPT",
+        rotation_period=KEY_ROTATION,
+        labels=args.labels,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    number = gcp.organizations.get_project_output(
+        project_id=args.project, opts=pulumi.InvokeOutputOptions(parent=parent, depends_on=parent.apis)
+    ).number
+    grant = gcp.kms.CryptoKeyIAMMember(
+        f"{name}-secrets-gke",
+        crypto_key_id=key.id,
+        role=ENCRYPTER_DECRYPTER,
+        # GKE's service agent, made when the container API is enabled: it encrypts and decrypts.
+        member=number.apply(lambda n: f"serviceAccount:service-{n}@container-engine-robot.iam.gserviceaccount.com"),
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    return key, grant
+
+
+def _maintenance_policy(args: GkeClusterArgs) -> gcp.container.ClusterMaintenancePolicyArgs | None:
+    if not args.maintenance_window:
+        return None
+    return gcp.container.ClusterMaintenancePolicyArgs(
+        daily_maintenance_window=gcp.container.ClusterMaintenancePolicyDailyMaintenanceWindowArgs(
+            start_time=args.maintenance_window
+        ),
+        maintenance_exclusions=[
+            gcp.container.ClusterMaintenancePolicyMaintenanceExclusionArgs(
+                exclusion_name=f"no-upgrades-{first}",
+                start_time=f"{first}T00:00:00Z",
+                # The last day is included: the exclusion ends as the next day starts.
+                end_time=f"{dt.date.fromisoformat(last) + dt.timedelta(days=1)}T00:00:00Z",
+                exclusion_options=gcp.container.ClusterMaintenancePolicyMaintenanceExclusionExclusionOptionsArgs(
+                    scope="NO_UPGRADES"
+                ),
+            )
+            for first, last in args.maintenance_exclusions
+        ]
+        or None,
+    )
+
+
 def _cluster(
     name: str,
     args: GkeClusterArgs,
@@ -162,6 +237,7 @@ def _cluster(
     *,
     node_sa: gcp.serviceaccount.Account,
     grants: list[gcp.projects.IAMMember],
+    secrets_key: tuple[gcp.kms.CryptoKey, gcp.kms.CryptoKeyIAMMember] | None,
 ) -> gcp.container.Cluster:
     return gcp.container.Cluster(
         name,
@@ -188,10 +264,32 @@ def _cluster(
             workload_pool=f"{args.project}.svc.id.goog"
         ),
         enable_shielded_nodes=True,
+        # Private nodes, public control plane (restricted by the authorized networks, if any):
+        # `pulumi up` from outside the VPC still reaches the API server.
+        private_cluster_config=gcp.container.ClusterPrivateClusterConfigArgs(
+            enable_private_nodes=True, enable_private_endpoint=False
+        )
+        if args.private_nodes
+        else None,
+        master_authorized_networks_config=gcp.container.ClusterMasterAuthorizedNetworksConfigArgs(
+            cidr_blocks=[
+                gcp.container.ClusterMasterAuthorizedNetworksConfigCidrBlockArgs(cidr_block=cidr, display_name=cidr)
+                for cidr in args.master_authorized_networks
+            ],
+            # Only the listed networks: not every Compute Engine address of every GCP customer too.
+            gcp_public_cidrs_access_enabled=False,
+        )
+        if args.master_authorized_networks
+        else None,
+        database_encryption=gcp.container.ClusterDatabaseEncryptionArgs(state="ENCRYPTED", key_name=secrets_key[0].id)
+        if secrets_key
+        else None,
+        maintenance_policy=_maintenance_policy(args),
         resource_labels=args.labels,
         opts=pulumi.ResourceOptions(
             parent=parent,
-            depends_on=[*parent.apis, *grants],
+            # The key's grant first: GKE checks it can use the key when it creates the cluster.
+            depends_on=[*parent.apis, *grants, *([secrets_key[1]] if secrets_key else [])],
             # The cluster's nodeConfig is the bootstrap pool's, read back as the first live pool's
             # afterwards (terraform-provider-google#12070, #17511): without this, every up would
             # see a diff in a force-new field and replace the cluster.

@@ -60,4 +60,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         if args.token == "gcp:organizations/getClientConfig:getClientConfig":
             return {"accessToken": f"{MOCK_SECRET_PREFIX}access-token", "project": self.project, "id": "mock"}, []
+        if args.token == "gcp:organizations/getProject:getProject":
+            # A made-up project number: GKE's service agent is named after it.
+            return {"number": "123456789012", "projectId": self.project, "id": f"projects/{self.project}"}, []
         return {}, []

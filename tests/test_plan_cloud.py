@@ -42,6 +42,10 @@ APIS = {
     "containerscanning.googleapis.com",
 }
 IMAGE = "docker-build:index:Image"
+KEY_RING = "gcp:kms/keyRing:KeyRing"
+KEY = "gcp:kms/cryptoKey:CryptoKey"
+KEY_GRANT = "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"
+KMS_API = "cloudkms.googleapis.com"
 REPOSITORY = "gcp:artifactregistry/repository:Repository"
 
 
@@ -390,7 +394,8 @@ def test_components_are_parents_of_their_children(plan: Plan) -> None:
 
 def test_the_program_enables_the_apis_it_uses(plan: Plan) -> None:
     services = plan.of_type(SERVICE)
-    assert {s["inputs"]["service"] for s in services} == APIS
+    # cloudkms only with a Secrets key (prod): an API the stack does not use stays off.
+    assert {s["inputs"]["service"] for s in services} == APIS | ({KMS_API} if plan.of_type(KEY) else set())
     for service in services:
         assert service["parent"] == "ha-celery:index:GkeCluster", service["name"]
         assert service["inputs"]["disableOnDestroy"] is False, f"{service['name']}: destroy must not disable it"
@@ -405,3 +410,89 @@ def test_every_cloud_resource_waits_for_the_apis() -> None:
     for resource in cloud:
         missing = apis - waits_for(resource, graph)
         assert not missing, f"{resource.type} {resource.name} may start before {sorted(n for _, n in missing)}"
+
+
+# --- a hardened cluster: private nodes, authorized networks, Secrets encryption, maintenance -----------
+
+
+def test_prod_cluster_is_hardened(plans: dict[str, Plan]) -> None:
+    cluster = plans["prod"].one(CLUSTER)["inputs"]
+    assert cluster["maintenancePolicy"] == {"dailyMaintenanceWindow": {"startTime": "03:00"}}
+    assert cluster["databaseEncryption"]["state"] == "ENCRYPTED"
+    assert "masterAuthorizedNetworksConfig" not in cluster, "no CIDRs in the prod stack file: nothing to authorize"
+
+
+def test_prod_secrets_are_encrypted_with_a_kms_key(plans: dict[str, Plan]) -> None:
+    prod = plans["prod"]
+    cluster = prod.one(CLUSTER)["inputs"]
+    ring, key, grant = prod.one(KEY_RING), prod.one(KEY), prod.one(KEY_GRANT)
+    assert ring["inputs"]["location"] == cluster["location"] == "us-east1", "GKE wants the key in the cluster's region"
+    assert "name" not in ring["inputs"], "key rings are never deleted: a fixed name fails a re-created stack"
+    assert key["inputs"]["purpose"] == "ENCRYPT_DECRYPT"
+    assert key["inputs"]["rotationPeriod"] == "7776000s"
+    assert key["inputs"]["keyRing"] == f"{ring['name']}-id", "the key belongs to the stack's ring"
+    assert cluster["databaseEncryption"] == {"state": "ENCRYPTED", "keyName": f"{key['name']}-id"}
+    assert grant["inputs"]["cryptoKeyId"] == f"{key['name']}-id"
+    assert grant["inputs"]["role"] == "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+    assert re.fullmatch(
+        r"serviceAccount:service-[0-9]+@container-engine-robot\.iam\.gserviceaccount\.com", grant["inputs"]["member"]
+    ), f"{grant['name']}: GKE's service agent must be the one granted: {grant['inputs']['member']}"
+    for resource in (ring, key, grant):
+        assert resource["parent"] == "ha-celery:index:GkeCluster", resource["name"]
+
+
+def test_the_cluster_waits_for_the_key_grant() -> None:
+    """GKE checks at create time that its service agent can use the key; the key waits for the KMS API."""
+    graph = registered("prod")
+    cluster, grant = one(graph, CLUSTER), one(graph, KEY_GRANT)
+    assert (grant.type, grant.name) in cluster.dependencies, "the cluster would be created before its key is usable"
+    apis = {(r.type, r.name) for r in of_type(graph, SERVICE)}
+    assert any(r.inputs["service"] == KMS_API for r in of_type(graph, SERVICE))
+    for resource in (one(graph, KEY_RING), one(graph, KEY), grant):
+        missing = apis - waits_for(resource, graph)
+        assert not missing, f"{resource.type} {resource.name} may start before {sorted(n for _, n in missing)}"
+
+
+def test_dev_has_no_hardening_by_default(plans: dict[str, Plan]) -> None:
+    dev = plans["dev"]
+    cluster = dev.one(CLUSTER)["inputs"]
+    for field in ("privateClusterConfig", "masterAuthorizedNetworksConfig", "databaseEncryption", "maintenancePolicy"):
+        assert field not in cluster, f"dev cluster: {field} is off unless the stack turns it on"
+    assert not dev.of_type(KEY_RING), "dev pays for no KMS key"
+    assert not dev.of_type(KEY), "dev pays for no KMS key"
+
+
+def test_master_authorized_networks_come_from_the_setting() -> None:
+    graph = registered("dev", ('masterAuthorizedNetworks=["203.0.113.0/24", "198.51.100.7/32"]',))
+    config = one(graph, CLUSTER).inputs["masterAuthorizedNetworksConfig"]
+    assert [b["cidrBlock"] for b in config["cidrBlocks"]] == ["203.0.113.0/24", "198.51.100.7/32"]
+    assert config["gcpPublicCidrsAccessEnabled"] is False, "any Compute Engine address would reach the API server"
+
+
+def test_private_nodes_in_dev_on_request() -> None:
+    graph = registered("dev", ("privateNodes=true", "mirrorRabbitmqImage=true"))
+    cluster = one(graph, CLUSTER).inputs
+    assert cluster["privateClusterConfig"] == {"enablePrivateNodes": True, "enablePrivateEndpoint": False}
+    assert not list(of_type(graph, "gcp:compute/")), "no Cloud NAT or router: images come over Private Google Access"
+
+
+def test_maintenance_window_and_exclusions() -> None:
+    graph = registered(
+        "dev", ('maintenanceWindow="22:30"', 'maintenanceExclusions=["2026-12-20/2027-01-03", "2027-03-01/2027-03-01"]')
+    )
+    policy = one(graph, CLUSTER).inputs["maintenancePolicy"]
+    assert policy["dailyMaintenanceWindow"] == {"startTime": "22:30"}
+    assert policy["maintenanceExclusions"] == [
+        {
+            "exclusionName": "no-upgrades-2026-12-20",
+            "startTime": "2026-12-20T00:00:00Z",
+            "endTime": "2027-01-04T00:00:00Z",
+            "exclusionOptions": {"scope": "NO_UPGRADES"},
+        },
+        {
+            "exclusionName": "no-upgrades-2027-03-01",
+            "startTime": "2027-03-01T00:00:00Z",
+            "endTime": "2027-03-02T00:00:00Z",
+            "exclusionOptions": {"scope": "NO_UPGRADES"},
+        },
+    ], "the last day is part of the exclusion"

@@ -150,6 +150,64 @@ BAD: list[tuple[str, dict[str, str], dict[str, Any], str, str]] = [
         "ha-celery:machineType",
         "not the Arm families a4x, c4a, n4a, t2a",
     ),
+    # The hardened cluster's settings.
+    ("private-nodes-docker-hub", DEV, {"privateNodes": True}, "ha-celery:privateNodes", "mirrorRabbitmqImage true"),
+    ("private-nodes-not-bool", DEV, {"privateNodes": "yes"}, "ha-celery:privateNodes", "true | false"),
+    ("secrets-encryption-not-bool", DEV, {"secretsEncryption": 1}, "ha-celery:secretsEncryption", "true | false"),
+    (
+        "cidr-not-a-list",
+        DEV,
+        {"masterAuthorizedNetworks": "10.0.0.0/8"},
+        "ha-celery:masterAuthorizedNetworks",
+        "a list",
+    ),
+    ("cidr-host-bits", DEV, {"masterAuthorizedNetworks": ["10.0.0.1/8"]}, "ha-celery:masterAuthorizedNetworks", "IPv4"),
+    ("cidr-anywhere", DEV, {"masterAuthorizedNetworks": ["0.0.0.0/0"]}, "ha-celery:masterAuthorizedNetworks", "not 0."),
+    ("cidr-ipv6", DEV, {"masterAuthorizedNetworks": ["2001:db8::/32"]}, "ha-celery:masterAuthorizedNetworks", "IPv4"),
+    (
+        "cidr-twice",
+        DEV,
+        {"masterAuthorizedNetworks": ["10.0.0.0/8", "10.0.0.0/8"]},
+        "ha-celery:masterAuthorizedNetworks",
+        "distinct",
+    ),
+    ("window-hour-24", DEV, {"maintenanceWindow": "24:00"}, "ha-celery:maintenanceWindow", "HH:MM in UTC"),
+    ("window-am", DEV, {"maintenanceWindow": "3am"}, "ha-celery:maintenanceWindow", "HH:MM in UTC"),
+    (
+        "exclusion-without-window",
+        DEV,
+        {"maintenanceExclusions": ["2026-12-20/2027-01-03"]},
+        "ha-celery:maintenanceExclusions",
+        "unless ha-celery:maintenanceWindow is set",
+    ),
+    (
+        "exclusion-too-long",
+        DEV,
+        {"maintenanceWindow": "03:00", "maintenanceExclusions": ["2026-12-01/2026-12-31"]},
+        "ha-celery:maintenanceExclusions",
+        "at most 30 days",
+    ),
+    (
+        "exclusion-backwards",
+        DEV,
+        {"maintenanceWindow": "03:00", "maintenanceExclusions": ["2027-01-03/2026-12-20"]},
+        "ha-celery:maintenanceExclusions",
+        "FIRST/LAST",
+    ),
+    (
+        "exclusion-not-a-date",
+        DEV,
+        {"maintenanceWindow": "03:00", "maintenanceExclusions": ["2026-02-30/2026-03-02"]},
+        "ha-celery:maintenanceExclusions",
+        "FIRST/LAST",
+    ),
+    (
+        "exclusions-overlap",
+        DEV,
+        {"maintenanceWindow": "03:00", "maintenanceExclusions": ["2026-12-20/2026-12-31", "2026-12-31/2027-01-05"]},
+        "ha-celery:maintenanceExclusions",
+        "not overlapping",
+    ),
 ]
 
 
@@ -162,6 +220,29 @@ def test_bad_value_names_key_value_and_allowed(
     message = str(error.value)
     assert f"{key}: got " in message, message
     assert allowed in message, message
+
+
+def test_hardening_settings() -> None:
+    dev = parse(DEV).cluster
+    assert (dev.private_nodes, dev.master_authorized_networks, dev.secrets_encryption) == (False, (), False)
+    assert (dev.maintenance_window, dev.maintenance_exclusions) == ("", ())
+    hardened = parse(
+        DEV,
+        privateNodes=True,
+        mirrorRabbitmqImage=True,
+        masterAuthorizedNetworks=["203.0.113.0/24", "198.51.100.7/32"],
+        secretsEncryption=True,
+        maintenanceWindow="03:00",
+        maintenanceExclusions=["2026-12-20/2027-01-18"],
+    ).cluster
+    assert hardened.private_nodes
+    assert hardened.master_authorized_networks == ("203.0.113.0/24", "198.51.100.7/32")
+    assert hardened.secrets_encryption
+    assert hardened.maintenance_window == "03:00"
+    assert hardened.maintenance_exclusions == (("2026-12-20", "2027-01-18"),), "30 days, the last one included"
+    # A broker image already in Artifact Registry needs no mirror.
+    image = "us-east1-docker.pkg.dev/my-project-1/images/rabbitmq:4.3.6-management"
+    assert parse(DEV, privateNodes=True, brokerImage=image).cluster.private_nodes
 
 
 @pytest.mark.parametrize("project", [None, "", "My_Project"])
