@@ -369,17 +369,14 @@ class KubeCluster:
         sts = self._statefulset_of(pod)
         if sts is None or pod.ordinal is None:
             raise KubeError(f"pod {name!r} has no claims: it is not a StatefulSet pod")
-        with self._lock:
-            self._held.add(name)
         try:
-            self.running(name).kill_hard()
-            poll(lambda: name not in self.pods, timeout, f"{name} to be gone", interval=0.2)
+            # Down (and kept down) first: a claim is emptied only while no pod uses it.
+            self.power_off(name, timeout)
             for claim in sts.claims:
                 self._volumes.wipe_claim(sts.name, claim.name, pod.ordinal)
             self._event(name, "DiskLost", f"claims {[c.name for c in sts.claims]} emptied")
         finally:
-            with self._lock:
-                self._held.discard(name)
+            self.power_on(name)
 
     def freeze(self, name: str, frozen: bool = True) -> None:
         """Stop (SIGSTOP) or resume (SIGCONT) every process of a pod's container: it keeps its
