@@ -1,0 +1,58 @@
+"""Metric names and ports read on both sides of the scrape: the worker that exports them, the
+alert rules and dashboard that query them, the scrape objects the cloud program writes and the
+Prometheus the local drills run.
+
+The worker exports from inside its own process (``prometheus-client``, no task events) with no
+per-task and no per-pod labels of its own: Prometheus adds ``pod``/``instance`` at scrape time, so
+an autoscaled Deployment does not multiply series beyond one set per live pod.
+Broker metrics are RabbitMQ's own (``rabbitmq_prometheus``), named there, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+WORKER_METRICS_PORT: Final = 9808
+"""The worker pod's ``/metrics`` port (the port celery-exporter made familiar)."""
+WORKER_METRICS_PORT_NAME: Final = "metrics"
+BROKER_METRICS_PORT_NAME: Final = "prometheus"
+"""Container port names: the scrape objects select ports by name, not number."""
+BROKER_METRICS_PATH: Final = "/metrics"
+BROKER_DETAILED_METRICS_PATH: Final = "/metrics/detailed"
+"""Per-object endpoint: queue depth and consumers per queue without the cost of per-object mode
+on the aggregated endpoint."""
+BROKER_DETAILED_FAMILIES: Final[tuple[str, ...]] = ("queue_coarse_metrics", "queue_consumer_count")
+
+PREFIX: Final = "ha_celery_worker_"
+
+TASKS_RECEIVED: Final = f"{PREFIX}tasks_received_total"
+TASKS_SUCCEEDED: Final = f"{PREFIX}tasks_succeeded_total"
+TASKS_FAILED: Final = f"{PREFIX}tasks_failed_total"
+TASKS_RETRIED: Final = f"{PREFIX}tasks_retried_total"
+TASKS_REJECTED: Final = f"{PREFIX}tasks_rejected_total"
+"""Counters, as exposed (prometheus-client appends ``_total`` to a Counter's base name)."""
+TASK_RUNTIME: Final = f"{PREFIX}task_runtime_seconds"
+"""Histogram of task run time (``_bucket``, ``_sum``, ``_count``)."""
+BROKER_CONNECTED: Final = f"{PREFIX}broker_connected"
+"""Gauge: 1 while the worker's consumer holds a broker connection, 0 while it reconnects."""
+BROKER_RECONNECTS: Final = f"{PREFIX}broker_reconnects_total"
+"""Counter: consumer restarts after a lost connection (a storm means flapping brokers or network)."""
+RESERVED_TASKS: Final = f"{PREFIX}reserved_tasks"
+ACTIVE_TASKS: Final = f"{PREFIX}active_tasks"
+"""Gauges: prefetched but not started; running now."""
+LAST_HEARTBEAT: Final = f"{PREFIX}last_heartbeat_timestamp_seconds"
+"""Gauge: Unix time of the health step's last heartbeat (the liveness file's mtime)."""
+
+WORKER_METRICS: Final[tuple[str, ...]] = (
+    TASKS_RECEIVED,
+    TASKS_SUCCEEDED,
+    TASKS_FAILED,
+    TASKS_RETRIED,
+    TASKS_REJECTED,
+    TASK_RUNTIME,
+    BROKER_CONNECTED,
+    BROKER_RECONNECTS,
+    RESERVED_TASKS,
+    ACTIVE_TASKS,
+    LAST_HEARTBEAT,
+)
