@@ -85,11 +85,11 @@ class AlertTiming:
     """A memory or disk alarm blocks every publisher; one minute rules out a single spike."""
     dlq_for_s: float = 60
     """Dead-lettered tasks never leave by themselves; the delay only absorbs a scrape gap."""
-    backlog_window_s: float = 600
-    """Window over which the task queue's ready count must have grown."""
     backlog_for_s: float = 300
-    """A worker Deployment rolls out, or reconnects after a failover (``FAILOVER_WINDOW_S``, 60 s),
-    well within five minutes; a backlog growing longer with no consumer is not that."""
+    """Ready tasks with no consumer on the task queue: a worker Deployment rolls out, or reconnects
+    after a failover (``FAILOVER_WINDOW_S``, 60 s), well within five minutes. With no consumer
+    the backlog can only grow, so the rule needs no growth test; one would resolve the alert as
+    soon as publishing stopped, with every task still waiting."""
     heartbeat_max_age_s: float = 120
     """A worker's last heartbeat older than this is missing: it beats every 5 s while connected,
     and a failover (60 s) pauses it; the liveness probe restarts at 90 s. The worker's beat is not
@@ -123,7 +123,7 @@ class AlertTiming:
                 f" {self.min_heartbeat_age_s} s (the worker's beat interval plus two scrapes), or a healthy"
                 " worker looks silent"
             )
-        for window in ("backlog_window_s", "reconnect_window_s", "unacked_window_s", "membership_lookback_s"):
+        for window in ("reconnect_window_s", "unacked_window_s", "membership_lookback_s"):
             if getattr(self, window) < 2 * self.scrape_interval_s:
                 raise ValueError(
                     f"AlertTiming.{window}: got {getattr(self, window)} s; allowed: at least two scrape intervals"
@@ -191,7 +191,10 @@ def rule_groups(timing: AlertTiming = PRODUCTION, *, broker_nodes: int = DEFAULT
     dlq = f'queue="{wire.DEAD_LETTER_QUEUE}"'
     replicas = 'count by (vhost, queue) (rabbitmq_detailed_queue_info{queue_type="rabbit_quorum_queue"})'
     step = duration(t.evaluation_interval_s)
-    finished = "|".join(("succeeded", "failed", "retried", "rejected"))
+    finished = " + ".join(
+        f"(sum(increase({name}{{{worker}}}[{duration(t.unacked_window_s)}])) or vector(0))"
+        for name in (metrics.TASKS_SUCCEEDED, metrics.TASKS_FAILED, metrics.TASKS_RETRIED, metrics.TASKS_REJECTED)
+    )
 
     broker_rules = [
         _rule(
@@ -271,12 +274,10 @@ def rule_groups(timing: AlertTiming = PRODUCTION, *, broker_nodes: int = DEFAULT
         _rule(
             BACKLOG_WITHOUT_CONSUMER,
             f"(sum by (vhost, queue) (rabbitmq_detailed_queue_messages_ready{{{task_queue}}}) > 0)"
-            f" and (sum by (vhost, queue) (delta(rabbitmq_detailed_queue_messages_ready{{{task_queue}}}"
-            f"[{duration(t.backlog_window_s)}])) > 0)"
             f" and (sum by (vhost, queue) (rabbitmq_detailed_queue_consumers{{{task_queue}}}) == 0)",
             for_s=t.backlog_for_s,
             severity="critical",
-            summary="The task queue grows and no worker consumes it",
+            summary="Tasks are waiting and no worker consumes the task queue",
             description="{{ $value }} ready tasks and no consumer on the queue: tasks are accepted but"
             " nothing runs them.",
             runbook="kubectl -n ha-celery get deploy celery-worker and the worker logs (broker connection,"
@@ -286,8 +287,11 @@ def rule_groups(timing: AlertTiming = PRODUCTION, *, broker_nodes: int = DEFAULT
             UNACKED_STUCK,
             f"(min_over_time((sum by (vhost, queue) (rabbitmq_detailed_queue_messages_unacked{{{task_queue}}}))"
             f"[{duration(t.unacked_window_s)}:{step}]) > 0)"
-            f' unless on () (sum(increase({{__name__=~"{metrics.PREFIX}tasks_({finished})_total",{worker}}}'
-            f"[{duration(t.unacked_window_s)}])) > 0)",
+            # ... over a whole window: a young series (a Prometheus just started) proves nothing yet.
+            f" and (sum by (vhost, queue) (rabbitmq_detailed_queue_messages_unacked{{{task_queue}}}"
+            f" offset {duration(t.unacked_window_s)}) > 0)"
+            # One sum per counter: increase() drops the name, so their series would collide in one.
+            f" unless on () (({finished}) > 0)",
             for_s=t.unacked_for_s,
             severity="warning",
             summary="Delivered tasks stay unacked and no task finishes",
@@ -314,7 +318,7 @@ def rule_groups(timing: AlertTiming = PRODUCTION, *, broker_nodes: int = DEFAULT
             f" > {RECONNECT_STORM_COUNT}",
             for_s=t.reconnect_for_s,
             severity="warning",
-            summary="Worker {{ $labels.instance }} reconnected {{ $value | humanize }} times",
+            summary="Worker {{ $labels.instance }} keeps reconnecting to the broker",
             description=f"More than {RECONNECT_STORM_COUNT} broker reconnects of one worker in"
             f" {duration(t.reconnect_window_s)}: a flapping broker node or network.",
             runbook="Check the broker nodes' restarts and the network (kubectl get events); worker logs show"
