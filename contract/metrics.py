@@ -15,6 +15,7 @@ from typing import Final
 WORKER_METRICS_PORT: Final = 9808
 """The worker pod's ``/metrics`` port (the port celery-exporter made familiar)."""
 WORKER_METRICS_PORT_NAME: Final = "metrics"
+WORKER_METRICS_PATH: Final = "/metrics"
 BROKER_METRICS_PORT_NAME: Final = "prometheus"
 """Container port names: the scrape objects select ports by name, not number."""
 BROKER_METRICS_PATH: Final = "/metrics"
