@@ -120,7 +120,7 @@ class AlertTiming:
         if self.heartbeat_max_age_s < self.min_heartbeat_age_s:
             raise ValueError(
                 f"AlertTiming.heartbeat_max_age_s: got {self.heartbeat_max_age_s} s; allowed: at least"
-                f" {self.min_heartbeat_age_s} s (the worker's beat interval plus two scrapes), or a healthy"
+                f" {self.min_heartbeat_age_s} s (two of the worker's beat intervals plus two scrapes), or a healthy"
                 " worker looks silent"
             )
         for window in ("reconnect_window_s", "unacked_window_s", "membership_lookback_s"):
@@ -132,9 +132,10 @@ class AlertTiming:
 
     @property
     def min_heartbeat_age_s(self) -> float:
-        """The youngest heartbeat age that may count as missing: the worker's own beat interval
-        (``HEALTH_HEARTBEAT_INTERVAL_S``, not ours to compress) plus two scrapes."""
-        return timing.HEALTH_HEARTBEAT_INTERVAL_S + 2 * self.scrape_interval_s
+        """The youngest heartbeat age that may count as missing: two of the worker's own beat
+        intervals (``HEALTH_HEARTBEAT_INTERVAL_S``, not ours to compress; one beat late on a busy
+        machine is not a silent worker) plus two scrapes."""
+        return 2 * timing.HEALTH_HEARTBEAT_INTERVAL_S + 2 * self.scrape_interval_s
 
     def compressed(self, factor: float) -> AlertTiming:
         """The same timing ``factor`` times faster (every field divided by it), e.g. for drills whose
@@ -143,7 +144,7 @@ class AlertTiming:
         if not (math.isfinite(factor) and factor >= 1):
             raise ValueError(f"compressed(factor): got {factor!r}; allowed: a finite number >= 1")
         scaled = {f.name: round(getattr(self, f.name) / factor, 3) for f in fields(self)}
-        floor = timing.HEALTH_HEARTBEAT_INTERVAL_S + 2 * scaled["scrape_interval_s"]
+        floor = 2 * timing.HEALTH_HEARTBEAT_INTERVAL_S + 2 * scaled["scrape_interval_s"]
         scaled["heartbeat_max_age_s"] = max(scaled["heartbeat_max_age_s"], floor)
         return replace(self, **scaled)
 

@@ -403,7 +403,7 @@ def test_compressed_divides_every_field_but_keeps_the_heartbeat_age_above_the_be
     assert drill.backlog_for_s == PRODUCTION.backlog_for_s / 60
     assert drill.membership_lookback_s == 60
     # 120 s / 60 = 2 s would call a worker that beats every 5 s silent.
-    assert drill.heartbeat_max_age_s == drill.min_heartbeat_age_s == 6
+    assert drill.heartbeat_max_age_s == drill.min_heartbeat_age_s == 11
     assert PRODUCTION.compressed(1) == PRODUCTION
 
 
@@ -413,7 +413,7 @@ def test_compressed_divides_every_field_but_keeps_the_heartbeat_age_above_the_be
         ({"node_down_for_s": -1}, "node_down_for_s"),
         ({"scrape_interval_s": 0}, "scrape_interval_s"),
         ({"reconnect_window_s": 30}, "reconnect_window_s"),
-        ({"heartbeat_max_age_s": 10}, "heartbeat_max_age_s"),
+        ({"heartbeat_max_age_s": 60}, "heartbeat_max_age_s"),
         ({"dlq_for_s": float("nan")}, "dlq_for_s"),
     ],
 )
