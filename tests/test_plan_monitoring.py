@@ -189,3 +189,24 @@ def test_operator_labels_parse() -> None:
         "my-project-1",
     )
     assert s.monitoring.operator_labels == (("release", "kps"), ("team", "ops"))
+
+
+def test_component_args_refuse_labels_nothing_carries() -> None:
+    from components.monitoring import MonitoringArgs
+
+    with pytest.raises(ValueError, match="operator_labels"):
+        MonitoringArgs(
+            namespace="ha-celery",
+            collection=MetricsCollection.MANAGED,
+            broker_selector={"a": "b"},
+            worker_selector={"c": "d"},
+            operator_labels={"release": "kps"},
+        )
+    with pytest.raises(ValueError, match="broker_nodes"):
+        MonitoringArgs(
+            namespace="ha-celery",
+            collection=MetricsCollection.NONE,
+            broker_selector={"a": "b"},
+            worker_selector={"c": "d"},
+            broker_nodes=0,
+        )
