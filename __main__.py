@@ -5,14 +5,17 @@ import pulumi_kubernetes as k8s
 
 import settings
 from components.gke import CLUSTER_APIS, GkeCluster, GkeClusterArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.rabbitmq import RabbitMQCluster, RabbitMQClusterArgs
 from components.registry import Registry, RegistryArgs
 from components.workers import CeleryWorkers, CeleryWorkersArgs
 from contract import timing
 from contract.wire import AMQP_PORT
+from monitoring.scrape import MetricsCollection
 
 config = settings.load()
 labels = {"app": "ha-celery", "stack": config.stack, "environment": config.environment.value}
+managed_prometheus = config.monitoring.collection is MetricsCollection.MANAGED
 
 gke = GkeCluster(
     f"ha-celery-{config.stack}",
@@ -36,9 +39,16 @@ gke = GkeCluster(
         secrets_encryption=config.cluster.secrets_encryption,
         maintenance_window=config.cluster.maintenance_window,
         maintenance_exclusions=config.cluster.maintenance_exclusions,
+        managed_prometheus=managed_prometheus,
         # The cluster's APIs and the Registry's, all enabled by the program: a fresh project works.
-        # containerscanning: the Registry's vulnerability scanning (its repository inherits it).
-        apis=(*CLUSTER_APIS, "artifactregistry.googleapis.com", "containerscanning.googleapis.com"),
+        # containerscanning: the Registry's vulnerability scanning (its repository inherits it);
+        # monitoring: where managed collection writes and its rule evaluator reads.
+        apis=(
+            *CLUSTER_APIS,
+            "artifactregistry.googleapis.com",
+            "containerscanning.googleapis.com",
+            *(("monitoring.googleapis.com",) if managed_prometheus else ()),
+        ),
     ),
 )
 
@@ -104,6 +114,20 @@ workers = CeleryWorkers(
     opts=pulumi.ResourceOptions(provider=gke.provider, depends_on=[broker.statefulset]),
 )
 
+monitoring = Monitoring(
+    "monitoring",
+    MonitoringArgs(
+        namespace=namespace.metadata["name"],
+        collection=config.monitoring.collection,
+        broker_selector=broker.pod_selector,
+        worker_selector=workers.pod_selector,
+        broker_nodes=config.broker.replicas,
+        operator_labels=dict(config.monitoring.operator_labels),
+        dashboard=config.monitoring.dashboard,
+    ),
+    opts=k8s_opts,
+)
+
 pulumi.export("cluster_name", gke.name)
 pulumi.export("kubeconfig", gke.kubeconfig)
 pulumi.export("registry_url", registry.url)
@@ -114,3 +138,4 @@ pulumi.export("broker_hosts", broker.hosts)
 pulumi.export("broker_service", broker.service_name)
 pulumi.export("broker_credentials_secret", broker.credentials_secret)
 pulumi.export("worker_deployment", workers.deployment_name)
+pulumi.export("monitoring_objects", monitoring.object_names)

@@ -26,6 +26,7 @@ import yaml
 
 from contract.image import ImagePlatforms
 from contract.wire import MAX_CONCURRENCY, SCHEDULER_RUN_PATTERN, Autoscaling
+from monitoring.scrape import MetricsCollection
 
 PROJECT = "ha-celery"
 PROJECT_FILE = Path(__file__).with_name("Pulumi.yaml")
@@ -66,6 +67,13 @@ PD_ONLY_FAMILIES = frozenset({"e2", "n1", "f1", "g1", "t2a"})
 # Arm (arm64) families: Tau T2A (Ampere Altra), C4A and N4A (Axion), A4X (NVIDIA Grace). Every
 # other family is x86-64. Machines of these run only images built for linux/arm64.
 ARM_FAMILIES = frozenset({"t2a", "c4a", "n4a", "a4x"})
+
+
+# Kubernetes label keys (optional DNS-subdomain prefix, a name of at most 63) and values.
+LABEL_KEY_RE = re.compile(
+    r"^(?:[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE_RE = re.compile(r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
 E = TypeVar("E", bound=StrEnum)
@@ -233,6 +241,17 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class MonitoringSettings:
+    collection: MetricsCollection
+    """managed (default: GKE's own Managed Service for Prometheus, no Prometheus to run),
+    prometheus-operator, or none."""
+    operator_labels: tuple[tuple[str, str], ...]
+    """(key, value) labels on the prometheus-operator objects, for its selectors."""
+    dashboard: bool
+    """Ship the Grafana dashboard ConfigMap."""
+
+
+@dataclass(frozen=True)
 class Settings:
     stack: str
     environment: Environment
@@ -240,6 +259,7 @@ class Settings:
     registry: RegistrySettings
     broker: BrokerSettings
     workers: WorkerSettings
+    monitoring: MonitoringSettings
 
     @property
     def production(self) -> bool:
@@ -342,13 +362,20 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None, secret_ke
     _arm_machines(r, cluster.machine_type, registry.image_platforms)
     broker = _broker(r)
     workers = _workers(r)
+    monitoring = _monitoring(r)
     _cross_field_rules(r, environment is Environment.PROD, cluster, broker, workers)
     _hardening_rules(r, cluster, registry, broker)
     _unknown_keys(r, raw)
     if r.problems:
         raise SettingsError(r.problems)
     return Settings(
-        stack=stack, environment=environment, cluster=cluster, registry=registry, broker=broker, workers=workers
+        stack=stack,
+        environment=environment,
+        cluster=cluster,
+        registry=registry,
+        broker=broker,
+        workers=workers,
+        monitoring=monitoring,
     )
 
 
@@ -564,6 +591,26 @@ def _workers(r: _Reader) -> WorkerSettings:
         autoscaling=autoscaling,
         autoscaling_max_replicas=max_replicas,
     )
+
+
+def _monitoring(r: _Reader) -> MonitoringSettings:
+    collection = r.choice("metricsCollection", MetricsCollection) or MetricsCollection.MANAGED
+    key = f"{PROJECT}:prometheusOperatorLabels"
+    labels: list[tuple[str, str]] = []
+    for entry in r.strings("prometheusOperatorLabels"):
+        name, sep, value = entry.partition("=")
+        if not sep or not LABEL_KEY_RE.match(name) or not LABEL_VALUE_RE.match(value):
+            r.fail(key, entry, "a list of key=value Kubernetes labels, e.g. [release=kube-prometheus-stack]")
+            return MonitoringSettings(collection, (), r.boolean("grafanaDashboard"))
+        labels.append((name, value))
+    if labels and collection is not MetricsCollection.PROMETHEUS_OPERATOR:
+        r.fail(
+            key,
+            [f"{k}={v}" for k, v in labels],
+            f"empty unless {PROJECT}:metricsCollection is {MetricsCollection.PROMETHEUS_OPERATOR.value}"
+            f" (it is {collection.value}: nothing would carry the labels)",
+        )
+    return MonitoringSettings(collection, tuple(labels), r.boolean("grafanaDashboard"))
 
 
 def _cross_field_rules(

@@ -72,6 +72,10 @@ class GkeClusterArgs:
     """Daily start (HH:MM, UTC) of GKE's 4-hour maintenance window; empty: GKE's choice."""
     maintenance_exclusions: tuple[tuple[str, str], ...] = ()
     """(first, last) ISO days, UTC, without upgrades; GKE takes them only with a window."""
+    managed_prometheus: bool = False
+    """Google Cloud Managed Service for Prometheus managed collection: GKE runs the collectors that
+    read PodMonitoring objects and the evaluator of Rules objects. Off: explicitly off (GKE turns it
+    on by default for new clusters), for clusters scraped by their own Prometheus or not at all."""
     apis: tuple[str, ...] = CLUSTER_APIS
     """Project APIs to enable before anything else (CLUSTER_APIS plus what the caller's other
     components need), so `pulumi up` works on a fresh project."""
@@ -167,6 +171,9 @@ def _node_identity(
     member = node_sa.email.apply(lambda email: f"serviceAccount:{email}")
     # The minimum roles GKE documents for a node service account, plus image pulls.
     roles = ["roles/container.defaultNodeServiceAccount", "roles/artifactregistry.reader"]
+    if args.managed_prometheus:
+        # GKE's managed rule evaluator queries Cloud Monitoring as the node service account.
+        roles.append("roles/monitoring.viewer")
     grants = [
         gcp.projects.IAMMember(
             f"{name}-nodes-{role.split('/')[1]}", project=args.project, role=role, member=member, opts=child
@@ -285,6 +292,11 @@ def _cluster(
         if secrets_key
         else None,
         maintenance_policy=_maintenance_policy(args),
+        monitoring_config=gcp.container.ClusterMonitoringConfigArgs(
+            managed_prometheus=gcp.container.ClusterMonitoringConfigManagedPrometheusArgs(
+                enabled=args.managed_prometheus
+            )
+        ),
         resource_labels=args.labels,
         opts=pulumi.ResourceOptions(
             parent=parent,

@@ -27,6 +27,7 @@ from broker.render import (
     render_rabbitmq_conf,
     setup_script,
 )
+from contract.metrics import BROKER_METRICS_PORT_NAME
 from contract.wire import (
     AMQP_PORT,
     BROKER_USERNAME,
@@ -111,6 +112,8 @@ class RabbitMQCluster(pulumi.ComponentResource):
         _network_policy(name, args, child)
 
         self.service_name = client.metadata["name"]
+        self.pod_selector = _selector(args)
+        """Labels of the broker pods (what scrapes them selects), known without waiting on the cluster."""
         self.hosts = _hosts(args)
         self.credentials_secret = user_secret.metadata["name"]
         self.management_url = _management_url(args, self.password)
@@ -359,7 +362,7 @@ def _container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
         "ports": [
             {"name": "amqp", "container_port": AMQP_PORT},
             {"name": "management", "container_port": MANAGEMENT_PORT},
-            {"name": "prometheus", "container_port": PROMETHEUS_PORT},
+            {"name": BROKER_METRICS_PORT_NAME, "container_port": PROMETHEUS_PORT},
             {"name": "epmd", "container_port": EPMD_PORT},
             {"name": "cluster-links", "container_port": DIST_PORT},
         ],

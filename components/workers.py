@@ -84,6 +84,8 @@ class CeleryWorkers(pulumi.ComponentResource):
         connects = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on if opts else None)
 
         self.deployment = _deployment(name, args, connects)
+        self.pod_selector = _selector(args)
+        """Labels of the worker pods (what scrapes them selects)."""
         _pdb(name, args, child)
         if args.scheduler_enabled:
             _scheduler_job(name, args, connects)

@@ -15,6 +15,7 @@ from typing import Final
 WORKER_METRICS_PORT: Final = 9808
 """The worker pod's ``/metrics`` port (the port celery-exporter made familiar)."""
 WORKER_METRICS_PORT_NAME: Final = "metrics"
+WORKER_METRICS_PATH: Final = "/metrics"
 BROKER_METRICS_PORT_NAME: Final = "prometheus"
 """Container port names: the scrape objects select ports by name, not number."""
 BROKER_METRICS_PATH: Final = "/metrics"
@@ -22,6 +23,14 @@ BROKER_DETAILED_METRICS_PATH: Final = "/metrics/detailed"
 """Per-object endpoint: queue depth and consumers per queue without the cost of per-object mode
 on the aggregated endpoint."""
 BROKER_DETAILED_FAMILIES: Final[tuple[str, ...]] = ("queue_coarse_metrics", "queue_consumer_count")
+
+BROKER_JOB: Final = "rabbitmq"
+BROKER_DETAILED_JOB: Final = "rabbitmq-detailed"
+WORKER_JOB: Final = "celery-worker"
+"""The ``job`` label of each scrape, which the alert rules and the dashboard select on: the GMP
+PodMonitoring's name (GMP sets ``job`` to it and refuses to relabel it), the prometheus-operator
+objects' relabelled ``job`` and the drills' Prometheus ``job_name``. The broker's two endpoints
+are two jobs: on one job both would produce an ``up`` series with the same labels per pod."""
 
 PREFIX: Final = "ha_celery_worker_"
 

@@ -14,7 +14,7 @@ from tests.conftest import Plan
 NEWEST = "1.37.0"
 # Custom resources have no schema in kubernetes-validate; their fields are asserted by the
 # component tests instead.
-CUSTOM_GROUPS = ("keda.sh/",)
+CUSTOM_GROUPS = ("keda.sh/", "monitoring.googleapis.com/", "monitoring.coreos.com/")
 
 
 def target_versions(plan: Plan) -> list[str]:

@@ -40,6 +40,7 @@ APIS = {
     "cloudresourcemanager.googleapis.com",
     "artifactregistry.googleapis.com",
     "containerscanning.googleapis.com",
+    "monitoring.googleapis.com",  # metricsCollection: managed (the default)
 }
 IMAGE = "docker-build:index:Image"
 KEY_RING = "gcp:kms/keyRing:KeyRing"

@@ -14,6 +14,13 @@ import pytest
 from tests.conftest import STACKS, Plan
 
 
+def broker_config_map(plan: Plan) -> dict[str, Any]:
+    """The broker's ConfigMap (the plan also ships the dashboard's)."""
+    found = [c for c in plan.objects("ConfigMap") if c["metadata"]["name"] == "rabbitmq-config"]
+    assert len(found) == 1, f"{plan.stack}: one rabbitmq-config ConfigMap"
+    return found[0]
+
+
 def statefulset(plan: Plan) -> dict[str, Any]:
     found = plan.objects("StatefulSet")
     assert len(found) == 1, f"{plan.stack}: one StatefulSet (the broker)"
@@ -126,7 +133,7 @@ def test_resources_and_memory_override(plans: dict[str, Plan]) -> None:
             resources = container["resources"]
             assert resources["requests"] == resources["limits"], f"{stack}: {container['name']}: Guaranteed QoS"
         limit = int(broker_container(plan)["resources"]["limits"]["memory"].removesuffix("Mi")) * 1024 * 1024
-        conf = plan.object("ConfigMap")["data"]["20-ha-celery.conf"]
+        conf = broker_config_map(plan)["data"]["20-ha-celery.conf"]
         # 20% headroom below the container limit (the cluster operator's), and a small quorum WAL.
         assert f"total_memory_available_override_value = {limit - limit // 5}" in conf, stack
         assert limit <= 2 * 1024**3
@@ -146,14 +153,14 @@ def test_non_root_and_pinned_image(plan: Plan) -> None:
 
 
 def test_rendered_config_is_the_k8s_variant(plan: Plan) -> None:
-    conf = plan.object("ConfigMap")["data"]["20-ha-celery.conf"]
+    conf = broker_config_map(plan)["data"]["20-ha-celery.conf"]
     assert "cluster_formation.peer_discovery_backend = k8s" in conf
     settings_lines = [line for line in conf.splitlines() if line and not line.startswith("#")]
     assert not [line for line in settings_lines if line.startswith("cluster_partition_handling")], (
         "Khepri ignores the key: it must not be set for 4.3"
     )
     assert "loopback_users.guest = true" in conf
-    plugins = plan.object("ConfigMap")["data"]["enabled_plugins"]
+    plugins = broker_config_map(plan)["data"]["enabled_plugins"]
     assert "rabbitmq_peer_discovery_k8s" in plugins
     assert "rabbitmq_prometheus" in plugins
 
@@ -166,7 +173,7 @@ def test_cookie_is_a_file_and_credentials_a_secret(plan: Plan) -> None:
     assert ".erlang.cookie" in cookie_secret[0]["stringData"]
     sources = volumes["rabbitmq-confd-source"]["projected"]["sources"]
     assert any("secret" in s for s in sources), "the default user comes from a Secret"
-    conf_map = plan.object("ConfigMap")["data"]
+    conf_map = broker_config_map(plan)["data"]
     assert "default_pass" not in "".join(conf_map.values())
 
 
@@ -199,7 +206,7 @@ def test_component_outputs(plan: Plan) -> None:
 def test_consumer_timeout_outlasts_the_task_time_limit(plan: Plan) -> None:
     from contract import timing
 
-    conf = plan.object("ConfigMap")["data"]["20-ha-celery.conf"]
+    conf = broker_config_map(plan)["data"]["20-ha-celery.conf"]
     [line] = [ln for ln in conf.splitlines() if ln.startswith("consumer_timeout = ")]
     timeout_ms = int(line.split("=")[1])
     assert timeout_ms >= timing.MIN_CONSUMER_TIMEOUT_MS
@@ -256,7 +263,7 @@ def test_config_checksum_annotation_matches_the_config_map(plan: Plan) -> None:
     from components.rabbitmq import CONFIG_CHECKSUM_ANNOTATION, config_checksum
 
     annotations = statefulset(plan)["spec"]["template"]["metadata"]["annotations"]
-    data = plan.object("ConfigMap")["data"]
+    data = broker_config_map(plan)["data"]
     assert set(data) == {"20-ha-celery.conf", "enabled_plugins", "definitions.json"}
     assert annotations[CONFIG_CHECKSUM_ANNOTATION] == config_checksum(data), plan.stack
 

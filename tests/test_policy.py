@@ -108,7 +108,7 @@ def worker(resources: list[Resource]) -> Resource:
 
 
 def definitions(resources: list[Resource]) -> tuple[Resource, dict[str, Any]]:
-    config = find(resources, CONFIG_MAP)
+    config = find(resources, CONFIG_MAP, "rabbitmq-config")
     return config, json.loads(config.props["data"]["definitions.json"])
 
 
@@ -387,7 +387,7 @@ def test_a_broker_url_with_password_in_env_is_refused(plans: dict[str, Plan]) ->
 
 def test_a_password_in_the_broker_config_map_is_refused(plans: dict[str, Plan]) -> None:
     resources = resources_of(plans["prod"])
-    data = find(resources, CONFIG_MAP).props["data"]
+    data = find(resources, CONFIG_MAP, "rabbitmq-config").props["data"]
     data["20-ha-celery.conf"] += "default_user = celery\ndefault_pass = hunter2\n"
     assert run("no-plain-secrets", resources) == [
         "ConfigMap rabbitmq-config: data['20-ha-celery.conf'] sets 'default_pass' in plain text; put it in a Secret"
@@ -406,7 +406,7 @@ def test_a_user_password_in_the_definitions_is_refused(plans: dict[str, Plan]) -
 
 def test_an_erlang_cookie_key_in_a_config_map_is_refused(plans: dict[str, Plan]) -> None:
     resources = resources_of(plans["dev"])
-    find(resources, CONFIG_MAP).props["data"][".erlang.cookie"] = "abc"
+    find(resources, CONFIG_MAP, "rabbitmq-config").props["data"][".erlang.cookie"] = "abc"
     assert run("no-plain-secrets", resources) == [
         "ConfigMap rabbitmq-config: data key '.erlang.cookie' names a secret; put it in a Secret"
     ]

@@ -375,6 +375,12 @@ TABLES: dict[str, list[Rule]] = {
         *_META,
         _delta("spec.*", "unused", "KEDA is not installed locally"),
     ],
+    # Scrape and rule objects: the drills' own Prometheus scrapes the pods by the same jobs
+    # (contract.metrics) and loads the same rules (monitoring.rules), not these objects.
+    "PodMonitoring": [*_META, _delta("spec.*", "not read locally", "no GMP collector locally")],
+    "Rules": [*_META, _delta("spec.*", "not read locally", "no GMP rule evaluator locally")],
+    "PodMonitor": [*_META, _delta("spec.*", "not read locally", "no prometheus-operator locally")],
+    "PrometheusRule": [*_META, _delta("spec.*", "not read locally", "no prometheus-operator locally")],
     "StorageClass": [
         *_META,
         _delta("provisioner", "no provisioner: claims are host directories", "no cloud disks locally"),

@@ -401,6 +401,9 @@ class Plan:
     storage_classes: list[Json] = field(default_factory=list)
     autoscalers: list[Json] = field(default_factory=list)
     """HorizontalPodAutoscaler, KEDA ScaledObject and TriggerAuthentication: reported, not run."""
+    monitoring: list[Json] = field(default_factory=list)
+    """PodMonitoring, Rules, PodMonitor, PrometheusRule: reported, not run (the drills' Prometheus
+    scrapes the same jobs and loads the same rules from ``monitoring``)."""
     deltas: list[Delta] = field(default_factory=list)
 
     def secret(self, name: str) -> Secret | None:
@@ -819,6 +822,10 @@ def add_object(plan: Plan, obj: Json) -> None:
         "HorizontalPodAutoscaler": plan.autoscalers,
         "ScaledObject": plan.autoscalers,
         "TriggerAuthentication": plan.autoscalers,
+        "PodMonitoring": plan.monitoring,
+        "Rules": plan.monitoring,
+        "PodMonitor": plan.monitoring,
+        "PrometheusRule": plan.monitoring,
     }
     if kind in parsers:
         parse, target = parsers[kind]
