@@ -46,6 +46,7 @@ from app.factory import make_app
 from app.publish import DEFAULT_WINDOW, publish_pipelined
 from bench import ceiling as bench_ceiling
 from bench import pods as bench_pods
+from bench import profile as bench_profile
 from bench import publish as bench_publish
 from bench import workers as bench_workers
 from contract import timing, wire
@@ -55,6 +56,7 @@ from drill.scenarios import Scenario
 from drill.targets import PlanTarget, broker_urls
 from drill.tasks import record_plan
 from harness.cluster import LocalCluster
+from harness.poll import poll
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 SECTIONS: Final = ("publish", "consume", "throughput", "scale", "failover")
@@ -103,6 +105,8 @@ class Sizes:
     failover_tasks: int
     kill_runs: int
     partition: bool
+    same_prefetch: bool
+    """Also run the plan's worker pod with the seed's prefetch (like-for-like beside as-shipped)."""
 
 
 QUICK: Final = Sizes(
@@ -120,6 +124,7 @@ QUICK: Final = Sizes(
     failover_tasks=1_000,
     kill_runs=1,
     partition=False,
+    same_prefetch=False,
 )
 FULL: Final = Sizes(
     publish_rounds=3,
@@ -136,6 +141,7 @@ FULL: Final = Sizes(
     failover_tasks=3_000,
     kill_runs=5,
     partition=True,
+    same_prefetch=True,
 )
 
 
@@ -188,6 +194,15 @@ class Bench:
             "throughput_ha_vs_seed": ratio("throughput_ha_per_s", "throughput_seed_per_s"),
             "throughput_ha_vs_seed_same_pool": ratio("throughput_ha_per_s", "throughput_seed_same_pool_per_s"),
             "throughput_ha_vs_seed_10ms": ratio("throughput_ha_10ms_per_s", "throughput_seed_10ms_per_s"),
+            "throughput_ha_seed_prefetch_vs_seed_same_pool": ratio(
+                "throughput_ha_seed_prefetch_per_s", "throughput_seed_same_pool_per_s"
+            ),
+            "throughput_ha_seed_prefetch_vs_seed_same_pool_10ms": ratio(
+                "throughput_ha_seed_prefetch_10ms_per_s", "throughput_seed_same_pool_10ms_per_s"
+            ),
+            "throughput_ha_seed_prefetch_vs_consume_raw": ratio(
+                "throughput_ha_seed_prefetch_per_s", "consume_raw_per_s"
+            ),
             "throughput_ha_vs_seed_same_pool_10ms": ratio(
                 "throughput_ha_10ms_per_s", "throughput_seed_same_pool_10ms_per_s"
             ),
@@ -384,6 +399,8 @@ def record_throughput(bench: Bench, runs: list[tuple[str, bench_workers.Throughp
         bench.figures[f"throughput_ha{suffix}_per_s"] = median("ha", task_ms)
         bench.figures[f"throughput_seed{suffix}_per_s"] = median("seed", task_ms)
         bench.figures[f"throughput_seed_same_pool{suffix}_per_s"] = median("seed-same-pool", task_ms)
+        if any(label == "ha-seed-prefetch" for label, _ in runs):
+            bench.figures[f"throughput_ha_seed_prefetch{suffix}_per_s"] = median("ha-seed-prefetch", task_ms)
     bench.details["throughput"] = [{"variant": label, **r.to_json()} for label, r in runs]
 
 
@@ -395,6 +412,7 @@ def bench_throughput_section(
     *,
     work: Path,
     sizes: Sizes,
+    profile: Path | None,
     say: Callable[[str], None],
 ) -> None:
     """The plan's worker pod (its own concurrency and prefetch) vs the seed's worker as it ran
@@ -413,18 +431,59 @@ def bench_throughput_section(
             runs.append(
                 ("ha", bench_pods.measure_pod_throughput(target, results, task_ms=task_ms, count=count, say=say))
             )
+            if sizes.same_prefetch:
+                # The plan's pod with the seed's prefetch: what is left is the queue type and late acks.
+                same = bench_pods.measure_pod_throughput(
+                    target,
+                    results,
+                    task_ms=task_ms,
+                    count=count,
+                    say=say,
+                    prefetch_multiplier=bench_workers.SEED_TUNING.prefetch_multiplier,
+                )
+                runs.append(("ha-seed-prefetch", same))
             for label, tuning in seed_variants:
                 run = bench_workers.measure_throughput(
                     Profile.SEED, seed, work / "throughput", task_ms=task_ms, count=count, tuning=tuning, say=say
                 )
                 runs.append((label, run))
     record_throughput(bench, runs)
+    if profile:
+        bench.details["profile_ha_noop"] = profile_ha_noop(target, results, profile, sizes, say)
     bench.details["ha_worker"] = bench_pods.pod_details(target)
     bench.details["seed_worker"] = {"cores": cores, "concurrency": seed_as_it_ran.concurrency, "prefetch": 4}
     # Evidence that the seed really ran its 2018 setup: a classic queue under the ha-all policy.
     bench.details["seed_queue"] = seed_cluster.rabbitmqctl(
         0, "-q", "list_queues", "-p", SEED_VHOST, "name", "type", "policy", "--no-table-headers"
     ).strip()
+
+
+PROFILE_SECONDS: Final = 8
+
+
+def profile_ha_noop(
+    target: PlanTarget, results: Path, out: Path, sizes: Sizes, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """An extra no-op run of the plan's worker pod (not counted in the figures) under py-spy,
+    sampled once it is busy: where the worker's CPU goes."""
+    # Kept beside results.json: the raw stacks (flamegraph.pl / speedscope read them).
+    profiler = bench_profile.Profiler(out / "profile-ha-noop.raw", PROFILE_SECONDS)
+
+    def attach_when_busy(pid: int) -> None:
+        poll(lambda: bench_workers.line_count(results) >= 200, 120, "the profiled worker to be busy", interval=0.1)
+        profiler.attach(pid)
+
+    count = max(sizes.noop_tasks, 3_000) * 2
+    run = bench_pods.measure_pod_throughput(
+        target, results, task_ms=0, count=count, say=say, on_running=attach_when_busy
+    )
+    summary = profiler.finish()
+    summary["throughput_while_profiled_per_s"] = round(run.per_s, 1)
+    for role in ("main", "pool"):
+        part = summary.get(role, {})
+        top = ", ".join(f"{e['function']} {e['share']:.0%}" for e in part.get("self", [])[:4])
+        say(f"profile ({role}, {part.get('samples', 0)} samples): {top}")
+    return summary
 
 
 def record_scale(bench: Bench, rows: list[bench_workers.ScaleRun]) -> None:
@@ -581,6 +640,14 @@ def figure_rows(bench: Bench) -> list[tuple[str, str, str, str]]:
             "throughput",
         )
         add(
+            f"worker throughput, ha pod with the seed's prefetch (4), {what}",
+            f"throughput_ha_seed_prefetch{suffix}_per_s",
+            "/s",
+            f"{_fmt(r[f'throughput_ha_seed_prefetch_vs_seed_same_pool{suffix}'])} x seed with ha's pool"
+            + ("" if suffix else f", {_fmt(r['throughput_ha_seed_prefetch_vs_consume_raw'])} x raw ceiling"),
+            "throughput",
+        )
+        add(
             f"worker throughput, seed (as it ran, 3.10), {what}",
             f"throughput_seed{suffix}_per_s",
             "/s",
@@ -698,7 +765,9 @@ def _boot_in_background(stack: contextlib.ExitStack, cluster: LocalCluster) -> F
     return boot
 
 
-def run(sections: tuple[str, ...], sizes: Sizes, quick: bool, plan: Path, console: Console) -> Bench:
+def run(  # noqa: PLR0917 - one call site, in main
+    sections: tuple[str, ...], sizes: Sizes, quick: bool, plan: Path, profile: Path | None, console: Console
+) -> Bench:
     bench = Bench(quick=quick, sections=sections)
     bench.machine = machine_facts()
 
@@ -739,7 +808,9 @@ def run(sections: tuple[str, ...], sizes: Sizes, quick: bool, plan: Path, consol
         if "consume" in sections:
             bench_consume_section(bench, target, sizes, say)
         if "throughput" in sections and seed_cluster is not None:
-            bench_throughput_section(bench, target, results, seed_cluster, work=work, sizes=sizes, say=say)
+            bench_throughput_section(
+                bench, target, results, seed_cluster, work=work, sizes=sizes, profile=profile, say=say
+            )
         if "scale" in sections:
             bench_scale_section(bench, target, results, work=work, sizes=sizes, say=say)
         if "failover" in sections:
@@ -759,6 +830,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="only the scale section, at N/100, N/10 and N tasks (e.g. 1M)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also sample the plan's worker pod with py-spy (uvx, from PyPI) on no-op tasks: where its CPU goes",
+    )
     parser.add_argument("--plan", type=Path, default=Path("build/plan/dev"), help="the plan to boot (%(default)s)")
     parser.add_argument("--out", type=Path, default=Path("build/bench"), help="results directory (default %(default)s)")
     parser.add_argument(
@@ -772,8 +848,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
     # Workers are started with this environment: make `-A app.celery_app` importable from any cwd.
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    bench = run(sections, sizes, args.quick, args.plan, console)
     args.out.mkdir(parents=True, exist_ok=True)
+    bench = run(sections, sizes, args.quick, args.plan, args.out if args.profile else None, console)
     out = args.out / ("results.json" if args.scale is None else f"results-scale-{args.scale}.json")
     out.write_text(json.dumps(bench.to_json(), indent=2) + "\n")
     print_table(bench, console)

@@ -9,21 +9,24 @@ middle 80 % of completions, as ``bench.workers`` does for the seed's worker proc
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bench.ceiling import steady_rate
 from bench.workers import ScaleRun, ThroughputRun, run_scheduler_cli, wait_drained
+from contract import wire
 from drill import records
 from drill.pod_scenarios import WORKERS
 from drill.runner import empty_results
 from drill.targets import PlanTarget, broker_urls
 from drill.tasks import record_plan
+from harness.kube.cluster import PodAdditions
 from harness.kube.objects import Deployment
 from harness.poll import poll
 
@@ -124,9 +127,24 @@ def _pod_logs(target: PlanTarget) -> str:
 
 
 def measure_pod_throughput(
-    target: PlanTarget, results: Path, *, task_ms: int, count: int, say: Callable[[str], None]
+    target: PlanTarget,
+    results: Path,
+    *,
+    task_ms: int,
+    count: int,
+    say: Callable[[str], None],
+    prefetch_multiplier: int | None = None,
+    on_running: Callable[[int], None] | None = None,
 ) -> ThroughputRun:
-    """Prefill ``count`` record tasks (host publisher, confirmed), then one worker pod of the plan."""
+    """Prefill ``count`` record tasks (host publisher, confirmed), then one worker pod of the plan.
+
+    ``prefetch_multiplier`` overrides the plan's ``WORKER_PREFETCH_MULTIPLIER`` for this run (a
+    delta of the bench's own); ``on_running(pid)`` is called with the pod's main pid once it runs
+    (the profiler attaches there)."""
+    if prefetch_multiplier is not None:
+        override = {wire.ENV_PREFETCH_MULTIPLIER: str(prefetch_multiplier)}
+        with worker_env_override(target, override, "bench: the seed's prefetch, to compare like with like"):
+            return measure_pod_throughput(target, results, task_ms=task_ms, count=count, say=say, on_running=on_running)
     target.stop_workers()
     empty_results(results)
     app, publish = target.publisher()
@@ -139,12 +157,16 @@ def measure_pod_throughput(
     target.cluster.scale(WORKERS, 1)
     try:
         with MemorySampler(target) as memory:
+            if on_running is not None:
+                pid = poll(lambda: next(iter(worker_pids(target)), 0), 120, "the worker pod's process")
+                on_running(pid)
             tally = wait_drained(results, count, lambda: _pod_logs(target), say)
     finally:
         target.stop_workers()
     finished = [r.finished_at for r in records.read(results)[0]]
-    concurrency = int(planned_env(target, "WORKER_CONCURRENCY") or 0)
-    prefetch = int(planned_env(target, "WORKER_PREFETCH_MULTIPLIER") or 0)
+    concurrency = int(planned_env(target, wire.ENV_CONCURRENCY) or 0)
+    added = target.cluster.additions.get(WORKERS.split("/", 1)[1], PodAdditions()).env
+    prefetch = int(added.get(wire.ENV_PREFETCH_MULTIPLIER) or planned_env(target, wire.ENV_PREFETCH_MULTIPLIER) or 0)
     run = ThroughputRun(
         profile="ha",
         task_ms=task_ms,
@@ -214,3 +236,15 @@ def measure_pod_scale(
         f"lost {run.lost}"
     )
     return run
+
+
+@contextlib.contextmanager
+def worker_env_override(target: PlanTarget, env: Mapping[str, str], why: str) -> Iterator[None]:
+    """Worker pods launched inside this block get ``env`` over the plan's (reported as deltas)."""
+    name = WORKERS.split("/", 1)[1]
+    before = target.cluster.additions.get(name, PodAdditions())
+    target.cluster.additions[name] = replace(before, env={**before.env, **env}, why=f"{before.why}; {why}")
+    try:
+        yield
+    finally:
+        target.cluster.additions[name] = before

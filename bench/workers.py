@@ -109,7 +109,7 @@ class ScaleRun:
         }
 
 
-def _line_count(directory: Path) -> int:
+def line_count(directory: Path) -> int:
     # Cheap progress: counting newlines, not parsing JSON (which would cost the workers CPU).
     return sum(path.read_bytes().count(b"\n") for path in directory.glob(f"*{records.RECORD_SUFFIX}"))
 
@@ -140,7 +140,7 @@ def wait_drained(results: Path, expected: int, logs: Callable[[], str], say: Cal
     (then ``logs()``, the workers' log tails, are shown)."""
     seen, last_progress = -1, time.monotonic()
     while True:
-        lines = _line_count(results)
+        lines = line_count(results)
         if lines >= expected:
             tally = records.tally(results)
             if not tally.missing(range(expected)):

@@ -15,6 +15,7 @@ import pytest
 from app.batch import PublishResult
 from bench import __main__ as bench_main
 from bench.ceiling import ConsumeRun, steady_rate
+from bench.profile import summarize
 from bench.publish import PublishBench, RawResult
 from bench.workers import ScaleRun, ThroughputRun
 from drill.runner import DrillOptions, DrillResult
@@ -109,9 +110,11 @@ def test_the_full_run_rewrites_only_between_the_markers(tmp_path: Path) -> None:
     doc.write_text(f"intro\n{bench_main.MARK_BEGIN}\nold table\n{bench_main.MARK_END}\noutro\n")
     bench_main.rewrite_benchmarks_md(doc, quick_bench())
     text = doc.read_text()
-    assert text.startswith("intro\n") and text.endswith("outro\n")
+    assert text.startswith("intro\n")
+    assert text.endswith("outro\n")
     assert "old table" not in text
-    assert "4.3.6" in text and "3.10.8" in text
+    assert "4.3.6" in text
+    assert "3.10.8" in text
     assert "| raw consume-and-ack (prefetch" in text
 
 
@@ -128,3 +131,24 @@ def test_steady_rate_leaves_out_the_first_and_last_tenth() -> None:
     # 100 events, one per 10 ms, plus a straggler 10 s later: the straggler does not count.
     stamps = [i * 0.01 for i in range(100)] + [10.0]
     assert steady_rate(stamps) == pytest.approx(101 * 0.8 / (stamps[90] - stamps[10]))
+
+
+def test_a_py_spy_recording_is_summarised_per_process_role() -> None:
+    site = "/usr/local/lib/python3.11/site-packages"
+    raw = "\n".join(
+        [
+            f'process 10:"celery -A app.celery_app worker";thread (0x1);start ({site}/celery/worker/worker.py:200);'
+            f"drain_events ({site}/kombu/connection.py:300);read_frame ({site}/amqp/transport.py:40) 30",
+            f'process 10:"celery -A app.celery_app worker";thread (0x1);start ({site}/celery/worker/worker.py:200);'
+            f"on_task_received ({site}/celery/worker/consumer/consumer.py:600) 10",
+            f'process 11:"celery -A app.celery_app worker";thread (0x1);trace_task ({site}/celery/app/trace.py:400) 5',
+            "garbage line",
+        ]
+    )
+    summary = summarize(raw, main_pid=10)
+    assert summary["main"]["samples"] == 40
+    assert summary["pool"]["samples"] == 5
+    assert summary["main"]["self"][0] == {"function": "read_frame (amqp/transport.py)", "share": 0.75}
+    inclusive = {e["package"]: e["share"] for e in summary["main"]["inclusive"]}
+    assert inclusive == {"celery/worker": 1.0, "kombu": 0.75, "amqp": 0.75}
+    assert summary["pool"]["inclusive"] == [{"package": "celery/app", "share": 1.0}]
