@@ -833,7 +833,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="also sample the plan's worker pod with py-spy (uvx, from PyPI) on no-op tasks: where its CPU goes",
+        help="sample the plan's worker pod with py-spy (uvx, from PyPI) on no-op tasks: where its CPU goes "
+        "(always in the full run)",
     )
     parser.add_argument("--plan", type=Path, default=Path("build/plan/dev"), help="the plan to boot (%(default)s)")
     parser.add_argument("--out", type=Path, default=Path("build/bench"), help="results directory (default %(default)s)")
@@ -849,12 +850,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Workers are started with this environment: make `-A app.celery_app` importable from any cwd.
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     args.out.mkdir(parents=True, exist_ok=True)
-    bench = run(sections, sizes, args.quick, args.plan, args.out if args.profile else None, console)
+    full = not args.quick and not args.only and args.scale is None
+    # The full run explains its worker-vs-ceiling ratio with a profile; others only when asked.
+    profile = args.out if args.profile or full else None
+    bench = run(sections, sizes, args.quick, args.plan, profile, console)
     out = args.out / ("results.json" if args.scale is None else f"results-scale-{args.scale}.json")
     out.write_text(json.dumps(bench.to_json(), indent=2) + "\n")
     print_table(bench, console)
     console.print(f"results: {out}")
-    if not args.quick and not args.only and args.scale is None:
+    if full:
         rewrite_benchmarks_md(args.markdown, bench)
         console.print(f"table rewritten in {args.markdown}")
     return 0
