@@ -471,7 +471,7 @@ def profile_ha_noop(
 
     def attach_when_busy(pid: int) -> None:
         poll(lambda: bench_workers.line_count(results) >= 200, 120, "the profiled worker to be busy", interval=0.1)
-        profiler.attach(pid)
+        profiler.attach(pid, bench_pods.worker_pids(target))
 
     count = max(sizes.noop_tasks, 3_000) * 2
     run = bench_pods.measure_pod_throughput(
@@ -482,7 +482,10 @@ def profile_ha_noop(
     for role in ("main", "pool"):
         part = summary.get(role, {})
         top = ", ".join(f"{e['function']} {e['share']:.0%}" for e in part.get("self", [])[:4])
-        say(f"profile ({role}, {part.get('samples', 0)} samples): {top}")
+        say(
+            f"profile ({role}, {part.get('samples', 0)} samples, {part.get('waiting_share', 0):.0%} blocked): "
+            f"busy in {top}"
+        )
     return summary
 
 

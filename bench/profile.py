@@ -24,49 +24,69 @@ _LINE = re.compile(r'^process (\d+):"(.*?)";(.*) (\d+)$')
 _FRAME = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
 
 
+WAITS: Final = frozenset({"poll", "_recv", "recv", "read", "select", "sleep", "wait", "acquire", "_poll"})
+"""Leaf functions that block in the kernel (epoll, a pipe or socket read, a lock): py-spy reports
+such samples of a process in another PID namespace as active, so they are split off here by name."""
+
+
 class Profiler:
-    """One py-spy recording of a process tree, started by :meth:`attach` (non-blocking)."""
+    """py-spy recordings of a worker's processes (its main process and each pool process, one
+    ``py-spy record`` each), started by :meth:`attach`, summarised by :meth:`finish`."""
 
     def __init__(self, out: Path, seconds: float) -> None:
         self.out = out
         self.seconds = seconds
         self.main_pid: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
-    def attach(self, pid: int) -> None:
-        self.main_pid = pid
-        self._proc = subprocess.Popen(
-            [
-                *PY_SPY,
-                "record",
-                "--pid",
-                str(pid),
-                "--subprocesses",
-                "--rate",
-                str(RATE_HZ),
-                "--duration",
-                str(int(self.seconds)),
-                "--format",
-                "raw",
-                "--output",
-                str(self.out),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+    def _path(self, pid: int) -> Path:
+        return self.out.with_name(f"{self.out.stem}-{'main' if pid == self.main_pid else pid}{self.out.suffix}")
+
+    def attach(self, main_pid: int, pids: list[int]) -> None:
+        self.main_pid = main_pid
+        for pid in pids:
+            self._procs[pid] = subprocess.Popen(
+                [
+                    *PY_SPY,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    str(RATE_HZ),
+                    "--duration",
+                    str(int(self.seconds)),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(self._path(pid)),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
 
     def finish(self) -> dict[str, Any]:
-        """Wait for the recording; its summary, or why there is none."""
-        if self._proc is None or self.main_pid is None:
+        """Wait for the recordings; their summary, or why there is none."""
+        if not self._procs or self.main_pid is None:
             return {"error": "never attached"}
-        try:
-            _, err = self._proc.communicate(timeout=self.seconds + 120)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            return {"error": "py-spy did not finish"}
-        if self._proc.returncode != 0 or not self.out.exists():
-            return {"error": f"py-spy exited {self._proc.returncode}: {err.decode(errors='replace')[-500:]}"}
-        return summarize(self.out.read_text(errors="replace"), self.main_pid)
+        raw: list[str] = []
+        errors: list[str] = []
+        for pid, proc in self._procs.items():
+            try:
+                _, err = proc.communicate(timeout=self.seconds + 120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                errors.append(f"py-spy on {pid} did not finish")
+                continue
+            path = self._path(pid)
+            if proc.returncode != 0 or not path.exists():
+                errors.append(f"py-spy on {pid} exited {proc.returncode}: {err.decode(errors='replace')[-300:]}")
+                continue
+            # One file per process: tag its stacks with the pid, as --subprocesses would.
+            raw += [f'process {pid}:"";{line}' for line in path.read_text(errors="replace").splitlines() if line]
+        summary = summarize("\n".join(raw), self.main_pid)
+        if errors:
+            summary["errors"] = errors
+        return summary
 
 
 def _short(location: str) -> str:
@@ -86,8 +106,11 @@ def _package(location: str) -> str:
 
 def summarize(raw: str, main_pid: int, top: int = 12) -> dict[str, Any]:
     """Per role (``main``: the worker's consumer process; ``pool``: its children): samples, the
-    top functions by self samples, and the share of samples inside each package."""
+    share whose leaf is a blocking call (:data:`WAITS`), and of the others (busy) the top
+    functions by self samples and the share inside each package."""
     samples: dict[str, int] = Counter()
+    waiting: dict[str, int] = Counter()
+    busy: dict[str, int] = Counter()
     self_time: dict[str, Counter[str]] = {"main": Counter(), "pool": Counter()}
     inclusive: dict[str, Counter[str]] = {"main": Counter(), "pool": Counter()}
     for line in raw.splitlines():
@@ -101,15 +124,21 @@ def summarize(raw: str, main_pid: int, top: int = 12) -> dict[str, Any]:
             continue
         samples[role] += count
         leaf = _FRAME.match(frames[-1])
+        if leaf and leaf[1].rsplit(".", 1)[-1] in WAITS:
+            waiting[role] += count
+            continue
+        busy[role] += count
         self_time[role][f"{leaf[1]} ({_short(leaf[2])})" if leaf else frames[-1]] += count
         packages = {_package(m[2]) for f in frames if (m := _FRAME.match(f))}
         for package in packages:
             inclusive[role][package] += count
     out: dict[str, Any] = {"rate_hz": RATE_HZ}
     for role in ("main", "pool"):
-        total = samples[role] or 1
+        total = busy[role] or 1
         out[role] = {
             "samples": samples[role],
+            "waiting_share": round(waiting[role] / (samples[role] or 1), 3),
+            "busy_samples": busy[role],
             "self": [{"function": f, "share": round(n / total, 3)} for f, n in self_time[role].most_common(top)],
             "inclusive": [{"package": p, "share": round(n / total, 3)} for p, n in inclusive[role].most_common(top)],
         }

@@ -142,12 +142,17 @@ def test_a_py_spy_recording_is_summarised_per_process_role() -> None:
             f'process 10:"celery -A app.celery_app worker";thread (0x1);start ({site}/celery/worker/worker.py:200);'
             f"on_task_received ({site}/celery/worker/consumer/consumer.py:600) 10",
             f'process 11:"celery -A app.celery_app worker";thread (0x1);trace_task ({site}/celery/app/trace.py:400) 5',
+            f'process 11:"celery -A app.celery_app worker";thread (0x1);_recv ({site}/billiard/connection.py:10) 15',
             "garbage line",
         ]
     )
     summary = summarize(raw, main_pid=10)
     assert summary["main"]["samples"] == 40
-    assert summary["pool"]["samples"] == 5
+    assert summary["main"]["waiting_share"] == 0.0
+    # A pool process blocked reading its pipe is waiting, not working.
+    assert summary["pool"]["samples"] == 20
+    assert summary["pool"]["waiting_share"] == 0.75
+    assert summary["pool"]["busy_samples"] == 5
     assert summary["main"]["self"][0] == {"function": "read_frame (amqp/transport.py)", "share": 0.75}
     inclusive = {e["package"]: e["share"] for e in summary["main"]["inclusive"]}
     assert inclusive == {"celery/worker": 1.0, "kombu": 0.75, "amqp": 0.75}
