@@ -505,9 +505,9 @@ def bench_scale_section(
     record_scale(bench, rows)
 
 
-def _drill_json(result: DrillResult) -> dict[str, Any]:
+def _drill_json(result: DrillResult, keep_pods: bool = False) -> dict[str, Any]:
     data = result.to_json()
-    for bulky in ("versions", "deltas", "pod_events"):
+    for bulky in ("versions", "deltas", *(() if keep_pods else ("pod_events",))):
         data.pop(bulky, None)
     return data
 
@@ -543,7 +543,12 @@ def bench_failover_section(
     runs = []
     for n in range(1, sizes.kill_runs + 1):
         options = DrillOptions(scenario=Scenario.KILL_BROKER, tasks=sizes.failover_tasks, plan=plan)
-        data = _drill_json(_plan_drill(target, results, options, console))
+        result = _plan_drill(target, results, options, console)
+        slow = result.failover_seconds is None or result.failover_seconds >= FAILOVER_KILL_GOAL_S
+        # A slow failover must be explainable afterwards: what the pods went through, what the workers logged.
+        data = _drill_json(result, keep_pods=slow)
+        if slow:
+            data["worker_logs"] = bench_pods.worker_logs(target)
         runs.append(data)
         say(
             f"kill-broker {n}/{sizes.kill_runs}: failover {data['failover_seconds']} s, longest gap "

@@ -118,6 +118,15 @@ class MemorySampler:
         return [{"t": t, "max_rss_kb": m, "sum_rss_kb": s} for t, m, s in self.samples[::step]]
 
 
+def worker_logs(target: PlanTarget, chars: int = 3000) -> dict[str, str]:
+    """The tail of every worker pod's container log."""
+    return {
+        pod.name: pod.worker.log_file.read_text(errors="replace")[-chars:]
+        for pod in target.cluster.pods_of(WORKERS)
+        if pod.worker is not None and pod.worker.log_file.exists()
+    }
+
+
 def _pod_logs(target: PlanTarget) -> str:
     tails = []
     for pod in target.cluster.pods_of(WORKERS):
