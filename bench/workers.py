@@ -1,4 +1,5 @@
-"""Worker benchmarks: throughput of the ha and seed configurations, and scale (1k..100k tasks).
+"""Worker benchmarks on the harness's worker processes (the seed's, on 3.10), and the pieces the
+plan's pods share with them (``bench.pods``): draining, steady rates, the scheduler CLI.
 
 Workers are the drills' ``WorkerPool`` processes (real ``celery worker``), tasks are
 ``drill.tasks.record`` (an append of one line per execution, so completions carry a
@@ -42,20 +43,6 @@ class WorkerTuning:
 
     concurrency: int
     prefetch_multiplier: int
-
-
-def tuning_for(task_ms: int, cores: int) -> WorkerTuning:
-    """The settings this project recommends (WORKER_CONCURRENCY / WORKER_PREFETCH_MULTIPLIER).
-
-    No-op tasks are CPU-bound in the worker itself: one pool process per core, and a deep
-    prefetch so a process never waits a broker round trip for its next message. Tasks that
-    mostly wait (I/O, sleep) need more processes than cores to keep the CPU busy, and less
-    prefetch: reserved messages wait behind running ones and are redelivered if the worker
-    dies.
-    """
-    if task_ms <= 1:
-        return WorkerTuning(concurrency=max(1, cores), prefetch_multiplier=16)
-    return WorkerTuning(concurrency=4 * max(1, cores), prefetch_multiplier=4)
 
 
 SEED_TUNING: Final = WorkerTuning(concurrency=os.cpu_count() or 1, prefetch_multiplier=4)
