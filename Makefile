@@ -74,8 +74,8 @@ test: setup lint typecheck contracts ## everything: gates, unit, integration (re
 demo: setup plan ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, WORKLOAD=plain|eta, CONFIG=ha|seed)
 	$(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --workload $(WORKLOAD) --config $(CONFIG) --plan build/plan/$(STACK)
 
-bench: setup ## benchmarks -> build/bench/results.json (QUICK=1 for the short run)
-	$(PY) -m bench $(if $(QUICK),--quick,)
+bench: setup plan ## the plan of STACK (4.3) vs the seed (3.10) -> build/bench/results.json (QUICK=1: short run; SCALE=1M: scale only)
+	$(PY) -m bench --plan build/plan/$(STACK) $(if $(QUICK),--quick,) $(if $(SCALE),--scale $(SCALE),)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

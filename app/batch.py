@@ -6,10 +6,11 @@ imports the other for its types and callers (the drills, the benchmarks) import 
 
 from __future__ import annotations
 
+import bisect
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, overload
 
 from celery import Celery
 
@@ -48,13 +49,58 @@ class PublishPlan:
         return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{self.run_id}/{self.task_name}/{index}"))
 
 
+class ConfirmedIds(Sequence[str]):
+    """The ids of a plan's confirmed publishes, in plan order, derived instead of stored.
+
+    Every index below ``upto`` except ``unconfirmed``: a publisher publishes its plan in
+    index order, so what it confirmed is a prefix minus what is still in flight or waiting
+    for a retry. Task ids are a function of the plan and the index (:meth:`PublishPlan.task_id`),
+    so the result of a million-task run holds a window's worth of indexes, not a million ids.
+    """
+
+    def __init__(self, plan: PublishPlan, upto: int, unconfirmed: Collection[int] = ()) -> None:
+        skipped = sorted(set(unconfirmed))
+        if skipped and (skipped[0] < 0 or skipped[-1] >= upto):
+            raise ValueError(f"unconfirmed indexes must lie in 0..{upto - 1}, got {skipped[0]}..{skipped[-1]}")
+        self._plan = plan
+        self._upto = upto
+        self._skipped = skipped
+
+    def __len__(self) -> int:
+        return self._upto - len(self._skipped)
+
+    @overload
+    def __getitem__(self, position: int) -> str: ...
+
+    @overload
+    def __getitem__(self, position: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, position: int | slice) -> str | Sequence[str]:
+        if isinstance(position, slice):
+            return [self[i] for i in range(*position.indices(len(self)))]
+        if position < 0:
+            position += len(self)
+        if not 0 <= position < len(self):
+            raise IndexError(f"confirmed publish {position} of {len(self)}")
+        # The plan index of the position-th confirmed one: skip every unconfirmed index at or below it.
+        index = position
+        while (below := bisect.bisect_right(self._skipped, index)) != index - position:
+            index = position + below
+        return self._plan.task_id(index)
+
+    def __iter__(self) -> Iterator[str]:
+        skipped = set(self._skipped)
+        return (self._plan.task_id(i) for i in range(self._upto) if i not in skipped)
+
+
 @dataclass(frozen=True)
 class PublishResult:
     """What a publisher achieved."""
 
     requested: int
-    task_ids: tuple[str, ...] = field(repr=False)
-    """Ids of the confirmed publishes, in plan order (all of them: the index is the ``record`` key)."""
+    task_ids: Sequence[str] = field(repr=False)
+    """Ids of the confirmed publishes, in plan order (all of them: the index is the ``record`` key);
+    the publishers return a :class:`ConfirmedIds`, which derives them from the plan."""
     seconds: float
     error: str | None = None
     """Why publishing stopped early; ``None`` if every publish was confirmed."""

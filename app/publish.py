@@ -40,7 +40,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -49,7 +49,7 @@ from celery import Celery
 from kombu import Connection, Producer, Queue
 from kombu.exceptions import OperationalError
 
-from app.batch import ProgressCallback, PublishPlan, PublishResult
+from app.batch import ConfirmedIds, ProgressCallback, PublishPlan, PublishResult
 from contract import timing
 
 logger = logging.getLogger(__name__)
@@ -144,9 +144,13 @@ class ConfirmWindow:
                 settled.append(index)
         return settled
 
+    def pending(self) -> list[int]:
+        """The indexes in flight (sent, not yet settled), in publish order."""
+        return [self._index_of[tag] for tag in self._order if tag in self._index_of]
+
     def abandon(self) -> list[int]:
         """End this channel's window: the unconfirmed indexes in publish order (to republish)."""
-        pending = [self._index_of[tag] for tag in self._order if tag in self._index_of]
+        pending = self.pending()
         self._index_of.clear()
         self._order.clear()
         self._next_tag = 1
@@ -227,8 +231,10 @@ class _Pipeline:
         self.on_progress = on_progress
         self.confirm_timeout_s = confirm_timeout_s
         self.outage_budget_s = outage_budget_s
-        self.task_ids = [plan.task_id(index) for index in range(plan.count)]
-        self.is_confirmed = bytearray(plan.count)
+        # O(window), not O(tasks): ids are derived from the plan when published, and an index
+        # is confirmed iff it is below ``fresh`` and neither in the window nor in ``retry``
+        # (each index is in at most one of them: see _confirmed). A million-task Job must
+        # not hold a million ids.
         self.confirmed = 0
         self.window = ConfirmWindow(window)
         self.route = TaskRoute.of(app, plan)
@@ -287,10 +293,10 @@ class _Pipeline:
                     conn.collect()
 
     def result(self, started: float, error: str | None) -> PublishResult:
-        ids = tuple(tid for tid, ok in zip(self.task_ids, self.is_confirmed, strict=True) if ok)
+        unconfirmed = {*self.window.pending(), *self.retry}
         return PublishResult(
             self.plan.count,
-            ids,
+            ConfirmedIds(self.plan, self.fresh, unconfirmed),
             time.monotonic() - started,
             error,
             republished=self.republished,
@@ -359,7 +365,7 @@ class _Pipeline:
     def _publish(self, producer: Producer, index: int) -> None:
         args, kwargs = self.plan.arguments(index)
         message = self._create(
-            self.task_ids[index],
+            self.plan.task_id(index),
             self.plan.task_name,
             args,
             kwargs,
@@ -443,12 +449,13 @@ class _Pipeline:
 
     # ------------------------------------------------------------- callbacks ----
 
-    def _confirmed(self, indexes: Iterable[int]) -> None:
-        fresh = 0
-        for index in indexes:
-            if not self.is_confirmed[index]:
-                self.is_confirmed[index] = 1
-                fresh += 1
+    def _confirmed(self, indexes: list[int]) -> None:
+        # The window settles a tag once, and an index leaves it (acked, nacked into ``retry``, or
+        # abandoned into ``retry`` at a failover) before it can be published again: an acked
+        # index is one never confirmed before.
+        fresh = len(indexes)
+        if self.confirmed + fresh > self.plan.count:
+            raise PublishError(f"bookkeeping error: {self.confirmed + fresh} confirms for {self.plan.count} tasks")
         self._last_confirm = time.monotonic()
         if fresh:
             self.confirmed += fresh

@@ -34,7 +34,7 @@ from celery import Celery
 from kombu import Producer
 
 from app import tasks
-from app.batch import ProgressCallback, Publisher, PublishPlan, PublishResult
+from app.batch import ConfirmedIds, ProgressCallback, Publisher, PublishPlan, PublishResult
 from app.config import ConfigError, from_env
 from app.factory import make_app
 from app.publish import publish_pipelined
@@ -74,19 +74,22 @@ def publish_confirmed(app: Celery, plan: PublishPlan, on_progress: ProgressCallb
     retry policy handles by reconnecting (to the next URL) and republishing.
     Stops at the first publish that still fails after the retry policy.
     """
-    task_ids: list[str] = []
+    # A count, not a list of ids: the confirmed ones are a prefix of the plan (ConfirmedIds).
+    confirmed = 0
     started = time.monotonic()
     try:
         with app.producer_or_acquire() as producer:
             for index in range(plan.count):
                 # Explicit: the seed's plain Celery app has no default bound of its own.
-                task_ids.append(send_one(app, plan, index, producer, confirm_timeout=timing.PUBLISH_CONFIRM_TIMEOUT_S))
-                on_progress(len(task_ids))
+                send_one(app, plan, index, producer, confirm_timeout=timing.PUBLISH_CONFIRM_TIMEOUT_S)
+                confirmed += 1
+                on_progress(confirmed)
     except Exception as exc:
         # Anything (connection errors after all retries, nacks, timeouts) ends the run
         # and is reported: the caller decides; nothing is swallowed.
-        return PublishResult(plan.count, tuple(task_ids), time.monotonic() - started, f"{type(exc).__name__}: {exc}")
-    return PublishResult(plan.count, tuple(task_ids), time.monotonic() - started)
+        seconds = time.monotonic() - started
+        return PublishResult(plan.count, ConfirmedIds(plan, confirmed), seconds, f"{type(exc).__name__}: {exc}")
+    return PublishResult(plan.count, ConfirmedIds(plan, confirmed), time.monotonic() - started)
 
 
 PUBLISHERS: Final[Mapping[str, Publisher]] = MappingProxyType(

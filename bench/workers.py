@@ -1,4 +1,5 @@
-"""Worker benchmarks: throughput of the ha and seed configurations, and scale (1k..100k tasks).
+"""Worker benchmarks on the harness's worker processes (the seed's, on 3.10), and the pieces the
+plan's pods share with them (``bench.pods``): draining, steady rates, the scheduler CLI.
 
 Workers are the drills' ``WorkerPool`` processes (real ``celery worker``), tasks are
 ``drill.tasks.record`` (an append of one line per execution, so completions carry a
@@ -16,13 +17,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from app.config import from_env
 from app.factory import make_app
 from app.publish import publish_pipelined
+from bench.ceiling import steady_rate
 from contract import wire
 from drill import records
 from drill.profiles import SCRUBBED_ENV_PREFIXES, Profile, ProfileRuntime
@@ -32,7 +34,7 @@ from harness.workers import WorkerPool
 STALL_TIMEOUT_S = 60.0
 """Give up on a run when no task completed for this long."""
 READY_TIMEOUT_S = 90.0
-SCHEDULER_TIMEOUT_S = 900.0
+SCHEDULER_TIMEOUT_S = 1800.0
 
 
 @dataclass(frozen=True)
@@ -41,20 +43,6 @@ class WorkerTuning:
 
     concurrency: int
     prefetch_multiplier: int
-
-
-def tuning_for(task_ms: int, cores: int) -> WorkerTuning:
-    """The settings this project recommends (WORKER_CONCURRENCY / WORKER_PREFETCH_MULTIPLIER).
-
-    No-op tasks are CPU-bound in the worker itself: one pool process per core, and a deep
-    prefetch so a process never waits a broker round trip for its next message. Tasks that
-    mostly wait (I/O, sleep) need more processes than cores to keep the CPU busy, and less
-    prefetch: reserved messages wait behind running ones and are redelivered if the worker
-    dies.
-    """
-    if task_ms <= 1:
-        return WorkerTuning(concurrency=max(1, cores), prefetch_multiplier=16)
-    return WorkerTuning(concurrency=4 * max(1, cores), prefetch_multiplier=4)
 
 
 SEED_TUNING: Final = WorkerTuning(concurrency=os.cpu_count() or 1, prefetch_multiplier=4)
@@ -96,6 +84,8 @@ class ScaleRun:
     pages with its parent (copy-on-write) that each process counts."""
     duplicates: int
     lost: int
+    worker_memory: list[dict[str, float]] = field(default_factory=list)
+    """The workers' resident memory over the run (sampled: largest process, sum)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,7 +96,7 @@ class ScaleRun:
         }
 
 
-def _line_count(directory: Path) -> int:
+def line_count(directory: Path) -> int:
     # Cheap progress: counting newlines, not parsing JSON (which would cost the workers CPU).
     return sum(path.read_bytes().count(b"\n") for path in directory.glob(f"*{records.RECORD_SUFFIX}"))
 
@@ -132,11 +122,12 @@ def worker_memory_kb(results_dir: Path) -> list[int]:
     return peaks
 
 
-def _wait_drained(results: Path, expected: int, pool: WorkerPool, say: Callable[[str], None]) -> records.Tally:
-    """Wait until every key 0..expected-1 was recorded; bounded by STALL_TIMEOUT_S without progress."""
+def wait_drained(results: Path, expected: int, logs: Callable[[], str], say: Callable[[str], None]) -> records.Tally:
+    """Wait until every key 0..expected-1 was recorded; bounded by STALL_TIMEOUT_S without progress
+    (then ``logs()``, the workers' log tails, are shown)."""
     seen, last_progress = -1, time.monotonic()
     while True:
-        lines = _line_count(results)
+        lines = line_count(results)
         if lines >= expected:
             tally = records.tally(results)
             if not tally.missing(range(expected)):
@@ -145,19 +136,14 @@ def _wait_drained(results: Path, expected: int, pool: WorkerPool, say: Callable[
             seen, last_progress = lines, time.monotonic()
         elif time.monotonic() - last_progress > STALL_TIMEOUT_S:
             say(f"[red]no task completed for {STALL_TIMEOUT_S:.0f}s; stopping this run[/]")
-            for name in pool.alive():
-                say(pool.log_tail(name, 10))
+            say(logs())
             return records.tally(results)
-        time.sleep(0.25)
+        # Counting re-reads every record: at a million lines that is ~100 MB, so look less often.
+        time.sleep(0.25 + lines / 200_000)
 
 
-def _steady_rate(finished: list[float]) -> float:
-    stamps = sorted(finished)
-    if len(stamps) < 10:
-        return 0.0
-    lo, hi = stamps[len(stamps) // 10], stamps[(len(stamps) * 9) // 10]
-    span = hi - lo
-    return (len(stamps) * 0.8) / span if span > 0 else 0.0
+def pool_logs(pool: WorkerPool) -> Callable[[], str]:
+    return lambda: "\n".join(pool.log_tail(name, 10) for name in pool.alive())
 
 
 def fresh_dir(directory: Path) -> Path:
@@ -194,7 +180,7 @@ def measure_throughput(
     pool = WorkerPool(runtime, state)
     try:
         pool.start(1)
-        tally = _wait_drained(results, count, pool, say)
+        tally = wait_drained(results, count, pool_logs(pool), say)
         peak = max(worker_memory_kb(results), default=0)
     finally:
         pool.stop()
@@ -207,7 +193,7 @@ def measure_throughput(
         prefetch_multiplier=tuning.prefetch_multiplier if profile is Profile.HA else None,
         completed=len(tally.keys & frozenset(range(count))),
         duplicates=tally.duplicates,
-        per_s=_steady_rate(finished),
+        per_s=steady_rate(finished),
         worker_peak_rss_kb=peak,
     )
     prefetch = tuning.prefetch_multiplier if profile is Profile.HA else "4 (Celery's default)"
@@ -242,66 +228,24 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int:
         raise TimeoutError(f"the scheduler ran longer than {timeout:.0f}s") from None
 
 
-def measure_scale(
-    urls: tuple[str, ...],
-    work: Path,
-    *,
-    count: int,
-    tuning: WorkerTuning,
-    workers: int,
-    say: Callable[[str], None],
-) -> ScaleRun:
-    """Workers first, then ``python -m app.scheduler`` (the real CLI, default publisher) for
-    ``count`` no-op record tasks; time both sides and read their peak memory."""
-    results = fresh_dir(work / "results")
-    state = fresh_dir(work / "state")
-    runtime = ProfileRuntime(Profile.HA, urls, results, tuning.concurrency, tuning.prefetch_multiplier)
-    pool = WorkerPool(runtime, state)
+def run_scheduler_cli(urls: tuple[str, ...], count: int, log: Path) -> tuple[float, float, int]:
+    """``python -m app.scheduler`` (the real CLI, default publisher; ``drill.scheduler`` adds only the
+    ``record`` task) for ``count`` no-op record tasks: (seconds, epoch start, its own VmHWM in kB)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_ENV_PREFIXES)}
     env[wire.ENV_BROKER_URLS] = ",".join(urls)
-    log = work / f"scheduler-{count}.log"
-    try:
-        names = pool.start(workers)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not all((state / f"{name}.ready").exists() for name in names):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"workers not consuming after {READY_TIMEOUT_S:.0f}s")
-            time.sleep(0.2)
-        started_wall = time.time()
-        started = time.monotonic()
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", _SCHEDULER_WRAPPER, "--count", str(count), "--task", "record"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        status = _wait(proc, SCHEDULER_TIMEOUT_S)
-        publish_seconds = time.monotonic() - started
-        output = log.read_text(errors="replace")
-        if status != 0:
-            raise RuntimeError(f"the scheduler exited {status}: {output[-2000:]}")
-        hwm = re.search(rf"^{re.escape(_HWM_MARK)} (\d+)$", output, re.MULTILINE)
-        scheduler_rss = int(hwm[1]) if hwm else 0
-        tally = _wait_drained(results, count, pool, say)
-        memory = worker_memory_kb(results)
-    finally:
-        pool.stop()
-    finished = [r.finished_at for r in records.read(results)[0]]
-    drain = (max(finished) - started_wall) if finished else float("nan")
-    run = ScaleRun(
-        tasks=count,
-        publish_seconds=publish_seconds,
-        publish_per_s=count / publish_seconds,
-        drain_seconds=drain,
-        scheduler_peak_rss_kb=scheduler_rss,
-        worker_peak_rss_kb=max(memory, default=0),
-        worker_total_rss_kb=sum(memory),
-        duplicates=tally.duplicates,
-        lost=len(tally.missing(range(count))),
-    )
-    say(
-        f"scale {count}: scheduler {run.publish_seconds:.1f}s ({run.scheduler_peak_rss_kb // 1024} MiB), "
-        f"drained in {run.drain_seconds:.1f}s, workers {run.worker_total_rss_kb // 1024} MiB, lost {run.lost}"
-    )
-    return run
+    started_wall = time.time()
+    started = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SCHEDULER_WRAPPER, "--count", str(count), "--task", "record"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    status = _wait(proc, SCHEDULER_TIMEOUT_S)
+    seconds = time.monotonic() - started
+    output = log.read_text(errors="replace")
+    if status != 0:
+        raise RuntimeError(f"the scheduler exited {status}: {output[-2000:]}")
+    hwm = re.search(rf"^{re.escape(_HWM_MARK)} (\d+)$", output, re.MULTILINE)
+    return seconds, started_wall, int(hwm[1]) if hwm else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+import tracemalloc
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,7 +144,7 @@ def test_messages_are_what_send_task_publishes() -> None:
     pipeline._publish(ours, 1)  # type: ignore[arg-type]
     theirs = CapturingProducer()
     args, kwargs = plan.arguments(1)
-    app.send_task(plan.task_name, args, kwargs, task_id=pipeline.task_ids[1], producer=theirs)  # type: ignore[arg-type]
+    app.send_task(plan.task_name, args, kwargs, task_id=plan.task_id(1), producer=theirs)  # type: ignore[arg-type]
 
     [(our_body, our_kw)] = ours.calls
     [(their_body, their_kw)] = theirs.calls
@@ -162,7 +163,7 @@ def test_messages_are_what_send_task_publishes() -> None:
     assert our_kw["exchange"] == "celery"
     assert our_kw["routing_key"] == "celery"
     assert our_kw["headers"]["task"] == tasks.SLEEP_MS
-    assert our_kw["headers"]["id"] == pipeline.task_ids[1]
+    assert our_kw["headers"]["id"] == plan.task_id(1)
     [queue] = pipeline.route.declare
     assert queue.queue_arguments == {"x-queue-type": "quorum"}
 
@@ -498,3 +499,77 @@ def test_the_scheduler_takes_its_run_id_from_the_flag_or_the_job(via: str) -> No
     env = {**URLS_ENV, **({"SCHEDULER_RUN_ID": "r-7"} if via == "env" else {})}
     assert scheduler_main(argv, env, publisher=capture) == 0
     assert seen[0].run_id == "r-7"
+
+
+# ------------------------------------------------------------- memory: O(window) ----
+
+
+class _Tally:
+    """Stands in for ``FakeBroker.stored`` where only the count matters: a list of every id would
+    itself grow with the run and hide the publisher's own memory."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def append(self, _task_id: str) -> None:
+        self.count += 1
+
+    def remove(self, _task_id: str) -> None:
+        self.count -= 1
+
+
+def _publish_peak_bytes(count: int) -> tuple[int, batch.PublishResult]:
+    """Peak memory allocated while publishing ``count`` tasks (result kept), above what was there before."""
+    app = build_app()
+    broker = FakeBroker()
+    tally = _Tally()
+    broker.stored = tally  # type: ignore[assignment]
+    conn = FakeConnection(broker)
+    with_fake_connection(app, conn)
+    plan = PublishPlan(tasks.NOOP, count, run_id="memory")
+    # Celery builds its message machinery on first use: not the publisher's bookkeeping.
+    publish_pipelined(app, PublishPlan(tasks.NOOP, 64, run_id="warm-up"), lambda _: None, window=64)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        result = publish_pipelined(app, plan, lambda _: None, window=64)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.ok, result.error
+    assert tally.count == 64 + count
+    return peak - before, result
+
+
+@pytest.mark.usefixtures("no_backoff")
+def test_the_publishers_memory_does_not_grow_with_the_number_of_tasks() -> None:
+    # Bookkeeping per task (an id string, a flag, a tuple slot: ~100 bytes) would add ~900 kB
+    # between these two runs; O(window) bookkeeping adds nothing that depends on N.
+    small, _ = _publish_peak_bytes(1_000)
+    large, result = _publish_peak_bytes(10_000)
+    assert large - small < 64 * 1024, f"peak {small} B at 1,000 tasks, {large} B at 10,000"
+    assert len(result.task_ids) == 10_000
+    assert result.task_ids[9_999] == PublishPlan(tasks.NOOP, 1, run_id="memory").task_id(9_999)
+
+
+def test_confirmed_ids_are_the_plan_ids_below_upto_minus_the_unconfirmed() -> None:
+    plan = PublishPlan(tasks.NOOP, 50, run_id="ids")
+    rng = random.Random(7)
+    for _ in range(200):
+        upto = rng.randrange(0, 50)
+        unconfirmed = set(rng.sample(range(upto), rng.randrange(0, upto + 1))) if upto else set()
+        expected = [plan.task_id(i) for i in range(upto) if i not in unconfirmed]
+        ids = batch.ConfirmedIds(plan, upto, unconfirmed)
+        assert len(ids) == len(expected)
+        assert list(ids) == expected
+        assert [ids[i] for i in range(len(ids))] == expected
+        assert list(ids[1::2]) == expected[1::2]
+        if expected:
+            assert ids[-1] == expected[-1]
+        with pytest.raises(IndexError):
+            ids[len(expected)]
+
+
+def test_confirmed_ids_refuse_an_unconfirmed_index_past_the_published_ones() -> None:
+    with pytest.raises(ValueError, match=r"0\.\.2"):
+        batch.ConfirmedIds(PublishPlan(tasks.NOOP, 5), 3, {3})
