@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import yaml
 
 from contract.image import ImagePlatforms
-from contract.wire import MAX_CONCURRENCY, SCHEDULER_RUN_PATTERN, Autoscaling
+from contract.wire import GMP_NAMESPACE, MAX_CONCURRENCY, SCHEDULER_RUN_PATTERN, Autoscaling
 
 PROJECT = "ha-celery"
 PROJECT_FILE = Path(__file__).with_name("Pulumi.yaml")
@@ -58,6 +58,8 @@ other names built from the stack are looser: the repository id ``ha-celery-<stac
 cluster and node pool (40, with Pulumi's 8-character suffix) and the label value (63)."""
 # The common subset of GCP's rules for SA ids, Artifact Registry repository ids and label values.
 STACK_RE = re.compile(rf"^[a-z](?:[a-z0-9-]{{0,{STACK_MAX - 2}}}[a-z0-9])?$")
+NAMESPACE_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+"""A Kubernetes namespace name (an RFC 1123 DNS label)."""
 
 # Machine families that attach Hyperdisk only (Compute Engine "disk types" per family).
 HYPERDISK_ONLY_FAMILIES = frozenset({"n4", "c4", "c4a", "c4d", "x4", "a4", "a4x", "m4", "h4d"})
@@ -233,6 +235,15 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    ops_namespace: str
+    """Where an ops-labelled pod reaches the broker's AMQP and management ports."""
+    metrics_namespaces: tuple[str, ...]
+    """Whose pods may scrape the broker's and the workers' metrics ports: gmp-system, plus
+    prometheusNamespace if set."""
+
+
+@dataclass(frozen=True)
 class Settings:
     stack: str
     environment: Environment
@@ -240,6 +251,7 @@ class Settings:
     registry: RegistrySettings
     broker: BrokerSettings
     workers: WorkerSettings
+    network: NetworkSettings
 
     @property
     def production(self) -> bool:
@@ -342,13 +354,20 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None, secret_ke
     _arm_machines(r, cluster.machine_type, registry.image_platforms)
     broker = _broker(r)
     workers = _workers(r)
+    network = _network(r)
     _cross_field_rules(r, environment is Environment.PROD, cluster, broker, workers)
     _hardening_rules(r, cluster, registry, broker)
     _unknown_keys(r, raw)
     if r.problems:
         raise SettingsError(r.problems)
     return Settings(
-        stack=stack, environment=environment, cluster=cluster, registry=registry, broker=broker, workers=workers
+        stack=stack,
+        environment=environment,
+        cluster=cluster,
+        registry=registry,
+        broker=broker,
+        workers=workers,
+        network=network,
     )
 
 
@@ -563,6 +582,21 @@ def _workers(r: _Reader) -> WorkerSettings:
         scheduler_run=_scheduler_run(r),
         autoscaling=autoscaling,
         autoscaling_max_replicas=max_replicas,
+    )
+
+
+def _network(r: _Reader) -> NetworkSettings:
+    allowed = "a Kubernetes namespace name: 1-63 lower-case letters, digits and '-', alphanumeric at both ends"
+    ops = r.string("opsNamespace", allowed)
+    if ops and not NAMESPACE_RE.match(ops):
+        r.fail(f"{PROJECT}:opsNamespace", ops, allowed)
+    prometheus = r._value("prometheusNamespace")
+    if not isinstance(prometheus, str) or (prometheus and not NAMESPACE_RE.match(prometheus)):
+        r.fail(f"{PROJECT}:prometheusNamespace", prometheus, f'"" (none) or {allowed}')
+        prometheus = ""
+    return NetworkSettings(
+        ops_namespace=ops,
+        metrics_namespaces=(GMP_NAMESPACE, *([prometheus] if prometheus and prometheus != GMP_NAMESPACE else [])),
     )
 
 
