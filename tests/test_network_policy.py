@@ -31,6 +31,7 @@ from contract.wire import (
     OPS_LABEL,
     PROMETHEUS_PORT,
 )
+from harness.kube.objects import load_plan
 from tests.conftest import Plan
 
 NS = "ha-celery"
@@ -281,3 +282,20 @@ def test_the_evaluator_reads_namespace_and_pod_selectors_as_the_api_does() -> No
         assert reachable([policy], src, dst, 11) is expected, src.name
     assert not reachable([policy], Pod("b-x", "b", {"x": "1"}), dst, 13)
     assert reachable([policy], Pod("any", "z", {}), Pod("elsewhere", "z", {}), 1)
+
+
+def test_the_pod_runner_reports_every_policy_it_does_not_enforce(plan: Plan) -> None:
+    """The local runs boot these objects without a policy dataplane: that must be a reported delta
+    per NetworkPolicy (DESIGN.md "Honest emulation"), never a silent skip."""
+    names = {
+        f"NetworkPolicy/{o['metadata']['namespace']}/{o['metadata']['name']}"
+        for o in load(plan.directory)
+        if o["kind"] == "NetworkPolicy"
+    }
+    reported = {
+        d.obj
+        for d in load_plan(plan.directory).deltas
+        if d.obj.startswith("NetworkPolicy/") and "not enforced" in d.local
+    }
+    assert names
+    assert reported == names
