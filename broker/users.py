@@ -36,11 +36,11 @@ blank node from ``30-default-user.conf``); no workload mounts its Secret.
 Why rabbitmqctl in the postStart hook, not definitions: a boot-time definitions file suppresses
 the default user (see broker.render), and definitions with users carry password hashes, secret
 material that must not go into a ConfigMap. The hook reads each password from a Secret-mounted
-file, after the definitions import, on every broker start: ``add_user`` reads the password from
-stdin (never on a command line) when the user is new; an existing user gets the Secret's password
-again (``change_password``, the one place it is an argument, inside the broker container whose
+file, after the definitions import, on every broker start: an existing user gets the Secret's
+password again (``change_password``, where it is an argument, inside the broker container whose
 Erlang cookie already grants full control), so a replaced password Secret takes effect when the
-pods roll, and tags and permissions are re-applied from this module.
+pods roll; a new user is created with ``add_user`` reading the password from stdin; the
+monitoring tag and every permission are re-applied from this module.
 """
 
 from __future__ import annotations
@@ -144,17 +144,20 @@ def users_script(vhost: str = DEFAULT_BROKER_VHOST, directory: str = ROLE_PASSWO
     Meant for :func:`broker.render.post_start_script`'s ``then``: it runs after the node has
     booted and uses that script's ``$deadline``. Each user is retried as a whole until the
     deadline (a peer may be restarting; three pods run it at once on a fresh cluster, so
-    ``add_user`` can lose the race and the update path then applies).
+    ``add_user`` can lose the race, and the next round takes the update path).
     """
     lines: list[str] = []
     for user in role_users():
         name, path = shlex.quote(user.username), shlex.quote(password_file(user.username, directory))
         p = user.permissions
+        # Every rabbitmqctl call starts an Erlang VM (seconds on a busy node, and this runs on
+        # every broker start): the common case first, an existing user, so a restart costs one
+        # call for the password and one for the permissions. Not -q on add_user: with it, 4.3's
+        # rabbitmqctl crashes reading the password from stdin (exit 70).
         steps = [
-            # Not -q: with it, 4.3's rabbitmqctl crashes reading the password from stdin (exit 70).
-            f"{{ rabbitmqctl add_user {name} < {path} >/dev/null 2>&1"
-            f' || rabbitmqctl -q change_password {name} "$(cat {path})"; }}',
-            f"rabbitmqctl -q set_user_tags {name} {' '.join(user.tags)}".rstrip(),
+            f'{{ rabbitmqctl -q change_password {name} "$(cat {path})" 2>/dev/null'
+            f" || rabbitmqctl add_user {name} < {path} >/dev/null; }}",
+            *([f"rabbitmqctl -q set_user_tags {name} {' '.join(user.tags)}"] if user.tags else []),
             "rabbitmqctl -q set_permissions -p "
             + " ".join(shlex.quote(v) for v in (vhost, user.username, p.configure, p.write, p.read)),
         ]

@@ -107,6 +107,7 @@ def test_users_script_keeps_passwords_off_and_runs_after_the_import() -> None:
         # New users read their password from stdin; only the update path names it, from the file.
         assert f"rabbitmqctl add_user {user.username} < {password_file(user.username)}" in script
         assert f'change_password {user.username} "$(cat {password_file(user.username)})"' in script
+        assert ("set_user_tags " + user.username in script) == bool(user.tags), user.username
 
 
 WORKER_OWN = [QUEUE_NAME, DELAYED_DELIVERY_EXCHANGE, *(delayed_level(n) for n in range(28)), "celery.pidbox"]
