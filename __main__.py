@@ -10,7 +10,7 @@ from components.rabbitmq import RabbitMQCluster, RabbitMQClusterArgs
 from components.registry import Registry, RegistryArgs
 from components.workers import CeleryWorkers, CeleryWorkersArgs
 from contract import timing
-from contract.wire import AMQP_PORT
+from contract.wire import AMQP_PORT, KEDA_NAMESPACE, Autoscaling
 from monitoring.scrape import MetricsCollection
 
 config = settings.load()
@@ -85,6 +85,9 @@ broker = RabbitMQCluster(
         production=config.production,
         consumer_timeout_ms=timing.CONSUMER_TIMEOUT_MS,
         cluster_name=f"ha-celery-{config.stack}",
+        ops_namespace=config.network.ops_namespace,
+        metrics_namespaces=config.network.metrics_namespaces,
+        keda_namespace=KEDA_NAMESPACE if config.workers.autoscaling is Autoscaling.KEDA else None,
     ),
     opts=k8s_opts,
 )
@@ -96,7 +99,8 @@ workers = CeleryWorkers(
         image=registry.worker_image,
         broker_hosts=broker.hosts,
         broker_port=AMQP_PORT,
-        credentials_secret=broker.credentials_secret,
+        credentials_secret=broker.worker_credentials_secret,
+        scheduler_credentials_secret=broker.scheduler_credentials_secret,
         management_url=broker.management_url,
         replicas=config.workers.replicas,
         concurrency=config.workers.concurrency,
@@ -107,6 +111,8 @@ workers = CeleryWorkers(
         scheduler_run=config.workers.scheduler_run,
         autoscaling=config.workers.autoscaling,
         autoscaling_max_replicas=config.workers.autoscaling_max_replicas,
+        broker_selector=broker.pod_selector,
+        metrics_namespaces=config.network.metrics_namespaces,
     ),
     # Pulumi awaits the StatefulSet until every broker is Ready: workers and the scheduler then
     # connect on their first try instead of crash-looping (or failing the Job) while disks

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import yaml
 
 from contract.image import ImagePlatforms
-from contract.wire import MAX_CONCURRENCY, SCHEDULER_RUN_PATTERN, Autoscaling
+from contract.wire import GMP_NAMESPACE, MAX_CONCURRENCY, SCHEDULER_RUN_PATTERN, Autoscaling
 from monitoring.scrape import MetricsCollection
 
 PROJECT = "ha-celery"
@@ -59,6 +59,8 @@ other names built from the stack are looser: the repository id ``ha-celery-<stac
 cluster and node pool (40, with Pulumi's 8-character suffix) and the label value (63)."""
 # The common subset of GCP's rules for SA ids, Artifact Registry repository ids and label values.
 STACK_RE = re.compile(rf"^[a-z](?:[a-z0-9-]{{0,{STACK_MAX - 2}}}[a-z0-9])?$")
+NAMESPACE_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+"""A Kubernetes namespace name (an RFC 1123 DNS label)."""
 
 # Machine families that attach Hyperdisk only (Compute Engine "disk types" per family).
 HYPERDISK_ONLY_FAMILIES = frozenset({"n4", "c4", "c4a", "c4d", "x4", "a4", "a4x", "m4", "h4d"})
@@ -252,6 +254,15 @@ class MonitoringSettings:
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    ops_namespace: str
+    """Where an ops-labelled pod reaches the broker's AMQP and management ports."""
+    metrics_namespaces: tuple[str, ...]
+    """Whose pods may scrape the broker's and the workers' metrics ports: gmp-system, plus
+    prometheusNamespace if set."""
+
+
+@dataclass(frozen=True)
 class Settings:
     stack: str
     environment: Environment
@@ -260,6 +271,7 @@ class Settings:
     broker: BrokerSettings
     workers: WorkerSettings
     monitoring: MonitoringSettings
+    network: NetworkSettings
 
     @property
     def production(self) -> bool:
@@ -363,6 +375,8 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None, secret_ke
     broker = _broker(r)
     workers = _workers(r)
     monitoring = _monitoring(r)
+    network = _network(r)
+    _scraper_admitted(r, monitoring, network)
     _cross_field_rules(r, environment is Environment.PROD, cluster, broker, workers)
     _hardening_rules(r, cluster, registry, broker)
     _unknown_keys(r, raw)
@@ -376,6 +390,7 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None, secret_ke
         broker=broker,
         workers=workers,
         monitoring=monitoring,
+        network=network,
     )
 
 
@@ -611,6 +626,33 @@ def _monitoring(r: _Reader) -> MonitoringSettings:
             f" (it is {collection.value}: nothing would carry the labels)",
         )
     return MonitoringSettings(collection, tuple(labels), r.boolean("grafanaDashboard"))
+
+
+def _network(r: _Reader) -> NetworkSettings:
+    allowed = "a Kubernetes namespace name: 1-63 lower-case letters, digits and '-', alphanumeric at both ends"
+    ops = r.string("opsNamespace", allowed)
+    if ops and not NAMESPACE_RE.match(ops):
+        r.fail(f"{PROJECT}:opsNamespace", ops, allowed)
+    prometheus = r._value("prometheusNamespace")
+    if not isinstance(prometheus, str) or (prometheus and not NAMESPACE_RE.match(prometheus)):
+        r.fail(f"{PROJECT}:prometheusNamespace", prometheus, f'"" (none) or {allowed}')
+        prometheus = ""
+    return NetworkSettings(
+        ops_namespace=ops,
+        metrics_namespaces=(GMP_NAMESPACE, *([prometheus] if prometheus and prometheus != GMP_NAMESPACE else [])),
+    )
+
+
+def _scraper_admitted(r: _Reader, monitoring: MonitoringSettings, network: NetworkSettings) -> None:
+    """The NetworkPolicies admit metrics scrapes from gmp-system and prometheusNamespace only, so an
+    operator's Prometheus with no namespace named would be refused on every scrape, silently."""
+    if monitoring.collection is MetricsCollection.PROMETHEUS_OPERATOR and len(network.metrics_namespaces) < 2:
+        r.fail(
+            f"{PROJECT}:prometheusNamespace",
+            "",
+            f"the namespace the operator's Prometheus runs in, when {PROJECT}:metricsCollection is"
+            f" {MetricsCollection.PROMETHEUS_OPERATOR.value} (the NetworkPolicies admit scrapes from it only)",
+        )
 
 
 def _cross_field_rules(

@@ -463,8 +463,10 @@ Longer than a whole-cluster restart takes (Khepri waits up to 10 x 30 s for its 
 hook makes the kubelet kill the container, which would throw that recovery away."""
 
 
-def post_start_script(definitions_path: str, deadline_s: int = BOOT_DEADLINE_S) -> str:
-    """The broker container's postStart hook: wait for the node, then import the definitions.
+def post_start_script(definitions_path: str, deadline_s: int = BOOT_DEADLINE_S, then: str = "") -> str:
+    """The broker container's postStart hook: wait for the node, import the definitions, then ``then``.
+
+    ``then`` (e.g. :func:`broker.users.users_script`) runs after the import and may use ``$deadline``.
 
     Kubernetes runs the hook as soon as the container starts, before the Erlang VM has even
     registered with epmd, and ``rabbitmqctl await_startup`` then fails at once (exit 69,
@@ -483,6 +485,7 @@ def post_start_script(definitions_path: str, deadline_s: int = BOOT_DEADLINE_S) 
         '  [ "$(date +%s)" -lt "$deadline" ] || { echo "definitions not imported in time" >&2; exit 1; }\n'
         "  sleep 2\n"
         "done\n"
+        f"{then}"
     )
 
 

@@ -3,8 +3,9 @@
 Modelled on what the RabbitMQ Cluster Operator generates, without the operator: fixed
 object names (node identities derive from them), a headless Service that publishes
 not-ready pods, Parallel pod management, conf.d files rendered by ``broker/`` (the same
-renderer the local drills boot from), a generated user and Erlang cookie in Secrets, a
-quorum-safe drain on shutdown, a PDB and a NetworkPolicy.
+renderer the local drills boot from), generated users (an administrator for operators, one
+user per client role, see broker.users) and Erlang cookie in Secrets, a quorum-safe drain on
+shutdown, a PDB and a NetworkPolicy.
 """
 
 from __future__ import annotations
@@ -27,19 +28,27 @@ from broker.render import (
     render_rabbitmq_conf,
     setup_script,
 )
+from broker.users import role_users, users_script
 from contract.metrics import BROKER_METRICS_PORT_NAME
 from contract.wire import (
     AMQP_PORT,
     BROKER_USERNAME,
+    CLI_DIST_PORTS,
     CLIENT_LABEL,
     DEFINITIONS_PATH,
     DIST_PORT,
     EPMD_PORT,
+    GMP_NAMESPACE,
     MANAGEMENT_PORT,
+    NAMESPACE_NAME_LABEL,
     OPS_LABEL,
     PROMETHEUS_PORT,
     RABBITMQ_UID,
+    ROLE_PASSWORDS_DIR,
+    BrokerRole,
     management_url,
+    role_secret_name,
+    role_username,
 )
 
 GRACE_SECONDS = 600
@@ -73,6 +82,15 @@ class RabbitMQClusterArgs:
     """Broker-side limit on an unacked delivery; must exceed the workers' task time limit."""
     cluster_name: str
     """Shown in the management UI and on metrics."""
+    ops_namespace: str = "ha-celery"
+    """Namespace whose pods labelled ``ha-celery/ops=true`` reach AMQP and the management API; the
+    label counts nowhere else (any namespace's owner could set it)."""
+    metrics_namespaces: tuple[str, ...] = (GMP_NAMESPACE,)
+    """Namespaces whose pods may scrape the broker's metrics port (GKE managed Prometheus's
+    collectors run in gmp-system)."""
+    keda_namespace: str | None = None
+    """KEDA's namespace, whose pods may read the management API (its rabbitmq trigger); None
+    when the workers are not autoscaled by KEDA."""
     name: str = "rabbitmq"
     """Fixed object name: node names (rabbit@rabbitmq-0.rabbitmq-nodes...) derive from it, so
     Pulumi auto-naming would give every deploy a new cluster and orphan the data."""
@@ -82,11 +100,17 @@ class RabbitMQCluster(pulumi.ComponentResource):
     """StorageClass, Secrets, ConfigMap, Services, StatefulSet, PDB and NetworkPolicy of the broker."""
 
     statefulset: k8s.apps.v1.StatefulSet
+    pod_selector: dict[str, str]
+    """Labels that select the broker pods (for other components' NetworkPolicies)."""
     service_name: pulumi.Output[str]
     hosts: pulumi.Output[list[str]]
     credentials_secret: pulumi.Output[str]
+    """The administrator's Secret (operators only: no workload mounts it)."""
+    worker_credentials_secret: pulumi.Output[str]
+    scheduler_credentials_secret: pulumi.Output[str]
     password: pulumi.Output[str]
     management_url: pulumi.Output[str]
+    """The management API's URL with the monitoring user's credentials (secret)."""
 
     def __init__(self, name: str, args: RabbitMQClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ha-celery:index:RabbitMQCluster", name, None, opts)
@@ -95,10 +119,12 @@ class RabbitMQCluster(pulumi.ComponentResource):
         storage_class = _storage_class(name, args, child)
         self.password, cookie = _passwords(name, child)
         user_secret, cookie_secret = _secrets(name, args, self.password, cookie, child)
+        role_passwords = _role_passwords(name, child)
+        role_secrets = _role_secrets(name, args, role_passwords, child)
         config_files = _config_files(args)
         config_map = _config_map(name, args, config_files, child)
         headless, client = _services(name, args, child)
-        pod_spec = _pod_spec(args, _volumes(cookie_secret, config_map, user_secret))
+        pod_spec = _pod_spec(args, _volumes(cookie_secret, config_map, user_secret, role_secrets))
         self.statefulset = _statefulset(
             name,
             args,
@@ -116,12 +142,16 @@ class RabbitMQCluster(pulumi.ComponentResource):
         """Labels of the broker pods (what scrapes them selects), known without waiting on the cluster."""
         self.hosts = _hosts(args)
         self.credentials_secret = user_secret.metadata["name"]
-        self.management_url = _management_url(args, self.password)
+        self.worker_credentials_secret = role_secrets[BrokerRole.WORKER].metadata["name"]
+        self.scheduler_credentials_secret = role_secrets[BrokerRole.SCHEDULER].metadata["name"]
+        self.management_url = _management_url(args, role_passwords[BrokerRole.MONITORING])
         self.register_outputs(
             {
                 "service_name": self.service_name,
                 "hosts": self.hosts,
                 "credentials_secret": self.credentials_secret,
+                "worker_credentials_secret": self.worker_credentials_secret,
+                "scheduler_credentials_secret": self.scheduler_credentials_secret,
                 "password": self.password,
                 "management_url": self.management_url,
             }
@@ -233,6 +263,34 @@ def _secrets(
     return user_secret, cookie_secret
 
 
+def _role_passwords(name: str, child: pulumi.ResourceOptions) -> dict[BrokerRole, pulumi.Output[str]]:
+    # Kept like the default password (see _passwords): the broker pods take a new value only when
+    # they restart (their postStart hook), so a replaced one would lock the clients out until then.
+    keep = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=list(RANDOM_PASSWORD_INPUTS)))
+    return {
+        role: pulumi.Output.secret(
+            random.RandomPassword(f"{name}-{role.value}-password", length=32, special=False, opts=keep).result
+        )
+        for role in BrokerRole
+    }
+
+
+def _role_secrets(
+    name: str, args: RabbitMQClusterArgs, passwords: dict[BrokerRole, pulumi.Output[str]], child: pulumi.ResourceOptions
+) -> dict[BrokerRole, k8s.core.v1.Secret]:
+    """One Secret per role: a pod mounts the one of its own role, never another's or the admin's."""
+    return {
+        role: k8s.core.v1.Secret(
+            f"{name}-{role.value}-user",
+            metadata=_metadata(role_secret_name(args.name, role), args),
+            type="Opaque",
+            string_data={"username": role_username(role), "password": password},
+            opts=child,
+        )
+        for role, password in passwords.items()
+    }
+
+
 def _config_files(args: RabbitMQClusterArgs) -> dict[str, str]:
     config = BrokerConfig(
         version=RabbitVersion.V4_3,
@@ -338,7 +396,8 @@ def _lifecycle() -> k8s.core.v1.LifecycleArgsDict:
     return {
         # Definitions (DLX, dead-letter queue, policy) after boot: importing them
         # at boot would skip creating the default user (see broker.render).
-        "post_start": {"exec_": {"command": ["sh", "-c", post_start_script(DEFINITIONS_PATH)]}},
+        # Then the role users from their Secrets (see broker.users for why not as definitions).
+        "post_start": {"exec_": {"command": ["sh", "-c", post_start_script(DEFINITIONS_PATH, then=users_script())]}},
         # Leave only when every quorum queue keeps a majority without this node,
         # then hand leadership and clients over before the process stops.
         "pre_stop": {
@@ -390,6 +449,7 @@ def _container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
             {"name": "rabbitmq-home", "mount_path": "/var/lib/rabbitmq"},
             {"name": "rabbitmq-confd", "mount_path": "/etc/rabbitmq/conf.d"},
             {"name": "ha-celery-files", "mount_path": "/etc/ha-celery"},
+            {"name": "role-passwords", "mount_path": ROLE_PASSWORDS_DIR},
         ],
     }
 
@@ -439,7 +499,10 @@ def _cookie_setup_container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerA
 
 
 def _volumes(
-    cookie_secret: k8s.core.v1.Secret, config_map: k8s.core.v1.ConfigMap, user_secret: k8s.core.v1.Secret
+    cookie_secret: k8s.core.v1.Secret,
+    config_map: k8s.core.v1.ConfigMap,
+    user_secret: k8s.core.v1.Secret,
+    role_secrets: dict[BrokerRole, k8s.core.v1.Secret],
 ) -> list[k8s.core.v1.VolumeArgsDict]:
     return [
         {"name": "rabbitmq-home", "empty_dir": {}},
@@ -475,6 +538,21 @@ def _volumes(
             "config_map": {
                 "name": config_map.metadata["name"],
                 "items": [{"key": "definitions.json", "path": "definitions.json"}],
+            },
+        },
+        {
+            # Each role's password as a file named after its user (broker.users.password_file).
+            "name": "role-passwords",
+            "projected": {
+                "sources": [
+                    {
+                        "secret": {
+                            "name": role_secrets[user.role].metadata["name"],
+                            "items": [{"key": "password", "path": user.username}],
+                        }
+                    }
+                    for user in role_users()
+                ],
             },
         },
     ]
@@ -599,10 +677,32 @@ def _pdb(name: str, args: RabbitMQClusterArgs, child: pulumi.ResourceOptions) ->
     )
 
 
+def _tcp(port: int) -> k8s.networking.v1.NetworkPolicyPortArgsDict:
+    return {"protocol": "TCP", "port": port}
+
+
+def namespaces_peer(namespaces: tuple[str, ...]) -> k8s.networking.v1.NetworkPolicyPeerArgsDict:
+    """A NetworkPolicy peer: every pod of these namespaces (by their immutable name label)."""
+    return {
+        "namespace_selector": {
+            "match_expressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": list(namespaces)}]
+        }
+    }
+
+
 def _network_policy(
     name: str, args: RabbitMQClusterArgs, child: pulumi.ResourceOptions
 ) -> k8s.networking.v1.NetworkPolicy:
     selector = _selector(args)
+    ops: k8s.networking.v1.NetworkPolicyPeerArgsDict = {
+        # Both selectors in one peer: an ops-labelled pod counts only in the ops namespace.
+        "namespace_selector": {"match_labels": {NAMESPACE_NAME_LABEL: args.ops_namespace}},
+        "pod_selector": {"match_labels": {OPS_LABEL: "true"}},
+    }
+    management_from = [ops]
+    if args.keda_namespace is not None:
+        # KEDA's rabbitmq trigger reads queue depth from the management API (the monitoring user).
+        management_from.append(namespaces_peer((args.keda_namespace,)))
     return k8s.networking.v1.NetworkPolicy(
         f"{name}-netpol",
         metadata=_metadata(args.name, args),
@@ -611,26 +711,25 @@ def _network_policy(
             "policy_types": ["Ingress"],
             "ingress": [
                 {
-                    "from_": [
-                        {"pod_selector": {"match_labels": {CLIENT_LABEL: "true"}}},
-                        {"namespace_selector": {}, "pod_selector": {"match_labels": {OPS_LABEL: "true"}}},
-                    ],
-                    "ports": [{"protocol": "TCP", "port": AMQP_PORT}, {"protocol": "TCP", "port": MANAGEMENT_PORT}],
+                    # A podSelector alone means this namespace: the workers and the scheduler.
+                    "from_": [{"pod_selector": {"match_labels": {CLIENT_LABEL: "true"}}}, ops],
+                    "ports": [_tcp(AMQP_PORT)],
                 },
+                {"from_": management_from, "ports": [_tcp(MANAGEMENT_PORT)]},
                 {
+                    # Clustering: epmd, the node's distribution port, and the ports the CLI tools
+                    # of a peer pod listen on while they talk to this node. Only between brokers.
+                    # AMQP too: a blank seed's init container probes its peers' AMQP port to join
+                    # a running cluster instead of founding a second one (broker.render.setup_script).
                     "from_": [{"pod_selector": {"match_labels": selector}}],
-                    "ports": [{"protocol": "TCP", "port": EPMD_PORT}, {"protocol": "TCP", "port": DIST_PORT}],
+                    "ports": [
+                        _tcp(AMQP_PORT),
+                        _tcp(EPMD_PORT),
+                        _tcp(DIST_PORT),
+                        {"protocol": "TCP", "port": CLI_DIST_PORTS[0], "end_port": CLI_DIST_PORTS[1]},
+                    ],
                 },
-                {
-                    # KEDA's rabbitmq trigger reads queue depth from the management API.
-                    "from_": [{"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "keda"}}}],
-                    "ports": [{"protocol": "TCP", "port": MANAGEMENT_PORT}],
-                },
-                {
-                    # Scrapers live in their own namespaces (GKE managed Prometheus: gmp-system).
-                    "from_": [{"namespace_selector": {}}],
-                    "ports": [{"protocol": "TCP", "port": PROMETHEUS_PORT}],
-                },
+                {"from_": [namespaces_peer(args.metrics_namespaces)], "ports": [_tcp(PROMETHEUS_PORT)]},
             ],
         },
         opts=child,

@@ -8,11 +8,15 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.rabbitmq import namespaces_peer
 from contract import timing, wire
+from contract.metrics import WORKER_METRICS_PORT
 from contract.wire import (
     CLIENT_LABEL,
     ENV_SCHEDULER_RUN_ID,
+    GMP_NAMESPACE,
     JOB_UID_FIELD,
+    NAMESPACE_NAME_LABEL,
     SCHEDULER_RUN_PATTERN,
     WORKER_UID,
     Autoscaling,
@@ -34,9 +38,12 @@ class CeleryWorkersArgs:
     broker_port: int
     """AMQP port of the broker pods."""
     credentials_secret: pulumi.Input[str]
-    """Secret with `username` and `password` keys (the broker component's)."""
+    """The worker user's Secret, `username` and `password` keys (the broker component's)."""
+    scheduler_credentials_secret: pulumi.Input[str]
+    """The scheduler user's Secret, same keys: the scheduler Job publishes only."""
     management_url: pulumi.Input[str]
-    """http://user:password@host:15672/ (secret): KEDA's rabbitmq trigger reads queue depth there."""
+    """http://user:password@host:15672/ (secret, the monitoring user): KEDA's rabbitmq trigger
+    reads queue depth there."""
     replicas: int
     """Worker pods (the minimum when autoscaling)."""
     concurrency: int
@@ -57,6 +64,11 @@ class CeleryWorkersArgs:
     """Id of the scheduler's batch (a DNS label, at most 32 characters): the Job runs once per id.
     A new id is a new Job with the current image and count (the previous one is deleted); a code
     deploy with the same id leaves the finished Job alone."""
+    broker_selector: dict[str, str] | None = None
+    """Labels of the broker pods: the only pods (besides DNS) the workers and the scheduler may
+    connect to. None: no egress restriction (a broker outside this cluster)."""
+    metrics_namespaces: tuple[str, ...] = (GMP_NAMESPACE,)
+    """Namespaces whose pods may scrape the workers' metrics port; nothing else reaches a worker."""
     queue: str = wire.QUEUE_NAME
     """The task queue the workers consume (and KEDA measures)."""
     name: str = "celery-worker"
@@ -90,6 +102,7 @@ class CeleryWorkers(pulumi.ComponentResource):
         if args.scheduler_enabled:
             _scheduler_job(name, args, connects)
         _autoscaling(name, args, child)
+        _network_policy(name, args, child)
 
         app = args.name
         self.deployment_name = self.deployment.metadata.apply(lambda m: m["name"] if m else app)
@@ -118,17 +131,17 @@ def _metadata(args: CeleryWorkersArgs, component: str = "worker") -> k8s.meta.v1
     return {"name": args.name, "namespace": args.namespace, "labels": _labels(args.name, component)}
 
 
-def _broker_env(args: CeleryWorkersArgs) -> list[k8s.core.v1.EnvVarArgsDict]:
+def _broker_env(args: CeleryWorkersArgs, credentials_secret: pulumi.Input[str]) -> list[k8s.core.v1.EnvVarArgsDict]:
     return [
         {"name": wire.ENV_BROKER_HOSTS, "value": pulumi.Output.from_input(args.broker_hosts).apply(",".join)},
         {"name": wire.ENV_BROKER_PORT, "value": str(args.broker_port)},
         {
             "name": wire.ENV_BROKER_USER,
-            "value_from": {"secret_key_ref": {"name": args.credentials_secret, "key": "username"}},
+            "value_from": {"secret_key_ref": {"name": credentials_secret, "key": "username"}},
         },
         {
             "name": wire.ENV_BROKER_PASSWORD,
-            "value_from": {"secret_key_ref": {"name": args.credentials_secret, "key": "password"}},
+            "value_from": {"secret_key_ref": {"name": credentials_secret, "key": "password"}},
         },
     ]
 
@@ -194,7 +207,7 @@ def _container(args: CeleryWorkersArgs) -> k8s.core.v1.ContainerArgsDict:
         # Exec form, no shell: celery is PID 1 and gets the kubelet's SIGTERM (warm shutdown).
         "command": list(wire.WORKER_COMMAND),
         "env": [
-            *_broker_env(args),
+            *_broker_env(args, args.credentials_secret),
             {"name": wire.ENV_CONCURRENCY, "value": str(args.concurrency)},
             {"name": wire.ENV_PREFETCH_MULTIPLIER, "value": str(wire.DEFAULT_PREFETCH_MULTIPLIER)},
             {"name": wire.ENV_HEARTBEAT_FILE, "value": wire.DEFAULT_HEARTBEAT_FILE},
@@ -305,7 +318,7 @@ def _scheduler_job(name: str, args: CeleryWorkersArgs, opts: pulumi.ResourceOpti
                             "image": args.image,
                             "command": ["python", "-m", "app.scheduler", "--count", str(args.scheduler_tasks)],
                             "env": [
-                                *_broker_env(args),
+                                *_broker_env(args, args.scheduler_credentials_secret),
                                 {
                                     "name": ENV_SCHEDULER_RUN_ID,
                                     "value_from": {"field_ref": {"field_path": JOB_UID_FIELD}},
@@ -392,4 +405,45 @@ def _keda(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> 
             ],
         },
         opts=pulumi.ResourceOptions(parent=child.parent, depends_on=[auth]),
+    )
+
+
+DNS_PEER: k8s.networking.v1.NetworkPolicyPeerArgsDict = {
+    "namespace_selector": {"match_labels": {NAMESPACE_NAME_LABEL: "kube-system"}},
+    "pod_selector": {"match_labels": {"k8s-app": "kube-dns"}},
+}
+"""The cluster DNS (GKE's kube-dns pods)."""
+
+
+def _network_policy(
+    name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions
+) -> k8s.networking.v1.NetworkPolicy:
+    """Every broker client's pod (workers, scheduler): in, only metrics scrapes; out, only the broker and DNS.
+
+    A compromised task then cannot reach other services, the internet or the broker's management API.
+    """
+    spec: k8s.networking.v1.NetworkPolicySpecArgsDict = {
+        "pod_selector": {"match_labels": {CLIENT_LABEL: "true"}},
+        "policy_types": ["Ingress"],
+        "ingress": [
+            {
+                "from_": [namespaces_peer(args.metrics_namespaces)],
+                "ports": [{"protocol": "TCP", "port": WORKER_METRICS_PORT}],
+            }
+        ],
+    }
+    if args.broker_selector is not None:
+        spec["policy_types"] = ["Ingress", "Egress"]
+        spec["egress"] = [
+            {
+                "to": [{"pod_selector": {"match_labels": args.broker_selector}}],
+                "ports": [{"protocol": "TCP", "port": args.broker_port}],
+            },
+            {"to": [DNS_PEER], "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        ]
+    return k8s.networking.v1.NetworkPolicy(
+        f"{name}-netpol",
+        metadata={"name": "broker-clients", "namespace": args.namespace, "labels": _labels(args.name, "worker")},
+        spec=spec,
+        opts=child,
     )

@@ -101,10 +101,46 @@ MANAGEMENT_PORT: Final = 15672
 PROMETHEUS_PORT: Final = 15692
 EPMD_PORT: Final = 4369
 DIST_PORT: Final = 25672
+CLI_DIST_PORTS: Final = (35672, 35682)
+"""First and last port (inclusive) RabbitMQ's CLI tools listen on for a node's distribution link."""
+NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
+"""The label Kubernetes sets on every namespace to its name (a NetworkPolicy namespaceSelector key)."""
+KEDA_NAMESPACE: Final = "keda"
+"""Where KEDA's operator runs (its Helm chart's default): it reads the broker's management API."""
+GMP_NAMESPACE: Final = "gmp-system"
+"""Where GKE managed Prometheus's collectors run: they scrape the broker and the workers."""
 
 # --- users and labels -----------------------------------------------------------------------------------
 BROKER_USERNAME: Final = "celery"
-"""The broker's default user (its password is generated into a Secret)."""
+"""The broker's default user: the operators' administrator (its password is generated into a
+Secret that no workload mounts). Kept under its old name: ``default_user`` acts on a blank node
+only, so a running cluster keeps this user whatever the name here says."""
+
+
+class BrokerRole(StrEnum):
+    """A broker user per kind of client, each with only the permissions it needs (broker.users)."""
+
+    WORKER = "worker"
+    """The worker Deployment (and ``python -m app.dlq``, which runs in a worker pod)."""
+    SCHEDULER = "scheduler"
+    """The scheduler Job: publishes tasks."""
+    MONITORING = "monitoring"
+    """KEDA's rabbitmq trigger and other readers of the management API."""
+
+
+def role_username(role: BrokerRole) -> str:
+    """The broker user name of ``role``."""
+    return f"{BROKER_USERNAME}-{role.value}"
+
+
+def role_secret_name(broker: str, role: BrokerRole) -> str:
+    """The Secret (``username``, ``password``) of ``role``'s user, next to ``<broker>-default-user``."""
+    return f"{broker}-{role.value}-user"
+
+
+ROLE_PASSWORDS_DIR: Final = "/etc/ha-celery-users"
+"""Where the broker pods mount each role's password as a file named after the user; their
+postStart hook creates the users from there."""
 RABBITMQ_UID: Final = 999
 """The rabbitmq user of the official image."""
 WORKER_UID: Final = 10001

@@ -239,9 +239,14 @@ def boot_plan(plan_dir: Path, workdir: Path, results: Path, *, workers: bool = T
         yield PlanTarget(cluster, versions, workers_stopped=not workers)
 
 
-def broker_urls(cluster: KubeCluster) -> list[str]:
-    """AMQP URLs of the broker pods, by address, with the credentials of the plan's Secret."""
-    secret = next(s for s in cluster.plan.secrets if s.name == "rabbitmq-default-user")
+def broker_urls(cluster: KubeCluster, role: wire.BrokerRole = wire.BrokerRole.SCHEDULER) -> list[str]:
+    """AMQP URLs of the broker pods, by address, with the credentials of ``role``'s Secret in the plan.
+
+    The drill's publisher is the scheduler's (so it runs with the scheduler user's permissions);
+    what runs in a worker pod (``app.dlq``) uses the worker's.
+    """
+    name = wire.role_secret_name(BROKERS.split("/", 1)[1], role)
+    secret = next(s for s in cluster.plan.secrets if s.name == name)
     user, password = secret.data["username"].decode(), secret.data["password"].decode()
     return [
         f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{pod.ip}:{wire.AMQP_PORT}/%2F"

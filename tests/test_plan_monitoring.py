@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import yaml
@@ -113,7 +113,10 @@ def test_dashboard_configmap_is_labelled_for_the_sidecar(plan: Plan) -> None:
 @pytest.fixture(scope="module")
 def operator_plan(plan_runner: Callable[..., CompletedProcess[str]]) -> Plan:
     done = plan_runner(
-        "dev", "metricsCollection=prometheus-operator", 'prometheusOperatorLabels=["release=kube-prometheus-stack"]'
+        "dev",
+        "metricsCollection=prometheus-operator",
+        'prometheusOperatorLabels=["release=kube-prometheus-stack"]',
+        "prometheusNamespace=monitoring",
     )
     assert done.returncode == 0, done.stderr
     directory = Path(done.stdout.split("-> ")[-1].strip())
@@ -153,6 +156,10 @@ def test_settings_default_to_managed_collection() -> None:
     assert s.monitoring == settings.MonitoringSettings(MetricsCollection.MANAGED, (), True)
 
 
+OPERATOR_NS: Final = {"prometheusNamespace": "monitoring"}
+"""The operator's Prometheus must be named: the NetworkPolicies admit scrapes from that namespace only."""
+
+
 @pytest.mark.parametrize(
     ("raw", "named", "allowed"),
     [
@@ -163,14 +170,19 @@ def test_settings_default_to_managed_collection() -> None:
             "empty unless ha-celery:metricsCollection is prometheus-operator",
         ),
         (
-            {"metricsCollection": "prometheus-operator", "prometheusOperatorLabels": '["release"]'},
+            {"metricsCollection": "prometheus-operator", "prometheusOperatorLabels": '["release"]', **OPERATOR_NS},
             "ha-celery:prometheusOperatorLabels",
             "key=value",
         ),
         (
-            {"metricsCollection": "prometheus-operator", "prometheusOperatorLabels": '["release=a b"]'},
+            {"metricsCollection": "prometheus-operator", "prometheusOperatorLabels": '["release=a b"]', **OPERATOR_NS},
             "ha-celery:prometheusOperatorLabels",
             "key=value",
+        ),
+        (
+            {"metricsCollection": "prometheus-operator"},
+            "ha-celery:prometheusNamespace",
+            "the namespace the operator's Prometheus runs in",
         ),
     ],
 )
@@ -185,7 +197,12 @@ def test_bad_monitoring_settings_are_named(raw: dict[str, str], named: str, allo
 def test_operator_labels_parse() -> None:
     s = settings.parse(
         "test",
-        {**DEV, "metricsCollection": "prometheus-operator", "prometheusOperatorLabels": '["release=kps", "team=ops"]'},
+        {
+            **DEV,
+            "metricsCollection": "prometheus-operator",
+            "prometheusOperatorLabels": '["release=kps", "team=ops"]',
+            **OPERATOR_NS,
+        },
         "my-project-1",
     )
     assert s.monitoring.operator_labels == (("release", "kps"), ("team", "ops"))

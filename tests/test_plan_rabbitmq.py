@@ -187,12 +187,19 @@ def test_pdb_one_at_a_time(plan: Plan) -> None:
 def test_network_policy(plan: Plan) -> None:
     [policy] = [p for p in plan.objects("NetworkPolicy") if p["metadata"]["name"] == "rabbitmq"]
     rules = policy["spec"]["ingress"]
-    by_port = {port["port"]: rule["from"] for rule in rules for port in rule["ports"]}
+    by_port: dict[int, list[dict[str, Any]]] = {}
+    for rule in rules:
+        for port in rule["ports"]:
+            by_port.setdefault(port["port"], []).extend(rule["from"])
     assert {"podSelector": {"matchLabels": {"ha-celery/broker-client": "true"}}} in by_port[5672]
     selector = statefulset(plan)["spec"]["selector"]
+    assert {"podSelector": selector} in by_port[5672], "a blank seed probes its peers' AMQP port"
     assert by_port[25672] == [{"podSelector": selector}], "inter-node ports only between broker pods"
     assert by_port[4369] == [{"podSelector": selector}]
-    assert by_port[15692] == [{"namespaceSelector": {}}]
+    assert by_port[35672] == [{"podSelector": selector}]
+    gmp = {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["gmp-system"]}]}
+    assert by_port[15692] == [{"namespaceSelector": gmp}]
+    # The whole reachability table: tests/test_network_policy.py.
 
 
 def test_component_outputs(plan: Plan) -> None:
@@ -445,7 +452,8 @@ def test_generated_password_and_cookie_are_never_replaced_by_an_input_change(
     plan: Plan, options: dict[str, dict[tuple[str, str], Registered]]
 ) -> None:
     generated = {n: r for (t, n), r in options[plan.stack].items() if t == "random:index/randomPassword:RandomPassword"}
-    assert set(generated) == {"rabbitmq-password", "rabbitmq-erlang-cookie"}
+    roles = {f"rabbitmq-{role}-password" for role in ("worker", "scheduler", "monitoring")}
+    assert set(generated) == {"rabbitmq-password", "rabbitmq-erlang-cookie", *roles}
     for name, registered in generated.items():
         # Every input of RandomPassword forces a new value; the registered ones (camelCase) and the rest.
         assert set(registered.inputs) <= set(registered.ignore_changes), name

@@ -47,7 +47,8 @@ def test_image_by_digest(plan: Plan) -> None:
 
 def test_credentials_only_from_the_secret(plan: Plan) -> None:
     env = {e["name"]: e for e in worker(plan)["env"]}
-    secret_name = next(s["metadata"]["name"] for s in plan.objects("Secret") if "password" in s.get("stringData", {}))
+    secret_name = "rabbitmq-worker-user"
+    assert secret_name in {s["metadata"]["name"] for s in plan.objects("Secret")}
     for key in ("BROKER_USER", "BROKER_PASSWORD"):
         assert "value" not in env[key], f"{key} must not be a literal"
         assert env[key]["valueFrom"]["secretKeyRef"]["name"] == secret_name
@@ -132,6 +133,7 @@ def test_scheduler_run_id_must_fit_the_job_name(run: str) -> None:
             broker_hosts=[],
             broker_port=5672,
             credentials_secret="s",
+            scheduler_credentials_secret="s2",
             management_url="u",
             replicas=1,
             concurrency=1,

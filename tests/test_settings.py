@@ -208,6 +208,24 @@ BAD: list[tuple[str, dict[str, str], dict[str, Any], str, str]] = [
         "ha-celery:maintenanceExclusions",
         "not overlapping",
     ),
+    # Who the NetworkPolicies admit.
+    ("ops-namespace-empty", DEV, {"opsNamespace": ""}, "ha-celery:opsNamespace", "a Kubernetes namespace name"),
+    ("ops-namespace-upper", DEV, {"opsNamespace": "Ops"}, "ha-celery:opsNamespace", "lower-case letters"),
+    ("ops-namespace-long", DEV, {"opsNamespace": "a" * 64}, "ha-celery:opsNamespace", "1-63"),
+    (
+        "prometheus-namespace-dot",
+        DEV,
+        {"prometheusNamespace": "mon.itoring"},
+        "ha-celery:prometheusNamespace",
+        '"" (none)',
+    ),
+    (
+        "prometheus-namespace-dash",
+        DEV,
+        {"prometheusNamespace": "-mon"},
+        "ha-celery:prometheusNamespace",
+        "alphanumeric",
+    ),
 ]
 
 
@@ -603,3 +621,11 @@ def test_load_reads_config_set_by_the_sdk(
     runtime_context.run(runtime_config.set_all_config, config)
     with pytest.raises(SettingsError, match=r"ha-celery:nodeCont: got '3'.*did you mean ha-celery:nodeCount\?"):
         runtime_context.run(settings.load)
+
+
+def test_network_settings() -> None:
+    default = parse(DEV).network
+    assert (default.ops_namespace, default.metrics_namespaces) == ("ha-celery", ("gmp-system",))
+    custom = parse(DEV, opsNamespace="ops-tools", prometheusNamespace="monitoring").network
+    assert (custom.ops_namespace, custom.metrics_namespaces) == ("ops-tools", ("gmp-system", "monitoring"))
+    assert parse(DEV, prometheusNamespace="gmp-system").network.metrics_namespaces == ("gmp-system",)

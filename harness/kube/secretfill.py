@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from broker.render import render_default_user_conf
-from contract.wire import BROKER_USERNAME, management_url
+from contract.wire import BROKER_USERNAME, BrokerRole, management_url, role_secret_name, role_username
 from harness.kube.objects import Plan, Secret
 
 Lookup = Callable[[str, str], str]
@@ -87,6 +87,10 @@ def random_alnum(length: int, rng: random.Random | None = None) -> str:
     return "".join(rng.choice(ALNUM) for _ in range(length))
 
 
+def _constant(value: str) -> SecretRule:
+    return lambda _: value
+
+
 def ha_celery_rules(
     rng: random.Random | None = None,
     *,
@@ -98,12 +102,19 @@ def ha_celery_rules(
 ) -> dict[tuple[str, str], SecretRule]:
     """The rules that rebuild ha-celery's Secrets the way components/rabbitmq.py and workers.py do."""
     user = f"{app}-default-user"
+    monitoring = role_secret_name(app, BrokerRole.MONITORING)
 
     def keda_host(lookup: Lookup) -> str:
-        # components/rabbitmq.py _management_url: the client Service, not a pod, on the management port.
-        return management_url(username, lookup(user, "password"), app, namespace)
+        # components/rabbitmq.py _management_url: the monitoring user, through the client Service.
+        return management_url(lookup(monitoring, "username"), lookup(monitoring, "password"), app, namespace)
 
+    roles: dict[tuple[str, str], SecretRule] = {}
+    for role in BrokerRole:
+        # components/rabbitmq.py _role_secrets: one per role, same password shape as the default user's.
+        roles[(role_secret_name(app, role), "username")] = _constant(role_username(role))
+        roles[(role_secret_name(app, role), "password")] = lambda _: random_alnum(32, rng)
     return {
+        **roles,
         (user, "username"): lambda _: username,
         # length=32, special=False: the password goes into AMQP URLs and a conf file verbatim.
         (user, "password"): lambda _: random_alnum(32, rng),

@@ -47,13 +47,18 @@ def test_variant_loads_with_zero_refusals(variant_dirs: dict[str, Path], variant
         assert "@sha256:" in image
 
 
-def test_keda_secret_is_derived_from_the_broker_password(variant_dirs: dict[str, Path]) -> None:
+def test_keda_reads_as_the_monitoring_user_and_the_workers_as_the_worker_user(variant_dirs: dict[str, Path]) -> None:
     plan = fill_secrets(load_plan(variant_dirs["keda"]), rules_generator(ha_celery_rules(random.Random(5))))
-    user = plan.secret("rabbitmq-default-user")
+    monitoring = plan.secret("rabbitmq-monitoring-user")
+    worker = plan.secret("rabbitmq-worker-user")
     keda = plan.secret("celery-worker-keda-rabbitmq")
-    assert user is not None
+    assert monitoring is not None
+    assert worker is not None
     assert keda is not None
-    password = user.data["password"].decode()
-    assert keda.data["host"].decode() == f"http://celery:{password}@rabbitmq.ha-celery.svc.cluster.local:15672/"
+    password = monitoring.data["password"].decode()
+    assert keda.data["host"].decode() == (
+        f"http://celery-monitoring:{password}@rabbitmq.ha-celery.svc.cluster.local:15672/"
+    )
     w = plan.deployments[0].template.spec.containers[0]
-    assert resolve_env(w, PodFacts("w", "ha-celery"), secrets=plan.secrets)["BROKER_PASSWORD"] == password
+    env = resolve_env(w, PodFacts("w", "ha-celery"), secrets=plan.secrets)
+    assert (env["BROKER_USER"], env["BROKER_PASSWORD"]) == ("celery-worker", worker.data["password"].decode())

@@ -103,7 +103,7 @@ def test_worker_env_and_command(plan_dir: Path) -> None:
     plan = fill_secrets(load_plan(plan_dir), rules_generator(ha_celery_rules()))
     w = plan.deployments[0].template.spec.containers[0]
     env = resolve_env(w, PodFacts("celery-worker-x-y", "ha-celery"), secrets=plan.secrets)
-    assert env["BROKER_USER"] == "celery"
+    assert env["BROKER_USER"] == "celery-worker"
     assert env["BROKER_HOSTS"].split(",")[0] == "rabbitmq-0.rabbitmq-nodes.ha-celery.svc.cluster.local"
     assert expand_command(w, env)[0][:3] == ["celery", "-A", "app.celery_app"]
     assert w.startup_probe is not None

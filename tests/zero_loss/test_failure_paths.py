@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from app.dlq import DeadTask, dead_letter_channel, list_dead
-from contract.wire import DEAD_LETTER_QUEUE, QUEUE_NAME
+from contract.wire import DEAD_LETTER_QUEUE, QUEUE_NAME, BrokerRole
 from drill import failing, records
 from drill.targets import PlanTarget, broker_urls
 from harness.poll import poll
@@ -42,7 +42,7 @@ DEAD_TIMEOUT_S = 180.0
 def fresh(booted: Booted) -> Booted:
     """Every pod Ready, both queues empty, no record left from an earlier test."""
     booted.clean()
-    with dead_letter_channel(broker_urls(booted.target.cluster)) as channel:
+    with dead_letter_channel(broker_urls(booted.target.cluster, BrokerRole.WORKER)) as channel:
         channel.queue_purge(DEAD_LETTER_QUEUE)
     return booted
 
@@ -70,7 +70,7 @@ def publish(target: PlanTarget, task: str, count: int) -> list[str]:
 
 def dead(target: PlanTarget) -> dict[str, DeadTask]:
     """What ``celery.dlq`` holds, by task id (read with app.dlq's non-destructive listing)."""
-    with dead_letter_channel(broker_urls(target.cluster)) as channel:
+    with dead_letter_channel(broker_urls(target.cluster, BrokerRole.WORKER)) as channel:
         return {t.task_id: t for t in list_dead(channel) if t.task_id is not None}
 
 
@@ -89,7 +89,7 @@ def task_queue_idle(target: PlanTarget) -> bool:
 
 
 def dlq_cli(target: PlanTarget, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "BROKER_URLS": ",".join(broker_urls(target.cluster))}
+    env = {**os.environ, "BROKER_URLS": ",".join(broker_urls(target.cluster, BrokerRole.WORKER))}
     for name in ("BROKER_HOSTS", "BROKER_USER", "BROKER_PASSWORD", "BROKER_PORT", "BROKER_VHOST"):
         env.pop(name, None)
     return subprocess.Popen(
