@@ -9,6 +9,8 @@ TASKS ?= 10000
 SCENARIO ?= kill-broker
 WORKLOAD ?= plain
 CONFIG ?= ha
+# TLS=1: plan (and so demo) with brokerTls=true, TLS=0 with false; unset: the stack's own setting.
+SET += $(if $(filter 1,$(TLS)),brokerTls=true,)$(if $(filter 0,$(TLS)),brokerTls=false,)
 
 .PHONY: help setup system-deps images plan test lint typecheck contracts unit integration demo bench lock clean
 
@@ -68,7 +70,7 @@ test: setup lint typecheck contracts ## everything: gates, unit, integration (re
 	$(VENV)/bin/pytest -q
 
 # --- the local harness -----------------------------------------------------------
-demo: setup plan ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, WORKLOAD=plain|eta, CONFIG=ha|seed)
+demo: setup plan ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, WORKLOAD=plain|eta, CONFIG=ha|seed, TLS=1)
 	$(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --workload $(WORKLOAD) --config $(CONFIG) --plan build/plan/$(STACK)
 
 bench: setup ## benchmarks -> build/bench/results.json (QUICK=1 for the short run)

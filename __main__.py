@@ -9,7 +9,6 @@ from components.rabbitmq import RabbitMQCluster, RabbitMQClusterArgs
 from components.registry import Registry, RegistryArgs
 from components.workers import CeleryWorkers, CeleryWorkersArgs
 from contract import timing
-from contract.wire import AMQP_PORT
 
 config = settings.load()
 labels = {"app": "ha-celery", "stack": config.stack, "environment": config.environment.value}
@@ -75,6 +74,7 @@ broker = RabbitMQCluster(
         production=config.production,
         consumer_timeout_ms=timing.CONSUMER_TIMEOUT_MS,
         cluster_name=f"ha-celery-{config.stack}",
+        tls=config.broker.tls,
     ),
     opts=k8s_opts,
 )
@@ -85,7 +85,8 @@ workers = CeleryWorkers(
         namespace=namespace.metadata["name"],
         image=registry.worker_image,
         broker_hosts=broker.hosts,
-        broker_port=AMQP_PORT,
+        broker_port=broker.amqp_port,
+        broker_ca_secret=broker.ca_secret,
         credentials_secret=broker.credentials_secret,
         management_url=broker.management_url,
         replicas=config.workers.replicas,
