@@ -377,7 +377,7 @@ def task_queue() -> Queue:
     )
 
 
-def _ssl_options(config: AppConfig) -> dict[str, object] | bool:
+def ssl_options(config: AppConfig) -> dict[str, object] | bool:
     """py-amqp's ``ssl`` options (``SSLTransport._wrap_socket_sni``), False without TLS.
 
     ``server_hostname`` None means "each URL's host": py-amqp turns hostname checking on only
@@ -403,7 +403,7 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
         # The list is already shuffled per process; round-robin then visits every node once before repeating.
         "broker_failover_strategy": "round-robin",
         # TLS: the CA only (no system CAs), a certificate required and the host checked (app.tls).
-        "broker_use_ssl": _ssl_options(config),
+        "broker_use_ssl": ssl_options(config),
         "broker_transport_options": {
             # Without confirms a publish to a quorum queue that is mid-election or
             # rejected can vanish silently; with them every publish waits for the

@@ -178,7 +178,7 @@ def _tls_secrets(
     # Python's ssl both take it.
     ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
     ca = tls.SelfSignedCert(
-        f"{name}-ca",
+        f"{name}-ca-cert",
         private_key_pem=ca_key.private_key_pem,
         is_ca_certificate=True,
         subject={"common_name": f"{args.cluster_name} broker CA", "organization": "ha-celery"},

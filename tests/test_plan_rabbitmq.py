@@ -181,7 +181,8 @@ def test_network_policy(plan: Plan) -> None:
     [policy] = [p for p in plan.objects("NetworkPolicy") if p["metadata"]["name"] == "rabbitmq"]
     rules = policy["spec"]["ingress"]
     by_port = {port["port"]: rule["from"] for rule in rules for port in rule["ports"]}
-    assert {"podSelector": {"matchLabels": {"ha-celery/broker-client": "true"}}} in by_port[5672]
+    amqp = 5671 if plan.stack == "prod" else 5672  # brokerTls: on in prod
+    assert {"podSelector": {"matchLabels": {"ha-celery/broker-client": "true"}}} in by_port[amqp]
     selector = statefulset(plan)["spec"]["selector"]
     assert by_port[25672] == [{"podSelector": selector}], "inter-node ports only between broker pods"
     assert by_port[4369] == [{"podSelector": selector}]
