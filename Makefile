@@ -10,7 +10,7 @@ SCENARIO ?= kill-broker
 WORKLOAD ?= plain
 CONFIG ?= ha
 # TLS=1: plan (and so demo) with brokerTls=true, TLS=0 with false; unset: the stack's own setting.
-SET += $(if $(filter 1,$(TLS)),brokerTls=true,)$(if $(filter 0,$(TLS)),brokerTls=false,)
+TLS_SET := $(if $(filter 1,$(TLS)),brokerTls=true,)$(if $(filter 0,$(TLS)),brokerTls=false,)
 
 .PHONY: help setup system-deps images plan test lint typecheck contracts unit integration demo bench lock clean
 
@@ -49,8 +49,8 @@ lock: ## re-resolve uv.lock and regenerate app/requirements.txt for the worker i
 	uv export --frozen --only-group app --no-header --no-annotate -o app/requirements.txt --quiet
 
 # --- the cloud program, offline ----------------------------------------------
-plan: $(VENV)/.synced ## offline plan of STACK (default dev) under Pulumi mocks -> build/plan/STACK (SET="key=value ...")
-	$(PY) -m plan --stack $(STACK) $(foreach kv,$(SET),--set $(kv))
+plan: $(VENV)/.synced ## offline plan of STACK (default dev) under Pulumi mocks -> build/plan/STACK (SET="key=value ...", TLS=1|0)
+	$(PY) -m plan --stack $(STACK) $(foreach kv,$(SET) $(TLS_SET),--set $(kv))
 
 # --- quality gates -------------------------------------------------------------
 lint: $(VENV)/.synced
