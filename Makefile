@@ -9,6 +9,8 @@ TASKS ?= 10000
 SCENARIO ?= kill-broker
 WORKLOAD ?= plain
 CONFIG ?= ha
+# TLS=1: plan (and so demo) with brokerTls=true, TLS=0 with false; unset: the stack's own setting.
+TLS_SET := $(if $(filter 1,$(TLS)),brokerTls=true,)$(if $(filter 0,$(TLS)),brokerTls=false,)
 
 .PHONY: help setup system-deps images plan test lint typecheck contracts unit integration demo bench lock clean
 
@@ -50,8 +52,8 @@ lock: ## re-resolve uv.lock and regenerate app/requirements.txt for the worker i
 	uv export --frozen --only-group app --no-header --no-annotate -o app/requirements.txt --quiet
 
 # --- the cloud program, offline ----------------------------------------------
-plan: $(VENV)/.synced ## offline plan of STACK (default dev) under Pulumi mocks -> build/plan/STACK (SET="key=value ...")
-	$(PY) -m plan --stack $(STACK) $(foreach kv,$(SET),--set $(kv))
+plan: $(VENV)/.synced ## offline plan of STACK (default dev) under Pulumi mocks -> build/plan/STACK (SET="key=value ...", TLS=1|0)
+	$(PY) -m plan --stack $(STACK) $(foreach kv,$(SET) $(TLS_SET),--set $(kv))
 
 # --- quality gates -------------------------------------------------------------
 lint: $(VENV)/.synced
@@ -71,7 +73,7 @@ test: setup lint typecheck contracts ## everything: gates, unit, integration (re
 	$(VENV)/bin/pytest -q
 
 # --- the local harness -----------------------------------------------------------
-demo: setup plan ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, WORKLOAD=plain|eta, CONFIG=ha|seed)
+demo: setup plan ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, WORKLOAD=plain|eta, CONFIG=ha|seed, TLS=1)
 	$(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --workload $(WORKLOAD) --config $(CONFIG) --plan build/plan/$(STACK)
 
 bench: setup plan ## the plan of STACK (4.3) vs the seed (3.10) -> build/bench/results.json (QUICK=1: short run; SCALE=1M: scale only)

@@ -10,7 +10,7 @@ from components.rabbitmq import RabbitMQCluster, RabbitMQClusterArgs
 from components.registry import Registry, RegistryArgs
 from components.workers import CeleryWorkers, CeleryWorkersArgs
 from contract import timing
-from contract.wire import AMQP_PORT, KEDA_NAMESPACE, Autoscaling
+from contract.wire import KEDA_NAMESPACE, Autoscaling
 from monitoring.scrape import MetricsCollection
 
 config = settings.load()
@@ -88,6 +88,7 @@ broker = RabbitMQCluster(
         ops_namespace=config.network.ops_namespace,
         metrics_namespaces=config.network.metrics_namespaces,
         keda_namespace=KEDA_NAMESPACE if config.workers.autoscaling is Autoscaling.KEDA else None,
+        tls=config.broker.tls,
     ),
     opts=k8s_opts,
 )
@@ -98,7 +99,8 @@ workers = CeleryWorkers(
         namespace=namespace.metadata["name"],
         image=registry.worker_image,
         broker_hosts=broker.hosts,
-        broker_port=AMQP_PORT,
+        broker_port=broker.amqp_port,
+        broker_ca_secret=broker.ca_secret,
         credentials_secret=broker.worker_credentials_secret,
         scheduler_credentials_secret=broker.scheduler_credentials_secret,
         management_url=broker.management_url,

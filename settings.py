@@ -227,6 +227,12 @@ class BrokerSettings:
     image: str
     cpu_millis: int
     memory_mib: int
+    tls: bool = False
+    """AMQP over TLS only (port 5671, no plain listener), with a CA and per-node certificates the
+    program generates; clients verify the CA and each node's name. On in prod: credentials and task
+    payloads cross node boundaries (GKE's pod network is not encrypted by default). Off in dev: a
+    throwaway cluster without production data, where plain AMQP keeps debugging (tcpdump, any
+    client without the CA) simple and the drills as fast as they were; turn it on to test TLS."""
 
 
 @dataclass(frozen=True)
@@ -576,6 +582,7 @@ def _broker(r: _Reader) -> BrokerSettings:
         image=image,
         cpu_millis=r.integer("brokerCpuMillis", minimum=100),
         memory_mib=r.integer("brokerMemoryMiB", minimum=512),
+        tls=r.boolean("brokerTls"),
     )
 
 

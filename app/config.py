@@ -19,13 +19,25 @@ Broker location, one of two forms (giving both is an error):
     ``rmq-0.rmq-headless.ns.svc.cluster.local``. The Kubernetes form: hosts
     come from the StatefulSet, credentials from a Secret.
 ``BROKER_PORT``
-    AMQP port for ``BROKER_HOSTS`` entries without one (default 5672).
+    AMQP port for ``BROKER_HOSTS`` entries without one (default 5672; 5671 with TLS).
 ``BROKER_VHOST``
     Virtual host for ``BROKER_HOSTS`` (default ``/``).
 ``BROKER_USER``, ``BROKER_PASSWORD``
     Credentials; required with ``BROKER_HOSTS``. Meant to come from a Kubernetes
     Secret (``env[].valueFrom.secretKeyRef``). Never falls back to ``guest``,
     which RabbitMQ refuses from anywhere but localhost.
+
+TLS (the stack setting ``brokerTls``):
+
+``BROKER_TLS_CA_FILE``
+    Absolute path of the CA certificate that signed the broker nodes' certificates. Set: every
+    connection is AMQP over TLS (``amqps://`` URLs; ``BROKER_HOSTS`` makes them), the broker's
+    certificate must chain to this CA and name the host connected to (each URL's own host, also
+    after a failover, see ``app.tls``). Unset: plain ``amqp://``. The two never mix.
+``BROKER_TLS_SERVER_NAME``
+    Optional, with ``BROKER_TLS_CA_FILE``: the one name every broker certificate is checked
+    against instead of each URL's host, for a client that reaches the nodes by address (the
+    client Service's name is in every node's certificate).
 
 Worker tuning:
 
@@ -64,6 +76,7 @@ from __future__ import annotations
 import random
 import re
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -80,6 +93,8 @@ from contract.wire import (
     ENV_BROKER_HOSTS,
     ENV_BROKER_PASSWORD,
     ENV_BROKER_PORT,
+    ENV_BROKER_TLS_CA_FILE,
+    ENV_BROKER_TLS_SERVER_NAME,
     ENV_BROKER_URLS,
     ENV_BROKER_USER,
     ENV_BROKER_VHOST,
@@ -96,6 +111,7 @@ if TYPE_CHECKING:
     from kombu import Queue
 
 DEFAULT_BROKER_PORT: Final = wire.AMQP_PORT
+DEFAULT_BROKER_TLS_PORT: Final = wire.AMQPS_PORT
 _DEFAULT_HEARTBEAT_PATH: Final = PurePosixPath(DEFAULT_HEARTBEAT_FILE)
 _DEFAULT_READY_PATH: Final = PurePosixPath(DEFAULT_READY_FILE)
 
@@ -122,6 +138,10 @@ class AppConfig:
     """Liveness heartbeat file; see ``HEALTH_HEARTBEAT_FILE``."""
     ready_file: PurePosixPath = _DEFAULT_READY_PATH
     """Readiness marker file; see ``HEALTH_READY_FILE``."""
+    tls_ca_file: PurePosixPath | None = None
+    """The broker CA; set: amqps:// only, CA and hostname verified. See ``BROKER_TLS_CA_FILE``."""
+    tls_server_name: str | None = None
+    """Name checked in every broker certificate instead of each URL's host; see ``BROKER_TLS_SERVER_NAME``."""
 
     def redacted_urls(self) -> tuple[str, ...]:
         """The broker URLs with passwords masked, for logs and reports."""
@@ -159,6 +179,9 @@ def from_env(environ: Mapping[str, str]) -> AppConfig:
             f"{ENV_REMAP_SIGTERM}={environ[ENV_REMAP_SIGTERM]!r} makes SIGTERM a cold shutdown that cancels "
             "running tasks; allowed: unset (SIGTERM then waits for running tasks, see contract.timing)"
         )
+    tls_ca_file = _optional_abs_path_env(environ, ENV_BROKER_TLS_CA_FILE)
+    tls_server_name = _tls_server_name(environ, tls_ca_file)
+    scheme = "amqps" if tls_ca_file else "amqp"
     urls_raw = environ.get(ENV_BROKER_URLS, "").strip()
     hosts_raw = environ.get(ENV_BROKER_HOSTS, "").strip()
     user = environ.get(ENV_BROKER_USER)
@@ -175,9 +198,9 @@ def from_env(environ: Mapping[str, str]) -> AppConfig:
                     f"{name}={environ[name]!r} only applies with {ENV_BROKER_HOSTS}; "
                     f"with {ENV_BROKER_URLS} put the port and vhost in each URL"
                 )
-        urls = _urls_from_list(urls_raw, user, password)
+        urls = _urls_from_list(urls_raw, user, password, scheme)
     elif hosts_raw:
-        urls = _urls_from_hosts(environ, hosts_raw, user, password)
+        urls = _urls_from_hosts(environ, hosts_raw, user, password, scheme)
     else:
         raise ConfigError(
             f"no broker configured: set {ENV_BROKER_URLS} (comma-separated amqp:// URLs) or "
@@ -195,7 +218,22 @@ def from_env(environ: Mapping[str, str]) -> AppConfig:
         concurrency=_int_env(environ, ENV_CONCURRENCY, DEFAULT_CONCURRENCY, 1, MAX_CONCURRENCY),
         heartbeat_file=_abs_path_env(environ, ENV_HEARTBEAT_FILE, DEFAULT_HEARTBEAT_FILE),
         ready_file=_abs_path_env(environ, ENV_READY_FILE, DEFAULT_READY_FILE),
+        tls_ca_file=tls_ca_file,
+        tls_server_name=tls_server_name,
     )
+
+
+def _tls_server_name(environ: Mapping[str, str], ca_file: PurePosixPath | None) -> str | None:
+    raw = environ.get(ENV_BROKER_TLS_SERVER_NAME, "").strip()
+    if not raw:
+        return None
+    if ca_file is None:
+        raise ConfigError(
+            f"{ENV_BROKER_TLS_SERVER_NAME}={raw!r} needs {ENV_BROKER_TLS_CA_FILE}; allowed: unset without TLS"
+        )
+    if not _HOST_RE.match(raw):
+        raise ConfigError(f"{ENV_BROKER_TLS_SERVER_NAME}={raw!r} is not a DNS name; allowed: a name such as rmq.ns.svc")
+    return raw
 
 
 def _int_env(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -234,7 +272,7 @@ def _split_list(name: str, raw: str, shown: str) -> list[str]:
     return items
 
 
-def _urls_from_list(raw: str, user: str | None, password: str | None) -> tuple[str, ...]:
+def _urls_from_list(raw: str, user: str | None, password: str | None, scheme: str) -> tuple[str, ...]:
     shown = ",".join(redact_url(item.strip()) for item in raw.split(","))
     urls: list[str] = []
     for url in _split_list(ENV_BROKER_URLS, raw, shown):
@@ -245,10 +283,11 @@ def _urls_from_list(raw: str, user: str | None, password: str | None) -> tuple[s
                 f"{ENV_BROKER_URLS} entry {redact_url(url)!r} is not a URL ({exc}); "
                 "allowed: amqp://[user:password@]host[:port][/vhost]"
             ) from None
-        if parts.scheme != "amqp":
+        if parts.scheme != scheme:
+            tls = f"with {ENV_BROKER_TLS_CA_FILE} set" if scheme == "amqps" else f"without {ENV_BROKER_TLS_CA_FILE}"
             raise ConfigError(
                 f"{ENV_BROKER_URLS} entry {redact_url(url)!r} has scheme {parts.scheme!r}; "
-                "allowed: amqp://[user:password@]host[:port][/vhost]"
+                f"allowed {tls}: {scheme}://[user:password@]host[:port][/vhost]"
             )
         try:
             port = parts.port
@@ -278,8 +317,11 @@ def _urls_from_list(raw: str, user: str | None, password: str | None) -> tuple[s
     return tuple(urls)
 
 
-def _urls_from_hosts(environ: Mapping[str, str], raw: str, user: str | None, password: str | None) -> tuple[str, ...]:
-    default_port = _int_env(environ, ENV_BROKER_PORT, DEFAULT_BROKER_PORT, 1, 65535)
+def _urls_from_hosts(
+    environ: Mapping[str, str], raw: str, user: str | None, password: str | None, scheme: str
+) -> tuple[str, ...]:
+    port_default = DEFAULT_BROKER_TLS_PORT if scheme == "amqps" else DEFAULT_BROKER_PORT
+    default_port = _int_env(environ, ENV_BROKER_PORT, port_default, 1, 65535)
     vhost = environ.get(ENV_BROKER_VHOST, DEFAULT_BROKER_VHOST)
     if not vhost:
         raise ConfigError(f"{ENV_BROKER_VHOST}='' is empty; allowed: a RabbitMQ virtual host name such as '/'")
@@ -299,7 +341,7 @@ def _urls_from_hosts(environ: Mapping[str, str], raw: str, user: str | None, pas
                 f"{ENV_BROKER_HOSTS} entry {entry!r} is not a valid hostname; "
                 "allowed: DNS names or IPv4 addresses, optionally with :port"
             )
-        urls.append(f"amqp://{login}@{host}:{port}/{quote(vhost, safe='')}")
+        urls.append(f"{scheme}://{login}@{host}:{port}/{quote(vhost, safe='')}")
     return tuple(urls)
 
 
@@ -335,6 +377,21 @@ def task_queue() -> Queue:
     )
 
 
+def ssl_options(config: AppConfig) -> dict[str, object] | bool:
+    """py-amqp's ``ssl`` options (``SSLTransport._wrap_socket_sni``), False without TLS.
+
+    ``server_hostname`` None means "each URL's host": py-amqp turns hostname checking on only
+    with a name, and app.tls gives every connection its current host.
+    """
+    if config.tls_ca_file is None:
+        return False
+    return {
+        "ca_certs": str(config.tls_ca_file),
+        "cert_reqs": ssl.CERT_REQUIRED,
+        "server_hostname": config.tls_server_name,
+    }
+
+
 def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
     """The Celery configuration (``app.conf``) for ``config``: the zero-task-loss settings.
 
@@ -345,6 +402,8 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
         "broker_url": list(config.shuffled_urls(rng)),
         # The list is already shuffled per process; round-robin then visits every node once before repeating.
         "broker_failover_strategy": "round-robin",
+        # TLS: the CA only (no system CAs), a certificate required and the host checked (app.tls).
+        "broker_use_ssl": ssl_options(config),
         "broker_transport_options": {
             # Without confirms a publish to a quorum queue that is mid-election or
             # rejected can vanish silently; with them every publish waits for the

@@ -82,10 +82,10 @@ from typing import Any, Final, cast
 import amqp
 from amqp import spec
 from amqp.exceptions import AMQPError, MessageNacked
-from kombu import Connection
 from kombu.exceptions import OperationalError
 
-from app.config import ConfigError, from_env
+from app.config import ConfigError, from_env, ssl_options
+from app.tls import PerHostTlsConnection
 from contract import timing
 from contract.wire import DEAD_LETTER_QUEUE
 
@@ -227,10 +227,13 @@ def _nack_requeue(channel: amqp.Channel, delivery_tag: int, multiple: bool) -> N
 
 
 @contextmanager
-def dead_letter_channel(broker_urls: Sequence[str]) -> Iterator[amqp.Channel]:
-    """A channel on the first broker node that answers, bodies left as bytes."""
+def dead_letter_channel(broker_urls: Sequence[str], tls: dict[str, object] | bool = False) -> Iterator[amqp.Channel]:
+    """A channel on the first broker node that answers, bodies left as bytes.
+
+    ``tls``: py-amqp's ssl options (app.config.ssl_options), each node verified by its own name.
+    """
     # kombu reads ";"-separated URLs as a failover list and connects to the first that answers.
-    connection = Connection(";".join(broker_urls), connect_timeout=timing.BROKER_CONNECT_TIMEOUT_S)
+    connection = PerHostTlsConnection(";".join(broker_urls), connect_timeout=timing.BROKER_CONNECT_TIMEOUT_S, ssl=tls)
     try:
         connection.ensure_connection(max_retries=len(broker_urls))
         channel = connection.connection.channel()
@@ -421,15 +424,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        return _run(args, config.broker_urls)
+        return _run(args, config.broker_urls, ssl_options(config))
     except (OSError, AMQPError, OperationalError) as exc:
         # Unreachable broker, missing queue, confirm timeout: nothing acked without its confirm.
         print(f"broker error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
 
-def _run(args: argparse.Namespace, broker_urls: Sequence[str]) -> int:
-    with dead_letter_channel(broker_urls) as channel:
+def _run(args: argparse.Namespace, broker_urls: Sequence[str], tls: dict[str, object] | bool = False) -> int:
+    with dead_letter_channel(broker_urls, tls) as channel:
         if args.command == "list":
             tasks = list_dead(channel, limit=args.limit)
             now = datetime.now(UTC).replace(tzinfo=None)

@@ -59,6 +59,9 @@ class ConfirmedCelery(Celery):
     call returns only with the message confirmed, and never blocks without bound.
     """
 
+    amqp_cls = "app.tls:TlsAwareAMQP"
+    """Every connection verifies its own broker host over TLS (see app.tls)."""
+
     def send_task(self, name: str, *args: Any, **options: Any) -> AsyncResult[Any]:
         if len(args) > len(_LEADING):
             raise TypeError(f"send_task takes {', '.join(_LEADING)} by position, the rest by keyword")

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from contract.timing import CONSUMER_TIMEOUT_MS
-from contract.wire import AMQP_PORT, DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, MANAGEMENT_PORT, PROMETHEUS_PORT
+from contract.wire import (
+    AMQP_PORT,
+    AMQPS_PORT,
+    DEAD_LETTER_EXCHANGE,
+    DEAD_LETTER_QUEUE,
+    MANAGEMENT_PORT,
+    PROMETHEUS_PORT,
+)
 
 # Celery's own non-task queues, which must never get the task dead-letter policy:
 # ``celeryev.<uuid>`` event queues and ``*.pidbox`` control/reply queues carry a message TTL,
@@ -68,6 +75,18 @@ class PeerDiscovery(StrEnum):
 
 
 @dataclass(frozen=True)
+class BrokerTls:
+    """Where a node reads its TLS files (PEM). Paths, not contents: the key never enters a rendered file."""
+
+    cacertfile: str
+    """The CA that signed every node's certificate (what clients verify against)."""
+    certfile: str
+    """This node's certificate: its pod DNS name and the client Service's names."""
+    keyfile: str
+    """This node's private key."""
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """Everything that decides how a RabbitMQ node behaves, minus secrets.
 
@@ -99,6 +118,10 @@ class BrokerConfig:
     above Celery's task_time_limit x (prefetch + 1), or tasks are redelivered while still
     running; the default is contract.timing.CONSUMER_TIMEOUT_MS, >= contract.timing.MIN_CONSUMER_TIMEOUT_MS."""
     amqp_port: int = AMQP_PORT
+    """The plain AMQP listener; not rendered with ``tls`` (no plain listener then)."""
+    tls: BrokerTls | None = None
+    """AMQP over TLS only, on ``amqps_port``; None: plain AMQP on ``amqp_port``."""
+    amqps_port: int = AMQPS_PORT
     management_port: int = MANAGEMENT_PORT
     prometheus_port: int = PROMETHEUS_PORT
     bind_address: str | None = None
@@ -170,13 +193,19 @@ class BrokerConfig:
             problems.append(f"disk_free_limit_bytes must be >= 50 MB, got {self.disk_free_limit_bytes}")
         if self.consumer_timeout_ms < 60_000:
             problems.append(f"consumer_timeout_ms must be >= 60000, got {self.consumer_timeout_ms}")
-        ports = {"amqp_port": self.amqp_port, "management_port": self.management_port}
+        ports = {"amqps_port" if self.tls else "amqp_port": self.amqps_port if self.tls else self.amqp_port}
+        ports["management_port"] = self.management_port
         ports["prometheus_port"] = self.prometheus_port
         for name, port in ports.items():
             if not 1 <= port <= 65535:
                 problems.append(f"{name} must be a TCP port (1-65535), got {port}")
         if len(set(ports.values())) != len(ports):
             problems.append(f"amqp, management and prometheus ports must differ, got {ports}")
+        if self.tls is not None:
+            for name in ("cacertfile", "certfile", "keyfile"):
+                path = getattr(self.tls, name)
+                if not path.startswith("/") or not re.fullmatch(r"[A-Za-z0-9_./-]+", path):
+                    problems.append(f"tls.{name} must be an absolute path of [A-Za-z0-9_./-], got {path!r}")
         if self.bind_address is not None:
             try:
                 ipaddress.IPv4Address(self.bind_address)

@@ -42,13 +42,16 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from broker.config import BrokerConfig, PeerDiscovery, RabbitVersion
+from broker.config import BrokerConfig, BrokerTls, PeerDiscovery, RabbitVersion
 from contract.wire import (
     DELAYED_DELIVERY_EXCHANGE,
     DELAYED_LEVELS,
     QUEUE_NAME,
+    TLS_CA_KEY,
     delayed_level,
     import_definitions_command,
+    tls_cert_key,
+    tls_private_key_key,
 )
 
 
@@ -79,7 +82,10 @@ def _settings(cfg: BrokerConfig) -> list[_Setting]:
         )
     )
     bind = cfg.bind_address
-    add(_Setting("listeners.tcp.default", f"{bind}:{cfg.amqp_port}" if bind else str(cfg.amqp_port)))
+    if cfg.tls is None:
+        add(_Setting("listeners.tcp.default", f"{bind}:{cfg.amqp_port}" if bind else str(cfg.amqp_port)))
+    else:
+        s.extend(_tls_settings(cfg, cfg.tls))
     add(_Setting("management.tcp.port", str(cfg.management_port)))
     if bind:
         add(_Setting("management.tcp.ip", bind))
@@ -248,6 +254,32 @@ def _settings(cfg: BrokerConfig) -> list[_Setting]:
         add(_Setting("log.console", "false", "Local nodes log to one file each under RABBITMQ_LOG_BASE."))
         add(_Setting("log.file.level", "info"))
     return s
+
+
+def _tls_settings(cfg: BrokerConfig, tls: BrokerTls) -> list[_Setting]:
+    bind = cfg.bind_address
+    return [
+        _Setting(
+            "listeners.tcp",
+            "none",
+            "AMQP over TLS only: no plain listener at all, so no client (or misconfigured worker) can send "
+            "credentials and tasks in clear text, not even by mistake.",
+        ),
+        _Setting("listeners.ssl.default", f"{bind}:{cfg.amqps_port}" if bind else str(cfg.amqps_port)),
+        _Setting("ssl_options.cacertfile", tls.cacertfile),
+        _Setting("ssl_options.certfile", tls.certfile),
+        _Setting("ssl_options.keyfile", tls.keyfile),
+        _Setting(
+            "ssl_options.verify",
+            "verify_none",
+            "Server-side TLS: clients verify the broker (CA and hostname); the broker authenticates clients by "
+            "their user and password, not by certificates. Mutual TLS would need a certificate per client pod "
+            "and its rotation, for no gain over the password that travels encrypted.",
+        ),
+        _Setting("ssl_options.fail_if_no_peer_cert", "false"),
+        _Setting("ssl_options.versions.1", "tlsv1.3", "No TLS 1.0/1.1: both are deprecated (RFC 8996)."),
+        _Setting("ssl_options.versions.2", "tlsv1.2"),
+    ]
 
 
 def render_rabbitmq_conf(cfg: BrokerConfig) -> str:
@@ -508,6 +540,8 @@ def setup_script(
     data_dir: str,
     plugins_file: str,
     wait_s: int = SEED_JOIN_WAIT_S,
+    tls_source: str | None = None,
+    tls: BrokerTls | None = None,
 ) -> str:
     """The broker pod's init container: the cookie file, the conf.d files, enabled_plugins, and
     the blank-seed guard.
@@ -526,14 +560,34 @@ def setup_script(
 
     conf.d is copied into a writable directory for that extra file (a projected volume is
     read-only); only ``*.conf`` files, the only ones RabbitMQ reads from conf.d.
+
+    With ``tls``: the TLS Secret (at ``tls_source``) holds every node's certificate and key under
+    the pod's name (:func:`contract.wire.tls_cert_key`); this pod's pair and the CA are copied to
+    the fixed paths of ``tls`` (one ConfigMap serves every pod), the key 0600. A pod without a
+    pair in the Secret (scaled past the certificates) fails here, naming the missing file.
     """
     peers = " ".join(f"{statefulset}-{i}" for i in range(1, replicas))
+    tls_copy = ""
+    if tls is not None:
+        if tls_source is None:
+            raise ValueError("setup_script: tls needs tls_source (where the TLS Secret is mounted)")
+        cert, key = tls_cert_key("$MY_POD_NAME"), tls_private_key_key("$MY_POD_NAME")
+        tls_copy = (
+            f'for f in {TLS_CA_KEY} "{cert}" "{key}"; do\n'
+            f'  [ -f "{tls_source}/$f" ] || {{ echo "TLS Secret has no $f for this pod" >&2; exit 1; }}\n'
+            "done\n"
+            f"cp {tls_source}/{TLS_CA_KEY} {tls.cacertfile}\n"
+            f'cp "{tls_source}/{cert}" {tls.certfile}\n'
+            f'cp "{tls_source}/{key}" {tls.keyfile}\n'
+            f"chmod 600 {tls.keyfile}\n"
+        )
     return (
         "set -eu\n"
         "cp /tmp/erlang-cookie-secret/.erlang.cookie /var/lib/rabbitmq/.erlang.cookie\n"
         "chmod 600 /var/lib/rabbitmq/.erlang.cookie\n"
         f"cp {conf_source}/*.conf {conf_dir}/\n"
         f"cp {conf_source}/enabled_plugins {plugins_file}\n"
+        f"{tls_copy}"
         f'if [ "${{MY_POD_NAME##*-}}" != 0 ] || ls -A {data_dir} | grep -qv "^lost+found$"; then exit 0; fi\n'
         f"deadline=$(( $(date +%s) + {wait_s} ))\n"
         'while [ "$(date +%s)" -lt "$deadline" ]; do\n'

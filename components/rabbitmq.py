@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
+import pulumi_tls as tls
 
-from broker.config import BrokerConfig, PeerDiscovery, RabbitVersion
+from broker.config import BrokerConfig, BrokerTls, PeerDiscovery, RabbitVersion
 from broker.render import (
     BOOT_DEADLINE_S,
     SEED_JOIN_WAIT_S,
@@ -32,6 +33,9 @@ from broker.users import role_users, users_script
 from contract.metrics import BROKER_METRICS_PORT_NAME
 from contract.wire import (
     AMQP_PORT,
+    AMQPS_PORT,
+    BROKER_CA_SECRET_SUFFIX,
+    BROKER_TLS_SECRET_SUFFIX,
     BROKER_USERNAME,
     CLI_DIST_PORTS,
     CLIENT_LABEL,
@@ -45,10 +49,14 @@ from contract.wire import (
     PROMETHEUS_PORT,
     RABBITMQ_UID,
     ROLE_PASSWORDS_DIR,
+    TLS_CA_KEY,
     BrokerRole,
+    broker_tls_names,
     management_url,
     role_secret_name,
     role_username,
+    tls_cert_key,
+    tls_private_key_key,
 )
 
 GRACE_SECONDS = 600
@@ -91,6 +99,9 @@ class RabbitMQClusterArgs:
     keda_namespace: str | None = None
     """KEDA's namespace, whose pods may read the management API (its rabbitmq trigger); None
     when the workers are not autoscaled by KEDA."""
+    tls: bool = False
+    """AMQP over TLS only (AMQPS_PORT, no plain listener) with a CA and per-node certificates generated
+    here (pulumi-tls); the keys live in Kubernetes Secrets and, as secrets, in the state."""
     name: str = "rabbitmq"
     """Fixed object name: node names (rabbit@rabbitmq-0.rabbitmq-nodes...) derive from it, so
     Pulumi auto-naming would give every deploy a new cluster and orphan the data."""
@@ -111,6 +122,10 @@ class RabbitMQCluster(pulumi.ComponentResource):
     password: pulumi.Output[str]
     management_url: pulumi.Output[str]
     """The management API's URL with the monitoring user's credentials (secret)."""
+    amqp_port: int
+    """The one AMQP port clients use: AMQPS_PORT with TLS, else AMQP_PORT."""
+    ca_secret: pulumi.Output[str] | None
+    """With TLS: the Secret holding only the CA certificate (key TLS_CA_KEY), for clients to mount."""
 
     def __init__(self, name: str, args: RabbitMQClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ha-celery:index:RabbitMQCluster", name, None, opts)
@@ -121,10 +136,11 @@ class RabbitMQCluster(pulumi.ComponentResource):
         user_secret, cookie_secret = _secrets(name, args, self.password, cookie, child)
         role_passwords = _role_passwords(name, child)
         role_secrets = _role_secrets(name, args, role_passwords, child)
+        tls_secret, ca_secret = _tls_secrets(name, args, child) if args.tls else (None, None)
         config_files = _config_files(args)
         config_map = _config_map(name, args, config_files, child)
         headless, client = _services(name, args, child)
-        pod_spec = _pod_spec(args, _volumes(cookie_secret, config_map, user_secret, role_secrets))
+        pod_spec = _pod_spec(args, _volumes(cookie_secret, config_map, user_secret, role_secrets, tls_secret))
         self.statefulset = _statefulset(
             name,
             args,
@@ -145,6 +161,8 @@ class RabbitMQCluster(pulumi.ComponentResource):
         self.worker_credentials_secret = role_secrets[BrokerRole.WORKER].metadata["name"]
         self.scheduler_credentials_secret = role_secrets[BrokerRole.SCHEDULER].metadata["name"]
         self.management_url = _management_url(args, role_passwords[BrokerRole.MONITORING])
+        self.amqp_port = _amqp_port(args)
+        self.ca_secret = ca_secret.metadata["name"] if ca_secret is not None else None
         self.register_outputs(
             {
                 "service_name": self.service_name,
@@ -154,8 +172,96 @@ class RabbitMQCluster(pulumi.ComponentResource):
                 "scheduler_credentials_secret": self.scheduler_credentials_secret,
                 "password": self.password,
                 "management_url": self.management_url,
+                "amqp_port": self.amqp_port,
+                "ca_secret": self.ca_secret,
             }
         )
+
+
+def _tls_names(args: RabbitMQClusterArgs, ordinal: int) -> pulumi.Output[list[str]]:
+    app, nodes_service = args.name, _nodes_service(args)
+    return pulumi.Output.from_input(args.namespace).apply(lambda ns: broker_tls_names(app, nodes_service, ns, ordinal))
+
+
+def _amqp_port(args: RabbitMQClusterArgs) -> int:
+    return AMQPS_PORT if args.tls else AMQP_PORT
+
+
+TLS_DIR = "/etc/rabbitmq/tls"
+"""The node's CA, certificate and key, copied from the TLS Secret by the init container onto a
+memory-backed emptyDir (the key never lands on the node's disk)."""
+TLS_SOURCE = "/etc/ha-celery/tls"
+"""Where the init container reads the TLS Secret (every node's pair: only this pod's is copied)."""
+BROKER_TLS = BrokerTls(
+    cacertfile=f"{TLS_DIR}/{TLS_CA_KEY}", certfile=f"{TLS_DIR}/tls.crt", keyfile=f"{TLS_DIR}/tls.key"
+)
+CA_VALIDITY_HOURS = 10 * 365 * 24
+"""The CA outlives many node certificates: replacing it means every client's CA file changes too."""
+NODE_CERT_VALIDITY_HOURS = 365 * 24
+NODE_CERT_EARLY_RENEWAL_HOURS = 30 * 24
+"""A `pulumi up` in a node certificate's last 30 days replaces it (README: rotation)."""
+
+
+def _tls_secrets(
+    name: str, args: RabbitMQClusterArgs, child: pulumi.ResourceOptions
+) -> tuple[k8s.core.v1.Secret, k8s.core.v1.Secret]:
+    """A CA, one key and certificate per node, and the two Secrets: the broker's (CA, every node's
+    pair) and the clients' (the CA certificate only)."""
+    # ECDSA P-256: as strong as RSA-3072 for a fraction of the handshake cost; Erlang/OTP and
+    # Python's ssl both take it.
+    ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+    ca = tls.SelfSignedCert(
+        f"{name}-ca-cert",
+        private_key_pem=ca_key.private_key_pem,
+        is_ca_certificate=True,
+        subject={"common_name": f"{args.cluster_name} broker CA", "organization": "ha-celery"},
+        validity_period_hours=CA_VALIDITY_HOURS,
+        allowed_uses=["cert_signing", "crl_signing", "digital_signature"],
+        opts=child,
+    )
+    data: dict[str, pulumi.Input[str]] = {TLS_CA_KEY: ca.cert_pem}
+    for i in range(args.replicas):
+        pod = f"{args.name}-{i}"
+        names = _tls_names(args, i)
+        key = tls.PrivateKey(f"{name}-{i}-tls-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        request = tls.CertRequest(
+            f"{name}-{i}-csr",
+            private_key_pem=key.private_key_pem,
+            subject={"common_name": names[0], "organization": "ha-celery"},
+            dns_names=names,
+            opts=child,
+        )
+        cert = tls.LocallySignedCert(
+            f"{name}-{i}-cert",
+            cert_request_pem=request.cert_request_pem,
+            ca_private_key_pem=ca_key.private_key_pem,
+            ca_cert_pem=ca.cert_pem,
+            validity_period_hours=NODE_CERT_VALIDITY_HOURS,
+            early_renewal_hours=NODE_CERT_EARLY_RENEWAL_HOURS,
+            allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
+            opts=child,
+        )
+        data[tls_cert_key(pod)] = cert.cert_pem
+        # The provider marks private keys secret; stated here too, so no change of it leaks one.
+        data[tls_private_key_key(pod)] = pulumi.Output.secret(key.private_key_pem)
+    broker_secret = k8s.core.v1.Secret(
+        f"{name}-tls",
+        metadata=_metadata(f"{args.name}{BROKER_TLS_SECRET_SUFFIX}", args),
+        type="Opaque",
+        string_data=data,
+        opts=child,
+    )
+    ca_cert: pulumi.Output[str] = pulumi.Output.secret(ca.cert_pem)
+    # Secret, not ConfigMap, although a CA certificate is public: the local harness generates its
+    # own CA for masked values only, and clients must get the CA that signed the nodes' pairs.
+    ca_secret = k8s.core.v1.Secret(
+        f"{name}-ca",
+        metadata=_metadata(f"{args.name}{BROKER_CA_SECRET_SUFFIX}", args),
+        type="Opaque",
+        string_data={TLS_CA_KEY: ca_cert},
+        opts=child,
+    )
+    return broker_secret, ca_secret
 
 
 def _nodes_service(args: RabbitMQClusterArgs) -> str:
@@ -299,6 +405,8 @@ def _config_files(args: RabbitMQClusterArgs) -> dict[str, str]:
         memory_limit_bytes=args.memory_mib * 1024 * 1024,
         consumer_timeout_ms=args.consumer_timeout_ms,
         amqp_port=AMQP_PORT,
+        tls=BROKER_TLS if args.tls else None,
+        amqps_port=AMQPS_PORT,
         management_port=MANAGEMENT_PORT,
         prometheus_port=PROMETHEUS_PORT,
         cluster_name=args.cluster_name,
@@ -357,7 +465,7 @@ def _services(
             "type": "ClusterIP",
             "selector": _selector(args),
             "ports": [
-                {"name": "amqp", "port": AMQP_PORT, "target_port": AMQP_PORT, "app_protocol": "amqp"},
+                _amqp_service_port(args),
                 {"name": "management", "port": MANAGEMENT_PORT, "target_port": MANAGEMENT_PORT, "app_protocol": "http"},
                 {"name": "prometheus", "port": PROMETHEUS_PORT, "target_port": PROMETHEUS_PORT, "app_protocol": "http"},
             ],
@@ -365,6 +473,15 @@ def _services(
         opts=child,
     )
     return headless, client
+
+
+def _amqp_port_name(args: RabbitMQClusterArgs) -> str:
+    return "amqps" if args.tls else "amqp"
+
+
+def _amqp_service_port(args: RabbitMQClusterArgs) -> k8s.core.v1.ServicePortArgsDict:
+    port, port_name = _amqp_port(args), _amqp_port_name(args)
+    return {"name": port_name, "port": port, "target_port": port, "app_protocol": port_name}
 
 
 def _env(args: RabbitMQClusterArgs) -> list[k8s.core.v1.EnvVarArgsDict]:
@@ -419,7 +536,7 @@ def _container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
         "image": args.image,
         "env": _env(args),
         "ports": [
-            {"name": "amqp", "container_port": AMQP_PORT},
+            {"name": _amqp_port_name(args), "container_port": _amqp_port(args)},
             {"name": "management", "container_port": MANAGEMENT_PORT},
             {"name": BROKER_METRICS_PORT_NAME, "container_port": PROMETHEUS_PORT},
             {"name": "epmd", "container_port": EPMD_PORT},
@@ -432,7 +549,8 @@ def _container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
         # TCP, not a full health check: readiness gates the client Service only, and
         # a check that needs the peers would keep a restarting cluster unready forever.
         "readiness_probe": {
-            "tcp_socket": {"port": "amqp"},
+            # A TCP connect only, no handshake: the same check with and without TLS.
+            "tcp_socket": {"port": _amqp_port_name(args)},
             "initial_delay_seconds": 10,
             "period_seconds": 10,
             "timeout_seconds": 5,
@@ -450,8 +568,17 @@ def _container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
             {"name": "rabbitmq-confd", "mount_path": "/etc/rabbitmq/conf.d"},
             {"name": "ha-celery-files", "mount_path": "/etc/ha-celery"},
             {"name": "role-passwords", "mount_path": ROLE_PASSWORDS_DIR},
+            *_tls_mounts(args, init=False),
         ],
     }
+
+
+def _tls_mounts(args: RabbitMQClusterArgs, *, init: bool) -> list[k8s.core.v1.VolumeMountArgsDict]:
+    if not args.tls:
+        return []
+    if init:
+        return [{"name": "tls-secret", "mount_path": TLS_SOURCE}, {"name": "tls", "mount_path": TLS_DIR}]
+    return [{"name": "tls", "mount_path": TLS_DIR, "read_only": True}]
 
 
 CONF_SOURCE = "/etc/ha-celery/conf.d"
@@ -470,11 +597,13 @@ def _cookie_setup_container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerA
     script = setup_script(
         statefulset=args.name,
         replicas=args.replicas,
-        amqp_port=AMQP_PORT,
+        amqp_port=_amqp_port(args),
         conf_source=CONF_SOURCE,
         conf_dir="/etc/rabbitmq/conf.d",
         data_dir="/var/lib/rabbitmq/mnesia",
         plugins_file=PLUGINS_FILE,
+        tls_source=TLS_SOURCE if args.tls else None,
+        tls=BROKER_TLS if args.tls else None,
     )
     return {
         "name": "setup",
@@ -494,6 +623,7 @@ def _cookie_setup_container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerA
             {"name": "persistence", "mount_path": "/var/lib/rabbitmq/mnesia"},
             {"name": "rabbitmq-confd-source", "mount_path": CONF_SOURCE},
             {"name": "rabbitmq-confd", "mount_path": "/etc/rabbitmq/conf.d"},
+            *_tls_mounts(args, init=True),
         ],
     }
 
@@ -503,8 +633,17 @@ def _volumes(
     config_map: k8s.core.v1.ConfigMap,
     user_secret: k8s.core.v1.Secret,
     role_secrets: dict[BrokerRole, k8s.core.v1.Secret],
+    tls_secret: k8s.core.v1.Secret | None,
 ) -> list[k8s.core.v1.VolumeArgsDict]:
+    tls_volumes: list[k8s.core.v1.VolumeArgsDict] = []
+    if tls_secret is not None:
+        tls_volumes = [
+            # Only the init container mounts every node's pair; the broker sees its own, copied.
+            {"name": "tls-secret", "secret": {"secret_name": tls_secret.metadata["name"], "default_mode": 0o400}},
+            {"name": "tls", "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}},
+        ]
     return [
+        *tls_volumes,
         {"name": "rabbitmq-home", "empty_dir": {}},
         {"name": "rabbitmq-confd", "empty_dir": {}},
         {
@@ -713,7 +852,7 @@ def _network_policy(
                 {
                     # A podSelector alone means this namespace: the workers and the scheduler.
                     "from_": [{"pod_selector": {"match_labels": {CLIENT_LABEL: "true"}}}, ops],
-                    "ports": [_tcp(AMQP_PORT)],
+                    "ports": [_tcp(_amqp_port(args))],
                 },
                 {"from_": management_from, "ports": [_tcp(MANAGEMENT_PORT)]},
                 {
@@ -723,7 +862,7 @@ def _network_policy(
                     # a running cluster instead of founding a second one (broker.render.setup_script).
                     "from_": [{"pod_selector": {"match_labels": selector}}],
                     "ports": [
-                        _tcp(AMQP_PORT),
+                        _tcp(_amqp_port(args)),
                         _tcp(EPMD_PORT),
                         _tcp(DIST_PORT),
                         {"protocol": "TCP", "port": CLI_DIST_PORTS[0], "end_port": CLI_DIST_PORTS[1]},

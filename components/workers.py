@@ -36,7 +36,7 @@ class CeleryWorkersArgs:
     broker_hosts: pulumi.Input[list[str]]
     """Per-pod broker hostnames: the failover list each worker shuffles."""
     broker_port: int
-    """AMQP port of the broker pods."""
+    """AMQP port of the broker pods (AMQPS_PORT with TLS)."""
     credentials_secret: pulumi.Input[str]
     """The worker user's Secret, `username` and `password` keys (the broker component's)."""
     scheduler_credentials_secret: pulumi.Input[str]
@@ -60,6 +60,9 @@ class CeleryWorkersArgs:
     """none, hpa (CPU) or keda (queue length; KEDA must be installed in the cluster)."""
     autoscaling_max_replicas: int
     """Upper bound of worker pods when autoscaling."""
+    broker_ca_secret: pulumi.Input[str] | None = None
+    """With broker TLS: the Secret holding the broker CA certificate (key TLS_CA_KEY), mounted read-only
+    into the worker and scheduler pods (never the broker's keys); None: plain AMQP."""
     scheduler_run: str = "1"
     """Id of the scheduler's batch (a DNS label, at most 32 characters): the Job runs once per id.
     A new id is a new Job with the current image and count (the previous one is deleted); a code
@@ -146,6 +149,33 @@ def _broker_env(args: CeleryWorkersArgs, credentials_secret: pulumi.Input[str]) 
     ]
 
 
+def _tls_env(args: CeleryWorkersArgs) -> list[k8s.core.v1.EnvVarArgsDict]:
+    if args.broker_ca_secret is None:
+        return []
+    return [{"name": wire.ENV_BROKER_TLS_CA_FILE, "value": f"{wire.CLIENT_CA_DIR}/{wire.TLS_CA_KEY}"}]
+
+
+def _tls_volumes(args: CeleryWorkersArgs) -> list[k8s.core.v1.VolumeArgsDict]:
+    if args.broker_ca_secret is None:
+        return []
+    return [
+        {
+            "name": "broker-ca",
+            "secret": {
+                "secret_name": args.broker_ca_secret,
+                "items": [{"key": wire.TLS_CA_KEY, "path": wire.TLS_CA_KEY}],
+                "default_mode": 0o444,
+            },
+        }
+    ]
+
+
+def _tls_mounts(args: CeleryWorkersArgs) -> list[k8s.core.v1.VolumeMountArgsDict]:
+    if args.broker_ca_secret is None:
+        return []
+    return [{"name": "broker-ca", "mount_path": wire.CLIENT_CA_DIR, "read_only": True}]
+
+
 def _security() -> k8s.core.v1.SecurityContextArgsDict:
     return {
         "allow_privilege_escalation": False,
@@ -208,6 +238,7 @@ def _container(args: CeleryWorkersArgs) -> k8s.core.v1.ContainerArgsDict:
         "command": list(wire.WORKER_COMMAND),
         "env": [
             *_broker_env(args, args.credentials_secret),
+            *_tls_env(args),
             {"name": wire.ENV_CONCURRENCY, "value": str(args.concurrency)},
             {"name": wire.ENV_PREFETCH_MULTIPLIER, "value": str(wire.DEFAULT_PREFETCH_MULTIPLIER)},
             {"name": wire.ENV_HEARTBEAT_FILE, "value": wire.DEFAULT_HEARTBEAT_FILE},
@@ -221,7 +252,7 @@ def _container(args: CeleryWorkersArgs) -> k8s.core.v1.ContainerArgsDict:
         "liveness_probe": liveness,
         "readiness_probe": readiness,
         "security_context": _security(),
-        "volume_mounts": [_tmp_mount()],
+        "volume_mounts": [_tmp_mount(), *_tls_mounts(args)],
     }
 
 
@@ -246,7 +277,7 @@ def _pod_template(args: CeleryWorkersArgs) -> k8s.core.v1.PodTemplateSpecArgsDic
             "security_context": _pod_security(),
             "topology_spread_constraints": spread,
             "containers": [_container(args)],
-            "volumes": [_tmp_volume()],
+            "volumes": [_tmp_volume(), *_tls_volumes(args)],
         },
     }
 
@@ -319,6 +350,7 @@ def _scheduler_job(name: str, args: CeleryWorkersArgs, opts: pulumi.ResourceOpti
                             "command": ["python", "-m", "app.scheduler", "--count", str(args.scheduler_tasks)],
                             "env": [
                                 *_broker_env(args, args.scheduler_credentials_secret),
+                                *_tls_env(args),
                                 {
                                     "name": ENV_SCHEDULER_RUN_ID,
                                     "value_from": {"field_ref": {"field_path": JOB_UID_FIELD}},
@@ -329,10 +361,10 @@ def _scheduler_job(name: str, args: CeleryWorkersArgs, opts: pulumi.ResourceOpti
                                 "limits": {"memory": "256Mi"},
                             },
                             "security_context": _security(),
-                            "volume_mounts": [_tmp_mount()],
+                            "volume_mounts": [_tmp_mount(), *_tls_mounts(args)],
                         }
                     ],
-                    "volumes": [_tmp_volume()],
+                    "volumes": [_tmp_volume(), *_tls_volumes(args)],
                 },
             },
         },

@@ -22,6 +22,11 @@ ENV_BROKER_PORT: Final = "BROKER_PORT"
 ENV_BROKER_VHOST: Final = "BROKER_VHOST"
 ENV_BROKER_USER: Final = "BROKER_USER"
 ENV_BROKER_PASSWORD: Final = "BROKER_PASSWORD"
+ENV_BROKER_TLS_CA_FILE: Final = "BROKER_TLS_CA_FILE"
+"""Set: AMQP over TLS (amqps://, port AMQPS_PORT), the broker verified against this CA file."""
+ENV_BROKER_TLS_SERVER_NAME: Final = "BROKER_TLS_SERVER_NAME"
+"""Optional: the name every broker certificate is checked against instead of each URL's host (a
+client that reaches the pods by address: the client Service's name is in every node's certificate)."""
 ENV_PREFETCH_MULTIPLIER: Final = "WORKER_PREFETCH_MULTIPLIER"
 ENV_CONCURRENCY: Final = "WORKER_CONCURRENCY"
 ENV_HEARTBEAT_FILE: Final = "HEALTH_HEARTBEAT_FILE"
@@ -90,6 +95,38 @@ DEFINITIONS_PATH: Final = "/etc/ha-celery/definitions.json"
 """Where the broker pods mount the rendered definitions (dead-letter topology and policy)."""
 
 
+BROKER_TLS_SECRET_SUFFIX: Final = "-tls"
+"""``<statefulset>-tls``: the CA certificate and every node's certificate and key (the broker's only)."""
+BROKER_CA_SECRET_SUFFIX: Final = "-ca"
+"""``<statefulset>-ca``: the CA certificate alone, what clients mount."""
+TLS_CA_KEY: Final = "ca.crt"
+"""Key of the CA certificate in both Secrets."""
+CLIENT_CA_DIR: Final = "/etc/ha-celery/broker-ca"
+"""Where worker and scheduler pods mount the CA Secret; BROKER_TLS_CA_FILE points into it."""
+
+
+def tls_cert_key(pod: str) -> str:
+    """Key of a broker node's certificate (PEM) in the TLS Secret, e.g. ``rabbitmq-0.crt``."""
+    return f"{pod}.crt"
+
+
+def tls_private_key_key(pod: str) -> str:
+    """Key of a broker node's private key (PEM) in the TLS Secret, e.g. ``rabbitmq-0.key``."""
+    return f"{pod}.key"
+
+
+def broker_tls_names(statefulset: str, headless: str, namespace: str, ordinal: int) -> list[str]:
+    """The DNS names a broker node's certificate carries: its own pod name (what the workers'
+    failover list uses) first, then the client Service's names (any node may answer there)."""
+    return [
+        f"{statefulset}-{ordinal}.{headless}.{namespace}.svc.cluster.local",
+        f"{statefulset}.{namespace}.svc.cluster.local",
+        f"{statefulset}.{namespace}.svc",
+        f"{statefulset}.{namespace}",
+        statefulset,
+    ]
+
+
 def import_definitions_command(path: str = DEFINITIONS_PATH) -> list[str]:
     """The argv that applies a rendered definitions file to a running cluster (idempotent)."""
     return ["rabbitmqctl", "import_definitions", path]
@@ -97,6 +134,8 @@ def import_definitions_command(path: str = DEFINITIONS_PATH) -> list[str]:
 
 # --- ports --------------------------------------------------------------------------------------------
 AMQP_PORT: Final = 5672
+AMQPS_PORT: Final = 5671
+"""AMQP over TLS (stack setting ``brokerTls``): the only AMQP listener then, the plain one is off."""
 MANAGEMENT_PORT: Final = 15672
 PROMETHEUS_PORT: Final = 15692
 EPMD_PORT: Final = 4369

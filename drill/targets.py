@@ -40,6 +40,7 @@ from harness.cluster import LocalCluster
 from harness.images import ensure_images
 from harness.kube.cluster import KubeCluster, PodAdditions
 from harness.kube.fields import Delta
+from harness.kube.objects import Secret
 from harness.poll import poll
 from harness.workers import WorkerPool
 
@@ -166,7 +167,7 @@ class PlanTarget:
 
     def publisher(self) -> tuple[Celery, Publisher]:
         # The scheduler's default publisher, from the host, to every broker pod.
-        return make_app(from_env({wire.ENV_BROKER_URLS: ",".join(broker_urls(self.cluster))})), publish_pipelined
+        return make_app(from_env(broker_env(self.cluster))), publish_pipelined
 
     def _list_queues(self, item: str) -> str | None:
         for pod in self.cluster.pods_of(BROKERS):
@@ -240,19 +241,45 @@ def boot_plan(plan_dir: Path, workdir: Path, results: Path, *, workers: bool = T
 
 
 def broker_urls(cluster: KubeCluster, role: wire.BrokerRole = wire.BrokerRole.SCHEDULER) -> list[str]:
-    """AMQP URLs of the broker pods, by address, with the credentials of ``role``'s Secret in the plan.
+    """AMQP URLs of the broker pods, by address, with the credentials of ``role``'s Secret in the plan
+    (amqps:// on AMQPS_PORT when the plan has broker TLS; see :func:`broker_env`).
 
     The drill's publisher is the scheduler's (so it runs with the scheduler user's permissions);
     what runs in a worker pod (``app.dlq``) uses the worker's.
     """
-    name = wire.role_secret_name(BROKERS.split("/", 1)[1], role)
+    name = wire.role_secret_name(BROKER_APP, role)
     secret = next(s for s in cluster.plan.secrets if s.name == name)
     user, password = secret.data["username"].decode(), secret.data["password"].decode()
+    scheme, port = ("amqps", wire.AMQPS_PORT) if broker_ca(cluster) is not None else ("amqp", wire.AMQP_PORT)
     return [
-        f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{pod.ip}:{wire.AMQP_PORT}/%2F"
+        f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{pod.ip}:{port}/%2F"
         for pod in cluster.pods_of(BROKERS)
         if pod.ip is not None
     ]
+
+
+BROKER_APP = BROKERS.split("/", 1)[1]
+"""The broker StatefulSet's name: its CA Secret and client Service are named after it."""
+
+
+def broker_ca(cluster: KubeCluster) -> Secret | None:
+    """The Secret with the CA certificate the plan gives its clients (brokerTls), None for plain AMQP."""
+    name = f"{BROKER_APP}{wire.BROKER_CA_SECRET_SUFFIX}"
+    return next((s for s in cluster.plan.secrets if s.name == name), None)
+
+
+def broker_env(cluster: KubeCluster) -> dict[str, str]:
+    """The app's environment for a client on the host: every broker pod by address, and with TLS the
+    plan's CA (written beside the cluster's files) and the client Service's name, which every node's
+    certificate carries (the host cannot resolve the pods' names)."""
+    env = {wire.ENV_BROKER_URLS: ",".join(broker_urls(cluster))}
+    ca = broker_ca(cluster)
+    if ca is not None:
+        ca_file = cluster.workdir / "broker-ca.crt"
+        ca_file.write_bytes(ca.data[wire.TLS_CA_KEY])
+        env[wire.ENV_BROKER_TLS_CA_FILE] = str(ca_file)
+        env[wire.ENV_BROKER_TLS_SERVER_NAME] = f"{BROKER_APP}.{ca.namespace}.svc.cluster.local"
+    return env
 
 
 # ------------------------------------------------------------------- the seed (3.10) ----

@@ -53,6 +53,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state.update(digest=digest, ref=f"{args.inputs['tags'][0]}@{digest}")
         elif token == "random:index/randomPassword:RandomPassword":
             state["result"] = f"{MOCK_SECRET_PREFIX}{name}-{_hex(name, 16)}"
+        elif token == "tls:index/privateKey:PrivateKey":
+            # The provider marks it secret (additional_secret_outputs): the plan masks it.
+            state["privateKeyPem"] = f"{MOCK_SECRET_PREFIX}{name}-{_hex(name, 16)}"
+        elif token == "tls:index/selfSignedCert:SelfSignedCert":
+            state["certPem"] = f"mock-certificate-{name}"
+        elif token == "tls:index/certRequest:CertRequest":
+            state["certRequestPem"] = f"mock-certificate-request-{name}"
+        elif token == "tls:index/locallySignedCert:LocallySignedCert":
+            state["certPem"] = f"mock-certificate-{name}"
         elif token.startswith("kubernetes:") and not token.startswith("pulumi:providers"):
             state.setdefault("status", {})
         return f"{name}-id", state

@@ -154,6 +154,7 @@ BAD: list[tuple[str, dict[str, str], dict[str, Any], str, str]] = [
     ("private-nodes-docker-hub", DEV, {"privateNodes": True}, "ha-celery:privateNodes", "mirrorRabbitmqImage true"),
     ("private-nodes-not-bool", DEV, {"privateNodes": "yes"}, "ha-celery:privateNodes", "true | false"),
     ("secrets-encryption-not-bool", DEV, {"secretsEncryption": 1}, "ha-celery:secretsEncryption", "true | false"),
+    ("broker-tls-not-bool", DEV, {"brokerTls": "yes"}, "ha-celery:brokerTls", "true | false"),
     (
         "cidr-not-a-list",
         DEV,

@@ -134,7 +134,8 @@ class KubeCluster:
         self.additions = dict(additions or {})
         self.rng = rng or random.Random()
         plan = load_plan(self.plan_dir)
-        self.plan: Plan = fill_secrets(plan, rules_generator(ha_celery_rules(self.rng)))
+        brokers = max((s.replicas for s in plan.statefulsets), default=0)
+        self.plan: Plan = fill_secrets(plan, rules_generator(ha_celery_rules(self.rng, broker_nodes=brokers)))
         self.nodes = plan_nodes(self.plan_dir)
         self.events: list[Event] = []
         self.pods: dict[str, Pod] = {}

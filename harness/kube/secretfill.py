@@ -8,14 +8,33 @@ generator has no rule for (it returns None) is refused with the secret and key n
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import secrets as stdlib_secrets
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import cache
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker.render import render_default_user_conf
-from contract.wire import BROKER_USERNAME, BrokerRole, management_url, role_secret_name, role_username
+from contract.wire import (
+    BROKER_CA_SECRET_SUFFIX,
+    BROKER_TLS_SECRET_SUFFIX,
+    BROKER_USERNAME,
+    TLS_CA_KEY,
+    BrokerRole,
+    broker_tls_names,
+    management_url,
+    role_secret_name,
+    role_username,
+    tls_cert_key,
+    tls_private_key_key,
+)
 from harness.kube.objects import Plan, Secret
 
 Lookup = Callable[[str, str], str]
@@ -91,18 +110,126 @@ def _constant(value: str) -> SecretRule:
     return lambda _: value
 
 
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ha-celery"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+class LocalCa:
+    """A throwaway CA and broker node certificates made as components/rabbitmq.py makes them with
+    pulumi-tls: ECDSA P-256, a CA certificate, one server certificate per node whose names are
+    contract.wire.broker_tls_names (the pod's StatefulSet DNS name, which the harness's pods
+    resolve as GKE's would, and the client Service's names). Generated on first use."""
+
+    VALIDITY = dt.timedelta(days=7)
+    """Local runs are short; a week keeps a long drill series well inside it."""
+
+    def __init__(self, cluster_name: str = "ha-celery-local") -> None:
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        self._subject = _name(f"{cluster_name} broker CA")
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(self._subject)
+            .issuer_name(self._subject)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + self.VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+
+    @property
+    def cert_pem(self) -> str:
+        return self.cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    def server_pair(self, dns_names: list[str]) -> tuple[str, str]:
+        """(certificate PEM, private key PEM) for a server known by ``dns_names`` (the first is its CN)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(dns_names[0]))
+            .issuer_name(self._subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + self.VALIDITY)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key)
+
+
+def _pick(pair: Callable[[int], tuple[str, str]], ordinal: int, index: int) -> SecretRule:
+    return lambda _: pair(ordinal)[index]
+
+
 def ha_celery_rules(
     rng: random.Random | None = None,
     *,
+    broker_nodes: int = 3,
     app: str = "rabbitmq",
     workers: str = "celery-worker",
     namespace: str = "ha-celery",
     # Not secret, but the plan masks the whole stringData of a Secret that holds any secret value.
     username: str = BROKER_USERNAME,
 ) -> dict[tuple[str, str], SecretRule]:
-    """The rules that rebuild ha-celery's Secrets the way components/rabbitmq.py and workers.py do."""
+    """The rules that rebuild ha-celery's Secrets the way components/rabbitmq.py and workers.py do.
+
+    ``broker_nodes``: the broker StatefulSet's replicas, one certificate and key each (with TLS).
+    """
     user = f"{app}-default-user"
     monitoring = role_secret_name(app, BrokerRole.MONITORING)
+    tls_secret, ca_secret = f"{app}{BROKER_TLS_SECRET_SUFFIX}", f"{app}{BROKER_CA_SECRET_SUFFIX}"
+
+    @cache
+    def local_ca() -> LocalCa:
+        return LocalCa()
+
+    @cache
+    def node_pair(ordinal: int) -> tuple[str, str]:
+        # components/rabbitmq.py: the headless Service is "<app>-nodes".
+        return local_ca().server_pair(broker_tls_names(app, f"{app}-nodes", namespace, ordinal))
+
+    tls_rules: dict[tuple[str, str], SecretRule] = {
+        (tls_secret, TLS_CA_KEY): lambda _: local_ca().cert_pem,
+        # The clients' CA is the broker's: the same value, looked up.
+        (ca_secret, TLS_CA_KEY): lambda lookup: lookup(tls_secret, TLS_CA_KEY),
+    }
+    for i in range(broker_nodes):
+        pod = f"{app}-{i}"
+        tls_rules[(tls_secret, tls_cert_key(pod))] = _pick(node_pair, i, 0)
+        tls_rules[(tls_secret, tls_private_key_key(pod))] = _pick(node_pair, i, 1)
 
     def keda_host(lookup: Lookup) -> str:
         # components/rabbitmq.py _management_url: the monitoring user, through the client Service.
@@ -125,4 +252,6 @@ def ha_celery_rules(
         (f"{app}-erlang-cookie", ".erlang.cookie"): lambda _: random_alnum(64, rng),
         # autoscaling=keda only: what KEDA's rabbitmq trigger reads the queue length with.
         (f"{workers}-keda-rabbitmq", "host"): keda_host,
+        # brokerTls only.
+        **tls_rules,
     }

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from harness.kube.env import PodFacts, expand_command, resolve_env
 from harness.kube.fields import audit, format_deltas
@@ -69,7 +70,9 @@ def test_broker_pod_end_to_end(plan_dir: Path, tmp_path: Path) -> None:
     assert env["RABBITMQ_NODENAME"] == "rabbit@" + statefulset_pod_fqdn(sts, 1)
     assert env["K8S_HOSTNAME_SUFFIX"] == ".rabbitmq-nodes.ha-celery.svc.cluster.local"
     assert c.readiness_probe is not None
-    assert (c.readiness_probe.port, c.readiness_probe.initial_delay_seconds) == (5672, 10)
+    tls = plan.secret("rabbitmq-tls") is not None
+    assert tls == (plan_dir.name == "prod"), "brokerTls: on in prod, off in dev"
+    assert (c.readiness_probe.port, c.readiness_probe.initial_delay_seconds) == (5671 if tls else 5672, 10)
     assert c.post_start is not None
     assert c.pre_stop is not None
     assert spec.termination_grace_period_seconds == 600
@@ -96,7 +99,19 @@ def test_broker_pod_end_to_end(plan_dir: Path, tmp_path: Path) -> None:
         "/var/lib/rabbitmq/mnesia": False,
         "/etc/ha-celery/conf.d": True,
         "/etc/rabbitmq/conf.d": False,
+        **({"/etc/ha-celery/tls": True, "/etc/rabbitmq/tls": False} if tls else {}),
     }
+    if tls:
+        # The init container finds this pod's pair, made by the local CA for this pod's name.
+        files = paths["tls-secret"]
+        ca = x509.load_pem_x509_certificate((files / "ca.crt").read_bytes())
+        cert = x509.load_pem_x509_certificate((files / "rabbitmq-1.crt").read_bytes())
+        cert.verify_directly_issued_by(ca)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName
+        )
+        assert names[:2] == [statefulset_pod_fqdn(sts, 1), "rabbitmq.ha-celery.svc.cluster.local"]
+        assert "PRIVATE KEY" in (files / "rabbitmq-1.key").read_text()
 
 
 def test_worker_env_and_command(plan_dir: Path) -> None:
