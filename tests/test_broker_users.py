@@ -12,6 +12,7 @@ import pytest
 
 from broker.users import password_file, role_user, role_users, users_script
 from contract.wire import (
+    BROKER_CA_SECRET_SUFFIX,
     BROKER_USERNAME,
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
@@ -53,7 +54,9 @@ def _assert_reads_only(plan: Plan, kind: str, role: BrokerRole) -> None:
     assert objects, f"{plan.stack}: no {kind}"
     for obj in objects:
         refs = set(_secret_refs(obj["spec"]["template"]["spec"]))
-        assert refs == {role_secret_name("rabbitmq", role)}, (
+        # With brokerTls (prod) a client also mounts the CA-only Secret: a certificate, no key.
+        ca = {f"rabbitmq{BROKER_CA_SECRET_SUFFIX}"} if plan.stack == "prod" else set()
+        assert refs == {role_secret_name("rabbitmq", role), *ca}, (
             f"{plan.stack}: {kind}/{obj['metadata']['name']} reads {refs}"
         )
         assert ADMIN_SECRET not in refs

@@ -23,6 +23,7 @@ import yaml
 from contract.metrics import WORKER_METRICS_PORT
 from contract.wire import (
     AMQP_PORT,
+    AMQPS_PORT,
     CLIENT_LABEL,
     DIST_PORT,
     EPMD_PORT,
@@ -178,18 +179,22 @@ PORTS: dict[str, list[tuple[int, str]]] = {
 }
 """Destinations and the ports tried on each (including neighbours of every allowed range)."""
 CLIENTS = ("worker", "scheduler")
-INTER_NODE = (AMQP_PORT, EPMD_PORT, DIST_PORT, *CLI_PORTS)
 
 
-def spec_table(pods: Iterable[str], *, keda: bool = False, prometheus: bool = False) -> set[tuple[str, str, int, str]]:
-    """THE SPEC: every (source, destination, port, protocol) that must be reachable; nothing else may be."""
+def spec_table(
+    pods: Iterable[str], *, keda: bool = False, prometheus: bool = False, tls: bool = False
+) -> set[tuple[str, str, int, str]]:
+    """THE SPEC: every (source, destination, port, protocol) that must be reachable; nothing else may be.
+
+    ``tls`` (brokerTls): AMQP is 5671 only, for clients and for a blank seed probing its peers."""
     scrapers = ["gmp", *(["prometheus"] if prometheus else [])]
-    allowed = {(src, "broker", AMQP_PORT, "TCP") for src in (*CLIENTS, "ops")}
+    amqp = AMQPS_PORT if tls else AMQP_PORT
+    allowed = {(src, "broker", amqp, "TCP") for src in (*CLIENTS, "ops")}
     allowed |= {("ops", "broker", MANAGEMENT_PORT, "TCP")}
     if keda:
         allowed |= {("keda", "broker", MANAGEMENT_PORT, "TCP")}
     allowed |= {(s, "broker", PROMETHEUS_PORT, "TCP") for s in scrapers}
-    allowed |= {("broker", "broker", port, "TCP") for port in INTER_NODE}
+    allowed |= {("broker", "broker", port, "TCP") for port in (amqp, EPMD_PORT, DIST_PORT, *CLI_PORTS)}
     allowed |= {(s, dst, WORKER_METRICS_PORT, "TCP") for s in scrapers for dst in CLIENTS}
     for src in pods:
         # DNS from everyone; the clients' egress stops there and at the broker.
@@ -222,7 +227,7 @@ def _check(objects: list[Object], ops_namespace: str, **variant: bool) -> None:
 
 def test_reachability_of_each_stack_matches_the_table(plan: Plan) -> None:
     objects = load(plan.directory)
-    _check(objects, NS)
+    _check(objects, NS, tls=plan.stack == "prod")  # brokerTls is on in prod
 
 
 VARIANTS: dict[str, tuple[tuple[str, ...], str, dict[str, bool]]] = {

@@ -194,7 +194,7 @@ def test_network_policy(plan: Plan) -> None:
     amqp = 5671 if plan.stack == "prod" else 5672  # brokerTls: on in prod
     assert {"podSelector": {"matchLabels": {"ha-celery/broker-client": "true"}}} in by_port[amqp]
     selector = statefulset(plan)["spec"]["selector"]
-    assert {"podSelector": selector} in by_port[5672], "a blank seed probes its peers' AMQP port"
+    assert {"podSelector": selector} in by_port[amqp], "a blank seed probes its peers' AMQP port"
     assert by_port[25672] == [{"podSelector": selector}], "inter-node ports only between broker pods"
     assert by_port[4369] == [{"podSelector": selector}]
     assert by_port[35672] == [{"podSelector": selector}]
