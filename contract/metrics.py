@@ -31,6 +31,14 @@ BROKER_DETAILED_METRICS_PATH: Final = "/metrics/detailed"
 on the aggregated endpoint."""
 BROKER_DETAILED_FAMILIES: Final[tuple[str, ...]] = ("queue_coarse_metrics", "queue_consumer_count")
 
+BROKER_JOB: Final = "rabbitmq"
+BROKER_DETAILED_JOB: Final = "rabbitmq-detailed"
+WORKER_JOB: Final = "celery-worker"
+"""The ``job`` label of each scrape, which the alert rules and the dashboard select on: the GMP
+PodMonitoring's name (GMP sets ``job`` to it and refuses to relabel it), the prometheus-operator
+objects' relabelled ``job`` and the drills' Prometheus ``job_name``. The broker's two endpoints
+are two jobs: on one job both would produce an ``up`` series with the same labels per pod."""
+
 PREFIX: Final = "ha_celery_worker_"
 
 TASKS_RECEIVED: Final = f"{PREFIX}tasks_received_total"
