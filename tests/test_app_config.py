@@ -702,3 +702,13 @@ def test_a_prefork_worker_without_a_multiprocess_directory_refuses_to_export(tmp
         MetricsStep(parent)
     conf.ha_metrics_port = 0
     assert MetricsStep(parent).metrics is None, "port 0: no exporter, nothing to refuse"
+
+
+def test_health_and_metrics_steps_start_once_the_consumer_consumes() -> None:
+    """After Tasks and Control: a restart that fails in remote control (its queue still locked by a dead
+    node's connection) must neither flap the ready file nor count as a reconnect."""
+    blueprint = Consumer.Blueprint(steps=build_app().steps["consumer"])
+    order = [step.name.rsplit(".", 1)[1] for step in blueprint._finalize_steps(blueprint.claim_steps())]
+    for step in ("HealthStep", "MetricsStep"):
+        assert order.index(step) > max(order.index("Tasks"), order.index("Control")), order
+    assert order.index("MetricsStep") > order.index("HealthStep"), order
