@@ -156,7 +156,7 @@ def _prometheus_panel(ax: Any, result: DrillResult) -> None:
         [v for _, v in depth],
         color="#4c72b0",
         linewidth=1.2,
-        label="task queue depth (as RabbitMQ last updated it: every ~5 s)",
+        label="task queue depth (RabbitMQ updates it every ~5 s)",
     )
     ax.set_ylabel("messages", fontsize=8)
     nodes = ax.twinx()

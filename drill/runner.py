@@ -231,13 +231,14 @@ def run_drill(options: DrillOptions, console: Console | None = None) -> DrillRes
 
 
 @contextlib.contextmanager
-def booted_plan(plan: Path, workdir: Path | None = None) -> Iterator[tuple[PlanTarget, Path]]:
-    """The plan booted on the pod runner, with the results directory its worker pods write to."""
+def booted_plan(plan: Path, workdir: Path | None = None, *, observe: bool = True) -> Iterator[tuple[PlanTarget, Path]]:
+    """The plan booted on the pod runner, with the results directory its worker pods write to
+    (``observe``: and its Prometheus, ``drill.observe``)."""
     netns.require_root()
     with _workdir(workdir) as work:
         results = work / "results"
         results.mkdir(parents=True, exist_ok=True)
-        with boot_plan(plan, work / "kube", results) as target:
+        with boot_plan(plan, work / "kube", results, observe=observe) as target:
             yield target, results
 
 
