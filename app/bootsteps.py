@@ -16,7 +16,8 @@ from kombu.transport.native_delayed_delivery import (
 )
 
 from app import health
-from contract import timing
+from app.metrics import MetricsConfigError, WorkerMetrics
+from contract import metrics, timing
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,11 @@ class HealthStep(bootsteps.StartStopStep):
     event loop, so a wedged loop stops it even if the process is alive.
     """
 
-    # After the task consumer: "started" must mean "consuming", not just "connected".
-    requires = ("celery.worker.consumer.tasks:Tasks",)
+    # After the task consumer: "started" must mean "consuming", not just "connected". And after
+    # remote control, whose exclusive queue can still be locked by a dead node's connection right
+    # after a failover (RabbitMQ 4.3: several consumer restarts within seconds): required, not left
+    # to the order the blueprint's sort happens to pick.
+    requires = ("celery.worker.consumer.tasks:Tasks", "celery.worker.consumer.control:Control")
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
@@ -84,6 +88,71 @@ class HealthStep(bootsteps.StartStopStep):
             # A full or read-only /tmp must not crash the consumer; a stale or missing
             # file then fails the liveness probe, which is the right outcome.
             logger.exception("health: cannot touch %s", path)
+
+
+class MetricsStep(bootsteps.StartStopStep):
+    """Consumer bootstep: the worker's ``/metrics`` (``app.metrics``) for the worker's whole life.
+
+    Built once per worker, in the main process and before the pool forks (the consumer's steps are
+    created before any worker step starts), so the children inherit the counters; the server
+    starts at once, so a worker that never reaches a broker still answers, with
+    ``broker_connected 0``. ``start``/``stop`` are the consumer's: consuming, or not.
+
+    After :class:`HealthStep`, so "connected" and a reconnect mean what the ready file means:
+    consuming. A restart that fails before that (on 4.3, the remote-control queue still locked
+    by the dead node's connection: five restarts within four seconds of one failover, seen in the
+    kill-broker drill) is not counted.
+    """
+
+    requires = (HealthStep,)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        conf = parent.app.conf
+        self.metrics: WorkerMetrics | None = None
+        self._server: Any = None
+        port = int(conf.ha_metrics_port or 0)
+        if port == 0:
+            return
+        directory = Path(conf.ha_metrics_dir) if conf.ha_metrics_dir else None
+        pool = getattr(getattr(parent, "controller", None), "pool_cls", None)
+        if directory is None and _forks(pool):
+            raise MetricsConfigError(
+                f"{metrics.ENV_METRICS_PORT}={port} with a prefork pool needs {metrics.ENV_MULTIPROC_DIR} (an "
+                f"absolute, writable directory such as {metrics.DEFAULT_MULTIPROC_DIR}): task outcomes are "
+                f"counted in the pool's processes; or set {metrics.ENV_METRICS_PORT}=0 for no exporter"
+            )
+        self.metrics = WorkerMetrics(parent.app, Path(conf.ha_heartbeat_file), directory)
+        self._server = self.metrics.serve(port)
+        logger.info("metrics: serving /metrics on port %d (multiprocess dir %s)", port, directory)
+
+    def start(self, parent: Any) -> None:
+        del parent
+        if self.metrics is not None:
+            self.metrics.consuming()
+
+    def stop(self, parent: Any) -> None:
+        del parent
+        if self.metrics is not None:
+            self.metrics.disconnected()
+
+    def shutdown(self, parent: Any) -> None:
+        del parent
+        if self.metrics is not None:
+            self.metrics.disconnected()
+            self.metrics.close()
+            self.metrics = None
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def _forks(pool_cls: Any) -> bool:
+    """Whether tasks run in other processes than the consumer's (Celery's prefork pool)."""
+    from celery.concurrency.prefork import TaskPool as PreforkPool  # billiard: only a worker needs it
+
+    return isinstance(pool_cls, type) and issubclass(pool_cls, PreforkPool)
 
 
 class LiveDelayedDelivery(DelayedDelivery):

@@ -58,6 +58,15 @@ Probes:
     Absolute path that exists while the worker consumes (default
     ``/tmp/worker-ready``); checked by ``python -m app.health --ready``.
 
+Metrics (``app.metrics``):
+
+``WORKER_METRICS_PORT``
+    Port of the worker's Prometheus ``/metrics``, 0..65535 (default 9808; 0: no exporter).
+``PROMETHEUS_MULTIPROC_DIR``
+    Absolute directory where the worker's processes write their samples (prometheus-client's
+    multiprocess mode; the prefork children run the tasks). Required by a prefork worker that
+    exports metrics; the worker empties it at start.
+
 Must stay unset: ``REMAP_SIGTERM`` (read by billiard). Setting it turns
 Kubernetes' SIGTERM into a cold shutdown, which cancels running tasks (and,
 with a soft shutdown timeout, stalls the event loop; see
@@ -83,7 +92,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from contract import timing, wire
+from contract import metrics, timing, wire
 from contract.wire import (
     DEFAULT_BROKER_VHOST,
     DEFAULT_CONCURRENCY,
@@ -142,6 +151,10 @@ class AppConfig:
     """The broker CA; set: amqps:// only, CA and hostname verified. See ``BROKER_TLS_CA_FILE``."""
     tls_server_name: str | None = None
     """Name checked in every broker certificate instead of each URL's host; see ``BROKER_TLS_SERVER_NAME``."""
+    metrics_port: int = metrics.WORKER_METRICS_PORT
+    """Port of the worker's ``/metrics`` (0: none); see ``WORKER_METRICS_PORT``."""
+    metrics_dir: PurePosixPath | None = None
+    """prometheus-client's multiprocess directory; see ``PROMETHEUS_MULTIPROC_DIR``."""
 
     def redacted_urls(self) -> tuple[str, ...]:
         """The broker URLs with passwords masked, for logs and reports."""
@@ -220,6 +233,8 @@ def from_env(environ: Mapping[str, str]) -> AppConfig:
         ready_file=_abs_path_env(environ, ENV_READY_FILE, DEFAULT_READY_FILE),
         tls_ca_file=tls_ca_file,
         tls_server_name=tls_server_name,
+        metrics_port=_int_env(environ, metrics.ENV_METRICS_PORT, metrics.WORKER_METRICS_PORT, 0, 65535),
+        metrics_dir=_optional_abs_path_env(environ, metrics.ENV_MULTIPROC_DIR),
     )
 
 
@@ -501,4 +516,7 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
         # Read by app.bootsteps.HealthStep (custom keys, not Celery settings).
         "ha_heartbeat_file": str(config.heartbeat_file),
         "ha_ready_file": str(config.ready_file),
+        # Read by app.bootsteps.MetricsStep.
+        "ha_metrics_port": config.metrics_port,
+        "ha_metrics_dir": None if config.metrics_dir is None else str(config.metrics_dir),
     }

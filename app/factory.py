@@ -10,7 +10,7 @@ from celery import Celery
 from celery.result import AsyncResult
 
 import app.tasks  # noqa: F401  (registers the shared tasks on every app)
-from app.bootsteps import HealthStep
+from app.bootsteps import HealthStep, MetricsStep
 from app.config import AppConfig, celery_settings
 from contract import timing
 
@@ -76,7 +76,7 @@ _LEADING: Final = ("args", "kwargs", "countdown", "eta")
 
 
 def make_app(config: AppConfig, rng: random.Random | None = None) -> Celery:
-    """A Celery app for ``config`` with this project's tasks and the health bootstep.
+    """A Celery app for ``config`` with this project's tasks, the health and the metrics bootsteps.
 
     ``rng`` orders the broker failover list; by default a fresh, OS-seeded one so
     every process picks its own first node. Nothing connects here.
@@ -84,4 +84,5 @@ def make_app(config: AppConfig, rng: random.Random | None = None) -> Celery:
     celery = ConfirmedCelery(APP_NAME, set_as_current=True)
     celery.conf.update(celery_settings(config, rng or random.Random()))
     celery.steps["consumer"].add(HealthStep)
+    celery.steps["consumer"].add(MetricsStep)
     return celery

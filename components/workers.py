@@ -9,8 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.rabbitmq import namespaces_peer
-from contract import timing, wire
-from contract.metrics import WORKER_METRICS_PORT
+from contract import metrics, timing, wire
 from contract.wire import (
     CLIENT_LABEL,
     ENV_SCHEDULER_RUN_ID,
@@ -243,6 +242,12 @@ def _container(args: CeleryWorkersArgs) -> k8s.core.v1.ContainerArgsDict:
             {"name": wire.ENV_PREFETCH_MULTIPLIER, "value": str(wire.DEFAULT_PREFETCH_MULTIPLIER)},
             {"name": wire.ENV_HEARTBEAT_FILE, "value": wire.DEFAULT_HEARTBEAT_FILE},
             {"name": wire.ENV_READY_FILE, "value": wire.DEFAULT_READY_FILE},
+            {"name": metrics.ENV_METRICS_PORT, "value": str(metrics.WORKER_METRICS_PORT)},
+            # Task outcomes are counted in the prefork children; the main process serves the sum (app.metrics).
+            {"name": metrics.ENV_MULTIPROC_DIR, "value": metrics.DEFAULT_MULTIPROC_DIR},
+        ],
+        "ports": [
+            {"name": metrics.WORKER_METRICS_PORT_NAME, "container_port": metrics.WORKER_METRICS_PORT, "protocol": "TCP"}
         ],
         "resources": {
             "requests": {"cpu": f"{args.cpu_millis}m", "memory": f"{args.memory_mib}Mi"},
@@ -460,7 +465,7 @@ def _network_policy(
         "ingress": [
             {
                 "from_": [namespaces_peer(args.metrics_namespaces)],
-                "ports": [{"protocol": "TCP", "port": WORKER_METRICS_PORT}],
+                "ports": [{"protocol": "TCP", "port": metrics.WORKER_METRICS_PORT}],
             }
         ],
     }

@@ -14,6 +14,14 @@ from typing import Final
 
 WORKER_METRICS_PORT: Final = 9808
 """The worker pod's ``/metrics`` port (the port celery-exporter made familiar)."""
+ENV_METRICS_PORT: Final = "WORKER_METRICS_PORT"
+"""The worker's ``/metrics`` port (default :data:`WORKER_METRICS_PORT`; 0 turns the exporter off, as the
+local harness does for workers that share the host's network)."""
+ENV_MULTIPROC_DIR: Final = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client's own variable: the directory where every process of the worker (the main one and its
+prefork children, where task outcomes happen) writes its samples; the main process serves their sum."""
+DEFAULT_MULTIPROC_DIR: Final = "/tmp/prometheus"
+"""On the pod's writable /tmp emptyDir; emptied by the worker at start (files of a previous container)."""
 WORKER_METRICS_PORT_NAME: Final = "metrics"
 WORKER_METRICS_PATH: Final = "/metrics"
 BROKER_METRICS_PORT_NAME: Final = "prometheus"
@@ -39,7 +47,10 @@ TASKS_SUCCEEDED: Final = f"{PREFIX}tasks_succeeded_total"
 TASKS_FAILED: Final = f"{PREFIX}tasks_failed_total"
 TASKS_RETRIED: Final = f"{PREFIX}tasks_retried_total"
 TASKS_REJECTED: Final = f"{PREFIX}tasks_rejected_total"
-"""Counters, as exposed (prometheus-client appends ``_total`` to a Counter's base name)."""
+"""Counters, as exposed (prometheus-client appends ``_total`` to a Counter's base name). Received: task
+messages taken from the broker. Succeeded, failed, retried: outcomes of runs (failed includes a hard time
+limit; retried is ``Task.retry``). Rejected: messages refused without a run (an unknown task name, an
+undecodable message); with the broker's policy they are dead-lettered to ``celery.dlq``."""
 TASK_RUNTIME: Final = f"{PREFIX}task_runtime_seconds"
 """Histogram of task run time (``_bucket``, ``_sum``, ``_count``)."""
 BROKER_CONNECTED: Final = f"{PREFIX}broker_connected"
@@ -50,7 +61,8 @@ RESERVED_TASKS: Final = f"{PREFIX}reserved_tasks"
 ACTIVE_TASKS: Final = f"{PREFIX}active_tasks"
 """Gauges: prefetched but not started; running now."""
 LAST_HEARTBEAT: Final = f"{PREFIX}last_heartbeat_timestamp_seconds"
-"""Gauge: Unix time of the health step's last heartbeat (the liveness file's mtime)."""
+"""Gauge: Unix time of the health step's last heartbeat (the liveness file's mtime; before the first
+beat, the worker's start)."""
 
 WORKER_METRICS: Final[tuple[str, ...]] = (
     TASKS_RECEIVED,

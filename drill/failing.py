@@ -18,6 +18,8 @@ itself (what ``drill.records.tally`` of the results directory counts as complete
 ``fail_while_marked``
     Raises while ``<DRILL_RESULTS_DIR>/FAIL_MARKER`` exists, completes once it is gone: a task
     that is dead-lettered, then fixed, then replayed from the dead-letter queue.
+``retry_once``
+    Asks for a retry (``Task.retry``, one second later) on its first run, completes on the second.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ FAIL: Final = "drill.failing.fail"
 CRASH: Final = "drill.failing.crash"
 OVERRUN: Final = "drill.failing.overrun"
 FAIL_WHILE_MARKED: Final = "drill.failing.fail_while_marked"
+RETRY_ONCE: Final = "drill.failing.retry_once"
 
 ATTEMPTS_DIR: Final = "attempts"
 """Subdirectory of the results directory with one record per started execution."""
@@ -113,4 +116,13 @@ def fail_while_marked(self: Task[Any, Any], n: int) -> None:
     directory = _attempt(self, n)
     if (directory / FAIL_MARKER).exists():
         raise DrillFailure(f"fail_while_marked({n}): {FAIL_MARKER} exists")
+    _completed(self, n, directory)
+
+
+@shared_task(name=RETRY_ONCE, bind=True, max_retries=1)
+def retry_once(self: Task[Any, Any], n: int) -> None:
+    """Record the attempt; retry once (one second later, through delayed delivery), then complete."""
+    directory = _attempt(self, n)
+    if self.request.retries == 0:
+        raise self.retry(countdown=1)
     _completed(self, n, directory)

@@ -1,5 +1,6 @@
 """The failure drills on the plan booted by the pod runner, each undone the way Kubernetes undoes it.
 
+* baseline: no fault, the same load (what a clean run's alerts look like).
 * kill-broker: SIGKILL the container of the broker pod that leads the task queue; its kubelet
   restarts it (restartPolicy Always) and the node rejoins.
 * kill-worker: SIGKILL a worker pod's container (the worker and its pool at once); its kubelet
@@ -81,6 +82,11 @@ def _restarted(cluster: KubeCluster, pod: str, before: int) -> bool:
     # The restart count moves only once the kubelet has seen the old container exit: readiness
     # read before that would still be the dead container's.
     return cluster.running(pod).restarts > before and cluster.pod(pod).ready
+
+
+def baseline(cluster: KubeCluster, mark: Mark) -> None:
+    del cluster  # nothing happens to it
+    mark("no fault (baseline)")
 
 
 def kill_broker(cluster: KubeCluster, mark: Mark) -> None:
@@ -255,6 +261,7 @@ def quorum_members(cluster: KubeCluster, queue: str = QUEUE) -> int:
 
 
 FAULTS: dict[Scenario, Callable[[KubeCluster, Mark], None]] = {
+    Scenario.BASELINE: baseline,
     Scenario.KILL_BROKER: kill_broker,
     Scenario.KILL_WORKER: kill_worker,
     Scenario.PARTITION_BROKER: partition_broker,

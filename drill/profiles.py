@@ -23,7 +23,7 @@ from app.config import from_env
 from app.factory import make_app
 from app.publish import publish_pipelined
 from app.scheduler import publish_confirmed
-from contract import wire
+from contract import metrics, wire
 from drill import seed_app
 from drill import tasks as drill_tasks
 
@@ -56,6 +56,8 @@ class ProfileRuntime:
     results_dir: Path
     concurrency: int
     prefetch_multiplier: int = 1
+    metrics_port: int = 0
+    """The ha worker's ``/metrics`` port; 0 (default): none, local workers share the host's ports."""
 
     def worker(self, name: str, state_dir: Path) -> WorkerSpec:
         env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_ENV_PREFIXES)}
@@ -70,8 +72,11 @@ class ProfileRuntime:
                     wire.ENV_PREFETCH_MULTIPLIER: str(self.prefetch_multiplier),
                     wire.ENV_HEARTBEAT_FILE: str(state_dir / f"{name}.heartbeat"),
                     wire.ENV_READY_FILE: str(state_dir / f"{name}.ready"),
+                    metrics.ENV_METRICS_PORT: str(self.metrics_port),
                 }
             )
+            if self.metrics_port:
+                env[metrics.ENV_MULTIPROC_DIR] = str(state_dir / f"{name}.metrics")
             return WorkerSpec(worker_argv(), env)
         env[seed_app.ENV_URLS] = ";".join(self.urls)
         seed = ["-A", "drill.seed_app", "worker", "-c", str(self.concurrency), "--loglevel=INFO"]
@@ -85,7 +90,15 @@ class ProfileRuntime:
         return seed_app.make_seed_app(";".join(self.urls)), publish_confirmed
 
 
-SCRUBBED_ENV_PREFIXES = ("BROKER_", "WORKER_", "HEALTH_", "DRILL_", "CELERY_", wire.ENV_REMAP_SIGTERM)
+SCRUBBED_ENV_PREFIXES = (
+    "BROKER_",
+    "WORKER_",
+    "HEALTH_",
+    "DRILL_",
+    "CELERY_",
+    wire.ENV_REMAP_SIGTERM,
+    metrics.ENV_MULTIPROC_DIR,
+)
 """The caller's variables a worker must not inherit: they would override the drill's own."""
 
 

@@ -64,6 +64,18 @@ def summary(results: list[DrillResult], console: Console) -> None:
             console.print(f"[yellow]{r.options.scenario}: publisher stopped: {r.publish.error}[/]")
         for t, label in sorted([*r.workload_events, *r.events]):
             console.print(f"  {r.options.scenario} +{t - r.started_at:6.2f}s  {label}")
+        if r.observed is not None:
+            spans = [
+                f"{a.name} +{a.fired_at - r.started_at:.1f}s.."
+                + ("still firing" if a.resolved_at is None else f"+{a.resolved_at - r.started_at:.1f}s")
+                for a in r.observed.alerts
+            ]
+            console.print(
+                f"  {r.options.scenario}: alerts (rules at production timing / {r.observed.compression:g}): "
+                + (", ".join(spans) or "none")
+            )
+            if r.observed.error:
+                console.print(f"[yellow]  {r.options.scenario}: observation: {r.observed.error}[/]")
         if r.late_seconds is not None:
             median, worst = r.late_seconds
             console.print(
@@ -105,17 +117,80 @@ def _pod_lanes(ax: Any, result: DrillResult, lanes: list[str]) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
 
 
+ALERT_COLORS = ("#c44e52", "#dd8452", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
+
+
+def _alert_spans(axes: list[Any], result: DrillResult, end: float) -> None:
+    """Each alert's firing span shaded across ``axes``, named at the top of the last."""
+    if result.observed is None:
+        return
+    names = sorted({a.name for a in result.observed.alerts})
+    for alert in result.observed.alerts:
+        color = ALERT_COLORS[names.index(alert.name) % len(ALERT_COLORS)]
+        start = alert.fired_at - result.started_at
+        stop = (end if alert.resolved_at is None else alert.resolved_at) - result.started_at
+        for ax in axes:
+            ax.axvspan(start, stop, color=color, alpha=0.18, linewidth=0)
+        suffix = "" if alert.resolved_at is not None else " (still firing)"
+        axes[-1].text(
+            start,
+            0.97,
+            f" {alert.name.removeprefix('HaCelery')}{suffix}",
+            transform=axes[-1].get_xaxis_transform(),
+            rotation=90,
+            va="top",
+            ha="left",
+            fontsize=7,
+            color=color,
+            clip_on=True,
+        )
+
+
+def _prometheus_panel(ax: Any, result: DrillResult) -> None:
+    """Queue depth and broker nodes up, as the drill's Prometheus scraped them."""
+    assert result.observed is not None
+    observed = result.observed
+    depth = [(t - result.started_at, v) for t, v in observed.queue_depth]
+    ax.plot(
+        [t for t, _ in depth],
+        [v for _, v in depth],
+        color="#4c72b0",
+        linewidth=1.2,
+        label="task queue depth (RabbitMQ updates it every ~5 s)",
+    )
+    ax.set_ylabel("messages", fontsize=8)
+    nodes = ax.twinx()
+    up = [(t - result.started_at, v) for t, v in observed.brokers_up]
+    nodes.step(
+        [t for t, _ in up], [v for _, v in up], where="post", color="#55a868", linewidth=1.4, label="broker nodes up"
+    )
+    nodes.set_ylim(-0.2, max([3.0, *(v for _, v in up)]) + 0.5)
+    nodes.set_ylabel("broker nodes up", fontsize=8)
+    handles = ax.get_legend_handles_labels()[0] + nodes.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.06, 1.0), fontsize=7, frameon=False)
+    ax.set_title(
+        f"Prometheus (scrape every {observed.timing.scrape_interval_s:g} s; alert rules at production timing / "
+        f"{observed.compression:g}): {len(observed.alerts)} alert span(s)",
+        fontsize=8,
+    )
+
+
 def timeline(result: DrillResult, path: Path) -> Path:
-    """Tasks completed per second, with the fault and the recovery steps marked."""
+    """Tasks completed per second, with the fault and the recovery steps marked; under it what the
+    drill's Prometheus saw (queue depth, broker nodes up) with the alerts' firing spans shaded."""
     per_second = Counter(int(t - result.started_at) for t in result.finished_at)
     seconds = range(max(per_second, default=0) + 1)
     lanes = sorted({pod for _, pod, reason, _ in result.pod_events if reason in POD_MARKS})
-    if lanes:
-        fig, (ax, pods_ax) = plt.subplots(
-            2, 1, figsize=(10, 4 + 0.3 * len(lanes)), dpi=110, sharex=True, height_ratios=[3, 1 + 0.2 * len(lanes)]
-        )
-    else:
-        fig, ax = plt.subplots(figsize=(10, 4), dpi=110)
+    observed = result.observed is not None and bool(result.observed.queue_depth or result.observed.brokers_up)
+    ratios = [3.0] + ([2.2] if observed else []) + ([1 + 0.2 * len(lanes)] if lanes else [])
+    height = 4 + (2.2 if observed else 0) + (0.3 * len(lanes) if lanes else 0)
+    fig, axes = plt.subplots(
+        len(ratios), 1, figsize=(10, height), dpi=110, sharex=True, height_ratios=ratios, squeeze=False
+    )
+    column = list(axes[:, 0])
+    ax = column[0]
+    prom_ax = column[1] if observed else None
+    pods_ax = column[-1] if lanes else None
     ax.bar(
         list(seconds),
         [per_second.get(s, 0) for s in seconds],
@@ -127,7 +202,10 @@ def timeline(result: DrillResult, path: Path) -> Path:
     marks = [(t, label, "#c44e52" if i == 0 else "#7f7f7f", "--") for i, (t, label) in enumerate(result.events)]
     # The workload's own steps (eta: workers stopped, first part published, workers back), dotted.
     marks += [(t, label, "#4c72b0", ":") for t, label in result.workload_events]
-    last = max([len(seconds), *(t - result.started_at for t, *_ in marks)])
+    alert_ends = [] if result.observed is None else [a.resolved_at or a.fired_at for a in result.observed.alerts]
+    last = max(
+        [len(seconds), *(t - result.started_at for t, *_ in marks), *(t - result.started_at for t in alert_ends)]
+    )
     ax.set_xlim(min([0.0, *(t - result.started_at for t, *_ in marks)]), last + 1)
     for t, label, color, style in marks:
         x = t - result.started_at
@@ -144,8 +222,10 @@ def timeline(result: DrillResult, path: Path) -> Path:
             ha="right",
             fontsize=7,
             color=color,
+            # Inside the panel: a label running past it would push the panels below apart.
+            clip_on=True,
         )
-    if not lanes:
+    if len(column) == 1:
         ax.set_xlabel("seconds since the first publish")
     ax.set_ylabel("tasks completed / s")
     verdict = "no task lost" if result.lost == 0 else f"{result.lost} LOST"
@@ -156,7 +236,12 @@ def timeline(result: DrillResult, path: Path) -> Path:
         f"{result.completed}/{result.scheduled} completed, {verdict}, {result.duplicates} duplicates"
     )
     ax.legend(loc="lower right")
-    if lanes:
+    if prom_ax is not None:
+        _prometheus_panel(prom_ax, result)
+        if pods_ax is None:
+            prom_ax.set_xlabel("seconds since the first publish")
+    _alert_spans([a for a in (ax, prom_ax) if a is not None], result, result.started_at + last + 1)
+    if pods_ax is not None:
         _pod_lanes(pods_ax, result, lanes)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

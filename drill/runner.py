@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from app.batch import PublishResult
 from drill import records
+from drill.observe import Observed
 from drill.profiles import Profile
 from drill.scenarios import QUEUE, Scenario
 from drill.targets import PlanTarget, PodEvent, Target, boot_local, boot_plan
@@ -91,6 +92,8 @@ class DrillResult:
     """Worker pods the cluster had ever had when those tasks were published (``eta``; 0: none ever)."""
     workload_events: list[tuple[float, str]] = field(default_factory=list)
     """The workload's own steps (workers stopped, first part published, workers back)."""
+    observed: Observed | None = None
+    """What the cluster's Prometheus saw: alerts, queue depth, broker nodes up (ha only)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,6 +134,11 @@ class DrillResult:
                 {"object": d.obj, "path": d.path, "planned": d.planned, "local": d.local, "why": d.why}
                 for d in self.deltas
             ],
+            **(
+                self.observed.to_json(self.started_at)
+                if self.observed is not None
+                else {"alerts": None, "alert_timing": None, "observation_error": "no Prometheus (seed config)"}
+            ),
             "error": self.error,
         }
 
@@ -223,13 +231,14 @@ def run_drill(options: DrillOptions, console: Console | None = None) -> DrillRes
 
 
 @contextlib.contextmanager
-def booted_plan(plan: Path, workdir: Path | None = None) -> Iterator[tuple[PlanTarget, Path]]:
-    """The plan booted on the pod runner, with the results directory its worker pods write to."""
+def booted_plan(plan: Path, workdir: Path | None = None, *, observe: bool = True) -> Iterator[tuple[PlanTarget, Path]]:
+    """The plan booted on the pod runner, with the results directory its worker pods write to
+    (``observe``: and its Prometheus, ``drill.observe``)."""
     netns.require_root()
     with _workdir(workdir) as work:
         results = work / "results"
         results.mkdir(parents=True, exist_ok=True)
-        with boot_plan(plan, work / "kube", results) as target:
+        with boot_plan(plan, work / "kube", results, observe=observe) as target:
             yield target, results
 
 
@@ -387,6 +396,7 @@ def drive(options: DrillOptions, *, target: Target, results: Path, console: Cons
     if fault_thread is not None:
         fault_thread.join(timeout=300)
     publish_result = progress_counter.result or PublishResult(options.tasks, (), 0.0, "publisher did not finish")
+    observed = target.observe(started)
     final = records.tally(results)
     executions = records.read(results)[0]
     finished = [r.finished_at for r in executions]
@@ -423,6 +433,7 @@ def drive(options: DrillOptions, *, target: Target, results: Path, console: Cons
         published_before_workers=before.without_workers,
         workers_before=before.ever,
         workload_events=workload_events,
+        observed=observed,
     )
 
 

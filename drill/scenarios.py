@@ -20,6 +20,8 @@ for the drill to finish in a few minutes (a restarted pod takes about as long on
 
 
 class Scenario(StrEnum):
+    BASELINE = "baseline"
+    """No fault: the same load on a healthy cluster (the drills' alerts must stay quiet on it)."""
     KILL_BROKER = "kill-broker"
     """SIGKILL the node that leads the task queue (and holds its clients' connections)."""
     KILL_WORKER = "kill-worker"
@@ -79,6 +81,10 @@ def queue_home(cluster: LocalCluster, queue: str = QUEUE) -> int:
                 if name == queue and (m := re.fullmatch(r"<(.+)\.\d+\.\d+\.\d+>", pid.strip())):
                     return cluster.index_of(m.group(1))
     raise ClusterError(f"no node holds queue {queue!r}")
+
+
+def baseline(ctx: FaultContext) -> None:
+    ctx.mark("no fault (baseline)")
 
 
 def kill_broker(ctx: FaultContext) -> None:
@@ -152,6 +158,7 @@ def rolling_restart(ctx: FaultContext) -> None:
 
 
 FAULTS: dict[Scenario, Callable[[FaultContext], None]] = {
+    Scenario.BASELINE: baseline,
     Scenario.KILL_BROKER: kill_broker,
     Scenario.KILL_WORKER: kill_worker,
     Scenario.PARTITION_BROKER: partition_broker,

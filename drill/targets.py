@@ -32,6 +32,7 @@ from app.publish import publish_pipelined
 from contract import wire
 from drill import pod_scenarios, scenarios
 from drill import tasks as drill_tasks
+from drill.observe import Observed, Observer, observing
 from drill.pod_scenarios import BROKERS, WORKERS, Mark
 from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
 from drill.scenarios import QUEUE, FaultContext, Scenario
@@ -97,6 +98,10 @@ class Target(Protocol):
         """What the pods went through since ``since`` (empty where there are no pods)."""
         ...
 
+    def observe(self, since: float) -> Observed | None:
+        """What the cluster's Prometheus saw since ``since`` (None where none runs)."""
+        ...
+
 
 PodEvent = tuple[float, str, str, str]
 """(epoch seconds, pod or node, reason, message)."""
@@ -132,9 +137,17 @@ def parse_delayed(out: str) -> int:
 class PlanTarget:
     """The plan's objects on the local pod runner; see the module docstring."""
 
-    def __init__(self, cluster: KubeCluster, versions: dict[str, str], *, workers_stopped: bool = False) -> None:
+    def __init__(
+        self,
+        cluster: KubeCluster,
+        versions: dict[str, str],
+        *,
+        workers_stopped: bool = False,
+        observer: Observer | None = None,
+    ) -> None:
         self.cluster = cluster
         self.versions = versions
+        self.observer = observer
         self.deltas = cluster.deltas
         self.workers_stopped = workers_stopped
         """The worker Deployment is scaled to 0 (``stop_workers``, or booted so)."""
@@ -200,9 +213,14 @@ class PlanTarget:
             f"queue {QUEUE!r} to be empty between scenarios",
             interval=1.0,
         )
+        if self.observer is not None:
+            self.observer.quiet()
 
     def pod_events(self, since: float) -> list[PodEvent]:
         return [(e.at, e.pod, e.reason, e.message) for e in self.cluster.events_of() if e.at >= since]
+
+    def observe(self, since: float) -> Observed | None:
+        return None if self.observer is None else self.observer.observe(since)
 
 
 def worker_additions(results: Path) -> dict[str, PodAdditions]:
@@ -219,17 +237,21 @@ def worker_additions(results: Path) -> dict[str, PodAdditions]:
 
 
 @contextlib.contextmanager
-def boot_plan(plan_dir: Path, workdir: Path, results: Path, *, workers: bool = True) -> Iterator[PlanTarget]:
+def boot_plan(
+    plan_dir: Path, workdir: Path, results: Path, *, workers: bool = True, observe: bool = True
+) -> Iterator[PlanTarget]:
     """Boot the plan on the pod runner; yield once the brokers and the workers are Ready.
 
     ``workers=False``: the worker Deployment starts scaled to 0, so no worker has ever run on
     this cluster until ``start_workers`` (what a fresh install publishing first looks like).
+    ``observe``: a Prometheus scrapes the pods with the alert rules loaded (``drill.observe``),
+    its files in ``<workdir>/prometheus``; yielded once every target answers and no alert is on.
     """
     images = ensure_images()
     cluster = KubeCluster(plan_dir, workdir, images, additions=worker_additions(results))
     if not workers:
         cluster.scale(WORKERS, 0)
-    with cluster:
+    with cluster, contextlib.ExitStack() as stack:
         cluster.wait_ready(BOOT_TIMEOUT_S)
         broker = cluster.pods_of(BROKERS)[0].name
         versions = {
@@ -237,7 +259,10 @@ def boot_plan(plan_dir: Path, workdir: Path, results: Path, *, workers: bool = T
             "worker image": images["worker"].version,
             "celery (publisher)": version("celery"),
         }
-        yield PlanTarget(cluster, versions, workers_stopped=not workers)
+        observer = stack.enter_context(observing(cluster, workdir / "prometheus")) if observe else None
+        if observer is not None:
+            versions["prometheus"] = observer.prometheus.version()
+        yield PlanTarget(cluster, versions, workers_stopped=not workers, observer=observer)
 
 
 def broker_urls(cluster: KubeCluster, role: wire.BrokerRole = wire.BrokerRole.SCHEDULER) -> list[str]:
@@ -334,6 +359,10 @@ class LocalTarget:
     def pod_events(self, since: float) -> list[PodEvent]:
         del since
         return []
+
+    def observe(self, since: float) -> Observed | None:
+        del since  # the seed's 2018 setup had no metrics pipeline
+        return None
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
         if scenario not in scenarios.FAULTS:

@@ -116,8 +116,9 @@ class NodeInfo:
 
 def _group_is_a_broker(pgid: int) -> bool:
     # A recorded group id may have been reused since: only kill what still looks like ours.
-    # ha-celery-rootfs: a pod runner's container (harness.rootfs.CONTAINER_STAGE), broker or worker.
-    markers = (b"rabbitmq", b"beam.smp", b"epmd", b"ha-celery-rootfs")
+    # ha-celery-rootfs: a pod runner's container (harness.rootfs.CONTAINER_STAGE), broker or worker;
+    # ha-celery-prometheus: the drills' Prometheus (its config file, harness.prometheus.CONFIG_NAME).
+    markers = (b"rabbitmq", b"beam.smp", b"epmd", b"ha-celery-rootfs", b"ha-celery-prometheus")
     return any(marker in cmdline for cmdline in processes.group_cmdlines(pgid) for marker in markers)
 
 

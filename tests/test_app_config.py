@@ -23,13 +23,14 @@ from celery.worker.consumer import Consumer as StockConsumer
 
 from app import health, tasks
 from app.batch import ProgressCallback, Publisher, PublishPlan, PublishResult
-from app.bootsteps import Consumer, HealthStep
+from app.bootsteps import Consumer, HealthStep, MetricsStep
 from app.config import AppConfig, ConfigError, celery_settings, from_env
 from app.factory import make_app
 from app.idempotency import Claimed, ClaimStore, FileDoneStore, MemoryDoneStore, idempotent, kwarg_key
+from app.metrics import MetricsConfigError
 from app.scheduler import PLANS, run_with_progress
 from app.scheduler import main as scheduler_main
-from contract import timing, wire
+from contract import metrics, timing, wire
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTS_ENV = {
@@ -292,6 +293,7 @@ def test_tasks_and_health_step_are_registered() -> None:
     for name in (tasks.COUNT, tasks.NOOP, tasks.SLEEP_MS):
         assert name in app.tasks, f"task {name} not registered"
     assert HealthStep in app.steps["consumer"]
+    assert MetricsStep in app.steps["consumer"]
 
 
 def test_every_setting_is_one_celery_knows() -> None:
@@ -299,7 +301,9 @@ def test_every_setting_is_one_celery_knows() -> None:
     known = set(DEFAULTS)
     ours = celery_settings(from_env(HOSTS_ENV), random.Random(0))
     custom = {key for key in ours if key.startswith("ha_")}
-    assert custom == {"ha_heartbeat_file", "ha_ready_file"}, "custom keys are prefixed ha_ and read by our bootsteps"
+    assert custom == {"ha_heartbeat_file", "ha_ready_file", "ha_metrics_port", "ha_metrics_dir"}, (
+        "custom keys are prefixed ha_ and read by our bootsteps"
+    )
     unknown = sorted(set(ours) - custom - known)
     assert not unknown, f"not Celery settings: {unknown}"
 
@@ -670,3 +674,41 @@ def test_scheduler_cli_reports_rate_and_exit_status(capsys: pytest.CaptureFixtur
     assert "p%40ss" not in out.out, "the password must not be printed"
     assert scheduler_main(["--count", "3"], HOSTS_ENV, publisher=fake_publisher(fail_after=1)) == 1
     assert "FAILED: 1/3 confirmed" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_metrics_port_and_directory_from_env() -> None:
+    default = from_env(HOSTS_ENV)
+    assert (default.metrics_port, default.metrics_dir) == (metrics.WORKER_METRICS_PORT, None)
+    config = from_env({**HOSTS_ENV, metrics.ENV_METRICS_PORT: "0", metrics.ENV_MULTIPROC_DIR: "/tmp/m"})
+    assert (config.metrics_port, str(config.metrics_dir)) == (0, "/tmp/m")
+    with pytest.raises(ConfigError, match=r"WORKER_METRICS_PORT='70000' is out of range; allowed: 0\.\.65535"):
+        from_env({**HOSTS_ENV, metrics.ENV_METRICS_PORT: "70000"})
+    with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR='metrics' is not an absolute path"):
+        from_env({**HOSTS_ENV, metrics.ENV_MULTIPROC_DIR: "metrics"})
+
+
+def test_a_prefork_worker_without_a_multiprocess_directory_refuses_to_export(tmp_path: Path) -> None:
+    """Its pool processes run the tasks: counters kept in the main process alone would miss every outcome."""
+    from celery.concurrency.prefork import TaskPool
+
+    conf = types.SimpleNamespace(ha_metrics_port=1, ha_metrics_dir=None, ha_heartbeat_file=str(tmp_path / "hb"))
+    parent = types.SimpleNamespace(
+        app=types.SimpleNamespace(conf=conf), controller=types.SimpleNamespace(pool_cls=TaskPool)
+    )
+    with pytest.raises(MetricsConfigError, match="needs PROMETHEUS_MULTIPROC_DIR"):
+        MetricsStep(parent)
+    conf.ha_metrics_port = 0
+    assert MetricsStep(parent).metrics is None, "port 0: no exporter, nothing to refuse"
+
+
+def test_health_and_metrics_steps_start_once_the_consumer_consumes() -> None:
+    """After Tasks and Control: a restart that fails in remote control (its queue still locked by a dead
+    node's connection) must neither flap the ready file nor count as a reconnect."""
+    blueprint = Consumer.Blueprint(steps=build_app().steps["consumer"])
+    order = [step.name.rsplit(".", 1)[1] for step in blueprint._finalize_steps(blueprint.claim_steps())]
+    for step in ("HealthStep", "MetricsStep"):
+        assert order.index(step) > max(order.index("Tasks"), order.index("Control")), order
+    assert order.index("MetricsStep") > order.index("HealthStep"), order

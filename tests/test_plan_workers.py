@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from contract import timing
+from contract import metrics, timing
 from contract.wire import CLIENT_LABEL, Autoscaling
 from tests.conftest import Plan
 from tests.test_plan_cloud import one, registered
@@ -78,6 +78,21 @@ def test_non_root_read_only_with_writable_tmp(plan: Plan) -> None:
     container = worker(plan)
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+def test_metrics_port_is_named_and_counted_across_the_pool(plan: Plan) -> None:
+    """The scrape objects select the port by name; the prefork children write where the main process serves."""
+    container = worker(plan)
+    assert {
+        "name": metrics.WORKER_METRICS_PORT_NAME,
+        "containerPort": metrics.WORKER_METRICS_PORT,
+        "protocol": "TCP",
+    } in (container["ports"])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env[metrics.ENV_METRICS_PORT] == str(metrics.WORKER_METRICS_PORT)
+    multiproc = env[metrics.ENV_MULTIPROC_DIR]
+    assert multiproc is not None
+    assert multiproc.startswith("/tmp/"), f"{multiproc}: the only writable place is the /tmp emptyDir"
 
 
 def test_spread_over_nodes_and_zones(plan: Plan) -> None:

@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from drill.__main__ import main
+from drill.observe import ALERT_COMPRESSION
 from drill.pod_scenarios import WORKERS
 from drill.profiles import Profile
 from drill.runner import DrillOptions, DrillResult, run_drill, run_plan_drills
 from drill.scenarios import Scenario
 from drill.workload import Workload, published_before_workers
+from monitoring.rules import BROKER_NODE_DOWN
 from tests.conftest import Plan
 
 pytestmark = [pytest.mark.drill]
@@ -38,8 +40,9 @@ def assert_nothing_lost(result: DrillResult, scenario: Scenario) -> None:
     assert result.failover_seconds is not None
 
 
-# partition-broker is partition-node's older name on the pod runner: one run covers both.
-PLAN_SCENARIOS = [s for s in Scenario if s is not Scenario.PARTITION_BROKER]
+# partition-broker is partition-node's older name on the pod runner: one run covers both; the
+# baseline runs on the shared cluster of the multi-scenario test below.
+PLAN_SCENARIOS = [s for s in Scenario if s not in (Scenario.PARTITION_BROKER, Scenario.BASELINE)]
 
 
 @pytest.mark.parametrize("scenario", PLAN_SCENARIOS, ids=[s.value for s in PLAN_SCENARIOS])
@@ -131,6 +134,8 @@ def test_cli_writes_report_and_timeline(tmp_path: Path, plans: dict[str, Plan]) 
         "plan",
         "stack",
         "deltas",
+        "alerts",
+        "alert_timing",
     ):
         assert key in report
     assert (report["scheduled"], report["completed"], report["lost"]) == (200, 200, 0)
@@ -141,15 +146,34 @@ def test_cli_writes_report_and_timeline(tmp_path: Path, plans: dict[str, Plan]) 
     assert png.startswith(b"\x89PNG"), "timeline is not a PNG"
 
 
-def test_scenarios_in_turn_on_one_cluster_count_each_drill_on_its_own(plans: dict[str, Plan]) -> None:
+def test_scenarios_in_turn_on_one_cluster_count_each_drill_on_its_own_and_see_their_alerts(
+    plans: dict[str, Plan],
+) -> None:
     """SCENARIO=all boots the plan once: between drills the results are emptied, not replaced (the
-    worker pods bind-mount the directory), and nothing from one drill may count for the next."""
-    options = [
-        DrillOptions(scenario=s, tasks=300, task_ms=TASK_MS, plan=plans["dev"].directory)
-        for s in (Scenario.KILL_WORKER, Scenario.KILL_BROKER)
-    ]
+    worker pods bind-mount the directory), and nothing from one drill may count for the next.
+
+    The cluster's Prometheus (the alert rules at the drills' compressed timing) stays quiet through
+    a clean run, and sees the queue leader's broker killed: node-down fires, then resolves."""
+    scenarios = [Scenario.BASELINE, Scenario.KILL_WORKER, Scenario.KILL_BROKER]
+    options = [DrillOptions(scenario=s, tasks=300, task_ms=TASK_MS, plan=plans["dev"].directory) for s in scenarios]
     results = run_plan_drills(options)
-    assert [r.options.scenario for r in results] == [Scenario.KILL_WORKER, Scenario.KILL_BROKER]
+    assert [r.options.scenario for r in results] == scenarios
     for result in results:
         assert result.error is None, result.error
         assert (result.completed, result.lost) == (300, 0), result.to_json()
+        assert result.observed is not None, "the plan-booted cluster runs a Prometheus"
+        assert result.observed.error is None, result.observed.error
+        assert result.observed.brokers_up, "no broker series from Prometheus"
+    baseline, _, kill_broker = (r.to_json() for r in results)
+    assert baseline["alerts"] == [], baseline["alerts"]
+    assert baseline["alert_timing"]["compressed"] == ALERT_COMPRESSION
+    down = [a for a in kill_broker["alerts"] if a["name"] == BROKER_NODE_DOWN]
+    assert down, f"{BROKER_NODE_DOWN} did not fire: {kill_broker['alerts']}"
+    fault_at = kill_broker["events"][0]["t"]
+    for span in down:
+        assert span["resolved_at"] is not None, f"still firing after the drill: {span}"
+        assert fault_at < span["fired_at"] < span["resolved_at"], (fault_at, span)
+    # The Prometheus saw the killed node: fewer than three brokers answered at some point.
+    observed = results[2].observed
+    assert observed is not None
+    assert min(v for _, v in observed.brokers_up) < 3, observed.brokers_up

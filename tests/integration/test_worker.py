@@ -7,6 +7,7 @@ process group is killed in a ``finally``.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -75,11 +76,18 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, worker: W
 
 @pytest.fixture
 def worker(rabbit_node: LocalCluster, tmp_path: Path) -> Iterator[Worker]:
-    # The drill's own worker: the image's command, plus the drill's task module and paths.
+    with running_worker(rabbit_node, tmp_path) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def running_worker(rabbit_node: LocalCluster, tmp_path: Path, metrics_port: int = 0) -> Iterator[Worker]:
+    """The drill's own worker, ready: the image's command, plus the drill's task module and paths."""
     results = tmp_path / "results"
     results.mkdir()
     name = f"itest-{uuid.uuid4().hex[:8]}"
-    spec = ProfileRuntime(Profile.HA, tuple(rabbit_node.urls()), results, 2).worker(name, tmp_path)
+    runtime = ProfileRuntime(Profile.HA, tuple(rabbit_node.urls()), results, 2, metrics_port=metrics_port)
+    spec = runtime.worker(name, tmp_path)
     env = {**spec.env, "PYTHONPATH": str(ROOT)}
     log = tmp_path / "worker.log"
     app = make_app(from_env(env))

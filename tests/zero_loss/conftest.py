@@ -31,5 +31,6 @@ class Booted:
 
 @pytest.fixture(scope="module")
 def booted(plans: dict[str, Plan]) -> Iterator[Booted]:
-    with booted_plan(plans["dev"].directory) as (target, results):
+    # No Prometheus: these tests dead-letter tasks on purpose, and its alerts are the drills' subject.
+    with booted_plan(plans["dev"].directory, observe=False) as (target, results):
         yield Booted(target, results)
