@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from contract import metrics, timing, wire
+from contract import metrics, wire
 from drill.pod_scenarios import BROKERS, WORKERS
 from harness.kube.cluster import KubeCluster
 from harness.poll import PollTimeout, poll
@@ -39,11 +39,8 @@ DRILL_SCRAPE_INTERVAL_S: Final = 1.0
 fired for 0.5 s before a drill started). At 1 s a one-off slow scrape passes, and a rule whose
 ``for:`` is 2 s needs two missed scrapes in a row."""
 DRILL_TIMING: Final = dataclasses.replace(
-    PRODUCTION.compressed(ALERT_COMPRESSION),
-    scrape_interval_s=DRILL_SCRAPE_INTERVAL_S,
-    # The floors that follow from 1 s scrapes: the worker's 5 s beat plus two scrapes, and a
-    # no-majority that one missed scrape of two nodes cannot fire.
-    heartbeat_max_age_s=timing.HEALTH_HEARTBEAT_INTERVAL_S + 2 * DRILL_SCRAPE_INTERVAL_S,
+    PRODUCTION.compressed(ALERT_COMPRESSION, scrape_interval_s=DRILL_SCRAPE_INTERVAL_S),
+    # A no-majority that one missed scrape of two nodes cannot fire.
     no_majority_for_s=2 * DRILL_SCRAPE_INTERVAL_S,
 )
 QUIET_TIMEOUT_S: Final = 120.0

@@ -137,13 +137,17 @@ class AlertTiming:
         machine is not a silent worker) plus two scrapes."""
         return 2 * timing.HEALTH_HEARTBEAT_INTERVAL_S + 2 * self.scrape_interval_s
 
-    def compressed(self, factor: float) -> AlertTiming:
+    def compressed(self, factor: float, *, scrape_interval_s: float | None = None) -> AlertTiming:
         """The same timing ``factor`` times faster (every field divided by it), e.g. for drills whose
         faults last seconds; rounded to whole milliseconds, the finest unit Prometheus takes. The
-        heartbeat age stays at least ``min_heartbeat_age_s``: the worker beats at its own pace."""
+        heartbeat age stays at least ``min_heartbeat_age_s``: the worker beats at its own pace.
+        ``scrape_interval_s`` replaces the compressed scrape interval (a loaded machine cannot
+        scrape as fast as the factor asks); the floors follow it."""
         if not (math.isfinite(factor) and factor >= 1):
             raise ValueError(f"compressed(factor): got {factor!r}; allowed: a finite number >= 1")
         scaled = {f.name: round(getattr(self, f.name) / factor, 3) for f in fields(self)}
+        if scrape_interval_s is not None:
+            scaled["scrape_interval_s"] = scrape_interval_s
         floor = 2 * timing.HEALTH_HEARTBEAT_INTERVAL_S + 2 * scaled["scrape_interval_s"]
         scaled["heartbeat_max_age_s"] = max(scaled["heartbeat_max_age_s"], floor)
         return replace(self, **scaled)
