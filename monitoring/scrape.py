@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from contract import metrics
 from monitoring.rules import PRODUCTION, AlertTiming, duration, rule_groups
@@ -49,19 +49,24 @@ class CustomObject:
     spec: dict[str, Any]
 
 
+Pods = TypeVar("Pods")
+"""What picks a job's pods: a label selector in the cloud, a workload in the local harness."""
+
+
 @dataclass(frozen=True)
-class Endpoint:
+class Endpoint(Generic[Pods]):
     """One scrape job: the pods, their port (by name) and the path."""
 
     job: str
-    selector: Mapping[str, str]
+    selector: Pods
     port: str
     path: str
     params: Mapping[str, tuple[str, ...]] | None = None
 
 
-def endpoints(broker_selector: Mapping[str, str], worker_selector: Mapping[str, str]) -> tuple[Endpoint, ...]:
-    """The three scrape jobs: broker node metrics, broker per-queue metrics, worker metrics."""
+def endpoints(broker_selector: Pods, worker_selector: Pods) -> tuple[Endpoint[Pods], ...]:
+    """The three scrape jobs: broker node metrics, broker per-queue metrics, worker metrics; the
+    cloud's scrape objects and the drills' Prometheus both read them."""
     return (
         Endpoint(metrics.BROKER_JOB, broker_selector, metrics.BROKER_METRICS_PORT_NAME, metrics.BROKER_METRICS_PATH),
         Endpoint(
@@ -75,7 +80,7 @@ def endpoints(broker_selector: Mapping[str, str], worker_selector: Mapping[str, 
     )
 
 
-def _endpoint_spec(e: Endpoint, timing: AlertTiming) -> dict[str, Any]:
+def _endpoint_spec(e: Endpoint[Mapping[str, str]], timing: AlertTiming) -> dict[str, Any]:
     spec: dict[str, Any] = {"port": e.port, "path": e.path, "interval": duration(timing.scrape_interval_s)}
     if e.params:
         spec["params"] = {k: list(v) for k, v in e.params.items()}
