@@ -28,6 +28,7 @@ from harness.kube.cluster import KubeCluster
 from harness.poll import PollTimeout, poll
 from harness.prometheus import LocalPrometheus, PrometheusError, ScrapeJob, pod_targets
 from monitoring.rules import PRODUCTION, AlertTiming, rule_groups
+from monitoring.scrape import endpoints
 
 ALERT_COMPRESSION: Final = 60
 """Production timing / drill timing: the 2-minute node-down ``for:`` becomes 2 s (a killed broker
@@ -57,18 +58,16 @@ FIRING: Final = 'ALERTS{alertstate="firing"}'
 Series = list[tuple[float, float]]
 
 
+_OWNER: Final = "owner"
+"""Stands in for the label selectors ``endpoints`` takes: which workload's pods a job scrapes."""
+
+
 def scrape_jobs() -> tuple[ScrapeJob, ...]:
-    """The cloud's three scrape jobs (names, port names, paths, params from ``contract.metrics``)."""
-    return (
-        ScrapeJob(metrics.BROKER_JOB, BROKERS, metrics.BROKER_METRICS_PORT_NAME, metrics.BROKER_METRICS_PATH),
-        ScrapeJob(
-            metrics.BROKER_DETAILED_JOB,
-            BROKERS,
-            metrics.BROKER_METRICS_PORT_NAME,
-            metrics.BROKER_DETAILED_METRICS_PATH,
-            {"family": metrics.BROKER_DETAILED_FAMILIES},
-        ),
-        ScrapeJob(metrics.WORKER_JOB, WORKERS, metrics.WORKER_METRICS_PORT_NAME),
+    """The cloud's scrape jobs (``monitoring.scrape.endpoints``: names, port names, paths, params),
+    each on the pods of its workload: the pod runner finds pods by owner, not by label selector."""
+    brokers, workers = {_OWNER: BROKERS}, {_OWNER: WORKERS}
+    return tuple(
+        ScrapeJob(e.job, e.selector[_OWNER], e.port, e.path, dict(e.params or {})) for e in endpoints(brokers, workers)
     )
 
 
