@@ -883,8 +883,9 @@ def _hosts(args: RabbitMQClusterArgs) -> pulumi.Output[list[str]]:
 
 
 def _management_url(args: RabbitMQClusterArgs, password: pulumi.Output[str]) -> pulumi.Output[str]:
+    """The monitoring user's URL (KEDA's trigger logs in with it): ``password`` must be that user's."""
     url = pulumi.Output.all(password, args.namespace).apply(
-        lambda values: management_url(BROKER_USERNAME, str(values[0]), args.name, str(values[1]))
+        lambda values: management_url(role_username(BrokerRole.MONITORING), str(values[0]), args.name, str(values[1]))
     )
     return pulumi.Output.secret(url)
 

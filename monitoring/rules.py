@@ -135,7 +135,7 @@ class AlertTiming:
         """The youngest heartbeat age that may count as missing: two of the worker's own beat
         intervals (``HEALTH_HEARTBEAT_INTERVAL_S``, not ours to compress; one beat late on a busy
         machine is not a silent worker) plus two scrapes."""
-        return 2 * timing.HEALTH_HEARTBEAT_INTERVAL_S + 2 * self.scrape_interval_s
+        return _min_heartbeat_age_s(self.scrape_interval_s)
 
     def compressed(self, factor: float, *, scrape_interval_s: float | None = None) -> AlertTiming:
         """The same timing ``factor`` times faster (every field divided by it), e.g. for drills whose
@@ -148,9 +148,15 @@ class AlertTiming:
         scaled = {f.name: round(getattr(self, f.name) / factor, 3) for f in fields(self)}
         if scrape_interval_s is not None:
             scaled["scrape_interval_s"] = scrape_interval_s
-        floor = 2 * timing.HEALTH_HEARTBEAT_INTERVAL_S + 2 * scaled["scrape_interval_s"]
+        floor = _min_heartbeat_age_s(scaled["scrape_interval_s"])
         scaled["heartbeat_max_age_s"] = max(scaled["heartbeat_max_age_s"], floor)
         return replace(self, **scaled)
+
+
+def _min_heartbeat_age_s(scrape_interval_s: float) -> float:
+    # One formula for the check and for compressed(): computed before a timing exists, whose
+    # __post_init__ would refuse the unfloored value.
+    return 2 * timing.HEALTH_HEARTBEAT_INTERVAL_S + 2 * scrape_interval_s
 
 
 PRODUCTION: Final[AlertTiming] = AlertTiming()

@@ -6,6 +6,7 @@ from typing import Any
 
 from contract import metrics
 from drill.observe import ALERT_COMPRESSION, DRILL_TIMING, alert_spans, scrape_jobs
+from drill.pod_scenarios import BROKERS, WORKERS
 from monitoring.rules import PRODUCTION
 
 
@@ -30,7 +31,12 @@ def test_a_gap_in_the_firing_series_is_two_spans_each_resolved_one_evaluation_af
 
 
 def test_the_drills_scrape_the_clouds_jobs_at_the_compressed_timing() -> None:
-    assert {job.name for job in scrape_jobs()} == {metrics.BROKER_JOB, metrics.BROKER_DETAILED_JOB, metrics.WORKER_JOB}
+    jobs = {job.name: job for job in scrape_jobs()}
+    assert set(jobs) == {metrics.BROKER_JOB, metrics.BROKER_DETAILED_JOB, metrics.WORKER_JOB}
+    assert jobs[metrics.BROKER_DETAILED_JOB].owner == jobs[metrics.BROKER_JOB].owner == BROKERS
+    assert jobs[metrics.WORKER_JOB].owner == WORKERS
+    assert jobs[metrics.BROKER_DETAILED_JOB].params == {"family": metrics.BROKER_DETAILED_FAMILIES}
+    assert not jobs[metrics.BROKER_JOB].params
     compressed = PRODUCTION.compressed(ALERT_COMPRESSION)
     assert DRILL_TIMING.node_down_for_s == compressed.node_down_for_s
     assert DRILL_TIMING.backlog_for_s == compressed.backlog_for_s

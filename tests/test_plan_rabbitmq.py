@@ -460,3 +460,53 @@ def test_generated_password_and_cookie_are_never_replaced_by_an_input_change(
         assert set(registered.inputs) <= set(registered.ignore_changes), name
         assert {"length", "special", "keepers", "overrideSpecial", "minUpper"} <= set(registered.ignore_changes), name
         assert not registered.protect, f"{name}: protect would block `pulumi destroy` of dev"
+
+
+def test_the_management_url_logs_in_as_the_monitoring_user_with_its_own_password() -> None:
+    """KEDA's trigger reads queue depth with this URL. The plan masks it and the local harness
+    rebuilds it from its own rules (harness/kube/secretfill.py), so only the component's real
+    output shows which user it names."""
+    import pulumi
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    from components.rabbitmq import RabbitMQCluster, RabbitMQClusterArgs
+    from contract.wire import BrokerRole, management_url, role_secret_name, role_username
+    from plan.mocks import RecordingMocks
+    from settings import PROJECT
+
+    args = RabbitMQClusterArgs(
+        namespace="ha-celery",
+        replicas=3,
+        disk_type="pd-standard",
+        storage_gi=10,
+        image="rabbitmq:4.3.6-management",
+        cpu_millis=500,
+        memory_mib=1024,
+        production=False,
+        consumer_timeout_ms=1_800_000,
+        cluster_name="ha-celery-dev",
+    )
+    urls: list[str] = []
+
+    def run() -> RecordingMocks:
+        mocks = RecordingMocks()
+        pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="dev", preview=False)
+
+        def program() -> None:
+            RabbitMQCluster("rabbitmq", args).management_url.apply(urls.append)
+
+        _sync_await(run_pulumi_func(program))
+        return mocks
+
+    mocks = contextvars.copy_context().run(run)
+    [secret] = [
+        r.inputs
+        for r in mocks.registrations
+        if r.type == "kubernetes:core/v1:Secret"
+        and r.inputs["metadata"]["name"] == role_secret_name("rabbitmq", BrokerRole.MONITORING)
+    ]
+    data = secret["stringData"]["value"]  # the engine's secret wrapper: the component marked it secret
+    user, password = data["username"], data["password"]
+    assert user == role_username(BrokerRole.MONITORING)
+    assert urls == [management_url(user, password, "rabbitmq", "ha-celery")]
