@@ -202,6 +202,7 @@ def rule_groups(timing: AlertTiming = PRODUCTION, *, broker_nodes: int = DEFAULT
     dlq = f'queue="{wire.DEAD_LETTER_QUEUE}"'
     replicas = 'count by (vhost, queue) (rabbitmq_detailed_queue_info{queue_type="rabbit_quorum_queue"})'
     step = duration(t.evaluation_interval_s)
+    most_replicas = f"max_over_time(({replicas})[{duration(t.membership_lookback_s)}:{step}])"
     finished = " + ".join(
         f"(sum(increase({name}{{{worker}}}[{duration(t.unacked_window_s)}])) or vector(0))"
         for name in (metrics.TASKS_SUCCEEDED, metrics.TASKS_FAILED, metrics.TASKS_RETRIED, metrics.TASKS_REJECTED)
@@ -238,9 +239,9 @@ def rule_groups(timing: AlertTiming = PRODUCTION, *, broker_nodes: int = DEFAULT
         _rule(
             BROKER_QUORUM_CRITICAL,
             # Replicas a queue still has on live nodes, against the most it had recently: at a bare
-            # majority, losing one more node stops the queue.
-            f"count(({replicas}) <= floor(max_over_time(({replicas})[{duration(t.membership_lookback_s)}:{step}])"
-            " / 2) + 1) > 0",
+            # majority, losing one more node stops the queue. A queue that never had 3 replicas
+            # (a 1-node dev cluster) is always at a bare majority: no alert can change that.
+            f"count((({replicas}) <= floor({most_replicas} / 2) + 1) and ({most_replicas} >= 3)) > 0",
             for_s=t.quorum_critical_for_s,
             severity="warning",
             summary="Quorum queues have only a bare majority of replicas online",
