@@ -293,11 +293,12 @@ def broker_ca(cluster: KubeCluster) -> Secret | None:
     return next((s for s in cluster.plan.secrets if s.name == name), None)
 
 
-def broker_env(cluster: KubeCluster) -> dict[str, str]:
-    """The app's environment for a client on the host: every broker pod by address, and with TLS the
-    plan's CA (written beside the cluster's files) and the client Service's name, which every node's
-    certificate carries (the host cannot resolve the pods' names)."""
-    env = {wire.ENV_BROKER_URLS: ",".join(broker_urls(cluster))}
+def broker_env(cluster: KubeCluster, role: wire.BrokerRole = wire.BrokerRole.SCHEDULER) -> dict[str, str]:
+    """The app's environment for a client on the host as ``role`` (see :func:`broker_urls`): every
+    broker pod by address, and with TLS the plan's CA (written beside the cluster's files) and the
+    client Service's name, which every node's certificate carries (the host cannot resolve the pods'
+    names)."""
+    env = {wire.ENV_BROKER_URLS: ",".join(broker_urls(cluster, role))}
     ca = broker_ca(cluster)
     if ca is not None:
         ca_file = cluster.workdir / "broker-ca.crt"

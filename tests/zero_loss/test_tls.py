@@ -16,6 +16,7 @@ from pathlib import Path
 import amqp
 import pytest
 
+from contract.wire import BrokerRole
 from drill import records
 from drill.pod_scenarios import BROKERS
 from drill.runner import booted_plan
@@ -86,9 +87,15 @@ def test_workers_the_scheduler_and_the_dlq_cli_work_over_tls_only(tls: Booted) -
     ]
     assert rows, "no connection on the broker: the workers are not connected"
     assert all(row[0] == "true" and row[1].startswith("tlsv1.") for row in rows), rows
-    # The operators' dead-letter CLI from the image, over TLS too.
+    # The operators' dead-letter CLI from the image, over TLS too, as it runs: in a worker pod,
+    # with the worker user's credentials (the scheduler user may not read celery.dlq).
     dlq = subprocess.run(
-        [sys.executable, "-m", "app.dlq", "list"], env=env, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "app.dlq", "list"],
+        env={**os.environ, **broker_env(cluster, BrokerRole.WORKER)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert dlq.returncode == 0, dlq.stdout + dlq.stderr
     assert "dead-lettered task(s) shown" in dlq.stdout
