@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from contract.wire import WORKER_UID, BrokerRole, role_username
 from harness import netns
 from harness.images import ensure_images
 from harness.kube.cluster import KubeCluster, KubeError, plan_nodes
@@ -69,9 +70,9 @@ def test_workers_run_the_plans_deployment_and_consume(cluster: KubeCluster) -> N
     assert all(pod.ready for pod in workers), "readiness is the image's own probe (python -m app.health --ready)"
     consumers = cluster.exec("rabbitmq-0", "rabbitmqctl", "-q", "list_queues", "name", "consumers")
     assert "celery\t3" in consumers.splitlines(), consumers
-    # The container runs as the image's user with the Deployment's env from the Secret.
+    # The container runs as the image's user with the Deployment's env from the worker user's Secret.
     who = cluster.exec(workers[0].name, "python", "-c", "import os; print(os.getuid(), os.environ['BROKER_USER'])")
-    assert who.split() == ["10001", "celery"]
+    assert who.split() == [str(WORKER_UID), role_username(BrokerRole.WORKER)]
 
 
 def test_secrets_get_fresh_local_values(cluster: KubeCluster) -> None:
