@@ -7,11 +7,14 @@ import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.conftest import STACKS, Plan
+
+if TYPE_CHECKING:
+    from components.rabbitmq import RabbitMQClusterArgs
 
 
 def broker_config_map(plan: Plan) -> dict[str, Any]:
@@ -342,9 +345,9 @@ def options() -> dict[str, dict[tuple[str, str], Registered]]:
     return {stack: _record(stack, run_program, stack_config(stack, [])) for stack in STACKS}
 
 
-def _component(**changes: Any) -> dict[tuple[str, str], Registered]:
-    """The broker component alone, with dev-like args and ``changes``."""
-    from components.rabbitmq import RabbitMQCluster, RabbitMQClusterArgs
+def _dev_args(**changes: Any) -> RabbitMQClusterArgs:
+    """Dev-like broker args with ``changes``."""
+    from components.rabbitmq import RabbitMQClusterArgs
 
     args = RabbitMQClusterArgs(
         namespace="ha-celery",
@@ -358,7 +361,14 @@ def _component(**changes: Any) -> dict[tuple[str, str], Registered]:
         consumer_timeout_ms=1_800_000,
         cluster_name="ha-celery-dev",
     )
-    args = dataclasses.replace(args, **changes)
+    return dataclasses.replace(args, **changes)
+
+
+def _component(**changes: Any) -> dict[tuple[str, str], Registered]:
+    """The broker component alone, with dev-like args and ``changes``."""
+    from components.rabbitmq import RabbitMQCluster
+
+    args = _dev_args(**changes)
 
     def program() -> None:
         RabbitMQCluster("rabbitmq", args)
@@ -470,23 +480,12 @@ def test_the_management_url_logs_in_as_the_monitoring_user_with_its_own_password
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
-    from components.rabbitmq import RabbitMQCluster, RabbitMQClusterArgs
+    from components.rabbitmq import RabbitMQCluster
     from contract.wire import BrokerRole, management_url, role_secret_name, role_username
     from plan.mocks import RecordingMocks
     from settings import PROJECT
 
-    args = RabbitMQClusterArgs(
-        namespace="ha-celery",
-        replicas=3,
-        disk_type="pd-standard",
-        storage_gi=10,
-        image="rabbitmq:4.3.6-management",
-        cpu_millis=500,
-        memory_mib=1024,
-        production=False,
-        consumer_timeout_ms=1_800_000,
-        cluster_name="ha-celery-dev",
-    )
+    args = _dev_args()
     urls: list[str] = []
 
     def run() -> RecordingMocks:
