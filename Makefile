@@ -11,6 +11,10 @@ WORKLOAD ?= plain
 CONFIG ?= ha
 # TLS=1: plan (and so demo) with brokerTls=true, TLS=0 with false; unset: the stack's own setting.
 TLS_SET := $(if $(filter 1,$(TLS)),brokerTls=true,)$(if $(filter 0,$(TLS)),brokerTls=false,)
+# One heavy run at a time on a machine: anything that boots brokers waits for the machine's lock.
+# A caller that already holds it (HA_CELERY_HEAVY_HELD=1) is not made to wait for itself.
+HEAVY_LOCK := /tmp/ha-celery-heavy.lock
+HEAVY := $(if $(HA_CELERY_HEAVY_HELD),,flock $(HEAVY_LOCK) env HA_CELERY_HEAVY_HELD=1)
 
 .PHONY: help setup system-deps images plan test lint typecheck contracts unit integration demo bench lock clean
 
@@ -70,14 +74,14 @@ unit: $(VENV)/.synced ## fast tests only (mocks, renderers, settings)
 	$(VENV)/bin/pytest -m "not integration and not drill" -q
 
 test: setup lint typecheck contracts ## everything: gates, unit, integration (real RabbitMQ) and drills
-	$(VENV)/bin/pytest -q
+	$(HEAVY) $(VENV)/bin/pytest -q --durations=25
 
 # --- the local harness -----------------------------------------------------------
 demo: setup plan ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, WORKLOAD=plain|eta, CONFIG=ha|seed, TLS=1)
-	$(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --workload $(WORKLOAD) --config $(CONFIG) --plan build/plan/$(STACK)
+	$(HEAVY) $(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --workload $(WORKLOAD) --config $(CONFIG) --plan build/plan/$(STACK)
 
 bench: setup plan ## the plan of STACK (4.3) vs the seed (3.10) -> build/bench/results.json (QUICK=1: short run; SCALE=1M: scale only)
-	$(PY) -m bench --plan build/plan/$(STACK) $(if $(QUICK),--quick,) $(if $(SCALE),--scale $(SCALE),)
+	$(HEAVY) $(PY) -m bench --plan build/plan/$(STACK) $(if $(QUICK),--quick,) $(if $(SCALE),--scale $(SCALE),)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
