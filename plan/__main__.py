@@ -29,6 +29,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 import settings
 from plan.mocks import RecordingMocks, RecordingMonitor
+from plan.rules import format_path, parse_path
 from settings import PROJECT, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,10 +62,10 @@ def secret_hashes(value: Any, path: str = "") -> dict[str, str]:
     if isinstance(value, Mapping):
         for k, v in value.items():
             if not str(k).startswith("__"):
-                found |= secret_hashes(v, f"{path}.{k}" if path else str(k))
+                found |= secret_hashes(v, format_path((*parse_path(path), str(k))))
     elif isinstance(value, Sequence) and not isinstance(value, str):
         for i, v in enumerate(value):
-            found |= secret_hashes(v, f"{path}[{i}]")
+            found |= secret_hashes(v, format_path((*parse_path(path), i)))
     return found
 
 
