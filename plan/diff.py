@@ -481,7 +481,8 @@ def _workload(step: Step, old: Resource | None, new: Resource, plan: Plan, steps
     rolls = None
     reasons = list(step.reasons)
     if step.step in (SAME, UPDATE) and old is not None:
-        rolls = any(covers(template, c.path) for c in [*value_changes(old.inputs, new.inputs)] if not _ignored(new, c))
+        changes = [*value_changes(old.inputs, new.inputs), *secret_changes(old, new)]
+        rolls = any(covers(template, c.path) for c in changes if not _ignored(new, c))
         if rolls:
             reasons.append("pod template changed: the controller rolls the pods per its update strategy")
         if changed and not rolls:

@@ -4,7 +4,8 @@ Builds two offline plans of STACK: the base from the ref's tree (its program and
 extracted with `git archive` into a temporary directory, planned with this tree's plan tool so that
 engine.json exists), the new one from the working tree with SET and REPLACE. Prints each resource's
 step (plan/diff.py) and writes build/plan-diff/steps.json: [{"type", "name", "step", "reasons", "object"}]
-in dependency order (plan.diff.operations gives the engine's sequence).
+in dependency order (plan.diff.operations gives the engine's sequence); object is "Kind/namespace/name"
+("Kind/name" when cluster-scoped) for a Kubernetes object, else null.
 
 Exit codes:
   0  no stateful resource (StatefulSet, StorageClass, PVC, GKE cluster or node pool, registry) is
