@@ -50,6 +50,16 @@ def _unwrapped(value: Any) -> Any:
     return value
 
 
+def _autoname(name: str, inputs: dict[str, Any]) -> str:
+    """What pulumi-kubernetes names an object without metadata.name: `<logical name>-<8 random characters>`.
+
+    The provider draws the suffix once, at create, and keeps it on updates; a replacement draws a new
+    one. Here it is a hash of the inputs but metadata, so that the inputs that replace such an object
+    (a ConfigMap's data) give it a new name and its dependents see the change, as they would."""
+    body = {k: v for k, v in _unwrapped(inputs).items() if k != "metadata"}
+    return f"{name}-{_hex(json.dumps(body, sort_keys=True, default=str), 8)}"
+
+
 @dataclass
 class RecordingMocks(pulumi.runtime.Mocks):
     project: str = "mock-project"
@@ -105,6 +115,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["certPem"] = f"mock-certificate-{name}"
         elif token.startswith("kubernetes:") and not token.startswith("pulumi:providers"):
             state.setdefault("status", {})
+            metadata: dict[str, Any] = state.get("metadata") or {}
+            if not metadata.get("name") and not metadata.get("generateName"):
+                state["metadata"] = {**metadata, "name": _autoname(name, args.inputs)}
         return f"{name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
