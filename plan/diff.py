@@ -383,6 +383,7 @@ class _Differ:
         if new.engine.get("provider") in replaced:
             return _Decision(
                 DELETE_BEFORE_REPLACE if deletes_first(new, False) else REPLACE,
+                # step_generator.go diff(): a replaced provider is a replacement with no delete-first request.
                 [f"its provider {new.engine['provider']} is replaced"],
             )
         changes = [
@@ -421,6 +422,7 @@ class _Differ:
             why = self.requires_replacement(resource, replace_set)
             if why:
                 replace_set.add(key)
+                # The engine's dependent replacement (pulumi/pulumi#2167; reported in pulumi-kubernetes#1567).
                 self.forced.setdefault(key, []).append(f"deleted first with {root.rsplit('::', 1)[-1]}: {why}")
 
     def requires_replacement(self, resource: Resource, replace_set: set[str]) -> str | None:
