@@ -9,6 +9,7 @@ TASKS ?= 10000
 SCENARIO ?= kill-broker
 WORKLOAD ?= plain
 CONFIG ?= ha
+BASE ?= HEAD
 # TLS=1: plan (and so demo) with brokerTls=true, TLS=0 with false; unset: the stack's own setting.
 TLS_SET := $(if $(filter 1,$(TLS)),brokerTls=true,)$(if $(filter 0,$(TLS)),brokerTls=false,)
 # One heavy run at a time on a machine: anything that boots brokers waits for the machine's lock.
@@ -16,7 +17,7 @@ TLS_SET := $(if $(filter 1,$(TLS)),brokerTls=true,)$(if $(filter 0,$(TLS)),broke
 HEAVY_LOCK := /tmp/ha-celery-heavy.lock
 HEAVY := $(if $(HA_CELERY_HEAVY_HELD),,flock $(HEAVY_LOCK) env HA_CELERY_HEAVY_HELD=1)
 
-.PHONY: help setup system-deps images plan test lint typecheck contracts unit integration demo bench lock clean
+.PHONY: help setup system-deps images plan plan-diff test lint typecheck contracts unit integration demo bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +59,12 @@ lock: ## re-resolve uv.lock and regenerate app/requirements.txt for the worker i
 # --- the cloud program, offline ----------------------------------------------
 plan: $(VENV)/.synced ## offline plan of STACK (default dev) under Pulumi mocks -> build/plan/STACK (SET="key=value ...", TLS=1|0)
 	$(PY) -m plan --stack $(STACK) $(foreach kv,$(SET) $(TLS_SET),--set $(kv))
+
+# Exit 0: nothing stateful replaced or deleted (or ALLOW names it); 1: a StatefulSet, StorageClass, PVC, GKE
+# cluster, node pool or registry would be replaced or deleted; 2: bad input (ref, stack, SET, REPLACE, ALLOW).
+plan-diff: $(VENV)/.synced ## steps of `pulumi up` from BASE (git ref, default HEAD) to this tree -> build/plan-diff/steps.json (SET=, REPLACE="name ...", ALLOW="name ...")
+	$(PY) -m plan.diff_cli --base $(BASE) --stack $(STACK) $(foreach kv,$(SET) $(TLS_SET),--set $(kv)) \
+	  $(foreach n,$(REPLACE),--replace $(n)) $(foreach n,$(ALLOW),--allow $(n))
 
 # --- quality gates -------------------------------------------------------------
 lint: $(VENV)/.synced

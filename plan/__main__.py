@@ -1,14 +1,18 @@
 """`python -m plan --stack dev`: the resources a stack would create, without a cloud or the CLI.
 
 Writes build/plan/<stack>/resources.json (type, name, parent type, inputs with every secret
-replaced by "[secret]") and build/plan/<stack>/kubernetes/*.yaml (each Kubernetes object as
-it would be sent to the API server). Exits 2 with the settings error on bad config.
+replaced by "[secret]"), build/plan/<stack>/kubernetes/*.yaml (each Kubernetes object as
+it would be sent to the API server) and build/plan/<stack>/engine.json (what the engine stores
+besides the inputs: dependencies, property dependencies, resource options, and a hash per secret
+input so that plan-diff sees a secret change without the value). Exits 2 with the settings error
+on bad config.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import runpy
 import shutil
@@ -20,12 +24,12 @@ from typing import Any
 import pulumi
 import yaml
 from pulumi.runtime import rpc
-from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 import settings
-from plan.mocks import RecordingMocks
+from plan.mocks import RecordingMocks, RecordingMonitor
+from plan.rules import format_path, parse_path
 from settings import PROJECT, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +48,34 @@ def mask(value: Any) -> Any:
     # The engine's wire format (protobuf Struct) has only doubles; Kubernetes wants integers.
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    return value
+
+
+def secret_hashes(value: Any, path: str = "") -> dict[str, str]:
+    """Path -> a hash of each secret's value: it changes when the secret does, and does not reveal it.
+
+    Under mocks the values are made up (plan.mocks), so the hash of one is no leak either."""
+    if rpc.is_rpc_secret(value):
+        raw = json.dumps(_plain(rpc.unwrap_rpc_secret(value)), sort_keys=True, default=str)
+        return {path: hashlib.sha256(f"ha-celery-plan-secret:{raw}".encode()).hexdigest()[:16]}
+    found: dict[str, str] = {}
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not str(k).startswith("__"):
+                found |= secret_hashes(v, format_path((*parse_path(path), str(k))))
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        for i, v in enumerate(value):
+            found |= secret_hashes(v, format_path((*parse_path(path), i)))
+    return found
+
+
+def _plain(value: Any) -> Any:
+    if rpc.is_rpc_secret(value):
+        return _plain(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(v) for v in value]
     return value
 
 
@@ -82,7 +114,7 @@ def stack_config(stack: str, overrides: Sequence[str]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
 
 
-def parent_types(monitor: MockMonitor) -> dict[tuple[str, str], str | None]:
+def parent_types(monitor: RecordingMonitor) -> dict[tuple[str, str], str | None]:
     """(type, name) -> the parent's type token, read from the URNs' type chains."""
     parents: dict[tuple[str, str], str | None] = {}
     for urn in monitor.resources:
@@ -105,9 +137,22 @@ def run_program() -> None:
     runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
 
 
+@dataclasses.dataclass(frozen=True)
+class PlanRun:
+    resources: list[dict[str, Any]]
+    """resources.json: type, name, parent type, masked inputs."""
+    engine: list[dict[str, Any]]
+    """engine.json: per resource what the engine stores besides the inputs."""
+
+
 def run(stack: str, config: dict[str, str]) -> list[dict[str, Any]]:
-    mocks = RecordingMocks(project=config.get("gcp:project", "mock-project"))
-    monitor = MockMonitor(mocks)
+    """resources.json's content for a stack's config."""
+    return run_recorded(stack, config).resources
+
+
+def run_recorded(stack: str, config: dict[str, str], replace: frozenset[str] = frozenset()) -> PlanRun:
+    mocks = RecordingMocks(project=config.get("gcp:project", "mock-project"), replace=replace)
+    monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_all_config(config)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     try:
@@ -116,18 +161,31 @@ def run(stack: str, config: dict[str, str]) -> list[dict[str, Any]]:
         print(f"plan: stack {stack}: {error}", file=sys.stderr)
         print(f"plan: {len(mocks.registrations)} resources were registered before the error.", file=sys.stderr)
         raise SystemExit(2) from error
+    unknown = replace - {r.name for r in mocks.registrations}
+    if unknown:
+        print(f"plan: stack {stack}: --replace names no resource: {', '.join(sorted(unknown))}", file=sys.stderr)
+        raise SystemExit(2)
     parents = parent_types(monitor)
     # Sorted: registration order depends on output resolution, and a plan must diff cleanly.
-    return sorted(
-        (
-            {"type": r.type, "name": r.name, "parent": parents.get((r.type, r.name)), "inputs": mask(r.inputs)}
-            for r in mocks.registrations
-        ),
-        key=lambda r: (r["type"], r["name"]),
-    )
+    registrations = sorted(mocks.registrations, key=lambda r: (r.type, r.name))
+    resources = [
+        {"type": r.type, "name": r.name, "parent": parents.get((r.type, r.name)), "inputs": mask(r.inputs)}
+        for r in registrations
+    ]
+    engine = [
+        {
+            "type": r.type,
+            "name": r.name,
+            **monitor.engine[f"{r.type}::{r.name}"].as_json(),
+            "secretHashes": secret_hashes(r.inputs),
+        }
+        for r in registrations
+    ]
+    return PlanRun(resources, engine)
 
 
-def write(out: Path, resources: list[dict[str, Any]], effective: settings.Settings) -> None:
+def write(out: Path, result: PlanRun, effective: settings.Settings) -> None:
+    resources = result.resources
     if out.exists():
         shutil.rmtree(out)
     manifests = out / "kubernetes"
@@ -135,6 +193,7 @@ def write(out: Path, resources: list[dict[str, Any]], effective: settings.Settin
     # The settings after defaults: what the stack really asks for, for review beside the resources.
     (out / "settings.json").write_text(json.dumps(dataclasses.asdict(effective), indent=2) + "\n")
     (out / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True) + "\n")
+    (out / "engine.json").write_text(json.dumps(result.engine, indent=2, sort_keys=True) + "\n")
     for resource in resources:
         manifest = kubernetes_manifest(resource)
         if manifest is None:
@@ -149,9 +208,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "plan", help="plan directory (default build/plan)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    parser.add_argument(
+        "--replace",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="as `pulumi up --replace`: the named random/tls resource generates new values (logical name)",
+    )
     args = parser.parse_args(argv)
     config = stack_config(args.stack, args.set)
-    resources = run(args.stack, config)
+    result = run_recorded(args.stack, config, frozenset(args.replace))
+    resources = result.resources
     # Strict re-parse of the stack file itself: a misspelt key is an error, not a silent default.
     ours = {k: v for k, v in config.items() if k.startswith(f"{PROJECT}:")}
     try:
@@ -160,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"plan: stack {args.stack}: {error}", file=sys.stderr)
         raise SystemExit(2) from error
     out = args.out / args.stack
-    write(out, resources, effective)
+    write(out, result, effective)
     kinds = sum(1 for r in resources if kubernetes_manifest(r) is not None)
     print(f"plan: stack {args.stack}: {len(resources)} resources, {kinds} Kubernetes objects -> {out}")
 

@@ -1,0 +1,28 @@
+"""`make plan-diff`'s exit codes and steps.json, on this repository's own history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from plan.diff_cli import main
+
+
+def test_an_unknown_ref_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--base", "no-such-ref-h7", "--out", str(tmp_path)]) == 2
+    assert "BASE=no-such-ref-h7: not a commit" in capsys.readouterr().err
+    assert not (tmp_path / "steps.json").exists()
+
+
+def test_a_disk_kind_change_exits_1_naming_the_statefulset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--base", "HEAD", "--set", "brokerStorage=ssd", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "stateful kubernetes:apps/v1:StatefulSet rabbitmq-statefulset" in err
+    steps = {s["name"]: s for s in json.loads((tmp_path / "steps.json").read_text())}
+    statefulset = steps["rabbitmq-statefulset"]
+    assert set(statefulset) == {"type", "name", "step", "reasons", "object"}
+    assert statefulset["step"] in ("replace", "delete-before-replace")
+    assert statefulset["object"] == "StatefulSet/ha-celery/rabbitmq"
+    assert steps["ha-celery-dev"]["object"] is None

@@ -1,0 +1,182 @@
+"""The update matrix: every routine `pulumi up` after the first, as plan-diff decides it (issue 23).
+
+Each case plans the dev stack twice (before, after the change) under mocks and runs plan/diff.py.
+A routine change must replace nothing stateful (StatefulSet, StorageClass, cluster, node pool,
+registry) nor the worker Deployment; a workload's pods roll exactly when the case says, and never
+keep a changed ConfigMap/Secret they mount without rolling. The disk-kind change must replace, and
+plan-diff must say so.
+
+The cases marked xfail fail on this branch for the reason of the review's finding 1 (fixed-name
+immutable ConfigMap/Secrets are deleted first, and the engine's cascade replaces the StatefulSet);
+the h3 branch fixes the causes, and the lead removes the marks at merge (strict: they fail loudly
+when the fix lands without the marks going).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from plan.diff import DELETE_BEFORE_REPLACE, REPLACING, SAME, UPDATE, Plan, Step, diff_plans, stateful_losses
+
+ROOT = Path(__file__).resolve().parents[3]
+STATEFULSET = "rabbitmq-statefulset"
+DEPLOYMENT = "celery-deployment"
+CLUSTER_TYPES = ("gcp:container/cluster:Cluster", "gcp:container/nodePool:NodePool")
+FIXED_BY_H3 = pytest.mark.xfail(strict=True, reason="fixed by the h3 branch")
+CODE_CHANGE = "code"
+"""A case option: plan the new side from a copy of the tree with one app/ file changed."""
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    base: tuple[str, ...] = ()
+    """--set of the deployed plan (dev's stack file otherwise)."""
+    new: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
+    """As `pulumi up --replace NAME`."""
+    broker_rolls: bool = False
+    workers_roll: bool = False
+    code: bool = False
+
+    @property
+    def base_job(self) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+        return (self.base, (), False)
+
+    @property
+    def new_job(self) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+        return (self.new or self.base, self.replace, self.code)
+
+
+TLS = ("brokerTls=true",)
+ROUTINE = [
+    pytest.param(Case("brokerMemoryMiB", new=("brokerMemoryMiB=1536",), broker_rolls=True), marks=FIXED_BY_H3),
+    pytest.param(Case("brokerCpuMillis", new=("brokerCpuMillis=750",), broker_rolls=True)),
+    # The workers' broker list names every node: they roll to learn the two new ones.
+    pytest.param(
+        Case("brokerReplicas 3->5", new=("brokerReplicas=5",), broker_rolls=True, workers_roll=True), marks=FIXED_BY_H3
+    ),
+    pytest.param(Case("brokerImage patch", new=("brokerImage=rabbitmq:4.3.7-management",), broker_rolls=True)),
+    pytest.param(Case("brokerTls on", new=TLS, broker_rolls=True, workers_roll=True), marks=FIXED_BY_H3),
+    pytest.param(
+        Case("brokerTls off", base=TLS, new=("brokerTls=false",), broker_rolls=True, workers_roll=True),
+        marks=FIXED_BY_H3,
+    ),
+    pytest.param(
+        Case("role-password rotation", replace=("rabbitmq-worker-password",), broker_rolls=True, workers_roll=True),
+        marks=FIXED_BY_H3,
+    ),
+    pytest.param(
+        Case("node-certificate renewal", base=TLS, replace=("rabbitmq-0-cert",), broker_rolls=True), marks=FIXED_BY_H3
+    ),
+    pytest.param(
+        Case("CA rotation", base=TLS, replace=("rabbitmq-ca-key",), broker_rolls=True, workers_roll=True),
+        marks=FIXED_BY_H3,
+    ),
+    pytest.param(Case("worker code change", code=True, workers_roll=True)),
+    pytest.param(Case("workerReplicas", new=("workerReplicas=5",))),
+    pytest.param(Case("workerConcurrency", new=("workerConcurrency=4",), workers_roll=True)),
+    pytest.param(Case("autoscaling hpa", new=("autoscaling=hpa",))),
+    pytest.param(Case("autoscaling keda", new=("autoscaling=keda",))),
+]
+DISK_KIND = Case("brokerStorage disk kind", new=("brokerStorage=ssd",))
+TODAY_CONFIG_CHANGE = Case("brokerMemoryMiB", new=("brokerMemoryMiB=1536",))
+
+
+def _code_changed_tree(into: Path) -> Path:
+    """A copy of the program with one app/ file changed: the worker image's tag follows its content."""
+    skip = shutil.ignore_patterns(".venv", ".git", "build", "tests", "__pycache__", ".*_cache")
+    shutil.copytree(ROOT, into, ignore=skip, symlinks=True)
+    tasks = into / "app" / "tasks.py"
+    tasks.write_text(tasks.read_text() + "\n# a worker code change (tests/unit/plan/test_update_matrix.py)\n")
+    return into
+
+
+def _plan(job: tuple[tuple[str, ...], tuple[str, ...], bool], out: Path) -> Plan:
+    sets, replace, code = job
+    tree = _code_changed_tree(out / "tree") if code else ROOT
+    args = [sys.executable, "-m", "plan", "--stack", "dev", "--out", str(out)]
+    args += [a for kv in sets for a in ("--set", kv)] + [a for n in replace for a in ("--replace", n)]
+    done = subprocess.run(args, cwd=tree, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, f"plan {job} failed: {done.stderr}"
+    return Plan.load(out / "dev")
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[tuple[str, ...], tuple[str, ...], bool], Plan]:
+    """Every plan the cases need, built once, two at a time (each is a Python process importing the SDKs)."""
+    cases = [p.values[0] for p in ROUTINE if isinstance(p.values[0], Case)] + [DISK_KIND, TODAY_CONFIG_CHANGE]
+    jobs = sorted({job for case in cases for job in (case.base_job, case.new_job)})
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {job: pool.submit(_plan, job, tmp_path_factory.mktemp("matrix")) for job in jobs}
+        return {job: future.result() for job, future in futures.items()}
+
+
+def _steps(case: Case, plans: dict[tuple[tuple[str, ...], tuple[str, ...], bool], Plan]) -> dict[str, Step]:
+    steps = diff_plans(plans[case.base_job], plans[case.new_job], case.replace)
+    return {s.name: s for s in steps}
+
+
+def _explain(steps: dict[str, Step]) -> Iterator[str]:
+    for s in steps.values():
+        if s.step != SAME:
+            yield f"{s.step} {s.type} {s.name}: {'; '.join(s.reasons)}"
+
+
+@pytest.mark.parametrize("case", ROUTINE, ids=lambda c: c.name)
+def test_routine_change_replaces_nothing_and_rolls_what_it_must(
+    case: Case, plans: dict[tuple[tuple[str, ...], tuple[str, ...], bool], Plan]
+) -> None:
+    steps = _steps(case, plans)
+    story = "\n".join(_explain(steps))
+    assert stateful_losses(steps.values()) == [], f"{case.name}: stateful replacement\n{story}"
+    for name in (STATEFULSET, DEPLOYMENT):
+        assert steps[name].step in (SAME, UPDATE), f"{case.name}: {name} is {steps[name].step}\n{story}"
+    for s in steps.values():
+        if s.type in CLUSTER_TYPES:
+            assert s.step == SAME, f"{case.name}: {s.type} {s.name} is {s.step}\n{story}"
+    for name, expected in ((STATEFULSET, case.broker_rolls), (DEPLOYMENT, case.workers_roll)):
+        step = steps[name]
+        assert step.rolls is expected, f"{case.name}: {name} rolls={step.rolls}, expected {expected}\n{story}"
+        # Pods that mount a changed ConfigMap/Secret must roll, or they keep the old files until a restart.
+        assert step.rolls or not step.mounts_changed, f"{case.name}: {name} mounts {step.mounts_changed}\n{story}"
+
+
+def test_disk_kind_change_is_reported_as_a_replacement(
+    plans: dict[tuple[tuple[str, ...], tuple[str, ...], bool], Plan],
+) -> None:
+    steps = _steps(DISK_KIND, plans)
+    statefulset = steps[STATEFULSET]
+    assert statefulset.step in REPLACING, "\n".join(_explain(steps))
+    assert any("volumeClaimTemplates" in r for r in statefulset.reasons), statefulset.reasons
+    assert STATEFULSET in {s.name for s in stateful_losses(steps.values())}
+    assert stateful_losses(steps.values(), allow=[STATEFULSET, "rabbitmq-storage"]) == []
+
+
+def test_today_a_config_change_replaces_the_statefulset(
+    plans: dict[tuple[tuple[str, ...], tuple[str, ...], bool], Plan],
+) -> None:
+    """The review's finding 1, as plan-diff sees this branch's program: the Kubernetes provider has no
+    enableConfigMapMutable, so the fixed-name ConfigMap is deleted first and the engine's cascade deletes
+    the StatefulSet with it (its spec depends on the ConfigMap). With the option set, neither happens:
+    the test follows the provider's input, so it holds before and after the h3 fix."""
+    new = plans[TODAY_CONFIG_CHANGE.new_job]
+    provider = next(r for r in new.resources.values() if r.type == "pulumi:providers:kubernetes")
+    mutable = str(provider.inputs.get("enableConfigMapMutable", "false")).lower() == "true"
+    steps = _steps(TODAY_CONFIG_CHANGE, plans)
+    story = "\n".join(_explain(steps))
+    if mutable:
+        assert steps["rabbitmq-config"].step == UPDATE, story
+        assert steps[STATEFULSET].step == UPDATE, story
+    else:
+        assert steps["rabbitmq-config"].step == DELETE_BEFORE_REPLACE, story
+        assert steps[STATEFULSET].step == DELETE_BEFORE_REPLACE, story
+        assert any(r.startswith("deleted first with rabbitmq-config: spec") for r in steps[STATEFULSET].reasons), story
