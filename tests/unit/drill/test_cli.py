@@ -58,6 +58,13 @@ def ran(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Scenario]]:
     return calls
 
 
+def stub_timeline(result: DrillResult, path: Path) -> Path:
+    """The picture itself is the single-scenario test's (matplotlib takes a second apiece)."""
+    del result
+    path.write_bytes(b"png")
+    return path
+
+
 @pytest.fixture
 def plan(tmp_path: Path) -> Path:
     (tmp_path / "plan" / "kubernetes").mkdir(parents=True)
@@ -76,8 +83,9 @@ def test_one_scenario_writes_its_report_and_timeline_in_out(
 
 
 def test_all_on_the_plan_boots_once_runs_partition_node_once_and_writes_a_folder_each(
-    tmp_path: Path, plan: Path, ran: dict[str, list[Scenario]]
+    tmp_path: Path, plan: Path, ran: dict[str, list[Scenario]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(cli, "timeline", stub_timeline)
     out = tmp_path / "out"
     assert cli.main(["run", "--scenario", "all", "--tasks", "20", "--plan", str(plan), "--out", str(out)]) == 0
     expected = [s for s in Scenario if s is not Scenario.PARTITION_BROKER]
@@ -90,8 +98,9 @@ def test_all_on_the_plan_boots_once_runs_partition_node_once_and_writes_a_folder
 
 
 def test_all_on_the_seed_runs_each_scenario_it_can_on_its_own_cluster(
-    tmp_path: Path, ran: dict[str, list[Scenario]]
+    tmp_path: Path, ran: dict[str, list[Scenario]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(cli, "timeline", stub_timeline)
     out = tmp_path / "out"
     status = cli.main(["run", "--config", "seed", "--scenario", "all", "--tasks", "10", "--out", str(out)])
     assert status == 1, "kill-worker lost a task"
