@@ -20,7 +20,7 @@ from rich.console import Console
 
 from drill.profiles import Profile
 from drill.report import summary, timeline
-from drill.runner import DrillOptions, run_drill, run_plan_drills, write_report
+from drill.runner import DrillOptions, DrillResult, run_drill, run_plan_drills, write_report
 from drill.scenarios import Scenario
 from drill.workload import Workload
 from harness import netns
@@ -28,7 +28,7 @@ from harness import netns
 ALL = "all"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m drill", description=__doc__.splitlines()[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run one scenario (or all) and write build/demo/report.json + timeline.png")
@@ -60,32 +60,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--task-ms", type=int, default=20, help="duration of each task, ms (default %(default)s)")
     run.add_argument("--out", type=Path, default=Path("build/demo"), help="report directory (default %(default)s)")
     commands.add_parser("cleanup", help="remove network namespaces left by a crashed drill")
-    args = parser.parse_args(argv)
-    # Logs and CI are not terminals: keep the summary table readable there too.
-    console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+    return parser
 
-    if args.command == "cleanup":
-        removed = netns.cleanup_stale()
-        console.print(f"removed {len(removed)} namespaces: {', '.join(removed) or '-'}")
-        return 0
+
+def _check_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name, value in (("--tasks", args.tasks), ("--workers", args.workers), ("--concurrency", args.concurrency)):
         if value < 1:
             parser.error(f"{name} must be >= 1, got {value}")
     if args.task_ms < 0:
         parser.error(f"--task-ms must be >= 0, got {args.task_ms}")
 
-    profile = Profile(args.config)
-    workload = Workload(args.workload)
-    if workload is Workload.ETA and profile is Profile.SEED:
+
+def _scenarios(parser: argparse.ArgumentParser, args: argparse.Namespace, profile: Profile) -> list[Scenario]:
+    """The scenarios ``--scenario`` names that ``--config`` and ``--workload`` can run."""
+    if Workload(args.workload) is Workload.ETA and profile is Profile.SEED:
         parser.error("--workload eta needs --config ha: it scales the plan's worker Deployment and uses quorum queues")
     scenarios = list(Scenario) if args.scenario == ALL else [Scenario(args.scenario)]
     if profile is Profile.SEED:
         if args.scenario != ALL and scenarios[0].needs_pod_runner:
             parser.error(f"--scenario {args.scenario} needs --config ha: the seed runs on bare 3.10 nodes, not pods")
-        scenarios = [s for s in scenarios if not s.needs_pod_runner]
-    elif not args.plan.joinpath("kubernetes").is_dir():
+        return [s for s in scenarios if not s.needs_pod_runner]
+    if not args.plan.joinpath("kubernetes").is_dir():
         parser.error(f"--plan {args.plan}: no Kubernetes objects there; run `make plan STACK=...` first")
-    all_options = [
+    # partition-broker is partition-node's older name on the pod runner: `all` runs it once.
+    return [s for s in scenarios if not (len(scenarios) > 1 and s is Scenario.PARTITION_BROKER)]
+
+
+def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[DrillOptions]:
+    _check_sizes(parser, args)
+    profile = Profile(args.config)
+    return [
         DrillOptions(
             scenario=scenario,
             profile=profile,
@@ -94,25 +98,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             concurrency=args.concurrency,
             task_ms=args.task_ms,
             plan=args.plan,
-            workload=workload,
+            workload=Workload(args.workload),
         )
-        for scenario in scenarios
-        # partition-broker is partition-node's older name on the pod runner: `all` runs it once.
-        if not (profile is Profile.HA and len(scenarios) > 1 and scenario is Scenario.PARTITION_BROKER)
+        for scenario in _scenarios(parser, args, profile)
     ]
-    if profile is Profile.HA and len(all_options) > 1:
+
+
+def _write_reports(results: list[DrillResult], out: Path, console: Console) -> None:
+    """report.json and timeline.png per drill (in a folder per scenario when several ran), the summary."""
+    for result in results:
+        each = out if len(results) == 1 else out / result.options.scenario.value
+        write_report(result, each)
+        timeline(result, each / "timeline.png")
+    summary(results, console)
+    if len(results) > 1:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps([r.to_json() for r in results], indent=2) + "\n")
+    console.print(f"report: {out / 'report.json'}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    # Logs and CI are not terminals: keep the summary table readable there too.
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+    if args.command == "cleanup":
+        removed = netns.cleanup_stale()
+        console.print(f"removed {len(removed)} namespaces: {', '.join(removed) or '-'}")
+        return 0
+    all_options = _options(parser, args)
+    if Profile(args.config) is Profile.HA and len(all_options) > 1:
         results = run_plan_drills(all_options, console)
     else:
         results = [run_drill(options, console) for options in all_options]
-    for result in results:
-        out = args.out if len(results) == 1 else args.out / result.options.scenario.value
-        write_report(result, out)
-        timeline(result, out / "timeline.png")
-    summary(results, console)
-    if len(results) > 1:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "report.json").write_text(json.dumps([r.to_json() for r in results], indent=2) + "\n")
-    console.print(f"report: {args.out / 'report.json'}")
+    _write_reports(results, args.out, console)
     return 1 if any(r.lost or r.early or r.error for r in results) else 0
 
 

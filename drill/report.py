@@ -11,38 +11,42 @@ import matplotlib
 matplotlib.use("Agg")  # files only: the drills run on machines without a display
 
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
 from drill.runner import DrillResult
 from drill.workload import Workload
 
+COLUMNS = (
+    "scenario",
+    "config",
+    "scheduled",
+    "completed",
+    "lost",
+    "early",
+    "duplicates",
+    "failover s",
+    "max gap s",
+    "tasks/s",
+    "verdict",
+)
+"""The summary table's columns; the three of text are left-aligned, the figures right-aligned."""
 
-def summary(results: list[DrillResult], console: Console) -> None:
+
+def _verdict(r: DrillResult) -> str:
+    if r.error:
+        return "[red]ERROR[/]"
+    if r.lost or r.early:
+        return "[red]" + ", ".join(f"{n} {what}" for n, what in ((r.lost, "LOST"), (r.early, "EARLY")) if n) + "[/]"
+    return "[green]no task lost[/]" + (", none early" if r.options.workload is Workload.ETA else "")
+
+
+def _table(results: list[DrillResult]) -> Table:
     table = Table(title="ha-celery drill")
-    for column in (
-        "scenario",
-        "config",
-        "scheduled",
-        "completed",
-        "lost",
-        "early",
-        "duplicates",
-        "failover s",
-        "max gap s",
-        "tasks/s",
-        "verdict",
-    ):
+    for column in COLUMNS:
         table.add_column(column, justify="right" if column not in ("scenario", "config", "verdict") else "left")
     for r in results:
-        if r.error:
-            verdict = "[red]ERROR[/]"
-        elif r.lost or r.early:
-            verdict = (
-                "[red]" + ", ".join(f"{n} {what}" for n, what in ((r.lost, "LOST"), (r.early, "EARLY")) if n) + "[/]"
-            )
-        else:
-            verdict = "[green]no task lost[/]" + (", none early" if r.options.workload is Workload.ETA else "")
         table.add_row(
             r.options.scenario.value,
             r.options.profile.value + ("" if r.options.workload is Workload.PLAIN else f", {r.options.workload}"),
@@ -54,34 +58,48 @@ def summary(results: list[DrillResult], console: Console) -> None:
             "-" if r.failover_seconds is None else f"{r.failover_seconds:.2f}",
             "-" if r.max_gap_seconds is None else f"{r.max_gap_seconds:.2f}",
             f"{r.throughput_per_s:.0f}",
-            verdict,
+            _verdict(r),
         )
-    console.print(table)
+    return table
+
+
+def _alerts(r: DrillResult, console: Console) -> None:
+    if r.observed is None:
+        return
+    spans = [
+        f"{a.name} +{a.fired_at - r.started_at:.1f}s.."
+        + ("still firing" if a.resolved_at is None else f"+{a.resolved_at - r.started_at:.1f}s")
+        for a in r.observed.alerts
+    ]
+    console.print(
+        f"  {r.options.scenario}: alerts (rules at production timing / {r.observed.compression:g}): "
+        + (", ".join(spans) or "none")
+    )
+    if r.observed.error:
+        console.print(f"[yellow]  {r.options.scenario}: observation: {r.observed.error}[/]")
+
+
+def _details(r: DrillResult, console: Console) -> None:
+    """Under the table: the errors, the drill's steps in time order, the alerts, the ETA figures."""
+    if r.error:
+        console.print(f"[red]{r.options.scenario}: {r.error}[/]")
+    if r.publish.error:
+        console.print(f"[yellow]{r.options.scenario}: publisher stopped: {r.publish.error}[/]")
+    for t, label in sorted([*r.workload_events, *r.events]):
+        console.print(f"  {r.options.scenario} +{t - r.started_at:6.2f}s  {label}")
+    _alerts(r, console)
+    if r.late_seconds is not None:
+        median, worst = r.late_seconds
+        console.print(
+            f"  {r.options.scenario}: {r.published_before_workers} tasks published with no worker pod; "
+            f"start after ETA: median {median:.3f}s, max {worst:.3f}s; {r.early} early"
+        )
+
+
+def summary(results: list[DrillResult], console: Console) -> None:
+    console.print(_table(results))
     for r in results:
-        if r.error:
-            console.print(f"[red]{r.options.scenario}: {r.error}[/]")
-        if r.publish.error:
-            console.print(f"[yellow]{r.options.scenario}: publisher stopped: {r.publish.error}[/]")
-        for t, label in sorted([*r.workload_events, *r.events]):
-            console.print(f"  {r.options.scenario} +{t - r.started_at:6.2f}s  {label}")
-        if r.observed is not None:
-            spans = [
-                f"{a.name} +{a.fired_at - r.started_at:.1f}s.."
-                + ("still firing" if a.resolved_at is None else f"+{a.resolved_at - r.started_at:.1f}s")
-                for a in r.observed.alerts
-            ]
-            console.print(
-                f"  {r.options.scenario}: alerts (rules at production timing / {r.observed.compression:g}): "
-                + (", ".join(spans) or "none")
-            )
-            if r.observed.error:
-                console.print(f"[yellow]  {r.options.scenario}: observation: {r.observed.error}[/]")
-        if r.late_seconds is not None:
-            median, worst = r.late_seconds
-            console.print(
-                f"  {r.options.scenario}: {r.published_before_workers} tasks published with no worker pod; "
-                f"start after ETA: median {median:.3f}s, max {worst:.3f}s; {r.early} early"
-            )
+        _details(r, console)
     versions = results[0].versions if results else {}
     console.print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
 
@@ -175,12 +193,8 @@ def _prometheus_panel(ax: Any, result: DrillResult) -> None:
     )
 
 
-def timeline(result: DrillResult, path: Path) -> Path:
-    """Tasks completed per second, with the fault and the recovery steps marked; under it what the
-    drill's Prometheus saw (queue depth, broker nodes up) with the alerts' firing spans shaded."""
-    per_second = Counter(int(t - result.started_at) for t in result.finished_at)
-    seconds = range(max(per_second, default=0) + 1)
-    lanes = sorted({pod for _, pod, reason, _ in result.pod_events if reason in POD_MARKS})
+def _panels(result: DrillResult, lanes: list[str]) -> tuple[Figure, Any, Any | None, Any | None]:
+    """The figure and its panels: tasks, then Prometheus' (if it saw anything), then the pods' (if any)."""
     observed = result.observed is not None and bool(result.observed.queue_depth or result.observed.brokers_up)
     ratios = [3.0] + ([2.2] if observed else []) + ([1 + 0.2 * len(lanes)] if lanes else [])
     height = 4 + (2.2 if observed else 0) + (0.3 * len(lanes) if lanes else 0)
@@ -188,27 +202,16 @@ def timeline(result: DrillResult, path: Path) -> Path:
         len(ratios), 1, figsize=(10, height), dpi=110, sharex=True, height_ratios=ratios, squeeze=False
     )
     column = list(axes[:, 0])
-    ax = column[0]
-    prom_ax = column[1] if observed else None
-    pods_ax = column[-1] if lanes else None
-    ax.bar(
-        list(seconds),
-        [per_second.get(s, 0) for s in seconds],
-        width=1.0,
-        align="edge",
-        color="#4c72b0",
-        label="tasks completed",
-    )
-    marks = [(t, label, "#c44e52" if i == 0 else "#7f7f7f", "--") for i, (t, label) in enumerate(result.events)]
-    # The workload's own steps (eta: workers stopped, first part published, workers back), dotted.
-    marks += [(t, label, "#4c72b0", ":") for t, label in result.workload_events]
-    alert_ends = [] if result.observed is None else [a.resolved_at or a.fired_at for a in result.observed.alerts]
-    last = max(
-        [len(seconds), *(t - result.started_at for t, *_ in marks), *(t - result.started_at for t in alert_ends)]
-    )
-    ax.set_xlim(min([0.0, *(t - result.started_at for t, *_ in marks)]), last + 1)
+    return fig, column[0], column[1] if observed else None, column[-1] if lanes else None
+
+
+Marks = list[tuple[float, str, str, str]]
+"""(epoch seconds, label, color, line style) of the vertical lines on the tasks panel."""
+
+
+def _draw_marks(ax: Any, marks: Marks, started_at: float) -> None:
     for t, label, color, style in marks:
-        x = t - result.started_at
+        x = t - started_at
         ax.axvline(x, color=color, linestyle=style, linewidth=1.2)
         # Along the line, so labels of close events do not run into each other.
         ax.text(
@@ -225,8 +228,30 @@ def timeline(result: DrillResult, path: Path) -> Path:
             # Inside the panel: a label running past it would push the panels below apart.
             clip_on=True,
         )
-    if len(column) == 1:
-        ax.set_xlabel("seconds since the first publish")
+
+
+def _tasks_panel(ax: Any, result: DrillResult) -> float:
+    """Tasks completed per second with the fault's and the workload's steps marked; returns where the
+    x axis ends (seconds since the first publish)."""
+    per_second = Counter(int(t - result.started_at) for t in result.finished_at)
+    seconds = range(max(per_second, default=0) + 1)
+    ax.bar(
+        list(seconds),
+        [per_second.get(s, 0) for s in seconds],
+        width=1.0,
+        align="edge",
+        color="#4c72b0",
+        label="tasks completed",
+    )
+    marks = [(t, label, "#c44e52" if i == 0 else "#7f7f7f", "--") for i, (t, label) in enumerate(result.events)]
+    # The workload's own steps (eta: workers stopped, first part published, workers back), dotted.
+    marks += [(t, label, "#4c72b0", ":") for t, label in result.workload_events]
+    alert_ends = [] if result.observed is None else [a.resolved_at or a.fired_at for a in result.observed.alerts]
+    last = max(
+        [len(seconds), *(t - result.started_at for t, *_ in marks), *(t - result.started_at for t in alert_ends)]
+    )
+    ax.set_xlim(min([0.0, *(t - result.started_at for t, *_ in marks)]), last + 1)
+    _draw_marks(ax, marks, result.started_at)
     ax.set_ylabel("tasks completed / s")
     verdict = "no task lost" if result.lost == 0 else f"{result.lost} LOST"
     if result.options.workload is Workload.ETA:
@@ -236,11 +261,23 @@ def timeline(result: DrillResult, path: Path) -> Path:
         f"{result.completed}/{result.scheduled} completed, {verdict}, {result.duplicates} duplicates"
     )
     ax.legend(loc="lower right")
+    return last + 1
+
+
+def timeline(result: DrillResult, path: Path) -> Path:
+    """Tasks completed per second, with the fault and the recovery steps marked; under it what the
+    drill's Prometheus saw (queue depth, broker nodes up) with the alerts' firing spans shaded."""
+    lanes = sorted({pod for _, pod, reason, _ in result.pod_events if reason in POD_MARKS})
+    fig, ax, prom_ax, pods_ax = _panels(result, lanes)
+    end = _tasks_panel(ax, result)
+    # The x axis is shared: only the lowest panel names it.
+    if prom_ax is None and pods_ax is None:
+        ax.set_xlabel("seconds since the first publish")
     if prom_ax is not None:
         _prometheus_panel(prom_ax, result)
         if pods_ax is None:
             prom_ax.set_xlabel("seconds since the first publish")
-    _alert_spans([a for a in (ax, prom_ax) if a is not None], result, result.started_at + last + 1)
+    _alert_spans([a for a in (ax, prom_ax) if a is not None], result, result.started_at + end)
     if pods_ax is not None:
         _pod_lanes(pods_ax, result, lanes)
     fig.tight_layout()

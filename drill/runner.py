@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from app.batch import PublishResult
 from drill import records
+from drill import watch as watching
 from drill.observe import Observed
 from drill.profiles import Profile
 from drill.scenarios import QUEUE, Scenario
@@ -144,7 +144,7 @@ class DrillResult:
 
 
 class _Counter:
-    """The publisher's progress, read by the fault trigger (one writer, one reader)."""
+    """The publisher's progress, read by the watch (one writer, one reader)."""
 
     def __init__(self) -> None:
         self.value = 0
@@ -286,155 +286,191 @@ class _BeforeWorkers:
         return self.published if self.present_before == 0 and self.present_after == 0 else 0
 
 
-def drive(options: DrillOptions, *, target: Target, results: Path, console: Console) -> DrillResult:
-    eta = options.workload is Workload.ETA
-    workload_events: list[tuple[float, str]] = []
-    before = _BeforeWorkers()
+class Drill:
+    """One drill on a booted cluster, in its phases: :meth:`prepare_workers`, :meth:`start_publisher`,
+    :meth:`watch` (the stop rule of ``drill.watch``), :meth:`result`.
 
-    def note(label: str) -> None:
-        workload_events.append((time.time(), label))
-        console.print(f"  {label}")
+    Three threads meet here, each writing its own fields: the publisher (``progress``, and for
+    ``eta`` the workers' restart between its two parts: ``before``, ``workload_events``), the fault
+    (``events``, ``fault_errors``) and the watch, which only reads them until both are joined.
+    """
 
-    if eta:
-        target.stop_workers()
-        before.present_before, before.ever = target.workers_present(), target.workers_ever()
-        note(f"workers stopped: {before.present_before} worker pods, {before.ever} ever")
-    else:
-        consumers = target.start_workers()
+    def __init__(self, options: DrillOptions, *, target: Target, results: Path, console: Console) -> None:
+        self.options = options
+        self.target = target
+        self.results = results
+        self.console = console
+        self.eta = options.workload is Workload.ETA
+        self.expected = set(range(options.tasks))
+        self.before = _BeforeWorkers()
+        self.workload_events: list[tuple[float, str]] = []
+        self.progress = _Counter()
+        self.events: list[tuple[float, str]] = []
+        self.fault_errors: list[BaseException] = []
+        self.publishing: threading.Thread | None = None
+        self.fault: threading.Thread | None = None
+        self.started = 0.0
+
+    # ------------------------------------------------------------------------- phases ----
+
+    def prepare_workers(self) -> None:
+        """``eta``: no worker pod at all when publishing starts; otherwise every consumer attached."""
+        if self.eta:
+            self.target.stop_workers()
+            self.before.present_before = self.target.workers_present()
+            self.before.ever = self.target.workers_ever()
+            self._note(f"workers stopped: {self.before.present_before} worker pods, {self.before.ever} ever")
+            return
+        consumers = self.target.start_workers()
         try:
-            _wait_consumers(target, consumers)
+            _wait_consumers(self.target, consumers)
         except PollTimeout as exc:
             raise DrillError(str(exc)) from exc
-    app, publish = target.publisher()
-    plan = record_plan(options.tasks, options.task_ms)
-    progress_counter = _Counter()
 
-    def workers_back() -> None:
-        before.published = progress_counter.value
-        before.present_after = target.workers_present()
-        note(f"{before.published} tasks published with {before.present_after} worker pods; starting the workers")
-        consumers = target.start_workers()
-        _wait_consumers(target, consumers)
-        note(f"workers back: {consumers} consumers on {QUEUE!r}")
+    def start_publisher(self) -> None:
+        """Publish every task on a thread of its own; the drill's clock starts here."""
+        app, publish = self.target.publisher()
+        plan = record_plan(self.options.tasks, self.options.task_ms)
 
-    def publisher() -> None:
-        if eta:
-            first = published_before_workers(options.tasks)
-            progress_counter.result = publish_delayed(
-                app, plan, progress_counter, pause_after=first, pause=workers_back
-            )
-        else:
-            progress_counter.result = publish(app, plan, progress_counter)
+        def run() -> None:
+            if self.eta:
+                first = published_before_workers(self.options.tasks)
+                self.progress.result = publish_delayed(
+                    app, plan, self.progress, pause_after=first, pause=self._workers_back
+                )
+            else:
+                self.progress.result = publish(app, plan, self.progress)
 
-    started = time.time()
-    publishing = threading.Thread(target=publisher, name="publisher", daemon=True)
-    publishing.start()
+        self.started = time.time()
+        self.publishing = threading.Thread(target=run, name="publisher", daemon=True)
+        self.publishing.start()
 
-    events: list[tuple[float, str]] = []
-    fault_errors: list[BaseException] = []
+    def watch(self) -> watching.Done:
+        """Inject the fault at its point and stop where ``drill.watch.next_step`` says; then let the
+        publisher and the fault finish."""
+        limits = watching.Limits(
+            tasks=self.options.tasks,
+            fault_point=self.options.fault_at * self.options.tasks,
+            stall_timeout_s=self.options.stall_timeout_s,
+            # eta: no task is due before its countdown ran out; idle time counts from the last ETA on.
+            due_after_s=MAX_COUNTDOWN_S if self.eta else None,
+        )
+        with watching.ProgressBar(self.console, self.options.tasks) as bar:
+            done, _ = watching.watch(self, limits, observers=[bar])
+        if done.reason is watching.Reason.STALLED:
+            self.console.print(f"[red]no task completed for {self.options.stall_timeout_s:.0f}s: stopping[/]")
+        if self.publishing is not None:
+            self.publishing.join(timeout=60)
+        if self.fault is not None:
+            self.fault.join(timeout=300)
+        return done
 
-    def mark(label: str) -> float:
+    def result(self) -> DrillResult:
+        """Count what the workers recorded, and time the failover."""
+        options, target = self.options, self.target
+        # Prometheus first: it waits for the drill's alerts to resolve, and tasks still finishing
+        # meanwhile are counted.
+        observed = target.observe(self.started)
+        final = records.tally(self.results)
+        executions = records.read(self.results)[0]
+        finished = [r.finished_at for r in executions]
+        completed = len(final.keys & self.expected)
+        fault_at = self.events[0][0] if self.events else None
+        failover, gap = _failover(finished, fault_at, options.task_ms / 1000)
+        span = (max(finished) - min(finished)) if len(finished) > 1 else 0.0
+        return DrillResult(
+            options=options,
+            scheduled=options.tasks,
+            completed=completed,
+            lost=options.tasks - completed,
+            duplicates=final.duplicates,
+            publish=self.progress.result or PublishResult(options.tasks, (), 0.0, "publisher did not finish"),
+            fault_at=fault_at,
+            events=list(self.events),
+            finished_at=finished,
+            started_at=self.started,
+            versions=target.versions,
+            failover_seconds=failover,
+            max_gap_seconds=gap,
+            throughput_per_s=completed / span if span > 0 else 0.0,
+            error=self._error(),
+            deltas=target.deltas,
+            pod_events=target.pod_events(self.started),
+            early=final.early,
+            late_seconds=late_seconds(executions),
+            published_before_workers=self.before.without_workers,
+            workers_before=self.before.ever,
+            workload_events=self.workload_events,
+            observed=observed,
+        )
+
+    # ------------------------------------------------------- what the watch looks at ----
+
+    def sample(self) -> watching.Sample:
+        # Whether the publisher runs is read before its count: a stopped publisher's count is final.
+        publishing = self.publishing is not None and self.publishing.is_alive()
+        published = self.progress.value
+        completed = len(records.tally(self.results).keys & self.expected)
+        return watching.Sample(published, completed, publishing, self._fault_state())
+
+    def _fault_state(self) -> watching.Fault:
+        if self.fault is None:
+            return watching.Fault.PENDING
+        return watching.Fault.RUNNING if self.fault.is_alive() else watching.Fault.DONE
+
+    def queues_empty(self) -> bool:
+        if self.target.queue_stat("messages") != 0:
+            return False
+        return not self.eta or self.target.delayed_messages() == 0
+
+    def inject(self) -> None:
+        self.fault = threading.Thread(target=self._inject, name="fault", daemon=True)
+        self.fault.start()
+
+    # ------------------------------------------------------------ on other threads ----
+
+    def _inject(self) -> None:
+        try:
+            self.target.inject(self.options.scenario, self._mark)
+        except BaseException as exc:  # reported in the result, never swallowed
+            self.fault_errors.append(exc)
+
+    def _mark(self, label: str) -> float:
         now = time.time()
-        events.append((now, label))
+        self.events.append((now, label))
         return now
 
-    def inject() -> None:
-        try:
-            target.inject(options.scenario, mark)
-        except BaseException as exc:  # reported in the result, never swallowed
-            fault_errors.append(exc)
+    def _workers_back(self) -> None:
+        """``eta``, between the publisher's two parts: count what went out with no worker, start them."""
+        self.before.published = self.progress.value
+        self.before.present_after = self.target.workers_present()
+        self._note(
+            f"{self.before.published} tasks published with {self.before.present_after} worker pods; "
+            "starting the workers"
+        )
+        consumers = self.target.start_workers()
+        _wait_consumers(self.target, consumers)
+        self._note(f"workers back: {consumers} consumers on {QUEUE!r}")
 
-    fault_thread: threading.Thread | None = None
-    last_progress = time.monotonic()
-    # eta: no task is due before its countdown ran out; idle time counts from the last ETA on.
-    all_due: float | None = None
-    completed = 0
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        published_bar = bar.add_task("published", total=options.tasks)
-        done_bar = bar.add_task("completed", total=options.tasks)
-        while True:
-            time.sleep(0.25)
-            tally = records.tally(results)
-            done = len(tally.keys & set(range(options.tasks)))
-            if done != completed:
-                completed, last_progress = done, time.monotonic()
-            bar.update(published_bar, completed=progress_counter.value)
-            bar.update(done_bar, completed=done)
-            if fault_thread is None and progress_counter.value >= options.fault_at * options.tasks:
-                fault_thread = threading.Thread(target=inject, name="fault", daemon=True)
-                fault_thread.start()
-            fault_done = fault_thread is not None and not fault_thread.is_alive()
-            publish_done = not publishing.is_alive()
-            if done >= options.tasks and fault_done:
-                break
-            if eta and publish_done and all_due is None:
-                all_due = time.monotonic() + MAX_COUNTDOWN_S
-            idle = time.monotonic() - max(last_progress, all_due or last_progress)
-            if publish_done and (fault_done or fault_thread is None):
-                if idle > options.stall_timeout_s:
-                    console.print(f"[red]no task completed for {options.stall_timeout_s:.0f}s: stopping[/]")
-                    break
-                # Nothing queued, nothing delayed and nothing running: what is missing now will never come.
-                if idle > 5 and target.queue_stat("messages") == 0 and (not eta or target.delayed_messages() == 0):
-                    break
-            if (
-                fault_thread is None
-                and publish_done
-                and done > 0
-                and progress_counter.value < options.fault_at * options.tasks
-            ):
-                break  # publishing failed before the fault point: report what happened
+    def _note(self, label: str) -> None:
+        self.workload_events.append((time.time(), label))
+        self.console.print(f"  {label}")
 
-    publishing.join(timeout=60)
-    if fault_thread is not None:
-        fault_thread.join(timeout=300)
-    publish_result = progress_counter.result or PublishResult(options.tasks, (), 0.0, "publisher did not finish")
-    observed = target.observe(started)
-    final = records.tally(results)
-    executions = records.read(results)[0]
-    finished = [r.finished_at for r in executions]
-    expected = set(range(options.tasks))
-    completed = len(final.keys & expected)
-    fault_at = events[0][0] if events else None
-    failover, gap = _failover(finished, fault_at, options.task_ms / 1000)
-    span = (max(finished) - min(finished)) if len(finished) > 1 else 0.0
-    error = None
-    if fault_errors:
-        error = f"fault injection failed: {type(fault_errors[0]).__name__}: {fault_errors[0]}"
-    elif fault_thread is None:
-        error = "the fault was never injected"
-    return DrillResult(
-        options=options,
-        scheduled=options.tasks,
-        completed=completed,
-        lost=options.tasks - completed,
-        duplicates=final.duplicates,
-        publish=publish_result,
-        fault_at=fault_at,
-        events=list(events),
-        finished_at=finished,
-        started_at=started,
-        versions=target.versions,
-        failover_seconds=failover,
-        max_gap_seconds=gap,
-        throughput_per_s=completed / span if span > 0 else 0.0,
-        error=error,
-        deltas=target.deltas,
-        pod_events=target.pod_events(started),
-        early=final.early,
-        late_seconds=late_seconds(executions),
-        published_before_workers=before.without_workers,
-        workers_before=before.ever,
-        workload_events=workload_events,
-        observed=observed,
-    )
+    def _error(self) -> str | None:
+        if self.fault_errors:
+            return f"fault injection failed: {type(self.fault_errors[0]).__name__}: {self.fault_errors[0]}"
+        if self.fault is None:
+            return "the fault was never injected"
+        return None
+
+
+def drive(options: DrillOptions, *, target: Target, results: Path, console: Console) -> DrillResult:
+    """One drill on ``target``, booted and reset by the caller: its phases in order."""
+    drill = Drill(options, target=target, results=results, console=console)
+    drill.prepare_workers()
+    drill.start_publisher()
+    drill.watch()
+    return drill.result()
 
 
 def late_seconds(executions: Sequence[records.Record]) -> tuple[float, float] | None:
