@@ -97,11 +97,13 @@ class CertificateWatch:
         found: Sequence[Endpoint],
         interval: float = metrics.CERTIFICATE_PROBE_INTERVAL_S,
         timeout: float = timing.BROKER_CONNECT_TIMEOUT_S,
+        retry: float = metrics.CERTIFICATE_PROBE_RETRY_S,
     ) -> None:
         self.ca_file = ca_file
         self.endpoints = tuple(found)
         self.interval = interval
         self.timeout = timeout
+        self.retry = retry
         self.expiry: float | None = None
         """The last reading (a float is replaced whole: the scrape thread reads it unlocked)."""
         self._stop = threading.Event()
@@ -121,12 +123,18 @@ class CertificateWatch:
     def stop(self) -> None:
         self._stop.set()
 
-    def read(self) -> None:
+    def read(self) -> bool:
+        """One reading of every node; False when none answered (the last value stays)."""
         reading = earliest(self.ca_file, self.endpoints, self.timeout)
         if reading is not None:
             self.expiry = reading
+        return reading is not None
+
+    def tick(self) -> float:
+        """Read once; the seconds until the next reading. A worker often starts before its brokers
+        listen: no answer is retried soon, a reading holds for the interval."""
+        return self.interval if self.read() else self.retry
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.read()
-            self._stop.wait(self.interval)
+            self._stop.wait(self.tick())

@@ -88,3 +88,5 @@ WORKER_TLS_METRICS: Final[tuple[str, ...]] = (BROKER_CERTIFICATE_EXPIRY,)
 CERTIFICATE_PROBE_INTERVAL_S: Final = 3600
 """How often a TLS worker reads the broker nodes' certificates: expiry is a matter of days, and one
 handshake per node per hour per worker costs nothing."""
+CERTIFICATE_PROBE_RETRY_S: Final = 30
+"""When no node answered (a worker starting before its brokers listen), the next try comes this soon."""

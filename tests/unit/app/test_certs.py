@@ -151,3 +151,19 @@ def test_the_worker_exports_the_reading_once_there_is_one(
         worker.close()
     line = next(x for x in exposed.splitlines() if x.startswith(metrics.BROKER_CERTIFICATE_EXPIRY + " "))
     assert float(line.split()[1]) == pytest.approx(sooner.not_after, abs=1)
+
+
+def test_the_watch_retries_soon_while_no_node_answers_then_reads_hourly(
+    ca: tuple[LocalCa, str], listeners: list[Listener]
+) -> None:
+    _, ca_file = ca
+    later, _ = listeners
+    closed = socket.create_server(("127.0.0.1", 0))
+    down = Endpoint("127.0.0.1", closed.getsockname()[1], NAME)
+    closed.close()
+    watch = CertificateWatch(ca_file, [down], interval=3600, timeout=5, retry=30)
+    assert watch.tick() == 30
+    assert watch.expiry is None
+    watch.endpoints = (at(later),)  # the broker comes up
+    assert watch.tick() == 3600
+    assert watch.expiry == pytest.approx(later.not_after, abs=1)
