@@ -16,6 +16,7 @@ from kombu.transport.native_delayed_delivery import (
 )
 
 from app import health
+from app.certs import CertificateWatch
 from app.metrics import MetricsConfigError, WorkerMetrics
 from contract import metrics, timing
 
@@ -122,7 +123,11 @@ class MetricsStep(bootsteps.StartStopStep):
                 f"absolute, writable directory such as {metrics.DEFAULT_MULTIPROC_DIR}): task outcomes are "
                 f"counted in the pool's processes; or set {metrics.ENV_METRICS_PORT}=0 for no exporter"
             )
-        self.metrics = WorkerMetrics(parent.app, Path(conf.ha_heartbeat_file), directory)
+        urls = conf.broker_url if isinstance(conf.broker_url, list | tuple) else str(conf.broker_url or "").split(";")
+        certificates = CertificateWatch.from_ssl(urls, conf.broker_use_ssl)
+        self.metrics = WorkerMetrics(parent.app, Path(conf.ha_heartbeat_file), directory, certificates)
+        if certificates is not None:
+            certificates.start()
         self._server = self.metrics.serve(port)
         logger.info("metrics: serving /metrics on port %d (multiprocess dir %s)", port, directory)
 
@@ -141,6 +146,8 @@ class MetricsStep(bootsteps.StartStopStep):
         if self.metrics is not None:
             self.metrics.disconnected()
             self.metrics.close()
+            if self.metrics.certificates is not None:
+                self.metrics.certificates.stop()
             self.metrics = None
         if self._server is not None:
             self._server.shutdown()

@@ -14,7 +14,8 @@ Names are ``contract.metrics``'s. Where each number comes from:
 * broker connected, reconnects: the consumer's own start/stop (``app.bootsteps.MetricsStep``);
 * reserved and active tasks: the main process's own request sets, read at each scrape;
 * last heartbeat: the mtime of the heartbeat file ``app.bootsteps.HealthStep`` touches (before
-  the first beat, the worker's start).
+  the first beat, the worker's start);
+* with TLS, the broker certificates' earliest expiry: ``app.certs.CertificateWatch``'s last reading.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from app.certs import CertificateWatch
 from contract import metrics, timing
 
 RUNTIME_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, timing.TASK_TIME_LIMIT_S)
@@ -54,10 +56,17 @@ class WorkerMetrics:
     them after a fork).
     """
 
-    def __init__(self, app: Celery, heartbeat_file: Path, multiproc_dir: Path | None) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        heartbeat_file: Path,
+        multiproc_dir: Path | None,
+        certificates: CertificateWatch | None = None,
+    ) -> None:
         self.app = app
         self.heartbeat_file = heartbeat_file
         self.multiproc_dir = multiproc_dir
+        self.certificates = certificates
         self.started_at = time.time()
         self.connected = False
         self.reconnects = 0
@@ -184,6 +193,13 @@ class _LiveCollector(Collector):
             # start is no missing heartbeat, and one that never gets to consume ages from its start.
             beat = owner.started_at
         yield GaugeMetricFamily(metrics.LAST_HEARTBEAT, "Unix time of the last health heartbeat.", value=beat)
+        expiry = None if owner.certificates is None else owner.certificates.expiry
+        if expiry is not None:
+            yield GaugeMetricFamily(
+                metrics.BROKER_CERTIFICATE_EXPIRY,
+                "Unix time at which the earliest broker node certificate expires.",
+                value=expiry,
+            )
 
 
 def _empty(directory: Path) -> None:

@@ -64,6 +64,12 @@ LAST_HEARTBEAT: Final = f"{PREFIX}last_heartbeat_timestamp_seconds"
 """Gauge: Unix time of the health step's last heartbeat (the liveness file's mtime; before the first
 beat, the worker's start)."""
 
+BROKER_CERTIFICATE_EXPIRY: Final = f"{PREFIX}broker_certificate_expiry_timestamp_seconds"
+"""Gauge, with TLS only: Unix time at which the earliest of the broker nodes' certificates expires, as
+the worker last saw them (a TLS handshake with every broker host, ``CERTIFICATE_PROBE_INTERVAL_S``
+apart). A certificate already expired reads as expiring at the probe's time. Absent without TLS, and
+until a probe has reached a node."""
+
 WORKER_METRICS: Final[tuple[str, ...]] = (
     TASKS_RECEIVED,
     TASKS_SUCCEEDED,
@@ -77,3 +83,10 @@ WORKER_METRICS: Final[tuple[str, ...]] = (
     ACTIVE_TASKS,
     LAST_HEARTBEAT,
 )
+WORKER_TLS_METRICS: Final[tuple[str, ...]] = (BROKER_CERTIFICATE_EXPIRY,)
+"""Exported in addition to :data:`WORKER_METRICS` when the broker connection is TLS."""
+CERTIFICATE_PROBE_INTERVAL_S: Final = 3600
+"""How often a TLS worker reads the broker nodes' certificates: expiry is a matter of days, and one
+handshake per node per hour per worker costs nothing."""
+CERTIFICATE_PROBE_RETRY_S: Final = 30
+"""When no node answered (a worker starting before its brokers listen), the next try comes this soon."""

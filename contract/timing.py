@@ -169,3 +169,9 @@ LIVENESS_MAX_AGE_S: Final = 90
 older than this has a stuck event loop, so Kubernetes may restart it. Longer than
 ``FAILOVER_WINDOW_S`` so an ordinary broker failover never restarts workers. A worker that
 lost its broker is judged by ``OUTAGE_BUDGET_S`` instead (see ``app.health``)."""
+
+NODE_CERT_VALIDITY_S: Final = 365 * 24 * 3600
+"""A broker node certificate's life (pulumi-tls ``validity_period_hours``): one year."""
+NODE_CERT_EARLY_RENEWAL_S: Final = 30 * 24 * 3600
+"""pulumi-tls ``early_renewal_hours``: any ``pulumi up`` in a certificate's last 30 days renews it
+(a new certificate in the TLS Secret, updated in place, and a rolling restart of the brokers)."""

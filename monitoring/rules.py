@@ -35,6 +35,7 @@ BACKLOG_WITHOUT_CONSUMER: Final = "HaCeleryBacklogWithoutConsumer"
 WORKER_HEARTBEAT_MISSING: Final = "HaCeleryWorkerHeartbeatMissing"
 WORKER_RECONNECT_STORM: Final = "HaCeleryWorkerReconnectStorm"
 UNACKED_STUCK: Final = "HaCeleryUnackedStuck"
+BROKER_CERTIFICATE_EXPIRING: Final = "HaCeleryBrokerCertificateExpiring"
 
 ALERTS: Final[tuple[str, ...]] = (
     BROKER_NO_MAJORITY,
@@ -47,6 +48,7 @@ ALERTS: Final[tuple[str, ...]] = (
     WORKER_HEARTBEAT_MISSING,
     WORKER_RECONNECT_STORM,
     UNACKED_STUCK,
+    BROKER_CERTIFICATE_EXPIRING,
 )
 
 RECONNECT_STORM_COUNT: Final = 3
@@ -106,6 +108,12 @@ class AlertTiming:
     ``consumer_timeout`` (30 min), comes much later."""
     unacked_for_s: float = 300
     """How long the stuck state must hold before the alert fires."""
+    certificate_warning_s: float = 21 * 24 * 3600
+    """A broker node certificate this close to its end warns: any ``pulumi up`` in its last 30 days
+    (``NODE_CERT_EARLY_RENEWAL_S``) renews it, so three weeks left means nine days of that window
+    went by without an update, and leaves three weeks to run one before clients are refused."""
+    certificate_for_s: float = 600
+    """The workers read the certificates hourly; ten minutes only absorbs a scrape gap."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -122,6 +130,11 @@ class AlertTiming:
                 f"AlertTiming.heartbeat_max_age_s: got {self.heartbeat_max_age_s} s; allowed: at least"
                 f" {self.min_heartbeat_age_s} s (two of the worker's beat intervals plus two scrapes), or a healthy"
                 " worker looks silent"
+            )
+        if self.certificate_warning_s > timing.NODE_CERT_EARLY_RENEWAL_S:
+            raise ValueError(
+                f"AlertTiming.certificate_warning_s: got {self.certificate_warning_s} s; allowed: at most the"
+                f" renewal window ({timing.NODE_CERT_EARLY_RENEWAL_S} s), or it warns of what the next up renews"
             )
         for window in ("reconnect_window_s", "unacked_window_s", "membership_lookback_s"):
             if getattr(self, window) < 2 * self.scrape_interval_s:
@@ -334,6 +347,19 @@ def rule_groups(timing: AlertTiming = PRODUCTION, *, broker_nodes: int = DEFAULT
             f" {duration(t.reconnect_window_s)}: a flapping broker node or network.",
             runbook="Check the broker nodes' restarts and the network (kubectl get events); worker logs show"
             " which broker URL drops.",
+        ),
+        _rule(
+            BROKER_CERTIFICATE_EXPIRING,
+            # The workers' reading (app.certs): the earliest node certificate any worker saw.
+            f"min({metrics.BROKER_CERTIFICATE_EXPIRY}{{{worker}}}) - time() < {t.certificate_warning_s:.0f}",
+            for_s=t.certificate_for_s,
+            severity="warning",
+            summary="A broker node certificate expires in {{ $value | humanizeDuration }}",
+            description="When it expires every new AMQP connection to that node is refused (worker failovers,"
+            " publishers). The last pulumi up did not renew it.",
+            runbook="Run pulumi up on the stack: it renews node certificates in their last 30 days (make plan-diff"
+            " shows the certificates replaced, the TLS Secret updated in place and the brokers rolling one at a"
+            " time). If it renews nothing: pulumi up --replace each rabbitmq-N-cert (docs/operate-broker.md).",
         ),
     ]
     interval = duration(t.evaluation_interval_s)

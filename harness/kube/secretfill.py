@@ -169,8 +169,9 @@ class LocalCa:
     def cert_pem(self) -> str:
         return self.cert.public_bytes(serialization.Encoding.PEM).decode()
 
-    def server_pair(self, dns_names: list[str]) -> tuple[str, str]:
-        """(certificate PEM, private key PEM) for a server known by ``dns_names`` (the first is its CN)."""
+    def server_pair(self, dns_names: list[str], valid_for: dt.timedelta | None = None) -> tuple[str, str]:
+        """(certificate PEM, private key PEM) for a server known by ``dns_names`` (the first is its CN),
+        valid from 5 minutes ago for ``valid_for`` from now (default :attr:`VALIDITY`; negative: expired)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         cert = (
@@ -180,7 +181,7 @@ class LocalCa:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + self.VALIDITY)
+            .not_valid_after(now + (self.VALIDITY if valid_for is None else valid_for))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

@@ -10,15 +10,18 @@ import socket
 import ssl
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import amqp
 import pytest
+from cryptography import x509
 
-from contract.wire import BrokerRole
+from contract import metrics
+from contract.wire import TLS_CA_KEY, BrokerRole
 from drill import records
-from drill.pod_scenarios import BROKERS
+from drill.pod_scenarios import BROKERS, WORKERS
 from drill.runner import booted_plan
 from drill.targets import broker_env
 from harness.kube.cluster import KubeCluster
@@ -147,3 +150,27 @@ def test_each_node_is_verified_by_its_own_name_and_a_wrong_name_is_refused(tls: 
     with pytest.raises(ssl.SSLCertVerificationError) as info:
         handshake(ips[pods[0]], context, "broker.example.com")
     assert "Hostname mismatch" in str(info.value), info.value
+
+
+def test_workers_export_the_earliest_broker_certificate_expiry(tls: Booted) -> None:
+    """The expiry alert's input, from the plan's worker pods: the earliest notAfter of the node
+    certificates the TLS Secret holds (read here from the Secret, not from a handshake)."""
+    cluster = tls.target.cluster
+    secret = next(s for s in cluster.plan.secrets if s.name == "rabbitmq-tls").data
+    nodes = [key for key in secret if key.endswith(".crt") and key != TLS_CA_KEY]
+    assert len(nodes) == 3, sorted(secret)
+    earliest = min(x509.load_pem_x509_certificate(secret[key]).not_valid_after_utc.timestamp() for key in nodes)
+    workers = [pod for pod in cluster.pods_of(WORKERS) if pod.ip is not None]
+    assert workers, "no worker pod with an address"
+
+    def exported(ip: str) -> float | None:
+        url = f"http://{ip}:{metrics.WORKER_METRICS_PORT}{metrics.WORKER_METRICS_PATH}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        line = next((x for x in text.splitlines() if x.startswith(metrics.BROKER_CERTIFICATE_EXPIRY + " ")), None)
+        return None if line is None else float(line.split()[1])
+
+    for pod in workers:
+        ip = str(pod.ip)
+        poll(lambda: exported(ip) is not None, 60.0, f"{pod.name} to export the certificate expiry")  # noqa: B023
+        assert exported(ip) == pytest.approx(earliest, abs=1), pod.name
