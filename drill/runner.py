@@ -265,16 +265,24 @@ def run_plan_drills(options: Sequence[DrillOptions], console: Console | None = N
     workers = first.workload is not Workload.ETA
     with booted_plan(first.plan, first.workdir, workers=workers) as (target, results):
         console.print("versions: " + ", ".join(f"{k} {v}" for k, v in target.versions.items()))
-        done: list[DrillResult] = []
-        for each in options:
-            try:
-                target.reset()
-            except PollTimeout as exc:
-                raise DrillError(f"the cluster did not recover before {each.scenario}: {exc}") from exc
-            empty_results(results)
-            console.print(f"[bold]drill[/] {each.scenario}")
-            done.append(drive(each, target=target, results=results, console=console))
-        return done
+        return drills_in_turn(options, target, results, console)
+
+
+def drills_in_turn(
+    options: Sequence[DrillOptions], target: PlanTarget, results: Path, console: Console
+) -> list[DrillResult]:
+    """The drills one after the other on a booted cluster: before each, every pod Ready, the task
+    queue empty (and the Prometheus quiet), the results emptied, so nothing counts for the next."""
+    done: list[DrillResult] = []
+    for each in options:
+        try:
+            target.reset()
+        except PollTimeout as exc:
+            raise DrillError(f"the cluster did not recover before {each.scenario}: {exc}") from exc
+        empty_results(results)
+        console.print(f"[bold]drill[/] {each.scenario}")
+        done.append(drive(each, target=target, results=results, console=console))
+    return done
 
 
 @dataclass
