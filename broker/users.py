@@ -4,7 +4,7 @@ RabbitMQ checks three permissions per resource (exchange or queue) of a vhost, e
 the resource's name: ``configure`` (declare, delete), ``write`` (publish to an exchange, bind a
 queue or exchange as destination) and ``read`` (consume or get from a queue, purge it, bind from
 an exchange as source). Each role gets exactly the names its own code touches, found by running
-it against a user with these permissions on RabbitMQ 4.3 (tests/zero_loss/test_broker_users.py
+it against a user with these permissions on RabbitMQ 4.3 (tests/drills/dev_plan/test_broker_users.py
 and every drill, which boot the plan with them):
 
 worker

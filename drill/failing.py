@@ -1,4 +1,4 @@
-"""Tasks that fail on purpose, for the failure-path drills (``tests/zero_loss/test_failure_paths.py``).
+"""Tasks that fail on purpose, for the failure-path drills (``tests/drills/dev_plan/test_failure_paths.py``).
 
 Loaded into the image's worker beside ``drill.tasks`` (``drill.tasks.worker_env`` lists both in
 ``CELERY_WORKER_INCLUDE``). Every execution appends a record to ``<DRILL_RESULTS_DIR>/attempts/``

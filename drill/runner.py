@@ -231,14 +231,17 @@ def run_drill(options: DrillOptions, console: Console | None = None) -> DrillRes
 
 
 @contextlib.contextmanager
-def booted_plan(plan: Path, workdir: Path | None = None, *, observe: bool = True) -> Iterator[tuple[PlanTarget, Path]]:
+def booted_plan(
+    plan: Path, workdir: Path | None = None, *, observe: bool = True, workers: bool = True
+) -> Iterator[tuple[PlanTarget, Path]]:
     """The plan booted on the pod runner, with the results directory its worker pods write to
-    (``observe``: and its Prometheus, ``drill.observe``)."""
+    (``observe``: and its Prometheus, ``drill.observe``; ``workers=False``: the worker Deployment
+    scaled to 0, see ``boot_plan``)."""
     netns.require_root()
     with _workdir(workdir) as work:
         results = work / "results"
         results.mkdir(parents=True, exist_ok=True)
-        with boot_plan(plan, work / "kube", results, observe=observe) as target:
+        with boot_plan(plan, work / "kube", results, workers=workers, observe=observe) as target:
             yield target, results
 
 
@@ -252,19 +255,34 @@ def empty_results(results: Path) -> None:
 
 
 def run_plan_drills(options: Sequence[DrillOptions], console: Console | None = None) -> list[DrillResult]:
-    """Several ha scenarios on one plan-booted cluster, reset between them (``SCENARIO=all``)."""
+    """Several ha scenarios on one plan-booted cluster, reset between them (``SCENARIO=all``).
+
+    An ``eta`` workload first meets a cluster booted without workers, as ``run_drill`` boots it
+    for one; anywhere else it finds the worker pods the earlier scenarios ran."""
     console = console or Console(stderr=True)
     first = options[0]
     console.print(f"[bold]drills[/] {', '.join(o.scenario for o in options)} (ha): booting {first.plan} once")
-    with booted_plan(first.plan, first.workdir) as (target, results):
+    workers = first.workload is not Workload.ETA
+    with booted_plan(first.plan, first.workdir, workers=workers) as (target, results):
         console.print("versions: " + ", ".join(f"{k} {v}" for k, v in target.versions.items()))
-        done: list[DrillResult] = []
-        for each in options:
+        return drills_in_turn(options, target, results, console)
+
+
+def drills_in_turn(
+    options: Sequence[DrillOptions], target: PlanTarget, results: Path, console: Console
+) -> list[DrillResult]:
+    """The drills one after the other on a booted cluster: before each, every pod Ready, the task
+    queue empty (and the Prometheus quiet), the results emptied, so nothing counts for the next."""
+    done: list[DrillResult] = []
+    for each in options:
+        try:
             target.reset()
-            empty_results(results)
-            console.print(f"[bold]drill[/] {each.scenario}")
-            done.append(drive(each, target=target, results=results, console=console))
-        return done
+        except PollTimeout as exc:
+            raise DrillError(f"the cluster did not recover before {each.scenario}: {exc}") from exc
+        empty_results(results)
+        console.print(f"[bold]drill[/] {each.scenario}")
+        done.append(drive(each, target=target, results=results, console=console))
+    return done
 
 
 @dataclass

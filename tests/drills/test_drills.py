@@ -1,7 +1,24 @@
 """The failure drills, for real: the plan's RabbitMQ 4.3 StatefulSet and worker Deployment booted
 by the pod runner, a fault mid-load, nothing lost; and the seed's 2018 setup on 3.10 beside it.
 
-Small task counts keep each drill short; `make demo` runs the same code with 10,000.
+One dev-plan cluster runs every scenario it recovers from, in turn (``run_plan_drills``, as
+``SCENARIO=all``: between two drills every pod Ready, the task queue empty, the Prometheus quiet),
+booted and settled once; each test below asserts one drill's result, so a failure names its
+scenario. The order matters:
+
+* the ``eta`` drill opens it: it needs a cluster on which no worker pod has ever run, so the
+  cluster boots with the worker Deployment at 0 and the other drills find the pods it started;
+* baseline, kill-worker and kill-broker next: their alerts are asserted, before any longer fault;
+* partition-node before kill-node and drain-node: dev's one-broker-per-node anti-affinity is only
+  preferred, and those two leave two brokers on one node (seen in a ``SCENARIO=all`` run): cutting
+  that node's link would take the majority with it.
+
+Elsewhere: drain-node on the prod plan shares prod's cluster with the TLS tests
+(``test_prod_plan.py``); the app's own paths on the dev plan (``dev_plan/``) share a dev cluster
+of their own (their dead-lettered tasks would set off alerts these drills assert, and the eta
+drill needs a cluster no worker pod has run on); the seed's 3.10 nodes boot on their own (no plan; its target cannot be
+reset between drills), run through the CLI as ``make demo CONFIG=seed`` runs them. Sizes: see
+``tests/drills/conftest.py``.
 """
 
 from __future__ import annotations
@@ -14,60 +31,72 @@ import pytest
 from drill.__main__ import main
 from drill.observe import ALERT_COMPRESSION
 from drill.pod_scenarios import WORKERS
-from drill.profiles import Profile
-from drill.runner import DrillOptions, DrillResult, run_drill, run_plan_drills
+from drill.runner import DrillOptions, DrillResult, run_plan_drills
 from drill.scenarios import Scenario
 from drill.workload import Workload, published_before_workers
 from monitoring.rules import BROKER_NODE_DOWN
 from tests.conftest import Plan
+from tests.drills.conftest import REPORT_KEYS, TASK_MS, TASKS, assert_nothing_lost
 
 pytestmark = [pytest.mark.drill]
-TASKS = 1000
-TASK_MS = 40
+ETA_TASKS = 300
+"""Countdowns of 1-30 s: the eta drill lasts as long as its longest countdown whatever its size."""
+ETA = "eta"
+"""The eta drill's key among the shared cluster's results (its fault is kill-broker)."""
+
+SHARED = (
+    Scenario.BASELINE,
+    Scenario.KILL_WORKER,
+    Scenario.KILL_BROKER,
+    Scenario.FREEZE_BROKER,
+    Scenario.RESTART_CLUSTER,
+    Scenario.ROLLING_RESTART,
+    Scenario.LOSE_DISK,
+    Scenario.PARTITION_NODE,
+    Scenario.KILL_NODE,
+    Scenario.DRAIN_NODE,
+)
+"""After the eta drill, in this order on the shared cluster (see the module docstring)."""
+ALERTS_ASSERTED = (Scenario.BASELINE, Scenario.KILL_WORKER, Scenario.KILL_BROKER)
+SHARED_TIMEOUT_S = 1800
+"""The first test to ask for the shared cluster's results waits for all eleven drills (~12 min)."""
 
 
-def drill(scenario: Scenario, plan: Path, profile: Profile = Profile.HA) -> DrillResult:
+@pytest.fixture(scope="module")
+def shared(plans: dict[str, Plan]) -> dict[str, DrillResult]:
+    """The eta drill and every drill of ``SHARED``, in turn on one dev-plan cluster, by scenario."""
+    dev = plans["dev"].directory
+    eta = DrillOptions(Scenario.KILL_BROKER, tasks=ETA_TASKS, task_ms=TASK_MS, plan=dev, workload=Workload.ETA)
     # workdir None: the runner's own directory under /tmp, traversable by the rabbitmq user
     # (pytest's tmp_path is not: pytest resets its base to 0700 whenever a session starts).
-    return run_drill(DrillOptions(scenario=scenario, profile=profile, tasks=TASKS, task_ms=TASK_MS, plan=plan))
+    options = [eta, *(DrillOptions(s, tasks=TASKS, task_ms=TASK_MS, plan=dev) for s in SHARED)]
+    results = run_plan_drills(options)
+    assert [r.options for r in results] == options
+    return {ETA: results[0], **{r.options.scenario.value: r for r in results[1:]}}
 
 
-def assert_nothing_lost(result: DrillResult, scenario: Scenario) -> None:
-    assert result.error is None, result.error
-    assert result.events, f"{scenario}: no fault was injected"
-    assert result.publish.ok, f"{scenario}: publisher failed: {result.publish.error}"
-    assert (result.completed, result.lost) == (TASKS, 0), f"{scenario}: {result.to_json()}"
-    assert result.failover_seconds is not None
+def test_the_shared_cluster_runs_every_scenario_of_the_pod_runner() -> None:
+    # partition-broker is partition-node's older name on the pod runner: one run covers both.
+    assert sorted(SHARED) == sorted(s for s in Scenario if s is not Scenario.PARTITION_BROKER)
 
 
-# partition-broker is partition-node's older name on the pod runner: one run covers both; the
-# baseline runs on the shared cluster of the multi-scenario test below.
-PLAN_SCENARIOS = [s for s in Scenario if s not in (Scenario.PARTITION_BROKER, Scenario.BASELINE)]
-
-
-@pytest.mark.parametrize("scenario", PLAN_SCENARIOS, ids=[s.value for s in PLAN_SCENARIOS])
-def test_no_task_lost_on_the_dev_plan(scenario: Scenario, plans: dict[str, Plan]) -> None:
-    result = drill(scenario, plans["dev"].directory)
+@pytest.mark.timeout(SHARED_TIMEOUT_S)
+@pytest.mark.parametrize("scenario", SHARED, ids=[s.value for s in SHARED])
+def test_no_task_lost_on_the_dev_plan(scenario: Scenario, shared: dict[str, DrillResult]) -> None:
+    result = shared[scenario.value]
+    # Emptied between drills, not carried over: each counts exactly its own tasks.
     assert_nothing_lost(result, scenario)
-    assert str(result.versions["rabbitmq"]).startswith("4.3."), result.versions
-    assert any(d.obj == "image" for d in result.deltas), "the report must say which local image ran the plan's"
+    assert result.observed is not None, "the plan-booted cluster runs a Prometheus"
 
 
-ETA_TASKS = 300
-
-
-def test_eta_tasks_published_before_any_worker_run_on_time_through_a_broker_kill(plans: dict[str, Plan]) -> None:
+@pytest.mark.timeout(SHARED_TIMEOUT_S)
+def test_eta_tasks_published_before_any_worker_run_on_time_through_a_broker_kill(
+    shared: dict[str, DrillResult],
+) -> None:
     """``WORKLOAD=eta``: countdowns of 0.3-30 s through native delayed delivery on the dev plan, the
     first tenth published while the worker Deployment has never had a pod, the queue leader's broker
     killed mid-load; every task runs, none before its ETA."""
-    options = DrillOptions(
-        scenario=Scenario.KILL_BROKER,
-        tasks=ETA_TASKS,
-        task_ms=TASK_MS,
-        plan=plans["dev"].directory,
-        workload=Workload.ETA,
-    )
-    result = run_drill(options)
+    result = shared[ETA]
     report = result.to_json()
     assert result.error is None, result.error
     assert result.events, "no fault was injected"
@@ -88,83 +117,18 @@ def test_eta_tasks_published_before_any_worker_run_on_time_through_a_broker_kill
     assert (report["workload"], report["early"]) == ("eta", 0)
 
 
-def test_drain_node_on_the_prod_plan_keeps_the_broker_pending_until_uncordon(plans: dict[str, Plan]) -> None:
-    """Prod's objects: required one-broker-per-node anti-affinity, three zones, zonal disks."""
-    result = drill(Scenario.DRAIN_NODE, plans["prod"].directory)
-    assert_nothing_lost(result, Scenario.DRAIN_NODE)
-    assert result.to_json()["stack"] == plans["prod"].directory.name
-    labels = [label for _, label in result.events]
-    assert any("Pending" in label for label in labels), f"the evicted broker had nowhere to go: {labels}"
-
-
-def test_seed_config_loses_tasks_when_a_worker_dies() -> None:
-    """The harness can see a loss: the seed's early acks drop the tasks a killed worker was running."""
-    result = drill(Scenario.KILL_WORKER, Path("unused"), Profile.SEED)
-    assert result.error is None, result.error
-    assert result.lost > 0, f"the seed config lost nothing: {result.to_json()}"
-    assert result.completed + result.lost == TASKS
-
-
-def test_cli_writes_report_and_timeline(tmp_path: Path, plans: dict[str, Plan]) -> None:
-    out = tmp_path / "demo"
-    argv = [
-        "run",
-        "--scenario",
-        "kill-broker",
-        "--tasks",
-        "200",
-        "--out",
-        str(out),
-        "--plan",
-        str(plans["dev"].directory),
-    ]
-    status = main(argv)
-    report = json.loads((out / "report.json").read_text())
-    assert status == 0, report
-    for key in (
-        "scenario",
-        "scheduled",
-        "completed",
-        "lost",
-        "duplicates",
-        "failover_seconds",
-        "throughput_per_s",
-        "versions",
-        "rabbitmq_version",
-        "plan",
-        "stack",
-        "deltas",
-        "alerts",
-        "alert_timing",
-    ):
-        assert key in report
-    assert (report["scheduled"], report["completed"], report["lost"]) == (200, 200, 0)
-    assert report["rabbitmq_version"].startswith("4.3."), report["rabbitmq_version"]
-    assert report["plan"] == str(plans["dev"].directory)
-    assert report["deltas"], "a plan booted locally always differs somewhere; the report must say where"
-    png = (out / "timeline.png").read_bytes()
-    assert png.startswith(b"\x89PNG"), "timeline is not a PNG"
-
-
-def test_scenarios_in_turn_on_one_cluster_count_each_drill_on_its_own_and_see_their_alerts(
-    plans: dict[str, Plan],
+@pytest.mark.timeout(SHARED_TIMEOUT_S)
+def test_the_prometheus_stays_quiet_through_a_clean_run_and_sees_the_broker_kill(
+    shared: dict[str, DrillResult],
 ) -> None:
-    """SCENARIO=all boots the plan once: between drills the results are emptied, not replaced (the
-    worker pods bind-mount the directory), and nothing from one drill may count for the next.
-
-    The cluster's Prometheus (the alert rules at the drills' compressed timing) stays quiet through
-    a clean run, and sees the queue leader's broker killed: node-down fires, then resolves."""
-    scenarios = [Scenario.BASELINE, Scenario.KILL_WORKER, Scenario.KILL_BROKER]
-    options = [DrillOptions(scenario=s, tasks=300, task_ms=TASK_MS, plan=plans["dev"].directory) for s in scenarios]
-    results = run_plan_drills(options)
-    assert [r.options.scenario for r in results] == scenarios
-    for result in results:
-        assert result.error is None, result.error
-        assert (result.completed, result.lost) == (300, 0), result.to_json()
-        assert result.observed is not None, "the plan-booted cluster runs a Prometheus"
-        assert result.observed.error is None, result.observed.error
-        assert result.observed.brokers_up, "no broker series from Prometheus"
-    baseline, _, kill_broker = (r.to_json() for r in results)
+    """The cluster's Prometheus (the alert rules at the drills' compressed timing) stays quiet through
+    the baseline, and sees the queue leader's broker killed: node-down fires, then resolves."""
+    for scenario in ALERTS_ASSERTED:
+        observed = shared[scenario.value].observed
+        assert observed is not None, "the plan-booted cluster runs a Prometheus"
+        assert observed.error is None, f"{scenario}: {observed.error}"
+        assert observed.brokers_up, f"{scenario}: no broker series from Prometheus"
+    baseline, kill_broker = (shared[s.value].to_json() for s in (Scenario.BASELINE, Scenario.KILL_BROKER))
     assert baseline["alerts"] == [], baseline["alerts"]
     assert baseline["alert_timing"]["compressed"] == ALERT_COMPRESSION
     down = [a for a in kill_broker["alerts"] if a["name"] == BROKER_NODE_DOWN]
@@ -174,6 +138,25 @@ def test_scenarios_in_turn_on_one_cluster_count_each_drill_on_its_own_and_see_th
         assert span["resolved_at"] is not None, f"still firing after the drill: {span}"
         assert fault_at < span["fired_at"] < span["resolved_at"], (fault_at, span)
     # The Prometheus saw the killed node: fewer than three brokers answered at some point.
-    observed = results[2].observed
+    observed = shared[Scenario.KILL_BROKER.value].observed
     assert observed is not None
     assert min(v for _, v in observed.brokers_up) < 3, observed.brokers_up
+
+
+def test_seed_config_loses_tasks_when_a_worker_dies(tmp_path: Path) -> None:
+    """The harness can see a loss: the seed's early acks drop the tasks a killed worker was running.
+    Run as ``make demo CONFIG=seed`` runs it: the CLI exits 1 and writes the report and the timeline."""
+    out = tmp_path / "demo"
+    argv = ["run", "--config", "seed", "--scenario", "kill-worker", "--tasks", str(TASKS), "--task-ms", str(TASK_MS)]
+    status = main([*argv, "--out", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    assert status == 1, f"the CLI must fail on a loss: {report}"
+    for key in REPORT_KEYS:
+        assert key in report
+    assert report["error"] is None, report["error"]
+    assert report["lost"] > 0, f"the seed config lost nothing: {report}"
+    assert report["completed"] + report["lost"] == TASKS, report
+    assert (report["config"], report["plan"]) == ("seed", None), report
+    assert report["rabbitmq_version"].startswith("3.10."), report["rabbitmq_version"]
+    png = (out / "timeline.png").read_bytes()
+    assert png.startswith(b"\x89PNG"), "timeline is not a PNG"

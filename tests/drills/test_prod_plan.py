@@ -1,35 +1,46 @@
-"""brokerTls for real: the dev plan with ``brokerTls=true`` booted on the pod runner (RabbitMQ 4.3 with
-the plan's TLS config and Secrets, filled by the harness's local CA; the worker Deployment with the
-CA mounted). Workers and the scheduler work over TLS only; the plain port is closed; a client that
-lacks the CA, or checks another name, is refused."""
+"""The prod plan for real, booted once on the pod runner for this module: brokerTls, and the drain.
+
+brokerTls (prod's setting: RabbitMQ 4.3 with the plan's TLS config and Secrets, filled by the
+harness's local CA; the worker Deployment with the CA mounted): workers and the scheduler work over
+TLS only; the plain port is closed; a client that lacks the CA, or checks another name, is refused.
+
+Then the seed's experiment on prod's objects (required one-broker-per-node anti-affinity, three
+zones, zonal disks): a node drained through the PDBs keeps its broker Pending until uncordon. Last:
+the cluster comes back from it, but these are the module's last checks.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import amqp
 import pytest
 from cryptography import x509
+from rich.console import Console
 
 from contract import metrics
 from contract.wire import TLS_CA_KEY, BrokerRole
 from drill import records
 from drill.pod_scenarios import BROKERS, WORKERS
-from drill.runner import booted_plan
+from drill.report import timeline
+from drill.runner import DrillOptions, booted_plan, drills_in_turn, write_report
+from drill.scenarios import Scenario
 from drill.targets import broker_env
 from harness.kube.cluster import KubeCluster
 from harness.kube.secretfill import LocalCa
 from harness.poll import poll
-from tests.zero_loss.conftest import Booted
+from tests.conftest import Plan
+from tests.drills.conftest import REPORT_KEYS, TASK_MS, TASKS, Booted, assert_nothing_lost
 
-# The first test pays for its own plan (a Pulumi program under mocks) and the whole boot.
+# The first test pays for the whole boot.
 pytestmark = [pytest.mark.drill, pytest.mark.timeout(600)]
 
 CLIENT_SERVICE = "rabbitmq.ha-celery.svc.cluster.local"
@@ -37,10 +48,9 @@ CLIENT_SERVICE = "rabbitmq.ha-celery.svc.cluster.local"
 
 
 @pytest.fixture(scope="module")
-def tls(plan_runner: Callable[..., subprocess.CompletedProcess[str]]) -> Iterator[Booted]:
-    done = plan_runner("dev", "brokerTls=true")
-    assert done.returncode == 0, done.stderr
-    with booted_plan(Path(done.stdout.split("-> ")[-1].strip())) as (target, results):
+def prod(plans: dict[str, Plan]) -> Iterator[Booted]:
+    """The prod plan booted, with its Prometheus (the drain drill reports its alerts)."""
+    with booted_plan(plans["prod"].directory) as (target, results):
         yield Booted(target, results)
 
 
@@ -57,9 +67,9 @@ def handshake(ip: str, context: ssl.SSLContext, server_name: str) -> str:
         return str(tls.version())
 
 
-def test_workers_the_scheduler_and_the_dlq_cli_work_over_tls_only(tls: Booted) -> None:
-    tls.clean()
-    cluster = tls.target.cluster
+def test_workers_the_scheduler_and_the_dlq_cli_work_over_tls_only(prod: Booted) -> None:
+    prod.clean()
+    cluster = prod.target.cluster
     count = 300
     env = {**os.environ, **broker_env(cluster)}
     assert env["BROKER_URLS"].startswith("amqps://"), "the plan's clients must use amqps"
@@ -74,7 +84,7 @@ def test_workers_the_scheduler_and_the_dlq_cli_work_over_tls_only(tls: Booted) -
     )
     assert done.returncode == 0, done.stdout + done.stderr
     poll(
-        lambda: records.tally(tls.results).keys == frozenset(range(count)),
+        lambda: records.tally(prod.results).keys == frozenset(range(count)),
         240.0,
         "every scheduled task to run on the worker pods",
         interval=1.0,
@@ -104,8 +114,8 @@ def test_workers_the_scheduler_and_the_dlq_cli_work_over_tls_only(tls: Booted) -
     assert "dead-lettered task(s) shown" in dlq.stdout
 
 
-def test_the_plain_amqp_port_refuses_connections(tls: Booted) -> None:
-    for pod, ip in pod_ips(tls.target.cluster).items():
+def test_the_plain_amqp_port_refuses_connections(prod: Booted) -> None:
+    for pod, ip in pod_ips(prod.target.cluster).items():
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((ip, 5672), timeout=10).close()
         print(f"{pod} ({ip}): 5672 refused")
@@ -115,8 +125,8 @@ UNTRUSTED = {"self-signed certificate in certificate chain", "unable to get loca
 """What OpenSSL says when the chain does not end in a trusted CA (RabbitMQ sends its CA along)."""
 
 
-def test_a_client_without_the_ca_is_refused(tls: Booted, tmp_path: Path) -> None:
-    ip = next(iter(pod_ips(tls.target.cluster).values()))
+def test_a_client_without_the_ca_is_refused(prod: Booted, tmp_path: Path) -> None:
+    ip = next(iter(pod_ips(prod.target.cluster).values()))
     # The system's CAs only: what a client gets without BROKER_TLS_CA_FILE.
     with pytest.raises(ssl.SSLCertVerificationError) as info:
         handshake(ip, ssl.create_default_context(), CLIENT_SERVICE)
@@ -125,7 +135,7 @@ def test_a_client_without_the_ca_is_refused(tls: Booted, tmp_path: Path) -> None
     other = tmp_path / "other-ca.crt"
     other.write_text(LocalCa().cert_pem)
     options = {"ca_certs": str(other), "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": CLIENT_SERVICE}
-    user = next(s for s in tls.target.cluster.plan.secrets if s.name == "rabbitmq-default-user").data
+    user = next(s for s in prod.target.cluster.plan.secrets if s.name == "rabbitmq-default-user").data
     conn = amqp.Connection(
         f"{ip}:5671", userid=user["username"].decode(), password=user["password"].decode(), ssl=options
     )
@@ -134,8 +144,8 @@ def test_a_client_without_the_ca_is_refused(tls: Booted, tmp_path: Path) -> None
     assert info.value.verify_message in UNTRUSTED, info.value
 
 
-def test_each_node_is_verified_by_its_own_name_and_a_wrong_name_is_refused(tls: Booted) -> None:
-    cluster = tls.target.cluster
+def test_each_node_is_verified_by_its_own_name_and_a_wrong_name_is_refused(prod: Booted) -> None:
+    cluster = prod.target.cluster
     context = ssl.create_default_context(cafile=broker_env(cluster)["BROKER_TLS_CA_FILE"])
     ips = pod_ips(cluster)
     for pod, ip in ips.items():
@@ -152,10 +162,10 @@ def test_each_node_is_verified_by_its_own_name_and_a_wrong_name_is_refused(tls: 
     assert "Hostname mismatch" in str(info.value), info.value
 
 
-def test_workers_export_the_earliest_broker_certificate_expiry(tls: Booted) -> None:
+def test_workers_export_the_earliest_broker_certificate_expiry(prod: Booted) -> None:
     """The expiry alert's input, from the plan's worker pods: the earliest notAfter of the node
     certificates the TLS Secret holds (read here from the Secret, not from a handshake)."""
-    cluster = tls.target.cluster
+    cluster = prod.target.cluster
     secret = next(s for s in cluster.plan.secrets if s.name == "rabbitmq-tls").data
     nodes = [key for key in secret if key.endswith(".crt") and key != TLS_CA_KEY]
     assert len(nodes) == 3, sorted(secret)
@@ -174,3 +184,23 @@ def test_workers_export_the_earliest_broker_certificate_expiry(tls: Booted) -> N
         ip = str(pod.ip)
         poll(lambda: exported(ip) is not None, 60.0, f"{pod.name} to export the certificate expiry")  # noqa: B023
         assert exported(ip) == pytest.approx(earliest, abs=1), pod.name
+
+
+def test_drain_node_keeps_the_broker_pending_until_uncordon(
+    prod: Booted, plans: dict[str, Plan], tmp_path: Path
+) -> None:
+    plan = plans["prod"].directory
+    options = DrillOptions(Scenario.DRAIN_NODE, tasks=TASKS, task_ms=TASK_MS, plan=plan)
+    [result] = drills_in_turn([options], prod.target, prod.results, Console(stderr=True))
+    assert_nothing_lost(result, Scenario.DRAIN_NODE)
+    labels = [label for _, label in result.events]
+    assert any("Pending" in label for label in labels), f"the evicted broker had nowhere to go: {labels}"
+    # What `make demo STACK=prod SCENARIO=drain-node` writes, with the alerts its Prometheus saw.
+    report = json.loads(write_report(result, tmp_path).read_text())
+    for key in REPORT_KEYS:
+        assert key in report
+    assert (report["plan"], report["stack"]) == (str(plan), plan.name)
+    assert report["deltas"], "a plan booted locally always differs somewhere; the report must say where"
+    assert report["alert_timing"] is not None, "the plan-booted cluster runs a Prometheus"
+    png = timeline(result, tmp_path / "timeline.png").read_bytes()
+    assert png.startswith(b"\x89PNG"), "timeline is not a PNG"

@@ -29,7 +29,7 @@ from drill import tasks as drill_tasks
 from drill.pod_scenarios import BROKERS
 from drill.targets import broker_urls
 from harness.poll import poll
-from tests.zero_loss.conftest import Booted
+from tests.drills.conftest import Booted
 
 pytestmark = [pytest.mark.drill]
 

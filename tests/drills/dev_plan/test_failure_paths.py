@@ -29,11 +29,11 @@ from contract.wire import DEAD_LETTER_QUEUE, QUEUE_NAME, BrokerRole
 from drill import failing, records
 from drill.targets import PlanTarget, broker_urls
 from harness.poll import poll
-from tests.zero_loss.conftest import Booted
+from tests.drills.conftest import Booted
 
 pytestmark = [pytest.mark.drill]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEAD_TIMEOUT_S = 180.0
 """Long enough for delivery-limit + 1 runs of ``overrun`` (2 s hard limit each, plus respawns)."""
 
