@@ -56,7 +56,7 @@ from drill.scenarios import Scenario
 from drill.targets import PlanTarget, broker_urls
 from drill.tasks import record_plan
 from harness.cluster import LocalCluster
-from harness.poll import poll
+from harness.runtime.poll import poll
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 SECTIONS: Final = ("publish", "consume", "throughput", "scale", "failover")

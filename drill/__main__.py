@@ -23,7 +23,7 @@ from drill.report import summary, timeline
 from drill.runner import DrillOptions, run_drill, run_plan_drills, write_report
 from drill.scenarios import Scenario
 from drill.workload import Workload
-from harness import netns
+from harness.runtime import netns
 
 ALL = "all"
 

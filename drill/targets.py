@@ -36,13 +36,13 @@ from drill.observe import Observed, Observer, observing
 from drill.pod_scenarios import BROKERS, WORKERS, Mark
 from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
 from drill.scenarios import QUEUE, FaultContext, Scenario
-from harness import rootfs
 from harness.cluster import LocalCluster
-from harness.images import ensure_images
 from harness.kube.cluster import KubeCluster, PodAdditions
 from harness.kube.fields import Delta
 from harness.kube.objects import Secret
-from harness.poll import poll
+from harness.runtime import rootfs
+from harness.runtime.images import ensure_images
+from harness.runtime.poll import poll
 from harness.workers import WorkerPool
 
 BOOT_TIMEOUT_S = 300.0

@@ -31,9 +31,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness import netns, processes, rootfs
-from harness.cluster import cleanup_stale
-from harness.images import Image, image_for
 from harness.kube.fields import Delta
 from harness.kube.kubelet import Event, PodContext, PodSandbox, PodWorker
 from harness.kube.objects import Deployment, Plan, PodTemplate, StatefulSet, load_plan
@@ -41,7 +38,10 @@ from harness.kube.schedule import Node, PlacedPod, schedule
 from harness.kube.secretfill import fill_secrets, ha_celery_rules, rules_generator
 from harness.kube.volumes import VolumeStore
 from harness.kube.workloads import PodAddress, PodState, deployment_pod_name, etc_hosts, eviction_allowed
-from harness.poll import poll
+from harness.runtime import netns, processes, rootfs
+from harness.runtime.cleanup import cleanup_stale
+from harness.runtime.images import Image, image_for
+from harness.runtime.poll import poll
 
 log = logging.getLogger(__name__)
 

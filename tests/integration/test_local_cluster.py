@@ -17,7 +17,8 @@ import amqp
 import pytest
 
 from broker import BrokerConfig
-from harness.cluster import ClusterError, LocalCluster, cleanup_stale
+from harness.cluster import ClusterError, LocalCluster
+from harness.runtime.cleanup import cleanup_stale
 
 ROOT = Path(__file__).resolve().parents[2]
 

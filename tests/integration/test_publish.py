@@ -30,7 +30,7 @@ from contract.wire import ENV_BROKER_URLS, QUEUE_NAME
 from drill import records
 from drill.profiles import Profile, ProfileRuntime
 from drill.tasks import record_plan
-from harness.poll import PollTimeout, poll
+from harness.runtime.poll import PollTimeout, poll
 from harness.workers import WorkerPool
 
 if TYPE_CHECKING:

@@ -29,8 +29,8 @@ from contract import timing, wire
 from drill import records
 from drill.profiles import Profile, ProfileRuntime
 from drill.tasks import record_plan
-from harness import processes
-from harness.poll import PollTimeout, poll
+from harness.runtime import processes
+from harness.runtime.poll import PollTimeout, poll
 
 if TYPE_CHECKING:
     from harness.cluster import LocalCluster

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from contract.wire import WORKER_UID, BrokerRole, role_username
-from harness import netns
-from harness.images import ensure_images
 from harness.kube.cluster import KubeCluster, KubeError, plan_nodes
-from harness.poll import poll
+from harness.runtime import netns
+from harness.runtime.images import ensure_images
+from harness.runtime.poll import poll
 from tests.conftest import Plan
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from drill.runner import booted_plan
 from drill.targets import broker_env
 from harness.kube.cluster import KubeCluster
 from harness.kube.secretfill import LocalCa
-from harness.poll import poll
+from harness.runtime.poll import poll
 from tests.zero_loss.conftest import Booted
 
 # The first test pays for its own plan (a Pulumi program under mocks) and the whole boot.
