@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from harness.cluster import ClusterError, LocalCluster
-from harness.workers import WorkerPool
+from harness.seed.cluster import ClusterError, LocalCluster
+from harness.seed.workers import WorkerPool
 
 QUEUE = "celery"
 RECOVER_AFTER_S = 8.0

@@ -6,8 +6,8 @@ Deployment (the image's command, env from its Secrets, its probes and grace peri
 adds to the worker pods only its counting tasks and where they write (reported as deltas).
 
 ``LocalTarget`` keeps the seed's comparison where classic mirroring still exists: Debian's
-RabbitMQ 3.10 (``harness.cluster``) with the seed's policy, and worker processes started with
-the seed's configuration (``harness.workers``).
+RabbitMQ 3.10 (``harness.seed.cluster``) with the seed's policy, and worker processes started with
+the seed's configuration (``harness.seed.workers``).
 
 Both offer what the runner needs: start the workers, a publisher, a queue statistic, and the
 fault of a scenario.
@@ -36,14 +36,14 @@ from drill.observe import Observed, Observer, observing
 from drill.pod_scenarios import BROKERS, WORKERS, Mark
 from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
 from drill.scenarios import QUEUE, FaultContext, Scenario
-from harness.cluster import LocalCluster
 from harness.kube.cluster import KubeCluster, PodAdditions
 from harness.kube.fields import Delta
 from harness.kube.objects import Secret
 from harness.runtime import rootfs
 from harness.runtime.images import ensure_images
 from harness.runtime.poll import poll
-from harness.workers import WorkerPool
+from harness.seed.cluster import LocalCluster
+from harness.seed.workers import WorkerPool
 
 BOOT_TIMEOUT_S = 300.0
 WORKERS_TIMEOUT_S = 180.0

@@ -1,7 +1,7 @@
 """A real Celery worker (prefork, 2 processes) against a real RabbitMQ node.
 
 Uses the ``rabbit_node`` fixture (tests/integration/conftest.py: a one-node
-``harness.cluster.LocalCluster``). Every wait has a deadline and the worker's
+``harness.seed.cluster.LocalCluster``). Every wait has a deadline and the worker's
 process group is killed in a ``finally``.
 """
 
@@ -33,7 +33,7 @@ from harness.runtime import processes
 from harness.runtime.poll import PollTimeout, poll
 
 if TYPE_CHECKING:
-    from harness.cluster import LocalCluster
+    from harness.seed.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 

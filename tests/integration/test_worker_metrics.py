@@ -23,7 +23,7 @@ from harness.runtime.ports import find_free_base
 from tests.integration.test_worker import DRAIN_TIMEOUT_S, Worker, running_worker, wait_for
 
 if TYPE_CHECKING:
-    from harness.cluster import LocalCluster
+    from harness.seed.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 
