@@ -33,6 +33,7 @@ from contract import wire
 from drill import pod_scenarios, scenarios
 from drill import tasks as drill_tasks
 from drill.observe import Observed, Observer, observing
+from drill.plan_secrets import plan_secret_rules
 from drill.pod_scenarios import BROKERS, WORKERS, Mark
 from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
 from drill.scenarios import QUEUE, FaultContext, Scenario
@@ -248,7 +249,9 @@ def boot_plan(
     its files in ``<workdir>/prometheus``; yielded once every target answers and no alert is on.
     """
     images = ensure_images()
-    cluster = KubeCluster(plan_dir, workdir, images, additions=worker_additions(results))
+    cluster = KubeCluster(
+        plan_dir, workdir, images, secret_rules=plan_secret_rules, additions=worker_additions(results)
+    )
     if not workers:
         cluster.scale(WORKERS, 0)
     with cluster, contextlib.ExitStack() as stack:

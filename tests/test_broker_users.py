@@ -24,8 +24,9 @@ from contract.wire import (
     role_secret_name,
     role_username,
 )
+from drill.plan_secrets import ha_celery_rules
 from harness.kube.objects import load_plan
-from harness.kube.secretfill import fill_secrets, ha_celery_rules, rules_generator
+from harness.kube.secretfill import fill_secrets, rules_generator
 from tests.conftest import Plan
 
 ADMIN_SECRET = "rabbitmq-default-user"

@@ -1,9 +1,10 @@
 """The local pod runner: the plan's StatefulSets and Deployments run on three local "nodes".
 
-``KubeCluster(plan_dir, workdir, images)`` loads ``<plan_dir>/kubernetes/*.yaml`` (refusing any
-field it does not implement, by name), gives the masked Secrets fresh local values, creates the
-nodes (network namespaces, labelled with the stack's zones) and then acts as the controllers
-and the scheduler of a Kubernetes control plane:
+``KubeCluster(plan_dir, workdir, images, secret_rules=...)`` loads ``<plan_dir>/kubernetes/*.yaml``
+(refusing any field it does not implement, by name), gives the masked Secrets fresh local values
+by the caller's rules (the runner knows no project's Secrets), creates the nodes (network
+namespaces, labelled with the stack's zones) and then acts as the controllers and the scheduler
+of a Kubernetes control plane:
 
 * StatefulSet: pods ``<name>-<ordinal>`` with hostname and subdomain, their claims kept across
   pod deletions (and pinned to the zone they were first used in), a deleted pod recreated under
@@ -35,7 +36,7 @@ from harness.kube.fields import Delta
 from harness.kube.kubelet import Event, PodContext, PodSandbox, PodWorker
 from harness.kube.objects import Deployment, Plan, PodTemplate, StatefulSet, load_plan
 from harness.kube.schedule import Node, PlacedPod, schedule
-from harness.kube.secretfill import fill_secrets, ha_celery_rules, rules_generator
+from harness.kube.secretfill import SecretRules, fill_secrets, rules_generator
 from harness.kube.volumes import VolumeStore
 from harness.kube.workloads import PodAddress, PodState, deployment_pod_name, etc_hosts, eviction_allowed
 from harness.runtime import netns, processes, rootfs
@@ -125,6 +126,7 @@ class KubeCluster:
         workdir: Path,
         images: Mapping[str, Image],
         *,
+        secret_rules: SecretRules,
         additions: Mapping[str, PodAdditions] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -134,8 +136,7 @@ class KubeCluster:
         self.additions = dict(additions or {})
         self.rng = rng or random.Random()
         plan = load_plan(self.plan_dir)
-        brokers = max((s.replicas for s in plan.statefulsets), default=0)
-        self.plan: Plan = fill_secrets(plan, rules_generator(ha_celery_rules(self.rng, broker_nodes=brokers)))
+        self.plan: Plan = fill_secrets(plan, rules_generator(secret_rules(plan, self.rng)))
         self.nodes = plan_nodes(self.plan_dir)
         self.events: list[Event] = []
         self.pods: dict[str, Pod] = {}
