@@ -52,7 +52,7 @@ from bench import workers as bench_workers
 from contract import timing, wire
 from drill.profiles import SEED_POLICY, Profile
 from drill.runner import DrillOptions, DrillResult, booted_plan, drive, empty_results
-from drill.scenarios import Scenario
+from drill.scenario import Scenario
 from drill.targets import PlanTarget, broker_urls
 from drill.tasks import record_plan
 from harness.runtime.poll import poll

@@ -21,7 +21,7 @@ from rich.console import Console
 from drill.profiles import Profile
 from drill.report import summary, timeline
 from drill.runner import DrillOptions, run_drill, run_plan_drills, write_report
-from drill.scenarios import Scenario
+from drill.scenario import Scenario
 from drill.workload import Workload
 from harness.runtime import netns
 

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from drill.scenarios import QUEUE, RECOVER_AFTER_S, Scenario
+from drill.scenario import QUEUE, RECOVER_AFTER_S, Scenario
 from harness.kube.cluster import KubeCluster, KubeError
 from harness.runtime.poll import NOT_YET, poll
 

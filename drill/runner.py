@@ -26,7 +26,7 @@ from app.batch import PublishResult
 from drill import records
 from drill.observe import Observed
 from drill.profiles import Profile
-from drill.scenarios import QUEUE, Scenario
+from drill.scenario import QUEUE, Scenario
 from drill.targets import PlanTarget, PodEvent, Target, boot_local, boot_plan
 from drill.tasks import record_plan
 from drill.workload import MAX_COUNTDOWN_S, Workload, publish_delayed, published_before_workers

@@ -36,7 +36,8 @@ from drill.observe import Observed, Observer, observing
 from drill.plan_secrets import plan_secret_rules
 from drill.pod_scenarios import BROKERS, WORKERS, Mark
 from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
-from drill.scenarios import QUEUE, FaultContext, Scenario
+from drill.scenario import QUEUE, Scenario
+from drill.scenarios import FaultContext
 from harness.kube.cluster import KubeCluster, PodAdditions
 from harness.kube.fields import Delta
 from harness.kube.objects import Secret
