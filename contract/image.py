@@ -1,7 +1,7 @@
 """What the images are built from, and the tags that name those bytes.
 
 Shared by the cloud program (``components.registry`` tags and pushes the images), the stack settings
-(which platforms are built) and the local harness (``harness.runtime.images`` checks that the plan's tag
+(which platforms are built) and the local harness (``harness.images`` checks that the plan's tag
 names the checkout it runs).
 
 A tag must change whenever pulumi-docker-build rebuilds, or the push of new bytes under an old tag
