@@ -45,10 +45,10 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	uv sync --frozen --quiet
 	@touch $@
 
-# The two images of the plan as local root filesystems (harness/images.py): built once (~35 s, root), then reused
+# The two images of the plan as local root filesystems (harness/runtime/images.py): built once (~35 s, root), then reused
 # from /var/cache/ha-celery/rootfs in milliseconds; fails naming both versions if the pinned rabbitmq-server moved.
 images: system-deps $(VENV)/.synced ## build or reuse the local rabbitmq and worker images
-	$(if $(filter 0,$(shell id -u)),,sudo) $(PY) -m harness.images
+	$(if $(filter 0,$(shell id -u)),,sudo) $(PY) -m harness.runtime.images
 
 setup: system-deps $(VENV)/.synced images ## install everything (apt packages, the locked virtualenv, the images)
 

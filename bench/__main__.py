@@ -6,7 +6,7 @@ anything else on this shared machine falls on both sides alike:
 * ha: the plan (``build/plan/<stack>``, ``make plan``) booted by the pod runner as the drills
   boot it (``drill.runner.booted_plan``): the RabbitMQ 4.3 StatefulSet and the worker
   Deployment as shipped (the image's root filesystem, its command and environment);
-* seed: the 2018 setup on Debian's RabbitMQ 3.10 (``harness.cluster.LocalCluster``: a classic
+* seed: the 2018 setup on Debian's RabbitMQ 3.10 (``harness.seed.cluster.LocalCluster``: a classic
   queue mirrored by ``ha-all``), its worker processes started from this virtualenv.
 
 Sections (``--only`` picks some): ``publish`` (raw unconfirmed vs pipelined confirms vs one
@@ -52,11 +52,11 @@ from bench import workers as bench_workers
 from contract import timing, wire
 from drill.profiles import SEED_POLICY, Profile
 from drill.runner import DrillOptions, DrillResult, booted_plan, drive, empty_results
-from drill.scenarios import Scenario
+from drill.scenario import Scenario
 from drill.targets import PlanTarget, broker_urls
 from drill.tasks import record_plan
-from harness.cluster import LocalCluster
-from harness.poll import poll
+from harness.runtime.poll import poll
+from harness.seed.cluster import LocalCluster
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 SECTIONS: Final = ("publish", "consume", "throughput", "scale", "failover")

@@ -28,7 +28,7 @@ from drill.targets import PlanTarget, broker_urls
 from drill.tasks import record_plan
 from harness.kube.cluster import PodAdditions
 from harness.kube.objects import Deployment
-from harness.poll import poll
+from harness.runtime.poll import poll
 
 MEMORY_SAMPLE_S = 1.0
 

@@ -29,7 +29,7 @@ from contract import wire
 from drill import records
 from drill.profiles import SCRUBBED_ENV_PREFIXES, Profile, ProfileRuntime
 from drill.tasks import ENV_RESULTS_DIR, record_plan
-from harness.workers import WorkerPool
+from harness.seed.workers import WorkerPool
 
 STALL_TIMEOUT_S = 60.0
 """Give up on a run when no task completed for this long."""

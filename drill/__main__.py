@@ -21,9 +21,9 @@ from rich.console import Console
 from drill.profiles import Profile
 from drill.report import summary, timeline
 from drill.runner import DrillOptions, DrillResult, run_drill, run_plan_drills, write_report
-from drill.scenarios import Scenario
+from drill.scenario import Scenario
 from drill.workload import Workload
-from harness import netns
+from harness.runtime import netns
 
 ALL = "all"
 

@@ -25,8 +25,8 @@ from typing import Any, Final
 from contract import metrics, wire
 from drill.pod_scenarios import BROKERS, WORKERS
 from harness.kube.cluster import KubeCluster
-from harness.poll import PollTimeout, poll
 from harness.prometheus import LocalPrometheus, PrometheusError, ScrapeJob, pod_targets
+from harness.runtime.poll import PollTimeout, poll
 from monitoring.rules import PRODUCTION, AlertTiming, rule_groups
 from monitoring.scrape import endpoints
 

@@ -34,9 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from drill.scenarios import QUEUE, RECOVER_AFTER_S, Scenario
+from drill.scenario import QUEUE, RECOVER_AFTER_S, Scenario
 from harness.kube.cluster import KubeCluster, KubeError
-from harness.poll import NOT_YET, poll
+from harness.runtime.poll import NOT_YET, poll
 
 BROKERS = "StatefulSet/rabbitmq"
 WORKERS = "Deployment/celery-worker"

@@ -26,13 +26,13 @@ from drill import records
 from drill import watch as watching
 from drill.observe import Observed
 from drill.profiles import Profile
-from drill.scenarios import QUEUE, Scenario
+from drill.scenario import QUEUE, Scenario
 from drill.targets import PlanTarget, PodEvent, Target, boot_local, boot_plan
 from drill.tasks import record_plan
 from drill.workload import MAX_COUNTDOWN_S, Workload, publish_delayed, published_before_workers
-from harness import netns
 from harness.kube.fields import Delta
-from harness.poll import PollTimeout, poll
+from harness.runtime import netns
+from harness.runtime.poll import PollTimeout, poll
 
 
 class DrillError(RuntimeError):

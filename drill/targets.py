@@ -6,8 +6,8 @@ Deployment (the image's command, env from its Secrets, its probes and grace peri
 adds to the worker pods only its counting tasks and where they write (reported as deltas).
 
 ``LocalTarget`` keeps the seed's comparison where classic mirroring still exists: Debian's
-RabbitMQ 3.10 (``harness.cluster``) with the seed's policy, and worker processes started with
-the seed's configuration (``harness.workers``).
+RabbitMQ 3.10 (``harness.seed.cluster``) with the seed's policy, and worker processes started with
+the seed's configuration (``harness.seed.workers``).
 
 Both offer what the runner needs: start the workers, a publisher, a queue statistic, and the
 fault of a scenario.
@@ -33,17 +33,19 @@ from contract import wire
 from drill import pod_scenarios, scenarios
 from drill import tasks as drill_tasks
 from drill.observe import Observed, Observer, observing
+from drill.plan_secrets import plan_secret_rules
 from drill.pod_scenarios import BROKERS, WORKERS, Mark
 from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
-from drill.scenarios import QUEUE, FaultContext, Scenario
-from harness import rootfs
-from harness.cluster import LocalCluster
-from harness.images import ensure_images
+from drill.scenario import QUEUE, Scenario
+from drill.scenarios import FaultContext
 from harness.kube.cluster import KubeCluster, PodAdditions
 from harness.kube.fields import Delta
 from harness.kube.objects import Secret
-from harness.poll import poll
-from harness.workers import WorkerPool
+from harness.runtime import rootfs
+from harness.runtime.images import ensure_images
+from harness.runtime.poll import poll
+from harness.seed.cluster import LocalCluster
+from harness.seed.workers import WorkerPool
 
 BOOT_TIMEOUT_S = 300.0
 WORKERS_TIMEOUT_S = 180.0
@@ -248,7 +250,9 @@ def boot_plan(
     its files in ``<workdir>/prometheus``; yielded once every target answers and no alert is on.
     """
     images = ensure_images()
-    cluster = KubeCluster(plan_dir, workdir, images, additions=worker_additions(results))
+    cluster = KubeCluster(
+        plan_dir, workdir, images, secret_rules=plan_secret_rules, additions=worker_additions(results)
+    )
     if not workers:
         cluster.scale(WORKERS, 0)
     with cluster, contextlib.ExitStack() as stack:

@@ -8,8 +8,8 @@ service discovery whenever pods come, go or change address. Every pod with an ad
 target, Ready or not: a broker whose container is down must read ``up == 0``, not vanish.
 
 Its data directory, config, rule file and log are in the caller's work directory; it runs in a
-process group of its own, recorded like the pods' (``harness.processes.GroupRecord``), so a
-crashed run's Prometheus is killed by the next run's ``harness.cluster.cleanup_stale``.
+process group of its own, recorded like the pods' (``harness.runtime.processes.GroupRecord``), so a
+crashed run's Prometheus is killed by the next run's ``harness.runtime.cleanup.cleanup_stale``.
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ from typing import Any, Final
 
 import yaml
 
-from harness import processes
 from harness.kube.cluster import KubeCluster
 from harness.kube.objects import resolve_port
-from harness.poll import poll
-from harness.ports import find_free_base
+from harness.runtime import processes
+from harness.runtime.poll import poll
+from harness.runtime.ports import find_free_base
 
 PROMETHEUS_BIN: Final = "prometheus"
 CONFIG_NAME: Final = "ha-celery-prometheus.yml"
-"""Also the marker ``harness.cluster`` recognises a stale Prometheus group by."""
+"""Also the marker ``harness.runtime.cleanup`` recognises a stale Prometheus group by."""
 READY_TIMEOUT_S: Final = 60.0
 FOLLOW_S: Final = 0.25
 """How often the follower looks at the pods (a restarted worker pod has a new address)."""

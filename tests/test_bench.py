@@ -19,7 +19,7 @@ from bench.profile import summarize
 from bench.publish import PublishBench, RawResult
 from bench.workers import ScaleRun, ThroughputRun
 from drill.runner import DrillOptions, DrillResult
-from drill.scenarios import Scenario
+from drill.scenario import Scenario
 
 
 def _throughput(profile: str, task_ms: int, per_s: float) -> ThroughputRun:

@@ -28,7 +28,7 @@ from broker import (
 )
 from contract import timing
 from contract.wire import DELAYED_LEVELS
-from harness.cluster import RABBITMQ_BIN, LocalCluster, rabbitmq_installed
+from harness.seed.cluster import RABBITMQ_BIN, LocalCluster, rabbitmq_installed
 
 NODES = ("rabbit@n0", "rabbit@n1", "rabbit@n2")
 SCHEMA_ROOT = Path("/usr/lib/rabbitmq/lib")

@@ -1,6 +1,6 @@
 """Per-role broker users in the plan: which pod mounts which credential, and what the broker pods'
 postStart hook does with them. Their permissions are held to account on a real 4.3 broker in
-tests/zero_loss/test_broker_users.py."""
+tests/drills/dev_plan/test_broker_users.py."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from contract.wire import (
     role_secret_name,
     role_username,
 )
+from drill.plan_secrets import ha_celery_rules
 from harness.kube.objects import load_plan
-from harness.kube.secretfill import fill_secrets, ha_celery_rules, rules_generator
+from harness.kube.secretfill import fill_secrets, rules_generator
 from tests.conftest import Plan
 
 ADMIN_SECRET = "rabbitmq-default-user"

@@ -2,7 +2,7 @@
 configuration errors, and the replay's publish-confirm-ack order against a scripted channel.
 
 The real broker side (tasks dead-lettered by a raise, a crash, a time limit; list and replay,
-and a replay killed mid-way) is in tests/zero_loss/test_failure_paths.py.
+and a replay killed mid-way) is in tests/drills/dev_plan/test_failure_paths.py.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from app.factory import make_app
 from drill import records, runner, tasks, workload
 from drill.__main__ import main
 from drill.runner import DrillOptions
-from drill.scenarios import Scenario
+from drill.scenario import Scenario
 from drill.workload import Workload
 
 HOSTS_ENV = {"BROKER_HOSTS": "rmq-0", "BROKER_USER": "celery", "BROKER_PASSWORD": "pw"}

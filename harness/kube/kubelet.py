@@ -4,7 +4,7 @@ A pod here is what a kubelet makes of a pod spec: its own network namespace on i
 address of its own, reachable from every node unless its node is cut off), its volumes as host
 directories (secrets and config maps written out, claims that outlive the pod), an /etc/hosts
 standing in for cluster DNS, the init containers run to completion in order, then the container
-started from its image's local root filesystem (``harness.images``) with the env, argv, user,
+started from its image's local root filesystem (``harness.runtime.images``) with the env, argv, user,
 mounts and hostname the spec gives it. Then, as the kubelet does:
 
 * the postStart hook runs right after the start; until it returns no probe runs, and if it fails
@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from harness import processes, rootfs
-from harness.images import Image
 from harness.kube.env import PodFacts, argv, resolve_env
 from harness.kube.objects import ConfigMap, Container, PodTemplate, Probe, Secret
 from harness.kube.probes import ContainerProbes
 from harness.kube.volumes import VolumeStore, container_mounts
+from harness.runtime import processes, rootfs
+from harness.runtime.images import Image
 
 log = logging.getLogger(__name__)
 

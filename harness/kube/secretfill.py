@@ -14,27 +14,12 @@ import secrets as stdlib_secrets
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from functools import cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from broker.render import render_default_user_conf
-from contract.wire import (
-    BROKER_CA_SECRET_SUFFIX,
-    BROKER_TLS_SECRET_SUFFIX,
-    BROKER_USERNAME,
-    TLS_CA_KEY,
-    BrokerRole,
-    broker_tls_names,
-    management_url,
-    role_secret_name,
-    role_username,
-    tls_cert_key,
-    tls_private_key_key,
-)
 from harness.kube.objects import Plan, Secret
 
 Lookup = Callable[[str, str], str]
@@ -42,6 +27,9 @@ Lookup = Callable[[str, str], str]
 Generator = Callable[[str, str, Lookup], "str | None"]
 """(secret name, key, lookup) -> a value for a masked key, or None when there is no rule."""
 SecretRule = Callable[[Lookup], str]
+SecretRules = Callable[[Plan, random.Random], Mapping[tuple[str, str], SecretRule]]
+"""(plan, rng) -> the rules for its masked keys: what a project hands the pod runner (``KubeCluster``'s
+``secret_rules``); this module knows no project's Secrets."""
 
 
 class SecretFillError(ValueError):
@@ -104,10 +92,6 @@ def random_alnum(length: int, rng: random.Random | None = None) -> str:
     if rng is None:
         return "".join(stdlib_secrets.choice(ALNUM) for _ in range(length))
     return "".join(rng.choice(ALNUM) for _ in range(length))
-
-
-def _constant(value: str) -> SecretRule:
-    return lambda _: value
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
@@ -189,70 +173,3 @@ class LocalCa:
             .sign(self._key, hashes.SHA256())
         )
         return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key)
-
-
-def _pick(pair: Callable[[int], tuple[str, str]], ordinal: int, index: int) -> SecretRule:
-    return lambda _: pair(ordinal)[index]
-
-
-def ha_celery_rules(
-    rng: random.Random | None = None,
-    *,
-    broker_nodes: int = 3,
-    app: str = "rabbitmq",
-    workers: str = "celery-worker",
-    namespace: str = "ha-celery",
-    # Not secret, but the plan masks the whole stringData of a Secret that holds any secret value.
-    username: str = BROKER_USERNAME,
-) -> dict[tuple[str, str], SecretRule]:
-    """The rules that rebuild ha-celery's Secrets the way components/rabbitmq.py and workers.py do.
-
-    ``broker_nodes``: the broker StatefulSet's replicas, one certificate and key each (with TLS).
-    """
-    user = f"{app}-default-user"
-    monitoring = role_secret_name(app, BrokerRole.MONITORING)
-    tls_secret, ca_secret = f"{app}{BROKER_TLS_SECRET_SUFFIX}", f"{app}{BROKER_CA_SECRET_SUFFIX}"
-
-    @cache
-    def local_ca() -> LocalCa:
-        return LocalCa()
-
-    @cache
-    def node_pair(ordinal: int) -> tuple[str, str]:
-        # components/rabbitmq.py: the headless Service is "<app>-nodes".
-        return local_ca().server_pair(broker_tls_names(app, f"{app}-nodes", namespace, ordinal))
-
-    tls_rules: dict[tuple[str, str], SecretRule] = {
-        (tls_secret, TLS_CA_KEY): lambda _: local_ca().cert_pem,
-        # The clients' CA is the broker's: the same value, looked up.
-        (ca_secret, TLS_CA_KEY): lambda lookup: lookup(tls_secret, TLS_CA_KEY),
-    }
-    for i in range(broker_nodes):
-        pod = f"{app}-{i}"
-        tls_rules[(tls_secret, tls_cert_key(pod))] = _pick(node_pair, i, 0)
-        tls_rules[(tls_secret, tls_private_key_key(pod))] = _pick(node_pair, i, 1)
-
-    def keda_host(lookup: Lookup) -> str:
-        # components/rabbitmq.py _management_url: the monitoring user, through the client Service.
-        return management_url(lookup(monitoring, "username"), lookup(monitoring, "password"), app, namespace)
-
-    roles: dict[tuple[str, str], SecretRule] = {}
-    for role in BrokerRole:
-        # components/rabbitmq.py _role_secrets: one per role, same password shape as the default user's.
-        roles[(role_secret_name(app, role), "username")] = _constant(role_username(role))
-        roles[(role_secret_name(app, role), "password")] = lambda _: random_alnum(32, rng)
-    return {
-        **roles,
-        (user, "username"): lambda _: username,
-        # length=32, special=False: the password goes into AMQP URLs and a conf file verbatim.
-        (user, "password"): lambda _: random_alnum(32, rng),
-        (user, "default_user.conf"): lambda lookup: render_default_user_conf(
-            lookup(user, "username"), lookup(user, "password")
-        ),
-        # length=64, special=False.
-        (f"{app}-erlang-cookie", ".erlang.cookie"): lambda _: random_alnum(64, rng),
-        # autoscaling=keda only: what KEDA's rabbitmq trigger reads the queue length with.
-        (f"{workers}-keda-rabbitmq", "host"): keda_host,
-        # brokerTls only.
-        **tls_rules,
-    }

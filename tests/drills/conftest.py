@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from drill.runner import DrillResult, empty_results
-from drill.scenarios import Scenario
+from drill.scenario import Scenario
 from drill.targets import PlanTarget
 
 TASKS = 1000

@@ -32,7 +32,7 @@ from drill.__main__ import main
 from drill.observe import ALERT_COMPRESSION
 from drill.pod_scenarios import WORKERS
 from drill.runner import DrillOptions, DrillResult, run_plan_drills
-from drill.scenarios import Scenario
+from drill.scenario import Scenario
 from drill.workload import Workload, published_before_workers
 from monitoring.rules import BROKER_NODE_DOWN
 from tests.conftest import Plan

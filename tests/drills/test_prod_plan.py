@@ -32,11 +32,11 @@ from drill import records
 from drill.pod_scenarios import BROKERS, WORKERS
 from drill.report import timeline
 from drill.runner import DrillOptions, booted_plan, drills_in_turn, write_report
-from drill.scenarios import Scenario
+from drill.scenario import Scenario
 from drill.targets import broker_env
 from harness.kube.cluster import KubeCluster
 from harness.kube.secretfill import LocalCa
-from harness.poll import poll
+from harness.runtime.poll import poll
 from tests.conftest import Plan
 from tests.drills.conftest import REPORT_KEYS, TASK_MS, TASKS, Booted, assert_nothing_lost
 

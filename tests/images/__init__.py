@@ -1,1 +1,1 @@
-"""Tests of the local container images (harness/images.py) and their runtime (harness/rootfs.py)."""
+"""Tests of the local container images (harness/runtime/images.py) and their runtime (harness/runtime/rootfs.py)."""

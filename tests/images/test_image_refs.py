@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from contract.image import WORKER_SOURCES, source_tag
-from harness import images
-from harness.images import Image
-from harness.rootfs import Bind
+from harness.runtime import images
+from harness.runtime.images import Image
+from harness.runtime.rootfs import Bind
 from tests.conftest import ROOT, Plan
 
 DIGEST = "@sha256:" + "0" * 64

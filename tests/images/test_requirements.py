@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from contract.image import ImagePlatforms
-from harness import images
+from harness.runtime import images
 from tests.conftest import ROOT
 
 REQUIREMENTS = ROOT / "app/requirements.txt"

@@ -1,5 +1,5 @@
-"""harness/rootfs.py: unit tests run anywhere, fast; the `integration` ones boot real RabbitMQ nodes from the rabbitmq
-image (root, ~1 min) and FAIL, never skip, when something they need is missing."""
+"""harness/runtime/rootfs.py: unit tests run anywhere, fast; the `integration` ones boot real RabbitMQ nodes from the
+rabbitmq image (root, ~1 min) and FAIL, never skip, when something they need is missing."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import images, rootfs
+from harness.runtime import images, rootfs
 from tests.conftest import Plan
 
 PINNED = os.environ.get("HA_CELERY_RABBITMQ_PINNED", rootfs.DEFAULT_PINNED_RABBITMQ)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import images, rootfs
+from harness.runtime import images, rootfs
 from tests.conftest import ROOT
 
 CACHE = Path(os.environ.get("HA_CELERY_ROOTFS_CACHE", str(images.DEFAULT_CACHE_DIR)))

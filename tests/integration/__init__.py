@@ -1,1 +1,1 @@
-"""Integration tests: real RabbitMQ 3.10 nodes started by harness.cluster.LocalCluster."""
+"""Integration tests: real RabbitMQ 3.10 nodes started by harness.seed.cluster.LocalCluster."""

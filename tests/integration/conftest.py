@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cluster import LocalCluster, rabbitmq_installed
+from harness.seed.cluster import LocalCluster, rabbitmq_installed
 
 
 def require_rabbitmq() -> None:

@@ -17,7 +17,8 @@ import amqp
 import pytest
 
 from broker import BrokerConfig
-from harness.cluster import ClusterError, LocalCluster, cleanup_stale
+from harness.runtime.cleanup import cleanup_stale
+from harness.seed.cluster import ClusterError, LocalCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,7 +224,7 @@ def test_cleanup_stale_kills_the_nodes_of_a_crashed_harness() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="hacel-crashed-"))
     # A harness SIGKILLed after start(): its nodes live on in their own sessions.
     script = (
-        "import os, sys; from pathlib import Path; from harness.cluster import LocalCluster;"
+        "import os, sys; from pathlib import Path; from harness.seed.cluster import LocalCluster;"
         "LocalCluster(Path(sys.argv[1]), nodes=1).start(); os.kill(os.getpid(), 9)"
     )
     try:

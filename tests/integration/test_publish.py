@@ -6,7 +6,7 @@
   publisher's connection and the queue leader, in the middle of publishing, loses no task
   (duplicates allowed: at-least-once).
 
-Workers are ``harness.workers.WorkerPool`` processes (the drills' launcher); every wait has
+Workers are ``harness.seed.workers.WorkerPool`` processes (the drills' launcher); every wait has
 a deadline and every process started here is stopped in a ``finally``.
 """
 
@@ -30,11 +30,11 @@ from contract.wire import ENV_BROKER_URLS, QUEUE_NAME
 from drill import records
 from drill.profiles import Profile, ProfileRuntime
 from drill.tasks import record_plan
-from harness.poll import PollTimeout, poll
-from harness.workers import WorkerPool
+from harness.runtime.poll import PollTimeout, poll
+from harness.seed.workers import WorkerPool
 
 if TYPE_CHECKING:
-    from harness.cluster import LocalCluster
+    from harness.seed.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 

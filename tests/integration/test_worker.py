@@ -1,7 +1,7 @@
 """A real Celery worker (prefork, 2 processes) against a real RabbitMQ node.
 
 Uses the ``rabbit_node`` fixture (tests/integration/conftest.py: a one-node
-``harness.cluster.LocalCluster``). Every wait has a deadline and the worker's
+``harness.seed.cluster.LocalCluster``). Every wait has a deadline and the worker's
 process group is killed in a ``finally``.
 """
 
@@ -29,11 +29,11 @@ from contract import timing, wire
 from drill import records
 from drill.profiles import Profile, ProfileRuntime
 from drill.tasks import record_plan
-from harness import processes
-from harness.poll import PollTimeout, poll
+from harness.runtime import processes
+from harness.runtime.poll import PollTimeout, poll
 
 if TYPE_CHECKING:
-    from harness.cluster import LocalCluster
+    from harness.seed.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 

@@ -19,11 +19,11 @@ from app.scheduler import publish_confirmed
 from contract import metrics
 from drill import failing
 from drill.tasks import record_plan
-from harness.ports import find_free_base
+from harness.runtime.ports import find_free_base
 from tests.integration.test_worker import DRAIN_TIMEOUT_S, Worker, running_worker, wait_for
 
 if TYPE_CHECKING:
-    from harness.cluster import LocalCluster
+    from harness.seed.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from drill.plan_secrets import ha_celery_rules
 from harness.kube.env import PodFacts, resolve_env
 from harness.kube.objects import load_plan
-from harness.kube.secretfill import fill_secrets, ha_celery_rules, rules_generator
+from harness.kube.secretfill import fill_secrets, rules_generator
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "keda": ("autoscaling=keda", "autoscalingMaxReplicas=12"),

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from drill.plan_secrets import ha_celery_rules
 from harness.kube.env import PodFacts, expand_command, resolve_env
 from harness.kube.fields import audit, format_deltas
 from harness.kube.objects import load_objects, load_plan
 from harness.kube.schedule import Node, PlacedPod, schedule
-from harness.kube.secretfill import fill_secrets, ha_celery_rules, rules_generator
+from harness.kube.secretfill import fill_secrets, rules_generator
 from harness.kube.volumes import VolumeStore, container_mounts
 from harness.kube.workloads import PodState, eviction_allowed, statefulset_pod_fqdn, statefulset_pod_names
 

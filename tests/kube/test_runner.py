@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from contract.wire import WORKER_UID, BrokerRole, role_username
-from harness import netns
-from harness.images import ensure_images
+from drill.plan_secrets import plan_secret_rules
 from harness.kube.cluster import KubeCluster, KubeError, plan_nodes
-from harness.poll import poll
+from harness.runtime import netns
+from harness.runtime.images import ensure_images
+from harness.runtime.poll import poll
 from tests.conftest import Plan
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ WORKERS = "Deployment/celery-worker"
 def cluster(plans: dict[str, Plan]) -> Iterator[KubeCluster]:
     work = Path(tempfile.mkdtemp(prefix="ha-celery-kube-test-"))
     try:
-        with KubeCluster(plans["dev"].directory, work, ensure_images()) as running:
+        with KubeCluster(plans["dev"].directory, work, ensure_images(), secret_rules=plan_secret_rules) as running:
             running.wait_ready(300)
             yield running
     finally:
@@ -136,7 +137,7 @@ def test_only_the_plans_deployments_scale(cluster: KubeCluster) -> None:
 
 def test_stopping_leaves_nothing_behind(plans: dict[str, Plan]) -> None:
     work = Path(tempfile.mkdtemp(prefix="ha-celery-kube-test-"))
-    running = KubeCluster(plans["dev"].directory, work, ensure_images())
+    running = KubeCluster(plans["dev"].directory, work, ensure_images(), secret_rules=plan_secret_rules)
     try:
         with running:
             running.wait_ready(300, BROKERS)

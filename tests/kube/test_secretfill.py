@@ -6,12 +6,12 @@ import random
 
 import pytest
 
+from drill.plan_secrets import ha_celery_rules
 from harness.kube.objects import Plan, Secret
 from harness.kube.secretfill import (
     ALNUM,
     SecretFillError,
     fill_secrets,
-    ha_celery_rules,
     rules_generator,
 )
 

@@ -28,7 +28,7 @@ from drill import failing, records
 from drill import tasks as drill_tasks
 from drill.pod_scenarios import BROKERS
 from drill.targets import broker_urls
-from harness.poll import poll
+from harness.runtime.poll import poll
 from tests.drills.conftest import Booted
 
 pytestmark = [pytest.mark.drill]

@@ -28,7 +28,7 @@ from app.dlq import DeadTask, dead_letter_channel, list_dead
 from contract.wire import DEAD_LETTER_QUEUE, QUEUE_NAME, BrokerRole
 from drill import failing, records
 from drill.targets import PlanTarget, broker_urls
-from harness.poll import poll
+from harness.runtime.poll import poll
 from tests.drills.conftest import Booted
 
 pytestmark = [pytest.mark.drill]

@@ -30,7 +30,7 @@ from drill.pod_scenarios import BROKERS, WORKERS
 from drill.targets import broker_urls
 from drill.tasks import RECORD
 from harness.kube.cluster import KubeCluster
-from harness.poll import poll
+from harness.runtime.poll import poll
 from tests.drills.conftest import Booted
 
 pytestmark = [pytest.mark.drill]

@@ -14,7 +14,7 @@ import drill.__main__ as cli
 from app.batch import PublishResult
 from drill.profiles import Profile
 from drill.runner import DrillOptions, DrillResult
-from drill.scenarios import Scenario
+from drill.scenario import Scenario
 
 T0 = 1_700_000_000.0
 

@@ -18,7 +18,7 @@ from drill import records
 from drill.observe import Observed
 from drill.pod_scenarios import Mark
 from drill.runner import Drill, DrillOptions, DrillResult, drive
-from drill.scenarios import Scenario
+from drill.scenario import Scenario
 from drill.targets import PodEvent
 from drill.watch import Done, Fault, Reason
 from harness.kube.fields import Delta

@@ -6,10 +6,11 @@ Three things, stdlib only:
   like the docker-library image as far as a pod spec can tell (uid/gid 999, paths, conf.d, enabled plugins, env,
   entrypoint), and caches it as a zstd tarball plus an extracted directory.
 * :func:`container_argv` returns the argv that runs one "container" of *any* image root filesystem (this one or the
-  worker's, see harness/images.py): private mount/UTS/IPC/PID namespaces, optionally inside a named network
+  worker's, see harness/runtime/images.py): private mount/UTS/IPC/PID namespaces, optionally inside a named network
   namespace, an overlay over the shared rootfs (so a container never changes it), its own /proc, /dev, hostname, bind
   mounts, then ``chroot --userspec``. It knows nothing of an image: the caller passes the image's uid/gid/workdir and
-  the complete environment (:func:`container_env`), so harness/images.py is the one place image facts are chosen.
+  the complete environment (:func:`container_env`), so harness/runtime/images.py is the one place image facts are
+  chosen.
 * :func:`exec_argv` is ``kubectl exec``: it enters a running container's namespaces and root.
 
 Everything a container mounts lives in its own mount namespace, so nothing stays mounted on the host when it dies,
@@ -49,7 +50,8 @@ ZSTD_LEVEL = 10
 
 # --------------------------------------------------------------------------------------------------------------------
 # Facts about the official image (docker-library/rabbitmq, 4.3/ubuntu/*). The build below uses them; at run time they
-# reach containers only through harness.images.Image (the runtime functions further down take no image defaults).
+# reach containers only through harness.runtime.images.Image (the runtime functions further down take no image
+# defaults).
 
 IMAGE_UID = 999  # 4.3/ubuntu/Dockerfile: useradd --uid 999 --system --home-dir "$RABBITMQ_DATA_DIR" --gid rabbitmq
 IMAGE_GID = 999  # 4.3/ubuntu/Dockerfile: groupadd --gid 999 --system rabbitmq

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Protocol
 
-from harness import processes
+from harness.runtime import processes
 
 
 class WorkerSpec(Protocol):

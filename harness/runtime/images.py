@@ -3,7 +3,7 @@
 The plan runs two images (build/plan/<stack>/kubernetes/*.yaml):
 
 * ``rabbitmq:4.3.x-management`` (StatefulSet; or its Artifact Registry mirror ``<registry>/rabbitmq:<tag>``): a
-  Debian forky root filesystem with rabbitmq-server, reshaped like the official image (harness/rootfs.py);
+  Debian forky root filesystem with rabbitmq-server, reshaped like the official image (harness/runtime/rootfs.py);
 * ``<region>-docker.pkg.dev/<project>/ha-celery-<stack>/worker:<tag>@sha256:...`` (Deployment and scheduler Job):
   app/Dockerfile. Built here as a Debian bookworm root filesystem (its python3 is 3.11, the image's minor version)
   with the locked app/requirements.txt installed; the project's code is NOT baked in but bind-mounted read-only
@@ -14,7 +14,8 @@ plan ref to one of them, refusing anything else by name. Each :class:`Image` car
 ENTRYPOINT/CMD, USER, WORKDIR, binds) and every known difference from the real image, for reports: a local run that
 silently differs from the plan is a false proof.
 
-``python -m harness.images`` (``make images``) builds/reuses both and prints what it did, the versions and timings.
+``python -m harness.runtime.images`` (``make images``) builds/reuses both and prints what it did, the versions and
+timings.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ from pathlib import Path
 
 from contract.image import source_tag, tag_source
 from contract.wire import WORKER_COMMAND
-from harness import rootfs
-from harness.rootfs import Bind, BuildReport, RootfsError
+from harness.runtime import rootfs
+from harness.runtime.rootfs import Bind, BuildReport, RootfsError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE_DIR = rootfs.DEFAULT_CACHE_DIR
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -47,7 +48,7 @@ DEFAULT_CACHE_DIR = rootfs.DEFAULT_CACHE_DIR
 
 @dataclass(frozen=True)
 class Image:
-    """One image as the local runtime runs it (see harness.rootfs.container_argv)."""
+    """One image as the local runtime runs it (see harness.runtime.rootfs.container_argv)."""
 
     name: str
     """"rabbitmq" or "worker"."""
@@ -93,8 +94,8 @@ class Image:
         gid: int | None = None,
         workdir: str | None = None,
     ) -> list[str]:
-        """harness.rootfs.container_argv for this image: *env* complete (see :meth:`container_env`), the image's binds
-        before the pod's, uid/gid/workdir the image's unless the pod overrides them."""
+        """harness.runtime.rootfs.container_argv for this image: *env* complete (see :meth:`container_env`), the
+        image's binds before the pod's, uid/gid/workdir the image's unless the pod overrides them."""
         return rootfs.container_argv(
             self.rootfs,
             hostname=hostname,
@@ -109,7 +110,7 @@ class Image:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# rabbitmq: harness/rootfs.py builds it; this is its Image value
+# rabbitmq: harness/runtime/rootfs.py builds it; this is its Image value
 
 
 def rabbitmq_image(cache_dir: Path = DEFAULT_CACHE_DIR, pinned: str = rootfs.DEFAULT_PINNED_RABBITMQ) -> Image:
@@ -582,19 +583,21 @@ def describe(image: Image) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.images", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.runtime.images", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("--pinned-rabbitmq", default=rootfs.DEFAULT_PINNED_RABBITMQ)
     parser.add_argument("--differences", action="store_true", help="list every known difference")
     ns = parser.parse_args(argv)
     if os.geteuid() != 0:
-        print("harness.images: building the images needs root (mmdebstrap, chroot, namespaces)", file=sys.stderr)
+        print(
+            "harness.runtime.images: building the images needs root (mmdebstrap, chroot, namespaces)", file=sys.stderr
+        )
         return 1
     t0 = time.monotonic()
     try:
         images = ensure_images(ns.cache_dir, pinned_rabbitmq=ns.pinned_rabbitmq)
     except RootfsError as exc:  # PinnedVersionMismatch says what moved and what to do
-        print(f"harness.images: {exc}", file=sys.stderr)
+        print(f"harness.runtime.images: {exc}", file=sys.stderr)
         return 1
     for image in images.values():
         print(describe(image))

@@ -14,7 +14,7 @@ CLI processes is ``workdir/home``), a private epmd on its own port (default mode
 namespace (netns mode) started and killed by the harness, ports probed free, all listeners on
 127.0.0.1, and an empty ``RABBITMQ_CONF_ENV_FILE`` so /etc/rabbitmq is never read.
 
-In netns mode each node is a host of its own (see :mod:`harness.netns`) with a long node name
+In netns mode each node is a host of its own (see :mod:`harness.runtime.netns`) with a long node name
 ``rabbit@198.18.X.(i+1)``; the CLI for node ``i`` runs inside node ``i``'s namespace, so it
 still answers while the node is partitioned.
 
@@ -53,10 +53,11 @@ from broker import (
     render_rabbitmq_conf,
 )
 from contract.wire import import_definitions_command
-from harness import netns as nsmod
-from harness import processes
-from harness.poll import NOT_YET, PollTimeout, poll
-from harness.ports import PORT_STRIDE, find_free_base, tcp_open
+from harness.runtime import netns as nsmod
+from harness.runtime import processes
+from harness.runtime.cleanup import cleanup_stale
+from harness.runtime.poll import NOT_YET, PollTimeout, poll
+from harness.runtime.ports import PORT_STRIDE, find_free_base, tcp_open
 
 log = logging.getLogger(__name__)
 
@@ -112,29 +113,6 @@ class NodeInfo:
     @property
     def stdout_file(self) -> Path:
         return self.dir / "stdout.log"
-
-
-def _group_is_a_broker(pgid: int) -> bool:
-    # A recorded group id may have been reused since: only kill what still looks like ours.
-    # ha-celery-rootfs: a pod runner's container (harness.rootfs.CONTAINER_STAGE), broker or worker;
-    # ha-celery-prometheus: the drills' Prometheus (its config file, harness.prometheus.CONFIG_NAME).
-    markers = (b"rabbitmq", b"beam.smp", b"epmd", b"ha-celery-rootfs", b"ha-celery-prometheus")
-    return any(marker in cmdline for cmdline in processes.group_cmdlines(pgid) for marker in markers)
-
-
-def cleanup_stale() -> list[str]:
-    """Kill what LocalClusters of dead processes left running; return what was cleaned.
-
-    The nodes run in sessions of their own (so that :meth:`LocalCluster.kill` can take a whole
-    node down), which also means they outlive a harness that is SIGKILLed before ``stop()``.
-    Groups recorded by runs whose owner is gone are killed here, then (as root) the namespaces
-    of dead owners. Clusters of live processes, e.g. a concurrent test run, are left alone.
-    :meth:`LocalCluster.start` calls this first.
-    """
-    cleaned = processes.cleanup_stale(_group_is_a_broker)
-    if os.geteuid() == 0:
-        cleaned += nsmod.cleanup_stale()
-    return cleaned
 
 
 def rabbitmq_installed(rabbitmq_bin: Path = RABBITMQ_BIN) -> bool:

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import processes
+from harness.runtime import processes
 
 PREFIX = "hacel-"
 TEST_NET = ipaddress.IPv4Network("198.18.0.0/15")
@@ -151,7 +151,7 @@ def create(nodes: int) -> NetnsLayout:
         used = _used_subnets()
         free = next((net for net in TEST_NET.subnets(new_prefix=24) if net not in used), None)
         if free is None:
-            raise NetnsError(f"no free /24 left in {TEST_NET}; run harness.netns.cleanup_stale()")
+            raise NetnsError(f"no free /24 left in {TEST_NET}; run harness.runtime.netns.cleanup_stale()")
         layout = NetnsLayout(owner_pid=os.getpid(), short=secrets.token_hex(3), subnet=free, nodes=nodes)
         try:
             _build(layout)

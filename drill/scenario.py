@@ -1,0 +1,53 @@
+"""The drills' vocabulary, shared by the seed's faults (``drill.scenarios``) and the plan's
+(``drill.pod_scenarios``): the scenario names, the queue they watch, how long a fault lasts.
+It imports no harness, so neither fault module reaches the other's cluster through it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+QUEUE = "celery"
+RECOVER_AFTER_S = 8.0
+"""How long a fault lasts before it is undone: long enough to see the failover, short enough
+for the drill to finish in a few minutes (a restarted pod takes about as long on GKE)."""
+
+
+class Scenario(StrEnum):
+    BASELINE = "baseline"
+    """No fault: the same load on a healthy cluster (the drills' alerts must stay quiet on it)."""
+    KILL_BROKER = "kill-broker"
+    """SIGKILL the node that leads the task queue (and holds its clients' connections)."""
+    KILL_WORKER = "kill-worker"
+    """SIGKILL a worker and its pool processes in the middle of tasks, then start a new one."""
+    PARTITION_BROKER = "partition-broker"
+    """Cut the queue leader's node off from the other two (network namespaces), then heal."""
+    RESTART_CLUSTER = "restart-cluster"
+    """Stop every node, start them again: queued tasks must survive on disk."""
+    ROLLING_RESTART = "rolling-restart"
+    """Restart the nodes one by one, as a GKE node-pool upgrade does."""
+    KILL_NODE = "kill-node"
+    """The Kubernetes node running the queue leader vanishes: its broker and worker pods die at once."""
+    DRAIN_NODE = "drain-node"
+    """The seed's experiment: cordon and drain the leader's node through the PDBs, then uncordon."""
+    PARTITION_NODE = "partition-node"
+    """Cut the leader's node off the network (its pods still reach each other), then heal."""
+    LOSE_DISK = "lose-disk"
+    """A broker pod comes back with an empty volume."""
+    FREEZE_BROKER = "freeze-broker"
+    """The queue leader stops answering with its sockets open (SIGSTOP: a paused VM, a stalled disk), then resumes."""
+
+    @property
+    def needs_netns(self) -> bool:
+        return self is Scenario.PARTITION_BROKER
+
+    @property
+    def needs_pod_runner(self) -> bool:
+        """Whole-node, disk and freeze faults exist only where pods run on nodes (the plan-booted cluster)."""
+        return self in {
+            Scenario.KILL_NODE,
+            Scenario.DRAIN_NODE,
+            Scenario.PARTITION_NODE,
+            Scenario.LOSE_DISK,
+            Scenario.FREEZE_BROKER,
+        }

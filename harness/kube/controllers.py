@@ -1,0 +1,288 @@
+"""The control plane's loop: the workload controllers and the scheduler, over the store's records.
+
+Every ``RECONCILE_S`` (one pass, under the store's lock):
+
+1. reap: a pod whose containers ended for good leaves the records, its address and volumes freed;
+2. the StatefulSet controller (kubernetes ``pkg/controller/statefulset``, ``stateful_set_control.go``):
+   pods ``<name>-<ordinal>`` with hostname and subdomain, a deleted pod recreated under the same name
+   once the old one is gone (Parallel pod management), unless a fault holds it down;
+3. the Deployment controller (``pkg/controller/deployment`` and ``pkg/controller/replicaset``):
+   ``replicas`` pods (``kubectl scale``'s count if set), surplus ones deleted in the ReplicaSet
+   controller's order;
+4. the scheduler (``pkg/scheduler``, ``schedule_one.go``): each Pending pod placed by
+   :func:`harness.kube.schedule.schedule`, its claims bound to the node's zone, then launched on
+   the node: a network namespace (the CNI's part) and a :class:`~harness.kube.kubelet.PodWorker`.
+
+A new workload behaviour (a rolling update, say) is one more ``_reconcile_*`` step called from
+:meth:`Controllers.reconcile`, reading and writing the store as these do.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.kube.kubelet import PodContext, PodSandbox, PodWorker
+from harness.kube.objects import Deployment, StatefulSet
+from harness.kube.schedule import ZONE, PlacedPod, schedule
+from harness.kube.store import Pod, Store
+from harness.kube.workloads import PodAddress, deployment_pod_name, etc_hosts
+from harness.runtime import netns, processes, rootfs
+from harness.runtime.images import Image
+
+log = logging.getLogger(__name__)
+
+RECONCILE_S = 0.25
+"""How often the controllers and the scheduler look at the cluster."""
+
+
+@dataclass(frozen=True)
+class PodAdditions:
+    """What a drill adds to the pods of one workload; every item is reported as a delta."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    binds: Sequence[rootfs.Bind] = ()
+    why: str = ""
+
+
+class Controllers:
+    """The loop of the module docstring, on a thread of its own between :meth:`start` and :meth:`stop`.
+
+    ``image`` resolves a container's image reference; ``additions`` (workload name -> what the
+    drill adds to its pods) is read at each pod's launch, so a change applies to the pods launched
+    after it; ``record`` lists the pods' process groups for a later run's cleanup.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        image: Callable[[str], Image],
+        additions: dict[str, PodAdditions],
+        rng: random.Random,
+        record: processes.GroupRecord,
+        pods_dir: Path,
+    ) -> None:
+        self.store = store
+        self.additions = additions
+        self._image = image
+        self._rng = rng
+        self._record = record
+        self._pods_dir = pods_dir
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._reconcile_forever, name="controllers", daemon=True)
+        self._free_slots: list[int] = []
+        self._sticky_slots: dict[str, int] = {}
+        """StatefulSet pod name -> its address slot, kept across recreations (see _slot_for)."""
+        self._recorded: list[int] = []
+
+    def start(self) -> None:
+        """Start the loop (the store's ``layout`` is set: pods are launched on its nodes)."""
+        self._free_slots = list(range(240))
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop (the pods keep running). Idempotent."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _reconcile_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.reconcile()
+            except Exception:  # a controller error must be seen, and must not stop the controllers
+                log.exception("reconcile failed")
+                self.store.event("controllers", "Error", "reconcile failed (see the log)")
+            self._stop.wait(RECONCILE_S)
+
+    def reconcile(self) -> None:
+        """One pass of every controller, then of the scheduler."""
+        store = self.store
+        with store.lock:
+            groups = self._runner_groups()
+            if groups != self._recorded:
+                self._record.write(groups)
+                self._recorded = groups
+            self._reap()
+            for sts in store.plan.statefulsets:
+                self._reconcile_statefulset(sts)
+            for deploy in store.plan.deployments:
+                self._reconcile_deployment(deploy)
+            for pod in sorted(store.pods.values(), key=lambda p: p.name):
+                if pod.worker is None:
+                    self._schedule(pod)
+
+    # ------------------------------------------------------------------------------- controllers
+
+    def _reap(self) -> None:
+        store = self.store
+        gone = [p for p in store.pods.values() if p.worker is not None and p.worker.finished]
+        for pod in gone:
+            del store.pods[pod.name]
+            if store.layout is not None and pod.slot is not None:
+                netns.remove_pod(store.layout, pod.slot)
+                self._free_slots.append(pod.slot)
+            store.volumes.remove_pod(pod.uid)
+            store.event(pod.name, "Removed", f"pod gone from {pod.node}")
+        if gone:
+            self._refresh_hosts()
+
+    def _reconcile_statefulset(self, sts: StatefulSet) -> None:
+        store = self.store
+        for ordinal in range(sts.ordinal_start, sts.ordinal_start + sts.replicas):
+            name = f"{sts.name}-{ordinal}"
+            if name not in store.pods and name not in store.held:
+                store.pods[name] = Pod(
+                    name, sts.namespace, f"StatefulSet/{sts.name}", sts.template, ordinal, name, sts.service_name
+                )
+                store.event(name, "Created", f"by StatefulSet/{sts.name}")
+
+    def _reconcile_deployment(self, deploy: Deployment) -> None:
+        store = self.store
+        owner = f"Deployment/{deploy.name}"
+        replicas = store.scaled.get(owner, deploy.replicas)
+        live = [p for p in store.pods.values() if p.owner == owner and not p.terminating]
+        for _ in range(replicas - len(live)):
+            name = deployment_pod_name(deploy, self._rng)
+            store.pods[name] = Pod(name, deploy.namespace, owner, deploy.template)
+            store.event(name, "Created", f"by {owner}")
+        # Scaled down: the ReplicaSet controller's order, roughly: unscheduled, not Ready, the rest.
+        surplus = sorted(live, key=lambda p: (p.worker is not None, p.ready, p.name))[: max(len(live) - replicas, 0)]
+        for pod in surplus:
+            if pod.worker is None:
+                del store.pods[pod.name]
+                store.event(pod.name, "Removed", f"unscheduled, {owner} scaled to {replicas}")
+            else:
+                store.event(pod.name, "Deleting", f"{owner} scaled to {replicas}: grace from spec")
+                pod.worker.delete()
+
+    # ------------------------------------------------------------------------------- scheduler
+
+    def _schedule(self, pod: Pod) -> None:
+        store = self.store
+        sts = store.statefulset_of(pod)
+        claims: dict[str, Path] = {}
+        zones: list[str] = []
+        if sts is not None and pod.ordinal is not None:
+            claims = store.volumes.claims_for(sts, pod.ordinal)
+            zones = [z for c in sts.claims if (z := store.volumes.claim_zone(sts.name, c.name, pod.ordinal))]
+        placed = [
+            PlacedPod(p.name, p.namespace, dict(p.template.labels), p.node, p.template.spec.anti_affinity_required)
+            for p in store.pods.values()
+            if p.node is not None
+        ]
+        placement = schedule(
+            pod.namespace, pod.template.labels, pod.template.spec, store.nodes, placed, claim_zones=zones
+        )
+        if placement.node is None:
+            if placement.reason != pod.pending_reason:
+                pod.pending_reason = placement.reason
+                store.event(pod.name, "FailedScheduling", placement.reason)
+            return
+        zone = next(n.labels[ZONE] for n in store.nodes if n.name == placement.node)
+        if sts is not None and pod.ordinal is not None:
+            for claim in sts.claims:
+                store.volumes.bind_claim(sts.name, claim.name, pod.ordinal, zone)
+        self._launch(pod, placement.node, claims)
+
+    def _slot_for(self, pod: Pod) -> int:
+        # A StatefulSet pod keeps its address when it is recreated. On a cluster it gets a new
+        # one and clients follow its DNS name; the drill's publisher, on the host, connects by
+        # address, so a stable one keeps it pointed at the pod (a reported delta).
+        if pod.ordinal is not None and pod.name in self._sticky_slots:
+            slot = self._sticky_slots[pod.name]
+            self._free_slots.remove(slot)
+            return slot
+        slot = self._free_slots.pop(0)
+        if pod.ordinal is not None:
+            self._sticky_slots[pod.name] = slot
+        return slot
+
+    def _launch(self, pod: Pod, node: str, claims: Mapping[str, Path]) -> None:
+        layout = self.store.layout
+        if layout is None:
+            return
+        slot = self._slot_for(pod)
+        try:
+            pod_ns = netns.add_pod(layout, self.store.node_index(node), slot)
+        except BaseException:
+            self._free_slots.append(slot)
+            raise
+        try:
+            self._start_worker(pod, node, slot, pod_ns, claims)
+        except BaseException:
+            netns.remove_pod(layout, slot)
+            self._free_slots.append(slot)
+            pod.node, pod.slot, pod.worker = None, None, None
+            raise
+
+    def _start_worker(self, pod: Pod, node: str, slot: int, pod_ns: str, claims: Mapping[str, Path]) -> None:
+        store = self.store
+        assert store.layout is not None
+        pod.node, pod.slot = node, slot
+        sandbox = PodSandbox(
+            node,
+            pod_ns,
+            store.layout.pod_ip(slot),
+            self._pods_dir / pod.name / pod.uid,
+            node_netns=store.layout.node_ns(store.node_index(node)),
+            node_ip=store.layout.node_ip(store.node_index(node)),
+        )
+        extra = self.additions.get(pod.owner.split("/", 1)[1], PodAdditions())
+        ctx = PodContext(
+            images=self._image,
+            secrets=store.plan.secrets,
+            configmaps=store.plan.configmaps,
+            volumes=store.volumes,
+            hosts_file=self._hosts_for,
+            on_event=store.on_event,
+            extra_env=extra.env,
+            extra_binds=extra.binds,
+        )
+        pod.worker = PodWorker(
+            pod.name,
+            namespace=pod.namespace,
+            uid=pod.uid,
+            template=pod.template,
+            sandbox=sandbox,
+            ctx=ctx,
+            hostname=pod.hostname,
+            subdomain=pod.subdomain,
+            claims=claims,
+        )
+        store.event(pod.name, "Scheduled", f"on {node} ({pod_ns}, {sandbox.ip})")
+        self._refresh_hosts()
+        pod.worker.start()
+
+    # ------------------------------------------------------------------------------- helpers
+
+    def _addresses(self) -> list[PodAddress]:
+        return [
+            PodAddress(p.name, p.namespace, p.ip, p.hostname, p.subdomain, p.ready)
+            for p in self.store.pods.values()
+            if p.ip is not None
+        ]
+
+    def _hosts_for(self, name: str) -> str:
+        with self.store.lock:
+            pod = self.store.pods[name]
+            me = PodAddress(pod.name, pod.namespace, pod.ip or "", pod.hostname, pod.subdomain, pod.ready)
+            return etc_hosts(me, self._addresses(), self.store.plan.services)
+
+    def _refresh_hosts(self) -> None:
+        for pod in self.store.pods.values():
+            if pod.worker is not None and pod.worker.sandbox.directory.exists():
+                pod.worker.write_hosts()
+
+    def _runner_groups(self) -> list[int]:
+        groups: list[int] = []
+        for pod in self.store.pods.values():
+            pid = None if pod.worker is None else pod.worker.runner_pid
+            if pid is not None:
+                groups.append(pid)
+        return groups
