@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import yaml
 
 from contract.image import ImagePlatforms
-from contract.wire import GMP_NAMESPACE, MAX_CONCURRENCY, SCHEDULER_RUN_PATTERN, Autoscaling
+from contract.wire import GMP_NAMESPACE, MAX_CONCURRENCY, SCHEDULER_RUN_PATTERN, Autoscaling, quorum_safe
 from monitoring.scrape import MetricsCollection
 
 PROJECT = "ha-celery"
@@ -677,13 +677,13 @@ def _cross_field_rules(
             True,
             "false in prod (spot VMs can all be reclaimed at once, taking the broker quorum with them)",
         )
-    if prod and (broker.replicas < 3 or broker.replicas % 2 == 0):
+    if prod and (broker.replicas < 3 or not quorum_safe(broker.replicas)):
         r.fail(
             f"{PROJECT}:brokerReplicas",
             broker.replicas,
             "an odd number >= 3 in prod (quorum queues need a majority to survive a node loss)",
         )
-    if broker.replicas % 2 == 0:
+    if not quorum_safe(broker.replicas):
         r.fail(
             f"{PROJECT}:brokerReplicas",
             broker.replicas,

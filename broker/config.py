@@ -21,6 +21,7 @@ from contract.wire import (
     DEAD_LETTER_QUEUE,
     MANAGEMENT_PORT,
     PROMETHEUS_PORT,
+    quorum_safe,
 )
 
 # Celery's own non-task queues, which must never get the task dead-letter policy:
@@ -181,7 +182,7 @@ class BrokerConfig:
             problems.append(f"k8s_ordinal_start must be >= 0, got {self.k8s_ordinal_start}")
         if self.cluster_size < 1:
             problems.append(f"cluster_size must be >= 1, got {self.cluster_size}")
-        elif self.cluster_size % 2 == 0:
+        elif not quorum_safe(self.cluster_size):
             problems.append(
                 f"cluster_size must be odd (a quorum of an even cluster is no safer), got {self.cluster_size}"
             )

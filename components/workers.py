@@ -409,7 +409,11 @@ def _keda(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> 
     app, labels = args.name, _labels(args.name, "autoscaler")
     auth_secret = k8s.core.v1.Secret(
         f"{name}-keda-rabbitmq",
-        metadata={"name": f"{app}-keda-rabbitmq", "namespace": args.namespace, "labels": labels},
+        metadata={
+            "name": wire.child_name(app, wire.KEDA_RABBITMQ_SECRET),
+            "namespace": args.namespace,
+            "labels": labels,
+        },
         type="Opaque",
         string_data={"host": args.management_url},
         opts=child,

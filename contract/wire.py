@@ -95,10 +95,35 @@ DEFINITIONS_PATH: Final = "/etc/ha-celery/definitions.json"
 """Where the broker pods mount the rendered definitions (dead-letter topology and policy)."""
 
 
-BROKER_TLS_SECRET_SUFFIX: Final = "-tls"
-"""``<statefulset>-tls``: the CA certificate and every node's certificate and key (the broker's only)."""
-BROKER_CA_SECRET_SUFFIX: Final = "-ca"
-"""``<statefulset>-ca``: the CA certificate alone, what clients mount."""
+# --- child object names (the cluster operator's Instance.ChildResourceName) ------------------------
+# The component names every object it makes from its own fixed name and one of these kinds; the
+# harness's Secret rules and the drills find the objects by the same function.
+NODES_SERVICE: Final = "nodes"
+"""The headless Service (``<statefulset>-nodes``) that gives each broker pod its DNS name."""
+CONFIG_MAP: Final = "config"
+"""The broker's rendered conf.d files, enabled_plugins and definitions."""
+DEFAULT_USER_SECRET: Final = "default-user"
+"""The administrator's credentials and its conf.d file."""
+ERLANG_COOKIE_SECRET: Final = "erlang-cookie"
+"""The Erlang cookie the broker nodes share."""
+TLS_SECRET: Final = "tls"
+"""The CA certificate and every node's certificate and key (the broker's only)."""
+CA_SECRET: Final = "ca"
+"""The CA certificate alone, what clients mount."""
+KEDA_RABBITMQ_SECRET: Final = "keda-rabbitmq"
+"""Child of the worker Deployment: the management URL KEDA's rabbitmq trigger reads."""
+
+
+def child_name(app: str, kind: str) -> str:
+    """The name of ``app``'s child object of ``kind`` (one of the constants above, a role's user
+    Secret or a disk type's StorageClass), e.g. ``rabbitmq-erlang-cookie``."""
+    return f"{app}-{kind}"
+
+
+BROKER_TLS_SECRET_SUFFIX: Final = f"-{TLS_SECRET}"
+"""``<statefulset>-tls``: ``child_name(statefulset, TLS_SECRET)``."""
+BROKER_CA_SECRET_SUFFIX: Final = f"-{CA_SECRET}"
+"""``<statefulset>-ca``: ``child_name(statefulset, CA_SECRET)``."""
 TLS_CA_KEY: Final = "ca.crt"
 """Key of the CA certificate in both Secrets."""
 CLIENT_CA_DIR: Final = "/etc/ha-celery/broker-ca"
@@ -149,6 +174,16 @@ KEDA_NAMESPACE: Final = "keda"
 GMP_NAMESPACE: Final = "gmp-system"
 """Where GKE managed Prometheus's collectors run: they scrape the broker and the workers."""
 
+
+# --- the broker cluster ------------------------------------------------------------------------------
+def quorum_safe(replicas: int) -> bool:
+    """Whether a cluster of ``replicas`` brokers is a size quorum queues are safe with: odd and at
+    least one. An even cluster survives no more node losses than the odd one below it (a majority of
+    4 is 3), so it only adds a node that can break a tie badly. Settings, the broker config and the
+    policy pack all ask this; prod asks for at least 3 on top."""
+    return replicas >= 1 and replicas % 2 == 1
+
+
 # --- users and labels -----------------------------------------------------------------------------------
 BROKER_USERNAME: Final = "celery"
 """The broker's default user: the operators' administrator (its password is generated into a
@@ -174,7 +209,7 @@ def role_username(role: BrokerRole) -> str:
 
 def role_secret_name(broker: str, role: BrokerRole) -> str:
     """The Secret (``username``, ``password``) of ``role``'s user, next to ``<broker>-default-user``."""
-    return f"{broker}-{role.value}-user"
+    return child_name(broker, f"{role.value}-user")
 
 
 ROLE_PASSWORDS_DIR: Final = "/etc/ha-celery-users"

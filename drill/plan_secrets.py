@@ -11,12 +11,17 @@ from functools import cache
 
 from broker.render import render_default_user_conf
 from contract.wire import (
-    BROKER_CA_SECRET_SUFFIX,
-    BROKER_TLS_SECRET_SUFFIX,
     BROKER_USERNAME,
+    CA_SECRET,
+    DEFAULT_USER_SECRET,
+    ERLANG_COOKIE_SECRET,
+    KEDA_RABBITMQ_SECRET,
+    NODES_SERVICE,
     TLS_CA_KEY,
+    TLS_SECRET,
     BrokerRole,
     broker_tls_names,
+    child_name,
     management_url,
     role_secret_name,
     role_username,
@@ -42,6 +47,31 @@ def _pick(pair: Callable[[int], tuple[str, str]], ordinal: int, index: int) -> S
     return lambda _: pair(ordinal)[index]
 
 
+def tls_rules(app: str, namespace: str, broker_nodes: int) -> dict[tuple[str, str], SecretRule]:
+    """brokerTls only: one local CA (components/rabbitmq/tls.py's pulumi-tls CA), a certificate and
+    key per broker pod, and the clients' copy of the CA."""
+    tls_secret, ca_secret = child_name(app, TLS_SECRET), child_name(app, CA_SECRET)
+
+    @cache
+    def local_ca() -> LocalCa:
+        return LocalCa()
+
+    @cache
+    def node_pair(ordinal: int) -> tuple[str, str]:
+        return local_ca().server_pair(broker_tls_names(app, child_name(app, NODES_SERVICE), namespace, ordinal))
+
+    rules: dict[tuple[str, str], SecretRule] = {
+        (tls_secret, TLS_CA_KEY): lambda _: local_ca().cert_pem,
+        # The clients' CA is the broker's: the same value, looked up.
+        (ca_secret, TLS_CA_KEY): lambda lookup: lookup(tls_secret, TLS_CA_KEY),
+    }
+    for i in range(broker_nodes):
+        pod = f"{app}-{i}"
+        rules[(tls_secret, tls_cert_key(pod))] = _pick(node_pair, i, 0)
+        rules[(tls_secret, tls_private_key_key(pod))] = _pick(node_pair, i, 1)
+    return rules
+
+
 def ha_celery_rules(
     rng: random.Random | None = None,
     *,
@@ -52,40 +82,21 @@ def ha_celery_rules(
     # Not secret, but the plan masks the whole stringData of a Secret that holds any secret value.
     username: str = BROKER_USERNAME,
 ) -> dict[tuple[str, str], SecretRule]:
-    """The rules that rebuild ha-celery's Secrets the way components/rabbitmq.py and workers.py do.
+    """The rules that rebuild ha-celery's Secrets the way components/rabbitmq/ and workers.py do
+    (the names from contract.wire.child_name, as the components take them).
 
     ``broker_nodes``: the broker StatefulSet's replicas, one certificate and key each (with TLS).
     """
-    user = f"{app}-default-user"
+    user = child_name(app, DEFAULT_USER_SECRET)
     monitoring = role_secret_name(app, BrokerRole.MONITORING)
-    tls_secret, ca_secret = f"{app}{BROKER_TLS_SECRET_SUFFIX}", f"{app}{BROKER_CA_SECRET_SUFFIX}"
-
-    @cache
-    def local_ca() -> LocalCa:
-        return LocalCa()
-
-    @cache
-    def node_pair(ordinal: int) -> tuple[str, str]:
-        # components/rabbitmq.py: the headless Service is "<app>-nodes".
-        return local_ca().server_pair(broker_tls_names(app, f"{app}-nodes", namespace, ordinal))
-
-    tls_rules: dict[tuple[str, str], SecretRule] = {
-        (tls_secret, TLS_CA_KEY): lambda _: local_ca().cert_pem,
-        # The clients' CA is the broker's: the same value, looked up.
-        (ca_secret, TLS_CA_KEY): lambda lookup: lookup(tls_secret, TLS_CA_KEY),
-    }
-    for i in range(broker_nodes):
-        pod = f"{app}-{i}"
-        tls_rules[(tls_secret, tls_cert_key(pod))] = _pick(node_pair, i, 0)
-        tls_rules[(tls_secret, tls_private_key_key(pod))] = _pick(node_pair, i, 1)
 
     def keda_host(lookup: Lookup) -> str:
-        # components/rabbitmq.py _management_url: the monitoring user, through the client Service.
+        # components/rabbitmq/secrets.py monitoring_url: the monitoring user, through the client Service.
         return management_url(lookup(monitoring, "username"), lookup(monitoring, "password"), app, namespace)
 
     roles: dict[tuple[str, str], SecretRule] = {}
     for role in BrokerRole:
-        # components/rabbitmq.py _role_secrets: one per role, same password shape as the default user's.
+        # components/rabbitmq/secrets.py role_secrets: one per role, same password shape as the default user's.
         roles[(role_secret_name(app, role), "username")] = _constant(role_username(role))
         roles[(role_secret_name(app, role), "password")] = lambda _: random_alnum(32, rng)
     return {
@@ -97,9 +108,8 @@ def ha_celery_rules(
             lookup(user, "username"), lookup(user, "password")
         ),
         # length=64, special=False.
-        (f"{app}-erlang-cookie", ".erlang.cookie"): lambda _: random_alnum(64, rng),
+        (child_name(app, ERLANG_COOKIE_SECRET), ".erlang.cookie"): lambda _: random_alnum(64, rng),
         # autoscaling=keda only: what KEDA's rabbitmq trigger reads the queue length with.
-        (f"{workers}-keda-rabbitmq", "host"): keda_host,
-        # brokerTls only.
-        **tls_rules,
+        (child_name(workers, KEDA_RABBITMQ_SECRET), "host"): keda_host,
+        **tls_rules(app, namespace, broker_nodes),
     }

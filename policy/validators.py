@@ -56,7 +56,7 @@ K8S_DEFAULT_GRACE_S: Final = 30
 """Kubernetes' ``terminationGracePeriodSeconds`` when the pod spec leaves it out."""
 BROKER_STOP_MARGIN_S: Final = 60
 """Seconds a RabbitMQ node needs after its preStop hook to stop cleanly (flush the quorum
-queue WAL, close connections): the minute ``components/rabbitmq.py`` leaves out of the grace
+queue WAL, close connections): the minute ``components/rabbitmq/pod.py`` leaves out of the grace
 period. The kubelet counts the grace from the start of the hook and SIGKILLs when it runs out."""
 
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -231,7 +231,7 @@ def check_broker_replicas(resource_type: str, props: Props) -> list[str]:
         return []
     found = _get(props, "spec", "replicas")
     replicas = 1 if found is None else _int(found)  # absent: the Kubernetes default, 1
-    if replicas is None or replicas < 3 or replicas % 2 == 0:
+    if replicas is None or replicas < 3 or not wire.quorum_safe(replicas):
         shown = found if replicas is None else replicas
         return [
             f"{kind_and_name(resource_type, props)}: spec.replicas is {shown!r}; a RabbitMQ cluster needs an odd "

@@ -110,7 +110,7 @@ def _name(common_name: str) -> x509.Name:
 
 
 class LocalCa:
-    """A throwaway CA and broker node certificates made as components/rabbitmq.py makes them with
+    """A throwaway CA and broker node certificates made as components/rabbitmq/tls.py makes them with
     pulumi-tls: ECDSA P-256, a CA certificate, one server certificate per node whose names are
     contract.wire.broker_tls_names (the pod's StatefulSet DNS name, which the harness's pods
     resolve as GKE's would, and the client Service's names). Generated on first use."""
