@@ -115,6 +115,7 @@ workers = CeleryWorkers(
         autoscaling_max_replicas=config.workers.autoscaling_max_replicas,
         broker_selector=broker.pod_selector,
         metrics_namespaces=config.network.metrics_namespaces,
+        pod_annotations=broker.worker_pod_annotations,
     ),
     # Pulumi awaits the StatefulSet until every broker is Ready: workers and the scheduler then
     # connect on their first try instead of crash-looping (or failing the Job) while disks
@@ -133,7 +134,13 @@ monitoring = Monitoring(
         operator_labels=dict(config.monitoring.operator_labels),
         dashboard=config.monitoring.dashboard,
     ),
-    opts=k8s_opts,
+    # After the brokers are Ready: then the node pool schedules and runs pods, and GKE's
+    # gmp-operator (scheduled on it at the same time, a small binary serving in seconds where a
+    # broker takes minutes) answers the validating webhook that `Rules` goes through. Created
+    # seconds after a brand-new pool, `Rules` fails the first `up` (cloud review 3, finding 3).
+    # depends_on, not an Output: no property depends on the StatefulSet, so nothing here is
+    # replaced with it.
+    opts=pulumi.ResourceOptions(provider=gke.provider, depends_on=[broker.statefulset]),
 )
 
 pulumi.export("cluster_name", gke.name)
@@ -147,3 +154,7 @@ pulumi.export("broker_service", broker.service_name)
 pulumi.export("broker_credentials_secret", broker.credentials_secret)
 pulumi.export("worker_deployment", workers.deployment_name)
 pulumi.export("monitoring_objects", monitoring.object_names)
+if config.broker.tls:
+    # Each node certificate's notAfter (RFC 3339): renewal needs a `pulumi up` in its last 30 days
+    # (components/rabbitmq/tls.py); a CI check or a calendar reads it here.
+    pulumi.export("broker_node_cert_not_after", broker.node_cert_not_after)

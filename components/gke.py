@@ -373,5 +373,16 @@ def _provider(
         # kubeconfig would replace every Kubernetes object in the stack.
         cluster_identifier=cluster.id,
         delete_unreachable=False,
+        # ConfigMap and Secret data update in place. Without these the provider replaces them on
+        # any data change (diff.go), delete-before-replace since their names are fixed, and the
+        # engine then replaces every dependent first: the whole broker StatefulSet at once.
+        # Chosen over generated names with create-before-delete: the pod runner, the harness's
+        # Secret rules, KEDA's TriggerAuthentication, the drills and the runbooks all find these
+        # objects by their fixed names (contract.wire.child_name); what a pod read at start is
+        # rolled by its template's checksum annotations instead. Adding the options to a running
+        # stack is a provider update, not a replacement (DiffConfig replaces only when the
+        # kubeconfig's active cluster changes).
+        enable_config_map_mutable=True,
+        enable_secret_mutable=True,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[node_pool]),
     )

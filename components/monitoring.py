@@ -58,6 +58,12 @@ class Monitoring(pulumi.ComponentResource):
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ha-celery:index:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        # The caller's depends_on repeated on the scrape and rule objects, so the engine records
+        # the edge there (a component's own depends_on only delays its registration): their
+        # admission webhooks (GMP's gmp-operator, failurePolicy Fail; prometheus-operator's) run as
+        # pods on the cluster's one node pool, which is brand new on a first `up`, and the provider
+        # does not retry a webhook error.
+        validated = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on if opts else None)
         labels = {"app.kubernetes.io/part-of": "ha-celery", "app.kubernetes.io/component": "monitoring"}
         objects = scrape_objects(
             args.collection,
@@ -77,7 +83,7 @@ class Monitoring(pulumi.ComponentResource):
                     "labels": {**labels, **args.operator_labels},
                 },
                 spec=obj.spec,
-                opts=child,
+                opts=validated,
             )
         self.object_names = pulumi.Output.from_input([f"{obj.kind}/{obj.name}" for obj in objects])
         self.dashboard_configmap = None

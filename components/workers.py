@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -71,6 +72,10 @@ class CeleryWorkersArgs:
     connect to. None: no egress restriction (a broker outside this cluster)."""
     metrics_namespaces: tuple[str, ...] = (GMP_NAMESPACE,)
     """Namespaces whose pods may scrape the workers' metrics port; nothing else reaches a worker."""
+    pod_annotations: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Annotations of the worker pod template: checksums of what a worker reads at start from the
+    broker (its user's password, the CA; RabbitMQCluster.worker_pod_annotations), so that a
+    rotation rolls the workers. Not on the scheduler Job (its spec is never updated)."""
     queue: str = wire.QUEUE_NAME
     """The task queue the workers consume (and KEDA measures)."""
     name: str = "celery-worker"
@@ -273,7 +278,7 @@ def _pod_template(args: CeleryWorkersArgs) -> k8s.core.v1.PodTemplateSpecArgsDic
         for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
     ]
     return {
-        "metadata": {"labels": _pod_labels(args.name, "worker")},
+        "metadata": {"labels": _pod_labels(args.name, "worker"), "annotations": dict(args.pod_annotations)},
         "spec": {
             # Above the hard task time limit plus the shutdown margin: a warm shutdown
             # lets running tasks finish and ack before the kubelet's SIGKILL.

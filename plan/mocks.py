@@ -113,6 +113,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["certRequestPem"] = f"mock-certificate-request-{name}"
         elif token == "tls:index/locallySignedCert:LocallySignedCert":
             state["certPem"] = f"mock-certificate-{name}"
+            state["validityEndTime"] = "2027-12-07T00:00:00Z"
         elif token.startswith("kubernetes:") and not token.startswith("pulumi:providers"):
             state.setdefault("status", {})
             metadata: dict[str, Any] = state.get("metadata") or {}

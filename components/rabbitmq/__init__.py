@@ -22,7 +22,7 @@ import pulumi_kubernetes as k8s
 
 from components.rabbitmq import config, meta, network_policy, pdb, pod, secrets, services, statefulset, tls
 from components.rabbitmq.network_policy import namespaces_peer
-from contract.wire import GMP_NAMESPACE, BrokerRole
+from contract.wire import CA_SECRET, DEFAULT_USER_SECRET, GMP_NAMESPACE, BrokerRole, child_name, role_secret_name
 
 __all__ = ["RabbitMQCluster", "RabbitMQClusterArgs", "namespaces_peer"]
 
@@ -47,8 +47,8 @@ class RabbitMQClusterArgs:
     memory_mib: int
     """Memory request = limit per pod; RabbitMQ is told 80% of it (BrokerConfig.memory_available_bytes)."""
     production: bool
-    """Required one-broker-per-node anti-affinity, zone spread enforced, disks kept on delete
-    (StorageClass Retain, claims retained with the StatefulSet); dev deletes both."""
+    """Required one-broker-per-node anti-affinity, zone spread enforced, disks kept after their
+    claims are deleted (StorageClass Retain; dev: Delete). Claims outlive the StatefulSet in both."""
     consumer_timeout_ms: int
     """Broker-side limit on an unacked delivery; must exceed the workers' task time limit."""
     cluster_name: str
@@ -99,19 +99,29 @@ class RabbitMQCluster(pulumi.ComponentResource):
         user_secret, cookie_secret = secrets.secrets(name, args, self.password, cookie, child)
         role_passwords = secrets.role_passwords(name, child)
         role_secrets = secrets.role_secrets(name, args, role_passwords, child)
-        tls_secret, ca_secret = tls.secrets(name, args, child) if args.tls else (None, None)
+        material = tls.material(name, args, child) if args.tls else None
         config_files = config.files(args)
         config_map = config.config_map(name, args, config_files, child)
         headless, client = services.services(name, args, child)
-        pod_spec = pod.pod_spec(args, pod.volumes(cookie_secret, config_map, user_secret, role_secrets, tls_secret))
+        credentials = {"default-user": self.password, "erlang-cookie": cookie} | {
+            role.value: password for role, password in role_passwords.items()
+        }
+        tls_secrets = [material.broker_secret, material.ca_secret] if material is not None else []
         self.statefulset = statefulset.statefulset(
             name,
             args,
             child,
-            service=headless,
-            storage=storage_class,
-            pod_spec=pod_spec,
-            config_checksum=config.config_checksum(config_files),
+            pod_spec=pod.pod_spec(args, pod.volumes(args)),
+            annotations=_pod_annotations(config.config_checksum(config_files), credentials, material),
+            mounts=[
+                storage_class,
+                headless,
+                config_map,
+                user_secret,
+                cookie_secret,
+                *role_secrets.values(),
+                *tls_secrets,
+            ],
         )
         pdb.pdb(name, args, child)
         network_policy.network_policy(name, args, child)
@@ -120,12 +130,25 @@ class RabbitMQCluster(pulumi.ComponentResource):
         self.pod_selector = meta.selector(args)
         """Labels of the broker pods (what scrapes them selects), known without waiting on the cluster."""
         self.hosts = services.hosts(args)
-        self.credentials_secret = user_secret.metadata["name"]
-        self.worker_credentials_secret = role_secrets[BrokerRole.WORKER].metadata["name"]
-        self.scheduler_credentials_secret = role_secrets[BrokerRole.SCHEDULER].metadata["name"]
+        # Names as plain values (no dependency on the Secret resources: see pod.volumes); the
+        # clients wait for the StatefulSet, which waits for them.
+        self.credentials_secret = pulumi.Output.from_input(child_name(args.name, DEFAULT_USER_SECRET))
+        self.worker_credentials_secret = pulumi.Output.from_input(role_secret_name(args.name, BrokerRole.WORKER))
+        self.scheduler_credentials_secret = pulumi.Output.from_input(role_secret_name(args.name, BrokerRole.SCHEDULER))
         self.management_url = secrets.monitoring_url(args, role_passwords[BrokerRole.MONITORING])
         self.amqp_port = meta.amqp_port(args)
-        self.ca_secret = ca_secret.metadata["name"] if ca_secret is not None else None
+        self.ca_secret = pulumi.Output.from_input(child_name(args.name, CA_SECRET)) if material is not None else None
+        self.worker_pod_annotations: dict[str, pulumi.Output[str]] = {
+            secrets.CREDENTIALS_CHECKSUM_ANNOTATION: meta.output_digest(
+                {BrokerRole.WORKER.value: role_passwords[BrokerRole.WORKER]}
+            )
+        }
+        """Checksums of what a worker pod reads at start from this component (its user's
+        password, the CA): the worker Deployment's template carries them and rolls on a change."""
+        if material is not None:
+            self.worker_pod_annotations[tls.TLS_CHECKSUM_ANNOTATION] = material.ca_checksum
+        self.node_cert_not_after = material.not_after if material is not None else {}
+        """With TLS: each node certificate's end of validity (RFC 3339) by pod name."""
         self.register_outputs(
             {
                 "service_name": self.service_name,
@@ -137,5 +160,21 @@ class RabbitMQCluster(pulumi.ComponentResource):
                 "management_url": self.management_url,
                 "amqp_port": self.amqp_port,
                 "ca_secret": self.ca_secret,
+                "node_cert_not_after": self.node_cert_not_after,
             }
         )
+
+
+def _pod_annotations(
+    config_checksum: str, credentials: dict[str, pulumi.Output[str]], material: tls.TlsMaterial | None
+) -> dict[str, pulumi.Input[str]]:
+    """Checksums of what the broker pods read at start and can change: a change rolls them one at a
+    time, and only a change does. Computed from the values (the rendered files, the passwords and
+    certificates), never from the ConfigMap/Secret resources (see meta.output_digest)."""
+    annotations: dict[str, pulumi.Input[str]] = {
+        config.CONFIG_CHECKSUM_ANNOTATION: config_checksum,
+        secrets.CREDENTIALS_CHECKSUM_ANNOTATION: meta.output_digest(credentials),
+    }
+    if material is not None:
+        annotations[tls.TLS_CHECKSUM_ANNOTATION] = material.checksum
+    return annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 
 import pulumi
@@ -45,11 +44,9 @@ files (they are copied at start, and RabbitMQ reads its config only at boot)."""
 
 
 def config_checksum(files: dict[str, str]) -> str:
-    """sha256 of the rendered files, names included, in name order."""
-    digest = hashlib.sha256()
-    for key in sorted(files):
-        digest.update(f"{key}\0{files[key]}\0".encode())
-    return digest.hexdigest()
+    """sha256 of the rendered files, names included, in name order: plain values, known before
+    any resource exists, so the pod template does not depend on the ConfigMap resource."""
+    return meta.digest(files)
 
 
 def config_map(

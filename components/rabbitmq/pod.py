@@ -12,16 +12,20 @@ from components.rabbitmq import meta
 from components.rabbitmq.tls import BROKER_TLS, TLS_DIR, TLS_SOURCE
 from contract.metrics import BROKER_METRICS_PORT_NAME
 from contract.wire import (
+    CONFIG_MAP,
+    DEFAULT_USER_SECRET,
     DEFINITIONS_PATH,
     DIST_PORT,
     EPMD_PORT,
+    ERLANG_COOKIE_SECRET,
     MANAGEMENT_PORT,
     NODES_SERVICE,
     PROMETHEUS_PORT,
     RABBITMQ_UID,
     ROLE_PASSWORDS_DIR,
-    BrokerRole,
+    TLS_SECRET,
     child_name,
+    role_secret_name,
 )
 
 if TYPE_CHECKING:
@@ -86,18 +90,18 @@ def _cookie_setup_container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerA
     }
 
 
-def volumes(
-    cookie_secret: k8s.core.v1.Secret,
-    config_map: k8s.core.v1.ConfigMap,
-    user_secret: k8s.core.v1.Secret,
-    role_secrets: dict[BrokerRole, k8s.core.v1.Secret],
-    tls_secret: k8s.core.v1.Secret | None,
-) -> list[k8s.core.v1.VolumeArgsDict]:
+def volumes(args: RabbitMQClusterArgs) -> list[k8s.core.v1.VolumeArgsDict]:
+    # Names as plain strings (contract.wire.child_name), not the objects' Outputs: an Output would
+    # make the pod template depend on the ConfigMap or Secret resource, and any replacement of it
+    # would replace the StatefulSet too (the engine's dependent replacement). The StatefulSet
+    # waits for them through depends_on instead; the checksum annotations roll the pods.
+    config_map = child_name(args.name, CONFIG_MAP)
+    user_secret = child_name(args.name, DEFAULT_USER_SECRET)
     tls_volumes: list[k8s.core.v1.VolumeArgsDict] = []
-    if tls_secret is not None:
+    if args.tls:
         tls_volumes = [
             # Only the init container mounts every node's pair; the broker sees its own, copied.
-            {"name": "tls-secret", "secret": {"secret_name": tls_secret.metadata["name"], "default_mode": 0o400}},
+            {"name": "tls-secret", "secret": {"secret_name": child_name(args.name, TLS_SECRET), "default_mode": 0o400}},
             {"name": "tls", "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}},
         ]
     return [
@@ -106,7 +110,7 @@ def volumes(
         {"name": "rabbitmq-confd", "empty_dir": {}},
         {
             "name": "erlang-cookie-secret",
-            "secret": {"secret_name": cookie_secret.metadata["name"], "default_mode": 0o400},
+            "secret": {"secret_name": child_name(args.name, ERLANG_COOKIE_SECRET), "default_mode": 0o400},
         },
         {
             "name": "rabbitmq-confd-source",
@@ -114,7 +118,7 @@ def volumes(
                 "sources": [
                     {
                         "config_map": {
-                            "name": config_map.metadata["name"],
+                            "name": config_map,
                             "items": [
                                 {"key": "20-ha-celery.conf", "path": "20-ha-celery.conf"},
                                 {"key": "enabled_plugins", "path": "enabled_plugins"},
@@ -123,7 +127,7 @@ def volumes(
                     },
                     {
                         "secret": {
-                            "name": user_secret.metadata["name"],
+                            "name": user_secret,
                             "items": [{"key": "default_user.conf", "path": "30-default-user.conf"}],
                         }
                     },
@@ -133,7 +137,7 @@ def volumes(
         {
             "name": "ha-celery-files",
             "config_map": {
-                "name": config_map.metadata["name"],
+                "name": config_map,
                 "items": [{"key": "definitions.json", "path": "definitions.json"}],
             },
         },
@@ -144,7 +148,7 @@ def volumes(
                 "sources": [
                     {
                         "secret": {
-                            "name": role_secrets[user.role].metadata["name"],
+                            "name": role_secret_name(args.name, user.role),
                             "items": [{"key": "password", "path": user.username}],
                         }
                     }

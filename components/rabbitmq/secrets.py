@@ -39,6 +39,10 @@ RANDOM_PASSWORD_INPUTS = (
     "upper",
 )
 """Every input of random.RandomPassword; each one forces a new value when it changes."""
+CREDENTIALS_CHECKSUM_ANNOTATION = "ha-celery/credentials-sha256"
+"""Pod template annotation: which passwords (and, on the brokers, which cookie) the pods read at
+start, as a one-way digest (meta.output_digest): a rotation (`pulumi up --replace` of a
+RandomPassword) updates the Secret in place and rolls the pods that read it, one at a time."""
 
 
 def passwords(name: str, child: pulumi.ResourceOptions) -> tuple[pulumi.Output[str], pulumi.Output[str]]:

@@ -9,9 +9,8 @@ import pulumi_kubernetes as k8s
 
 from broker.render import BOOT_DEADLINE_S, SEED_JOIN_WAIT_S
 from components.rabbitmq import meta
-from components.rabbitmq.config import CONFIG_CHECKSUM_ANNOTATION
 from components.rabbitmq.pod import GRACE_SECONDS
-from contract.wire import child_name
+from contract.wire import NODES_SERVICE, child_name
 
 if TYPE_CHECKING:
     from components.rabbitmq import RabbitMQClusterArgs
@@ -46,32 +45,37 @@ def statefulset(
     args: RabbitMQClusterArgs,
     child: pulumi.ResourceOptions,
     *,
-    service: k8s.core.v1.Service,
-    storage: k8s.storage.v1.StorageClass,
     pod_spec: k8s.core.v1.PodSpecArgsDict,
-    config_checksum: str,
+    annotations: dict[str, pulumi.Input[str]],
+    mounts: list[pulumi.Resource],
 ) -> k8s.apps.v1.StatefulSet:
+    """``annotations``: the pod template's checksums of everything the pods read at start that can
+    change. ``mounts``: the objects the pods read (Services, StorageClass, ConfigMap, Secrets),
+    waited for through depends_on: every name in the spec is a plain string (child_name), so no
+    property of the StatefulSet depends on them and no replacement of one replaces it (the
+    engine's dependent replacement follows property dependencies only: pulumi/pulumi
+    pkg/resource/deploy/step_generator.go, calculateDependentReplacements)."""
     labels = meta.labels(args)
     return k8s.apps.v1.StatefulSet(
         f"{name}-statefulset",
         metadata=meta.metadata(args.name, args),
         spec={
-            "service_name": service.metadata["name"],
+            "service_name": child_name(args.name, NODES_SERVICE),
             "replicas": args.replicas,
             # Parallel: all nodes boot together; OrderedReady would wait for pod 0's readiness,
             # which after a full stop may need the other nodes.
             "pod_management_policy": "Parallel",
             "update_strategy": {"type": "RollingUpdate"},
-            # Scaled-down claims are kept in every stack (a scale-up back finds its data). On
-            # delete, prod keeps its disks; dev deletes them (its StorageClass too), or a
-            # `pulumi destroy` would leave them behind and billed.
-            "persistent_volume_claim_retention_policy": {
-                "when_scaled": "Retain",
-                "when_deleted": "Retain" if args.production else "Delete",
-            },
+            # Claims outlive the StatefulSet in every stack: scaled-down ones (a scale-up back
+            # finds its data) and, on delete, all of them. A replacement nobody asked for (a
+            # disk kind change, `--replace`) deletes the StatefulSet and creates it again: the
+            # new pods take the old claims back by name, with every queued task. Dev's
+            # `pulumi destroy` still cleans up: it deletes the namespace, which deletes the
+            # claims, and dev's StorageClass (reclaim Delete) then deletes the disks.
+            "persistent_volume_claim_retention_policy": {"when_scaled": "Retain", "when_deleted": "Retain"},
             "selector": {"match_labels": meta.selector(args)},
             "template": {
-                "metadata": {"labels": labels, "annotations": {CONFIG_CHECKSUM_ANNOTATION: config_checksum}},
+                "metadata": {"labels": labels, "annotations": annotations},
                 "spec": pod_spec,
             },
             "volume_claim_templates": [
@@ -79,7 +83,7 @@ def statefulset(
                     "metadata": {"name": "persistence", "labels": labels},
                     "spec": {
                         "access_modes": ["ReadWriteOnce"],
-                        "storage_class_name": storage.metadata["name"],
+                        "storage_class_name": child_name(args.name, args.disk_type),
                         "resources": {"requests": {"storage": f"{args.storage_gi}Gi"}},
                     },
                 }
@@ -93,6 +97,7 @@ def statefulset(
                 # claims grow by volume expansion instead (README). A disk kind change still replaces.
                 ignore_changes=[STORAGE_REQUEST_PATH],
                 custom_timeouts=_timeouts(args.replicas),
+                depends_on=mounts,
             ),
         ),
     )

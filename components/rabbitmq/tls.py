@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pulumi
@@ -36,7 +37,27 @@ CA_VALIDITY_HOURS = 10 * 365 * 24
 """The CA outlives many node certificates: replacing it means every client's CA file changes too."""
 NODE_CERT_VALIDITY_HOURS = 365 * 24
 NODE_CERT_EARLY_RENEWAL_HOURS = 30 * 24
-"""A `pulumi up` in a node certificate's last 30 days replaces it (README: rotation)."""
+"""A `pulumi up` in a node certificate's last 30 days replaces the LocallySignedCert (README:
+rotation). That resource has no fixed name, so the engine creates the new one before it deletes the
+old one and nothing is replaced along with it: the TLS Secret is updated in place (the provider's
+enable_secret_mutable) and the pod template's TLS checksum rolls the brokers one at a time."""
+TLS_CHECKSUM_ANNOTATION = "ha-celery/tls-sha256"
+"""Pod template annotation: sha256 of the certificates a pod reads at start (the public parts: a
+new key comes with a new certificate), so a renewal or a new CA rolls the pods that use them."""
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    broker_secret: k8s.core.v1.Secret
+    """The CA certificate and every node's pair: the broker's init container reads it."""
+    ca_secret: k8s.core.v1.Secret
+    """The CA certificate alone, for clients."""
+    checksum: pulumi.Output[str]
+    """TLS_CHECKSUM_ANNOTATION of the broker pods: the CA and every node certificate."""
+    ca_checksum: pulumi.Output[str]
+    """TLS_CHECKSUM_ANNOTATION of the client pods: the CA certificate."""
+    not_after: dict[str, pulumi.Output[str]]
+    """Each node certificate's end of validity (RFC 3339), by pod name: a stack output."""
 
 
 def _tls_names(args: RabbitMQClusterArgs, ordinal: int) -> pulumi.Output[list[str]]:
@@ -44,9 +65,7 @@ def _tls_names(args: RabbitMQClusterArgs, ordinal: int) -> pulumi.Output[list[st
     return pulumi.Output.from_input(args.namespace).apply(lambda ns: broker_tls_names(app, nodes_service, ns, ordinal))
 
 
-def secrets(
-    name: str, args: RabbitMQClusterArgs, child: pulumi.ResourceOptions
-) -> tuple[k8s.core.v1.Secret, k8s.core.v1.Secret]:
+def material(name: str, args: RabbitMQClusterArgs, child: pulumi.ResourceOptions) -> TlsMaterial:
     """A CA, one key and certificate per node, and the two Secrets: the broker's (CA, every node's
     pair) and the clients' (the CA certificate only)."""
     # ECDSA P-256: as strong as RSA-3072 for a fraction of the handshake cost; Erlang/OTP and
@@ -62,6 +81,8 @@ def secrets(
         opts=child,
     )
     data: dict[str, pulumi.Input[str]] = {TLS_CA_KEY: ca.cert_pem}
+    public: dict[str, pulumi.Output[str]] = {TLS_CA_KEY: ca.cert_pem}
+    not_after: dict[str, pulumi.Output[str]] = {}
     for i in range(args.replicas):
         pod = f"{args.name}-{i}"
         names = _tls_names(args, i)
@@ -83,7 +104,8 @@ def secrets(
             allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
             opts=child,
         )
-        data[tls_cert_key(pod)] = cert.cert_pem
+        data[tls_cert_key(pod)] = public[tls_cert_key(pod)] = cert.cert_pem
+        not_after[pod] = cert.validity_end_time
         # The provider marks private keys secret; stated here too, so no change of it leaks one.
         data[tls_private_key_key(pod)] = pulumi.Output.secret(key.private_key_pem)
     broker_secret = k8s.core.v1.Secret(
@@ -103,4 +125,10 @@ def secrets(
         string_data={TLS_CA_KEY: ca_cert},
         opts=child,
     )
-    return broker_secret, ca_secret
+    return TlsMaterial(
+        broker_secret,
+        ca_secret,
+        checksum=meta.output_digest(public),
+        ca_checksum=meta.output_digest({TLS_CA_KEY: ca.cert_pem}),
+        not_after=not_after,
+    )

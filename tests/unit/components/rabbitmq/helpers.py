@@ -62,9 +62,42 @@ class Registered:
     delete_before_replace: bool
     protect: bool
     timeouts: dict[str, str]
+    dependencies: frozenset[str] = frozenset()
+    """URNs of every resource this one waits for (depends_on and property dependencies)."""
+    property_dependencies: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
+    """Per top-level input, the URNs its value came from: what the engine's dependent replacement
+    follows (pulumi/pulumi step_generator.go, calculateDependentReplacements)."""
 
 
-def record(stack: str, program: Callable[[], None], config: dict[str, str]) -> dict[tuple[str, str], Registered]:
+def urn_type(urn: str) -> str:
+    """The resource type token of a URN (``urn:pulumi:stack::project::parent$type::name``)."""
+    return urn.split("::")[2].rsplit("$", maxsplit=1)[-1]
+
+
+def urn_name(urn: str) -> str:
+    return urn.split("::")[3]
+
+
+def changed_mocks(changes: dict[str, dict[str, str]]) -> Callable[[str], Any]:
+    """A factory of RecordingMocks whose resources named in ``changes`` return those outputs
+    instead: a renewed certificate, a rotated password, as the provider would after `--replace`."""
+    from plan.mocks import RecordingMocks
+
+    class Changed(RecordingMocks):
+        def new_resource(self, args: Any) -> tuple[str | None, dict[str, Any]]:
+            resource_id, state = super().new_resource(args)
+            return resource_id, {**state, **changes.get(args.name, {})}
+
+    return lambda project: Changed(project=project)
+
+
+def record(
+    stack: str,
+    program: Callable[[], None],
+    config: dict[str, str],
+    mocks_factory: Callable[[str], Any] | None = None,
+) -> dict[tuple[str, str], Registered]:
+    """Run ``program`` under the mocks (``mocks_factory(project)``, or plain RecordingMocks)."""
     import pulumi
     from pulumi.runtime.mocks import MockMonitor
     from pulumi.runtime.stack import run_pulumi_func
@@ -82,7 +115,8 @@ def record(stack: str, program: Callable[[], None], config: dict[str, str]) -> d
             return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
     def run() -> dict[tuple[str, str], Registered]:
-        mocks = RecordingMocks(project=config.get("gcp:project", "mock-project"))
+        project = config.get("gcp:project", "mock-project")
+        mocks = mocks_factory(project) if mocks_factory else RecordingMocks(project=project)
         pulumi.runtime.set_all_config(config)
         pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=OptionsMonitor(mocks))
         _sync_await(run_pulumi_func(program))
@@ -97,6 +131,8 @@ def record(stack: str, program: Callable[[], None], config: dict[str, str]) -> d
                 bool(req.deleteBeforeReplace),
                 bool(req.protect),
                 {k: v for k, v in timeouts.items() if v},
+                frozenset(req.dependencies),
+                {k: frozenset(v.urns) for k, v in req.propertyDependencies.items()},
             )
         return out
 
@@ -123,7 +159,7 @@ def dev_args(**changes: Any) -> RabbitMQClusterArgs:
     return dataclasses.replace(args, **changes)
 
 
-def component(**changes: Any) -> dict[tuple[str, str], Registered]:
+def component(mocks_factory: Callable[[str], Any] | None = None, **changes: Any) -> dict[tuple[str, str], Registered]:
     """The broker component alone, with dev-like args and ``changes``."""
     from components.rabbitmq import RabbitMQCluster
 
@@ -132,7 +168,7 @@ def component(**changes: Any) -> dict[tuple[str, str], Registered]:
     def program() -> None:
         RabbitMQCluster("rabbitmq", args)
 
-    return record("dev", program, {})
+    return record("dev", program, {}, mocks_factory)
 
 
 def only(found: dict[tuple[str, str], Registered], token: str) -> Registered:
