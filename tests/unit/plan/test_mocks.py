@@ -55,7 +55,14 @@ def test_engine_json_keeps_options_dependencies_and_only_hashes_of_secrets(tmp_p
     statefulset = engine[("kubernetes:apps/v1:StatefulSet", "rabbitmq-statefulset")]
     assert statefulset["ignoreChanges"] == ["spec.volumeClaimTemplates[0].spec.resources.requests.storage"]
     assert statefulset["customTimeouts"]["update"] == "4560s"
-    assert "kubernetes:core/v1:ConfigMap::rabbitmq-config" in statefulset["propertyDependencies"]["spec"]
+    # The ConfigMap is an ordering edge (depends_on), not a property dependency of the spec: the
+    # engine's dependent replacement follows property dependencies (cloud review 3, finding 1).
+    config_map = "kubernetes:core/v1:ConfigMap::rabbitmq-config"
+    assert config_map in statefulset["dependencies"]
+    assert config_map not in statefulset["propertyDependencies"]["spec"]
+    assert "random:index/randomPassword:RandomPassword::rabbitmq-worker-password" in (
+        statefulset["propertyDependencies"]["spec"]
+    )
     assert statefulset["provider"] == "pulumi:providers:kubernetes::ha-celery-dev-k8s"
     storage = engine[("kubernetes:storage.k8s.io/v1:StorageClass", "rabbitmq-storage")]
     assert (storage["deleteBeforeReplace"], storage["replaceOnChanges"]) == (

@@ -6,10 +6,10 @@ registry) nor the worker Deployment; a workload's pods roll exactly when the cas
 keep a changed ConfigMap/Secret they mount without rolling. The disk-kind change must replace, and
 plan-diff must say so.
 
-The cases marked xfail fail on this branch for the reason of the review's finding 1 (fixed-name
-immutable ConfigMap/Secrets are deleted first, and the engine's cascade replaces the StatefulSet);
-the h3 branch fixes the causes, and the lead removes the marks at merge (strict: they fail loudly
-when the fix lands without the marks going).
+Before the fixes of cloud review 3, finding 1, seven of these cases replaced the StatefulSet (a
+fixed-name immutable ConfigMap or Secret deleted first, and the engine's cascade through the
+StatefulSet's spec): brokerMemoryMiB, brokerReplicas 3->5, TLS on, TLS off, a password rotation,
+a certificate renewal and a CA rotation.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[3]
 STATEFULSET = "rabbitmq-statefulset"
 DEPLOYMENT = "celery-deployment"
 CLUSTER_TYPES = ("gcp:container/cluster:Cluster", "gcp:container/nodePool:NodePool")
-FIXED_BY_H3 = pytest.mark.xfail(strict=True, reason="fixed by the h3 branch")
 CODE_CHANGE = "code"
 """A case option: plan the new side from a copy of the tree with one app/ file changed."""
 
@@ -58,28 +57,21 @@ class Case:
 
 TLS = ("brokerTls=true",)
 ROUTINE = [
-    pytest.param(Case("brokerMemoryMiB", new=("brokerMemoryMiB=1536",), broker_rolls=True), marks=FIXED_BY_H3),
+    pytest.param(Case("brokerMemoryMiB", new=("brokerMemoryMiB=1536",), broker_rolls=True)),
     pytest.param(Case("brokerCpuMillis", new=("brokerCpuMillis=750",), broker_rolls=True)),
     # The workers' broker list names every node: they roll to learn the two new ones.
-    pytest.param(
-        Case("brokerReplicas 3->5", new=("brokerReplicas=5",), broker_rolls=True, workers_roll=True), marks=FIXED_BY_H3
-    ),
+    pytest.param(Case("brokerReplicas 3->5", new=("brokerReplicas=5",), broker_rolls=True, workers_roll=True)),
     pytest.param(Case("brokerImage patch", new=("brokerImage=rabbitmq:4.3.7-management",), broker_rolls=True)),
-    pytest.param(Case("brokerTls on", new=TLS, broker_rolls=True, workers_roll=True), marks=FIXED_BY_H3),
+    pytest.param(Case("brokerTls on", new=TLS, broker_rolls=True, workers_roll=True)),
     pytest.param(
         Case("brokerTls off", base=TLS, new=("brokerTls=false",), broker_rolls=True, workers_roll=True),
-        marks=FIXED_BY_H3,
     ),
     pytest.param(
         Case("role-password rotation", replace=("rabbitmq-worker-password",), broker_rolls=True, workers_roll=True),
-        marks=FIXED_BY_H3,
     ),
-    pytest.param(
-        Case("node-certificate renewal", base=TLS, replace=("rabbitmq-0-cert",), broker_rolls=True), marks=FIXED_BY_H3
-    ),
+    pytest.param(Case("node-certificate renewal", base=TLS, replace=("rabbitmq-0-cert",), broker_rolls=True)),
     pytest.param(
         Case("CA rotation", base=TLS, replace=("rabbitmq-ca-key",), broker_rolls=True, workers_roll=True),
-        marks=FIXED_BY_H3,
     ),
     pytest.param(Case("worker code change", code=True, workers_roll=True)),
     pytest.param(Case("workerReplicas", new=("workerReplicas=5",))),
