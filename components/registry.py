@@ -129,7 +129,7 @@ def _repository(name: str, args: RegistryArgs, parent: Registry) -> gcp.artifact
         ),
         labels=args.labels,
         # A gcr.io repository outlives the stack: `pulumi destroy` must not delete the project's
-        # gcr.io images (a later `up` then needs `pulumi import`, see the README).
+        # gcr.io images (a later `up` then needs `pulumi import`, see docs/images.md).
         opts=pulumi.ResourceOptions(parent=parent, retain_on_delete=bool(args.repository_id)),
     )
 

@@ -280,7 +280,8 @@ def rule_groups(timing: AlertTiming = PRODUCTION, *, broker_nodes: int = DEFAULT
             severity="critical",
             summary="RabbitMQ disk alarm on {{ $labels.instance }}: publishers are blocked",
             description="Free disk is below the node's disk_free_limit; every publishing connection is blocked.",
-            runbook="Drain the backlog (scale workers) or grow the broker disks in place (README: Growing the disks).",
+            runbook="Drain the backlog (scale workers) or grow the broker disks in place"
+            " (docs/operate-broker.md: Growing the disks).",
         ),
     ]
     queue_rules = [

@@ -120,7 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if losses:
         for s in losses:
             print(f"plan-diff: stateful {s.type} {s.name}: {s.step} ({s.reasons[0]})", file=sys.stderr)
-        print("plan-diff: ALLOW=<name> accepts one (see the README's runbook)", file=sys.stderr)
+        print(
+            "plan-diff: ALLOW=<name> accepts one (the runbook: docs/operate-broker.md, 'Changing disk kind')",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

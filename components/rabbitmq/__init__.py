@@ -38,7 +38,7 @@ class RabbitMQClusterArgs:
     storage_gi: int
     """Data volume per node, GiB, for the claims created on the first ``pulumi up``. Later changes
     are ignored (a claim template change would replace the StatefulSet): disks grow by volume
-    expansion, see README "Operating the broker"."""
+    expansion, see docs/operate-broker.md."""
     image: pulumi.Input[str]
     """rabbitmq:4.3.x image (or its mirror in Artifact Registry)."""
     cpu_millis: int

@@ -50,7 +50,7 @@ def passwords(name: str, child: pulumi.ResourceOptions) -> tuple[pulumi.Output[s
     # the broker keeps the old password while the Secret gets the new one; a new cookie keeps
     # restarted pods out of the cluster. So no input change may replace them. Not `protect`:
     # that blocks `pulumi destroy` of dev. A deliberate rotation is `pulumi up --replace <urn>`
-    # plus `rabbitmqctl change_password` (README "Operating the broker").
+    # plus `rabbitmqctl change_password` (docs/operate-broker.md, "Rotating credentials and certificates").
     keep = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=list(RANDOM_PASSWORD_INPUTS)))
     # No special characters: the password goes into AMQP URLs and a conf file verbatim.
     password = random.RandomPassword(f"{name}-password", length=32, special=False, opts=keep)

@@ -94,7 +94,7 @@ def statefulset(
             pulumi.ResourceOptions(
                 # volumeClaimTemplates is immutable: the provider would replace the StatefulSet
                 # (fixed name: delete first, all brokers down at once) on a size change. Existing
-                # claims grow by volume expansion instead (README). A disk kind change still replaces.
+                # claims grow by volume expansion instead (docs/operate-broker.md). A disk kind change still replaces.
                 ignore_changes=[STORAGE_REQUEST_PATH],
                 custom_timeouts=_timeouts(args.replicas),
                 depends_on=mounts,

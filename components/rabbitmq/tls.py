@@ -11,6 +11,7 @@ import pulumi_tls as tls
 
 from broker.config import BrokerTls
 from components.rabbitmq import meta
+from contract import timing
 from contract.wire import (
     CA_SECRET,
     NODES_SERVICE,
@@ -35,12 +36,14 @@ BROKER_TLS = BrokerTls(
 )
 CA_VALIDITY_HOURS = 10 * 365 * 24
 """The CA outlives many node certificates: replacing it means every client's CA file changes too."""
-NODE_CERT_VALIDITY_HOURS = 365 * 24
-NODE_CERT_EARLY_RENEWAL_HOURS = 30 * 24
-"""A `pulumi up` in a node certificate's last 30 days replaces the LocallySignedCert (README:
-rotation). That resource has no fixed name, so the engine creates the new one before it deletes the
-old one and nothing is replaced along with it: the TLS Secret is updated in place (the provider's
-enable_secret_mutable) and the pod template's TLS checksum rolls the brokers one at a time."""
+NODE_CERT_VALIDITY_HOURS = timing.NODE_CERT_VALIDITY_S // 3600
+NODE_CERT_EARLY_RENEWAL_HOURS = timing.NODE_CERT_EARLY_RENEWAL_S // 3600
+"""A `pulumi up` in a node certificate's last 30 days replaces the LocallySignedCert
+(docs/operate-broker.md, "Rotating credentials and certificates"); the expiry alert's threshold is
+held against the same window (monitoring.rules.AlertTiming.certificate_warning_s). That resource
+has no fixed name, so the engine creates the new one before it deletes the old one and nothing is
+replaced along with it: the TLS Secret is updated in place (the provider's enable_secret_mutable)
+and the pod template's TLS checksum rolls the brokers one at a time."""
 TLS_CHECKSUM_ANNOTATION = "ha-celery/tls-sha256"
 """Pod template annotation: sha256 of the certificates a pod reads at start (the public parts: a
 new key comes with a new certificate), so a renewal or a new CA rolls the pods that use them."""

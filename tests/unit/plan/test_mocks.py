@@ -60,8 +60,9 @@ def test_engine_json_keeps_options_dependencies_and_only_hashes_of_secrets(tmp_p
     config_map = "kubernetes:core/v1:ConfigMap::rabbitmq-config"
     assert config_map in statefulset["dependencies"]
     assert config_map not in statefulset["propertyDependencies"]["spec"]
-    assert "random:index/randomPassword:RandomPassword::rabbitmq-worker-password" in (
-        statefulset["propertyDependencies"]["spec"]
+    assert (
+        "random:index/randomPassword:RandomPassword::rabbitmq-worker-password"
+        in (statefulset["propertyDependencies"]["spec"])
     )
     assert statefulset["provider"] == "pulumi:providers:kubernetes::ha-celery-dev-k8s"
     storage = engine[("kubernetes:storage.k8s.io/v1:StorageClass", "rabbitmq-storage")]
