@@ -1,6 +1,6 @@
-"""The dashboard and the alert rules query only metrics that exist: the worker's are the contract's
-(whose export helper 15b's worker test proves), the broker's are scraped here from a plan-booted
-RabbitMQ 4.3.6 cluster through the very endpoints and families the scrape objects name."""
+"""The dashboard and the alert rules query only broker metrics that exist: scraped here from a
+plan-booted RabbitMQ 4.3.6 cluster through the very endpoints and families the scrape objects name
+(the offline half, worker metrics included, is tests/unit/monitoring/test_dashboard.py)."""
 
 from __future__ import annotations
 
@@ -14,65 +14,13 @@ from typing import Any
 import pytest
 
 from contract import metrics, wire
-from monitoring import dashboard
-from monitoring.rules import rule_groups
 from tests.conftest import Plan
+from tests.unit.monitoring.test_dashboard import referenced
+
+pytestmark = pytest.mark.integration
 
 SYNTHETIC = {"up"}
 """Written by Prometheus itself for every scrape target, not by an exporter."""
-HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-
-
-def _expressions() -> dict[str, str]:
-    """Where each expression comes from -> the expression (dashboard panels and alert rules)."""
-    found = {f"dashboard query {i}": q for i, q in enumerate(dashboard.queries(dashboard.build()))}
-    found |= {f"rule {r['alert']}": r["expr"] for g in rule_groups() for r in g["rules"]}
-    return found
-
-
-def _referenced() -> set[str]:
-    return {name for expr in _expressions().values() for name in dashboard.metric_names(expr)}
-
-
-def _worker_base(name: str) -> str:
-    for suffix in HISTOGRAM_SUFFIXES:
-        if name.startswith(metrics.TASK_RUNTIME) and name.endswith(suffix):
-            return name.removesuffix(suffix)
-    return name
-
-
-def test_every_expression_names_a_metric_it_can_be_checked_on() -> None:
-    for where, expr in _expressions().items():
-        assert dashboard.metric_names(expr), f"{where}: no known metric in {expr!r}"
-
-
-def test_metric_names_skip_label_values_and_functions() -> None:
-    assert dashboard.metric_names('sum(rate(rabbitmq_x_total{queue="rabbitmq_y"}[5m])) + up') == {
-        "rabbitmq_x_total",
-        "up",
-    }
-
-
-def test_worker_metrics_are_the_contracts() -> None:
-    worker = {n for n in _referenced() if n.startswith(metrics.PREFIX)}
-    assert worker, "the dashboard shows no worker metric"
-    unknown = {n for n in worker if _worker_base(n) not in metrics.WORKER_METRICS}
-    assert not unknown, f"not in contract.metrics.WORKER_METRICS: {sorted(unknown)}"
-
-
-def test_dashboard_covers_what_the_issue_asks() -> None:
-    names = {n for q in dashboard.queries(dashboard.build()) for n in dashboard.metric_names(q)}
-    for needed in (
-        "rabbitmq_unreachable_cluster_peers_count",  # broker nodes
-        "rabbitmq_detailed_queue_messages_ready",  # queue depth
-        "rabbitmq_global_messages_received_total",  # rates
-        "rabbitmq_detailed_queue_messages",  # DLQ
-        metrics.TASKS_SUCCEEDED,  # worker throughput
-        metrics.TASKS_FAILED,  # failures
-    ):
-        assert needed in names, needed
-    assert any(wire.DEAD_LETTER_QUEUE in q for q in dashboard.queries(dashboard.build()))
-
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s")
 
@@ -121,15 +69,13 @@ def _replicas(exposed: dict[str, list[str]], queue: str) -> list[str]:
     return [labels for labels in exposed.get("rabbitmq_detailed_queue_info", []) if f'queue="{queue}"' in labels]
 
 
-@pytest.mark.integration
 def test_broker_metrics_exist_on_a_real_4_3_broker(broker_metrics: dict[str, list[str]]) -> None:
-    broker = {n for n in _referenced() if not n.startswith(metrics.PREFIX)} - SYNTHETIC
+    broker = {n for n in referenced() if not n.startswith(metrics.PREFIX)} - SYNTHETIC
     assert broker
     missing = sorted(broker - set(broker_metrics))
     assert not missing, f"referenced but not exposed by RabbitMQ 4.3.6 (/metrics + the detailed families): {missing}"
 
 
-@pytest.mark.integration
 def test_the_labels_the_rules_select_on_exist(broker_metrics: dict[str, list[str]]) -> None:
     """The quorum-critical rule counts quorum queue replicas per node; the queue rules select by name."""
     task_queue = _replicas(broker_metrics, wire.QUEUE_NAME)

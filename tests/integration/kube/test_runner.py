@@ -17,7 +17,7 @@ import pytest
 from contract.wire import WORKER_UID, BrokerRole, role_username
 from harness import netns
 from harness.images import ensure_images
-from harness.kube.cluster import KubeCluster, KubeError, plan_nodes
+from harness.kube.cluster import KubeCluster, KubeError
 from harness.poll import poll
 from tests.conftest import Plan
 
@@ -36,15 +36,6 @@ def cluster(plans: dict[str, Plan]) -> Iterator[KubeCluster]:
             yield running
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def test_the_stack_nodes_come_from_the_plan_settings(plans: dict[str, Plan]) -> None:
-    dev = plan_nodes(plans["dev"].directory)
-    prod = plan_nodes(plans["prod"].directory)
-    assert len(dev) == 3
-    assert len({n.labels["topology.kubernetes.io/zone"] for n in dev}) == 1, "dev is a zonal cluster"
-    assert len(prod) == 3
-    assert len({n.labels["topology.kubernetes.io/zone"] for n in prod}) == 3, "prod has one node per zone"
 
 
 def test_brokers_form_one_rabbitmq_43_cluster_from_the_plan(cluster: KubeCluster) -> None:

@@ -31,8 +31,8 @@ from app.metrics import MetricsConfigError
 from app.scheduler import PLANS, run_with_progress
 from app.scheduler import main as scheduler_main
 from contract import metrics, timing, wire
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 HOSTS_ENV = {
     "BROKER_HOSTS": "rmq-0.rmq-headless.ns.svc.cluster.local,rmq-1.rmq-headless.ns.svc.cluster.local:5673",
     "BROKER_USER": "celery",

@@ -12,7 +12,7 @@ from app import tasks
 from app.config import from_env
 from app.factory import MIN_DELAY_S, ConfirmedCelery, delayed, make_app
 from contract import timing
-from tests.test_publish import URLS_ENV, CapturingProducer
+from tests.unit.app.test_publish import URLS_ENV, CapturingProducer
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 

@@ -21,8 +21,8 @@ from monitoring import dashboard
 from monitoring.rules import PRODUCTION, duration, rule_groups
 from monitoring.scrape import GMP_API, OPERATOR_API, RULES_NAME, MetricsCollection
 from tests.conftest import Plan
-from tests.test_plan_cloud import one, registered
-from tests.test_settings import DEV
+from tests.unit.components.test_cloud import one, registered
+from tests.unit.settings.test_settings import DEV
 
 JOBS = (metrics.BROKER_JOB, metrics.BROKER_DETAILED_JOB, metrics.WORKER_JOB)
 CLUSTER = "gcp:container/cluster:Cluster"

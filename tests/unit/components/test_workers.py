@@ -13,7 +13,7 @@ import yaml
 from contract import metrics, timing
 from contract.wire import CLIENT_LABEL, Autoscaling
 from tests.conftest import Plan
-from tests.test_plan_cloud import one, registered
+from tests.unit.components.test_cloud import one, registered
 
 STATEFULSET = "kubernetes:apps/v1:StatefulSet"
 

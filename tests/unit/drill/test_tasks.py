@@ -11,8 +11,7 @@ from app.factory import make_app
 from contract.image import WORKER_SOURCES
 from drill import records, tasks
 from drill.profiles import Profile, ProfileRuntime, worker_argv
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
 
 HOSTS_ENV = {"BROKER_HOSTS": "rmq-0", "BROKER_USER": "celery", "BROKER_PASSWORD": "pw"}
 

@@ -4,7 +4,8 @@ Every validator passes on the real plan of every stack and fails on a mutated co
 resource, with a message that names what is wrong. The pack's wiring (one mandatory policy per
 invariant, URNs on stack violations, unknowns during preview) is checked through pulumi_policy's
 own argument types; ``policy/__main__.py`` is run with ``PolicyPack`` replaced by a recorder,
-because the real one starts the analyzer's gRPC server and blocks.
+because the real one starts the analyzer's gRPC server and blocks (tests/integration/test_policy_pack.py
+serves it).
 """
 
 from __future__ import annotations
@@ -13,16 +14,12 @@ import copy
 import json
 import re
 import runpy
-import subprocess
-import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import grpc
 import pulumi_policy
 import pytest
-from google.protobuf import empty_pb2, json_format, struct_pb2
-from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+from google.protobuf import json_format, struct_pb2
 from pulumi_policy import (
     EnforcementLevel,
     PolicyCustomTimeouts,
@@ -550,58 +547,3 @@ def test_every_invariant_is_a_resource_or_a_stack_check() -> None:
     for invariant in INVARIANTS:
         assert isinstance(invariant, Invariant)
         assert (invariant.check_stack is None) != (invariant.check_resource is None), invariant.name
-
-
-@pytest.fixture
-def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
-    """The pack served as the CLI serves it: ``python -m pulumi.policy ENGINE .`` in ``policy/``."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pulumi.policy", "127.0.0.1:1", "."],
-        cwd=ROOT / "policy",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.strip().isdigit():
-            proc.kill()
-            assert proc.stderr is not None
-            pytest.fail(f"the policy pack did not start: {line!r}\n{proc.stderr.read().decode()}")
-        with grpc.insecure_channel(f"127.0.0.1:{int(line)}") as channel:
-            yield analyzer_pb2_grpc.AnalyzerStub(channel)
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def test_the_served_pack_lists_every_policy_as_mandatory(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
-    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
-    assert info.name == pack.PACK_NAME
-    assert [(p.name, p.enforcementLevel) for p in info.policies] == [
-        (i.name, analyzer_pb2.EnforcementLevel.MANDATORY) for i in INVARIANTS
-    ]
-
-
-def test_the_served_pack_refuses_a_violating_plan(
-    analyzer: analyzer_pb2_grpc.AnalyzerStub, plans: dict[str, Plan]
-) -> None:
-    resources = [r for r in resources_of(plans["prod"]) if r.name != "celery-pdb"]
-    broker(resources).props["spec"]["replicas"] = 4
-    sts = broker(resources)
-    out = analyzer.Analyze(
-        analyzer_pb2.AnalyzeRequest(type=sts.type, properties=struct(sts.props), urn="urn:sts", name=sts.name)
-    )
-    assert [(d.policyName, d.enforcementLevel) for d in out.diagnostics] == [
-        ("broker-replicas-odd", analyzer_pb2.EnforcementLevel.MANDATORY)
-    ], out
-    assert "spec.replicas is 4;" in out.diagnostics[0].message
-    stack = analyzer.AnalyzeStack(
-        analyzer_pb2.AnalyzeStackRequest(
-            resources=[
-                analyzer_pb2.AnalyzerResource(type=r.type, properties=struct(r.props), urn=f"urn:{r.name}", name=r.name)
-                for r in resources
-            ]
-        )
-    )
-    assert [(d.policyName, d.urn) for d in stack.diagnostics] == [("disruption-budgets", "urn:celery-deployment")]

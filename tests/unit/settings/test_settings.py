@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Any
 
@@ -22,8 +21,8 @@ from app.config import ConfigError, from_env
 from contract.image import ImagePlatforms
 from contract.wire import ENV_BROKER_URLS, ENV_CONCURRENCY, MAX_CONCURRENCY
 from settings import ARM_FAMILIES, STACK_MAX, BrokerStorage, DiskType, Environment, RegistryDomain, SettingsError
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DEV: dict[str, str] = {"location": "us-east1-c"}
 PROD: dict[str, str] = {
     "environment": "prod",

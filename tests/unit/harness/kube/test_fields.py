@@ -9,7 +9,7 @@ import pytest
 
 from harness.kube.fields import TABLES, Status, UnsupportedFieldError, audit, check, leaves
 from harness.kube.objects import Plan, add_object
-from tests.kube.conftest import container, pod_spec
+from tests.unit.harness.kube.conftest import container, pod_spec
 
 P = "spec.template.spec"
 

@@ -21,7 +21,7 @@ from harness.kube.objects import (
     parse_secret,
     parse_statefulset,
 )
-from tests.kube.conftest import container, pod_spec
+from tests.unit.harness.kube.conftest import container, pod_spec
 
 
 def test_probe_defaults_and_named_port(sts: dict[str, Any]) -> None:

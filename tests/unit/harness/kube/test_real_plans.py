@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from harness.kube.cluster import plan_nodes
 from harness.kube.env import PodFacts, expand_command, resolve_env
 from harness.kube.fields import audit, format_deltas
 from harness.kube.objects import load_objects, load_plan
@@ -15,6 +16,7 @@ from harness.kube.schedule import Node, PlacedPod, schedule
 from harness.kube.secretfill import fill_secrets, ha_celery_rules, rules_generator
 from harness.kube.volumes import VolumeStore, container_mounts
 from harness.kube.workloads import PodState, eviction_allowed, statefulset_pod_fqdn, statefulset_pod_names
+from tests.conftest import Plan
 
 EXPECTED_DELTA_KINDS = {
     "image",
@@ -150,3 +152,12 @@ def test_broker_pdb_allows_one_drain_at_a_time(plan_dir: Path) -> None:
     assert eviction_allowed(pdb, all_ready, "rabbitmq-0", expected=3)[0]
     one_down = [PodState("rabbitmq-0", labels, ready=False), *all_ready[1:]]
     assert not eviction_allowed(pdb, one_down, "rabbitmq-1", expected=3)[0]
+
+
+def test_the_stack_nodes_come_from_the_plan_settings(plans: dict[str, Plan]) -> None:
+    dev = plan_nodes(plans["dev"].directory)
+    prod = plan_nodes(plans["prod"].directory)
+    assert len(dev) == 3
+    assert len({n.labels["topology.kubernetes.io/zone"] for n in dev}) == 1, "dev is a zonal cluster"
+    assert len(prod) == 3
+    assert len({n.labels["topology.kubernetes.io/zone"] for n in prod}) == 3, "prod has one node per zone"

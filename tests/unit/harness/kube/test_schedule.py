@@ -6,7 +6,7 @@ from typing import Any
 
 from harness.kube.objects import PodSpec, parse_statefulset
 from harness.kube.schedule import HOSTNAME, ZONE, Node, PlacedPod, schedule
-from tests.kube.conftest import pod_spec
+from tests.unit.harness.kube.conftest import pod_spec
 
 LABELS = {"app": "rabbitmq"}
 SEL = {"matchLabels": LABELS}

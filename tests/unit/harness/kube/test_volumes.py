@@ -10,7 +10,7 @@ import pytest
 
 from harness.kube.objects import ConfigMap, Secret, parse_statefulset
 from harness.kube.volumes import VolumeError, VolumeStore, apply_fs_group, container_mounts
-from tests.kube.conftest import container, pod_spec
+from tests.unit.harness.kube.conftest import container, pod_spec
 
 
 class Recorder:

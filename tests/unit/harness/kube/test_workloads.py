@@ -25,7 +25,7 @@ from harness.kube.workloads import (
     template_hash,
     update_order,
 )
-from tests.kube.conftest import container
+from tests.unit.harness.kube.conftest import container
 
 LABELS = {"app": "rabbitmq"}
 
