@@ -21,6 +21,7 @@ import yaml
 from contract import metrics
 from monitoring import rules
 from monitoring.rules import PRODUCTION, AlertTiming, duration, rule_groups
+from tests.requires import requires
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +31,9 @@ WORKER = f'job="{metrics.WORKER_JOB}"'
 
 
 def _promtool() -> str:
+    requires("promtool")
     found = shutil.which("promtool")
-    assert found, "promtool not found: install Debian's prometheus package (make system-deps)"
+    assert found
     return found
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from broker import policy_definition, rabbitmq_conf_settings, render_definitions
-from harness.cluster import RABBITMQ_BIN, LocalCluster, rabbitmq_installed
+from harness.cluster import LocalCluster
 from tests.integration.conftest import cluster_workdir
+from tests.requires import requires
 from tests.unit.broker.test_render import GIB, local
 
 pytestmark = pytest.mark.integration
@@ -29,8 +30,8 @@ def _schema_mappings() -> list[re.Pattern[str]]:
     return patterns
 
 
-@pytest.mark.skipif(not list(SCHEMA_ROOT.glob("rabbitmq_server-3.10.*")), reason="rabbitmq-server 3.10 not installed")
 def test_every_3_10_key_exists_in_the_installed_schema() -> None:
+    requires("rabbitmq-server")
     patterns = _schema_mappings()
     assert patterns
     cfg = local(net_ticktime_s=10, cluster_name="c", memory_limit_bytes=GIB, bind_address="127.0.0.1")
@@ -40,6 +41,7 @@ def test_every_3_10_key_exists_in_the_installed_schema() -> None:
 
 @pytest.fixture
 def workdir() -> Iterator[Path]:
+    requires("rabbitmq-server")
     path = cluster_workdir("broker-test")
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -67,7 +69,6 @@ def _flat(text: str) -> str:
     return re.sub(r"[\s']+", "", text)
 
 
-@pytest.mark.skipif(not rabbitmq_installed(RABBITMQ_BIN), reason="rabbitmq-server is not installed")
 def test_rendered_config_takes_effect_on_a_real_3_10_node(workdir: Path) -> None:
     overrides = {"memory_limit_bytes": 2 * GIB, "consumer_timeout_ms": 1_234_000, "delivery_limit": 7}
     with LocalCluster(workdir, nodes=1, config=overrides) as node:
@@ -120,7 +121,6 @@ def test_rendered_config_takes_effect_on_a_real_3_10_node(workdir: Path) -> None
         assert node.user in users, "the default user from conf.d was not created"
 
 
-@pytest.mark.skipif(not rabbitmq_installed(RABBITMQ_BIN), reason="rabbitmq-server is not installed")
 def test_boot_time_definitions_suppress_default_user(workdir: Path) -> None:
     """Why the definitions are imported after boot: importing them at boot (the documented
     "recommended" way) makes a blank node skip the default user that Kubernetes gives it

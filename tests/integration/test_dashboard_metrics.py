@@ -15,6 +15,7 @@ import pytest
 
 from contract import metrics, wire
 from tests.conftest import Plan
+from tests.requires import requires
 from tests.unit.monitoring.test_dashboard import referenced
 
 pytestmark = pytest.mark.integration
@@ -42,6 +43,7 @@ def broker_metrics(plans: dict[str, Plan]) -> Iterator[dict[str, list[str]]]:
     from drill.pod_scenarios import BROKERS
     from drill.runner import booted_plan
 
+    requires("root")
     with booted_plan(plans["dev"].directory) as (target, _results):
         pods = [p for p in target.cluster.pods_of(BROKERS) if p.ip is not None]
         assert len(pods) == 3

@@ -13,6 +13,7 @@ import pytest
 from contract.image import ImagePlatforms
 from harness import images
 from tests.conftest import ROOT
+from tests.requires import requires
 
 REQUIREMENTS = ROOT / "app/requirements.txt"
 # pip's --platform tags of each image platform (the wheels are pure Python; the tags only decide what pip may pick).
@@ -23,9 +24,9 @@ pytestmark = pytest.mark.integration
 
 def test_requirements_are_the_lock() -> None:
     """`make lock` writes app/requirements.txt from uv.lock; a hand edit or a lock without it shows here (offline)."""
+    requires("uv")
     uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is not installed (make setup installs it)")
+    assert uv
     exported = subprocess.run(
         [uv, "export", "--frozen", "--only-group", "app", "--no-header", "--no-annotate", "--quiet"],
         cwd=ROOT,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from harness import images, rootfs
 from tests.conftest import Plan
+from tests.requires import requires
 
 PINNED = os.environ.get("HA_CELERY_RABBITMQ_PINNED", rootfs.DEFAULT_PINNED_RABBITMQ)
 CACHE = Path(os.environ.get("HA_CELERY_ROOTFS_CACHE", str(rootfs.DEFAULT_CACHE_DIR)))
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_cached_tarball_is_reused_and_stale_temps_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert shutil.which("zstd"), "zstd missing: run `make system-deps`"
+    requires("zstd")
     src = tmp_path / "src"
     (src / "etc").mkdir(parents=True)
     (src / "etc/marker").write_text("x")
@@ -197,8 +197,8 @@ def make_pod(  # noqa: PLR0917
 
 @pytest.fixture(scope="module")
 def image() -> images.Image:
-    """The rabbitmq image, built or reused. Fails (never skips) without root: the harness needs it."""
-    assert os.geteuid() == 0, "the container runtime needs root (namespaces, mounts, chroot)"
+    """The rabbitmq image, built or reused (root: the container runtime needs namespaces, mounts, chroot)."""
+    requires("root")
     return images.rabbitmq_image(CACHE, PINNED)
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from harness import images, rootfs
 from tests.conftest import ROOT
+from tests.requires import requires
 
 CACHE = Path(os.environ.get("HA_CELERY_ROOTFS_CACHE", str(images.DEFAULT_CACHE_DIR)))
 LOCKED_CELERY = images.locked_versions(ROOT / "app/requirements.txt")["celery"]
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def worker() -> images.Image:
-    assert os.geteuid() == 0, "the container runtime needs root (namespaces, mounts, chroot)"
+    requires("root")
     return images.worker_image(CACHE, ROOT)
 
 

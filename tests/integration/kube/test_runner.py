@@ -20,6 +20,7 @@ from harness.images import ensure_images
 from harness.kube.cluster import KubeCluster, KubeError
 from harness.poll import poll
 from tests.conftest import Plan
+from tests.requires import requires
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +30,7 @@ WORKERS = "Deployment/celery-worker"
 
 @pytest.fixture(scope="module")
 def cluster(plans: dict[str, Plan]) -> Iterator[KubeCluster]:
+    requires("root")
     work = Path(tempfile.mkdtemp(prefix="ha-celery-kube-test-"))
     try:
         with KubeCluster(plans["dev"].directory, work, ensure_images()) as running:
@@ -126,6 +128,7 @@ def test_only_the_plans_deployments_scale(cluster: KubeCluster) -> None:
 
 
 def test_stopping_leaves_nothing_behind(plans: dict[str, Plan]) -> None:
+    requires("root")
     work = Path(tempfile.mkdtemp(prefix="ha-celery-kube-test-"))
     running = KubeCluster(plans["dev"].directory, work, ensure_images())
     try:
