@@ -1,6 +1,10 @@
 """The pipelined publisher without a broker: delivery-tag bookkeeping, message fidelity with
 ``app.send_task``, and failover/nack handling against a scripted fake connection.
 
+The publisher runs on a fake clock that moves only when it waits (a read that times out, a
+back-off, a confirm's latency): its budgets are checked at their real values, exactly, and
+never flake on a loaded machine.
+
 The real broker side (a stock worker runs the messages, a node killed mid-publish loses
 nothing) is in tests/integration/test_publish.py.
 """
@@ -8,7 +12,6 @@ nothing) is in tests/integration/test_publish.py.
 from __future__ import annotations
 
 import random
-import time
 import tracemalloc
 from collections import defaultdict
 from collections.abc import Callable
@@ -176,12 +179,27 @@ class Dropped(ConnectionError):
 
 
 @dataclass
+class FakeClock:
+    """The publisher's ``clock`` and ``sleep``: time passes only when something waits, by what it waits."""
+
+    now: float = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0, f"asked to sleep {seconds}s"
+        self.now += seconds
+
+
+@dataclass
 class FakeBroker:
     """Scripted broker behind every FakeConnection: what arrived, and what goes wrong when.
 
     ``drop_on``: (connection number, nth publish on it) pairs at which the socket dies; the
     publish that hit it counts as stored or not per ``stored_when_dropped``.
     ``nack_once``: task ids whose first publish is nacked.
+    ``confirm_latency_s``: how long a read waits for confirms that are on their way.
     """
 
     drop_on: set[tuple[int, int]] = field(default_factory=set)
@@ -193,6 +211,8 @@ class FakeBroker:
     connections: int = 0
     hosts: list[int] = field(default_factory=list)
     max_in_flight: int = 0
+    confirm_latency_s: float = 0.0
+    clock: FakeClock = field(default_factory=FakeClock)
 
 
 class FakeChannel:
@@ -287,11 +307,13 @@ class FakeConnection:
         return self.current
 
     def drain_events(self, timeout: float) -> None:
-        del timeout
         if not self.alive:
             raise Dropped("connection is closed")
         if self.number in self.broker.silent_connections or self.current is None or not self.current.unsettled:
+            # A socket read with nothing to read blocks for its whole timeout.
+            self.broker.clock.sleep(timeout)
             raise TimeoutError("nothing to read")
+        self.broker.clock.sleep(self.broker.confirm_latency_s)
         self.current.deliver()
 
     def heartbeat_check(self, rate: int) -> None:
@@ -307,12 +329,6 @@ class FakeConnection:
         self.host += 1
 
 
-@pytest.fixture
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Failover back-off sleeps take no time (they follow the app's retry policy: 0, 1, 2 s)."""
-    monkeypatch.setattr("app.publish.time.sleep", lambda _: None)
-
-
 def run_fake(
     broker: FakeBroker, count: int, window: int = 4, **kwargs: Any
 ) -> tuple[batch.PublishResult, FakeConnection, list[int]]:
@@ -320,11 +336,18 @@ def run_fake(
     conn = FakeConnection(broker)
     with_fake_connection(app, conn)
     progress: list[int] = []
-    result = publish_pipelined(app, PublishPlan(tasks.NOOP, count), progress.append, window=window, **kwargs)
+    result = publish_pipelined(
+        app,
+        PublishPlan(tasks.NOOP, count),
+        progress.append,
+        window=window,
+        clock=broker.clock,
+        sleep=broker.clock.sleep,
+        **kwargs,
+    )
     return result, conn, progress
 
 
-@pytest.mark.usefixtures("no_backoff")
 def test_every_publish_is_confirmed_with_at_most_window_in_flight() -> None:
     broker = FakeBroker()
     result, conn, progress = run_fake(broker, count=50, window=4)
@@ -341,7 +364,6 @@ def test_every_publish_is_confirmed_with_at_most_window_in_flight() -> None:
     assert conn.current.declared == ["exchange:celery", "queue:celery", "bind:celery"]
 
 
-@pytest.mark.usefixtures("no_backoff")
 def test_a_dropped_connection_republishes_the_unconfirmed_on_the_next_node() -> None:
     # The 3rd publish on the first connection kills it: 1-2 are in flight, 3 was half sent.
     broker = FakeBroker(drop_on={(1, 3)}, stored_when_dropped=True)
@@ -357,7 +379,6 @@ def test_a_dropped_connection_republishes_the_unconfirmed_on_the_next_node() -> 
     assert conn.current.declared[:2] == ["exchange:celery", "queue:celery"], "redeclared on the new channel"
 
 
-@pytest.mark.usefixtures("no_backoff")
 def test_the_publish_that_hit_the_dead_socket_is_republished_too() -> None:
     broker = FakeBroker(drop_on={(1, 1), (2, 3)}, stored_when_dropped=False)
     result, _, _ = run_fake(broker, count=10, window=2)
@@ -366,7 +387,6 @@ def test_the_publish_that_hit_the_dead_socket_is_republished_too() -> None:
     assert set(broker.stored) == set(result.task_ids)
 
 
-@pytest.mark.usefixtures("no_backoff")
 def test_nacked_publishes_are_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
     app = build_app()
     plan = PublishPlan(tasks.NOOP, 12)
@@ -384,62 +404,66 @@ def test_nacked_publishes_are_sent_again(monkeypatch: pytest.MonkeyPatch) -> Non
         original(self, message, **kwargs)
 
     monkeypatch.setattr(FakeChannel, "basic_publish", nack_first_two)
-    result = publish_pipelined(app, plan, lambda _: None, window=3)
+    result = publish_pipelined(app, plan, lambda _: None, window=3, clock=broker.clock, sleep=broker.clock.sleep)
     assert result.ok, result.error
     assert result.republished == 2
     assert result.failovers == 0
     assert sorted(broker.stored) == sorted(result.task_ids)
 
 
-@pytest.mark.usefixtures("no_backoff")
-def test_a_channel_that_only_nacks_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_channel_that_only_nacks_is_replaced() -> None:
     # RabbitMQ 3.10 keeps nacking on a channel that saw its quorum queue leaderless; a new
     # connection is accepted (see app.publish._NACK_REOPEN_S).
-    monkeypatch.setattr("app.publish._NACK_REOPEN_S", 0.2)
     broker = FakeBroker(nacking_connections={1})
     result, _, _ = run_fake(broker, count=10, window=4)
     assert result.ok, result.error
     assert result.failovers == 1
     assert broker.hosts == [0, 1]
+    # It backed off and retried on the nacking channel for _NACK_REOPEN_S, no longer than one more pause.
+    assert publish._NACK_REOPEN_S < result.seconds <= publish._NACK_REOPEN_S + publish._NACK_PAUSE_MAX_S
     # Publishes the old channel had not settled yet when it was dropped may be stored twice.
     assert set(broker.stored) == set(result.task_ids)
 
 
-@pytest.mark.usefixtures("no_backoff")
 def test_a_silent_broker_times_out_and_fails_over() -> None:
     # The first connection accepts publishes but never confirms: after confirm_timeout_s
     # the publisher must treat it as dead rather than wait forever.
     broker = FakeBroker(silent_connections={1})
-    result, _, _ = run_fake(broker, count=10, window=4, confirm_timeout_s=0.05)
+    result, _, _ = run_fake(broker, count=10, window=4)
     assert result.ok, result.error
     assert result.failovers == 1
     assert result.republished == 4
     assert broker.hosts == [0, 1]
+    # Given up on within one read slice after the timeout; the next node confirms at once.
+    timeout = timing.PUBLISH_CONFIRM_TIMEOUT_S
+    assert timeout < result.seconds <= timeout + publish._WAIT_SLICE_S
 
 
-@pytest.mark.usefixtures("no_backoff")
 def test_gives_up_once_the_outage_budget_passes_without_a_confirm() -> None:
+    # Every connection dies on its first publish, for longer than the production budget (15 min).
     broker = FakeBroker(drop_on={(n, 1) for n in range(1, 10_000)}, stored_when_dropped=False)
-    started = time.monotonic()
-    result, _, _ = run_fake(broker, count=5, window=2, outage_budget_s=0.3)
+    result, _, _ = run_fake(broker, count=5, window=2)
     assert not result.ok
     assert result.error is not None
-    assert "gave up: no new confirm for 0s" in result.error
+    assert f"gave up: no new confirm for {timing.OUTAGE_BUDGET_S:.0f}s" in result.error
     assert result.confirmed == 0
     assert result.failovers > 3, "it keeps failing over until the budget is spent"
-    assert time.monotonic() - started >= 0.3
+    # Not before the budget, and at the first failover after it (backing off at most the policy's maximum).
+    budget = timing.OUTAGE_BUDGET_S
+    assert budget <= result.seconds < budget + timing.PUBLISH_RETRY_INTERVAL_MAX_S
 
 
-@pytest.mark.usefixtures("no_backoff")
 def test_failovers_that_confirm_something_never_spend_the_budget() -> None:
-    # Every connection dies on its 3rd publish, after confirming 2: progress resets the budget.
-    broker = FakeBroker(drop_on={(n, 3) for n in range(1, 100)}, stored_when_dropped=False)
-    result, _, _ = run_fake(broker, count=30, window=1, outage_budget_s=0.5)
+    # Every connection dies on its 3rd publish, after confirming 2 (a second each): progress
+    # resets the budget, so a run far longer than the budget never gives up.
+    broker = FakeBroker(drop_on={(n, 3) for n in range(1, 100)}, stored_when_dropped=False, confirm_latency_s=1.0)
+    budget = 5.0
+    result, _, _ = run_fake(broker, count=30, window=1, outage_budget_s=budget)
     assert result.ok, result.error
     assert result.failovers >= 10
+    assert result.seconds > 5 * budget
 
 
-@pytest.mark.usefixtures("no_backoff")
 def test_an_empty_plan_confirms_nothing_and_succeeds() -> None:
     result, _, _ = run_fake(FakeBroker(), count=0)
     assert result.ok
@@ -528,11 +552,13 @@ def _publish_peak_bytes(count: int) -> tuple[int, batch.PublishResult]:
     with_fake_connection(app, conn)
     plan = PublishPlan(tasks.NOOP, count, run_id="memory")
     # Celery builds its message machinery on first use: not the publisher's bookkeeping.
-    publish_pipelined(app, PublishPlan(tasks.NOOP, 64, run_id="warm-up"), lambda _: None, window=64)
+    clock = broker.clock
+    warm_up = PublishPlan(tasks.NOOP, 64, run_id="warm-up")
+    publish_pipelined(app, warm_up, lambda _: None, window=64, clock=clock, sleep=clock.sleep)
     tracemalloc.start()
     try:
         before, _ = tracemalloc.get_traced_memory()
-        result = publish_pipelined(app, plan, lambda _: None, window=64)
+        result = publish_pipelined(app, plan, lambda _: None, window=64, clock=clock, sleep=clock.sleep)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -541,7 +567,6 @@ def _publish_peak_bytes(count: int) -> tuple[int, batch.PublishResult]:
     return peak - before, result
 
 
-@pytest.mark.usefixtures("no_backoff")
 def test_the_publishers_memory_does_not_grow_with_the_number_of_tasks() -> None:
     # Bookkeeping per task (an id string, a flag, a tuple slot: ~100 bytes) would add ~900 kB
     # between these two runs; O(window) bookkeeping adds nothing that depends on N.
