@@ -73,7 +73,7 @@ def test_pod_monitorings_select_the_pods_by_port_name(plan: Plan) -> None:
 
 
 def test_rules_object_is_the_tested_rule_file(plan: Plan) -> None:
-    """The plan ships exactly what tests/test_alert_rules.py runs through promtool."""
+    """The plan ships exactly what tests/integration/test_alert_rules.py runs through promtool."""
     rules = plan.object("Rules")
     assert rules["apiVersion"] == GMP_API
     assert rules["metadata"]["name"] == RULES_NAME
