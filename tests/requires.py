@@ -16,6 +16,7 @@ from typing import Final
 import pytest
 
 from harness.cluster import rabbitmq_installed
+from harness.prometheus import prometheus_installed
 
 CI_VALUES: Final = frozenset({"1", "true", "yes"})
 """Values of ``CI`` that mean "this is the pipeline" (GitHub Actions and most CIs set ``CI=true``)."""
@@ -32,6 +33,7 @@ THINGS: Final[dict[str, tuple[Callable[[], bool], str]]] = {
     ),
     "root": (lambda: os.geteuid() == 0, "needs root (network namespaces, mounts, chroot)"),
     "promtool": _tool("promtool", "make system-deps: Debian's prometheus package"),
+    "prometheus": (prometheus_installed, "prometheus is not installed (make system-deps: Debian's prometheus package)"),
     "uv": _tool("uv", "make setup installs it"),
     "zstd": _tool("zstd", "make system-deps"),
 }

@@ -43,7 +43,7 @@ def broker_metrics(plans: dict[str, Plan]) -> Iterator[dict[str, list[str]]]:
     from drill.pod_scenarios import BROKERS
     from drill.runner import booted_plan
 
-    requires("root")
+    requires("root", "prometheus")
     with booted_plan(plans["dev"].directory) as (target, _results):
         pods = [p for p in target.cluster.pods_of(BROKERS) if p.ip is not None]
         assert len(pods) == 3
