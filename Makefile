@@ -77,8 +77,11 @@ typecheck: $(VENV)/.synced
 contracts: $(VENV)/.synced
 	$(VENV)/bin/lint-imports
 
-unit: $(VENV)/.synced ## fast tests only (mocks, renderers, settings)
-	$(VENV)/bin/pytest -m "not integration and not drill" -q
+unit: $(VENV)/.synced ## tests/unit: no broker, no root, no tool beyond the virtualenv (mocks, renderers, settings)
+	$(VENV)/bin/pytest -q tests/unit
+
+integration: setup ## tests/integration: real RabbitMQ nodes, the images, promtool, the policy pack's server
+	$(HEAVY) $(VENV)/bin/pytest -q --durations=10 tests/integration
 
 test: setup lint typecheck contracts ## everything: gates, unit, integration (real RabbitMQ) and drills
 	$(HEAVY) $(VENV)/bin/pytest -q --durations=25

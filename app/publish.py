@@ -31,6 +31,9 @@ arguments).
 Task ids come from the plan (``PublishPlan.task_id``): a rerun of the same plan (same
 ``run_id``, e.g. a retried scheduler Job) publishes the same ids, which idempotent tasks
 recognise.
+
+Every deadline above is read from one injected ``clock`` (``time.monotonic`` by default) and
+every back-off goes through one ``sleep``, so tests drive the budgets on fake time.
 """
 
 from __future__ import annotations
@@ -176,6 +179,10 @@ class _Unroutable(Exception):
 _FATAL: Final = (_Unroutable, PreconditionFailed, AccessRefused, NotAllowed)
 """Errors no failover can fix; anything else from the connection or channel is retried."""
 
+Clock = Callable[[], float]
+"""Seconds on a clock that never goes back (``time.monotonic``)."""
+Sleep = Callable[[float], None]
+
 
 @dataclass(frozen=True)
 class TaskRoute:
@@ -225,12 +232,16 @@ class _Pipeline:
         window: int,
         confirm_timeout_s: float,
         outage_budget_s: float,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
     ) -> None:
         self.app = app
         self.plan = plan
         self.on_progress = on_progress
         self.confirm_timeout_s = confirm_timeout_s
         self.outage_budget_s = outage_budget_s
+        self.clock = clock
+        self.sleep = sleep
         # O(window), not O(tasks): ids are derived from the plan when published, and an index
         # is confirmed iff it is below ``fresh`` and neither in the window nor in ``retry``
         # (each index is in at most one of them: see _confirmed). A million-task Job must
@@ -245,7 +256,7 @@ class _Pipeline:
         self.republished = 0
         self.failovers = 0
         self._quiet_failovers = 0
-        self._last_confirm = time.monotonic()
+        self._last_confirm = self.clock()
         """Last ack or nack: the broker is alive."""
         self._last_progress = self._last_confirm
         """Last confirm of a task not confirmed before: the outage budget counts from here."""
@@ -297,7 +308,7 @@ class _Pipeline:
         return PublishResult(
             self.plan.count,
             ConfirmedIds(self.plan, self.fresh, unconfirmed),
-            time.monotonic() - started,
+            self.clock() - started,
             error,
             republished=self.republished,
             failovers=self.failovers,
@@ -330,7 +341,7 @@ class _Pipeline:
         events["basic_nack"].add(self._on_nack)
         events["basic_return"].add(self._on_return)
         self._producer = Producer(channel, auto_declare=False)
-        self._last_confirm = time.monotonic()
+        self._last_confirm = self.clock()
         self._nacking_since = None
         self._pause_until = 0.0
 
@@ -338,9 +349,9 @@ class _Pipeline:
         producer = self._producer
         assert producer is not None
         while self.confirmed < self.plan.count:
-            if time.monotonic() < self._pause_until:
+            if self.clock() < self._pause_until:
                 # Backing off after a nack; acks keep being read meanwhile.
-                self._wait(conn, lambda: time.monotonic() >= self._pause_until, until=self._pause_until)
+                self._wait(conn, lambda: self.clock() >= self._pause_until, until=self._pause_until)
                 continue
             if self.retry:
                 index = self.retry.popleft()
@@ -389,26 +400,26 @@ class _Pipeline:
 
     def _wait(self, conn: Connection, done: Callable[[], bool], until: float | None = None) -> None:
         while not done():
-            if time.monotonic() - self._last_confirm > self.confirm_timeout_s:
+            if self.clock() - self._last_confirm > self.confirm_timeout_s:
                 raise _ConfirmTimeout(
                     f"no publisher confirm for {self.confirm_timeout_s:.0f}s with {len(self.window)} in flight"
                 )
             self._beat(conn)
-            slice_s = _WAIT_SLICE_S if until is None else min(_WAIT_SLICE_S, max(0.001, until - time.monotonic()))
+            slice_s = _WAIT_SLICE_S if until is None else min(_WAIT_SLICE_S, max(0.001, until - self.clock()))
             with contextlib.suppress(TimeoutError):
                 conn.drain_events(timeout=slice_s)
 
     def _beat(self, conn: Connection) -> None:
         # Sends our heartbeat when due and raises once the broker missed two of its own:
         # a partitioned node is noticed even while we only write.
-        now = time.monotonic()
+        now = self.clock()
         if now >= self._next_beat:
             conn.heartbeat_check(rate=_HEARTBEAT_RATE)
             heartbeat = self.app.conf.broker_heartbeat or timing.BROKER_HEARTBEAT_S
             self._next_beat = now + heartbeat / _HEARTBEAT_RATE
 
     def _budget_left(self) -> float:
-        return self.outage_budget_s - (time.monotonic() - self._last_progress)
+        return self.outage_budget_s - (self.clock() - self._last_progress)
 
     def _unreachable(self, exc: Exception, interval: float) -> None:
         # kombu calls this after every failed connect; a round over the URLs ends with a pause.
@@ -418,7 +429,7 @@ class _Pipeline:
                 type(exc).__name__,
                 exc,
                 interval,
-                time.monotonic() - self._last_progress,
+                self.clock() - self._last_progress,
                 self.outage_budget_s,
             )
 
@@ -444,7 +455,7 @@ class _Pipeline:
             timing.PUBLISH_RETRY_INTERVAL_START_S + timing.PUBLISH_RETRY_INTERVAL_STEP_S * (self._quiet_failovers - 1),
             timing.PUBLISH_RETRY_INTERVAL_MAX_S,
         )
-        time.sleep(delay)
+        self.sleep(delay)
         conn.maybe_switch_next()
 
     # ------------------------------------------------------------- callbacks ----
@@ -456,7 +467,7 @@ class _Pipeline:
         fresh = len(indexes)
         if self.confirmed + fresh > self.plan.count:
             raise PublishError(f"bookkeeping error: {self.confirmed + fresh} confirms for {self.plan.count} tasks")
-        self._last_confirm = time.monotonic()
+        self._last_confirm = self.clock()
         if fresh:
             self.confirmed += fresh
             self._last_progress = self._last_confirm
@@ -470,7 +481,7 @@ class _Pipeline:
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
         indexes = self.window.settle(delivery_tag, multiple)
-        now = self._last_confirm = time.monotonic()
+        now = self._last_confirm = self.clock()
         self.retry.extend(indexes)
         self.republished += len(indexes)
         if self._nacking_since is None:
@@ -496,15 +507,25 @@ def publish_pipelined(
     window: int = DEFAULT_WINDOW,
     confirm_timeout_s: float = timing.PUBLISH_CONFIRM_TIMEOUT_S,
     outage_budget_s: float = timing.OUTAGE_BUDGET_S,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = time.sleep,
 ) -> PublishResult:
     """Publish ``plan`` with up to ``window`` unconfirmed publishes in flight (see the module doc).
 
     A :data:`Publisher`: drop-in for ``app.scheduler.publish_confirmed``. Never raises for
-    broker trouble: the result says how many were confirmed and why it stopped.
+    broker trouble: the result says how many were confirmed and why it stopped. ``clock`` and
+    ``sleep`` are the time it runs on (every deadline, back-off and the result's seconds).
     """
-    started = time.monotonic()
+    started = clock()
     pipeline = _Pipeline(
-        app, plan, on_progress, window=window, confirm_timeout_s=confirm_timeout_s, outage_budget_s=outage_budget_s
+        app,
+        plan,
+        on_progress,
+        window=window,
+        confirm_timeout_s=confirm_timeout_s,
+        outage_budget_s=outage_budget_s,
+        clock=clock,
+        sleep=sleep,
     )
     try:
         pipeline.run()

@@ -84,7 +84,7 @@ REQUIRED_KEYS: Final = (
     "rabbitmq_version_ha",
     "rabbitmq_version_seed",
 )
-"""What even the quick run writes to results.json (tests/test_bench.py checks the code path)."""
+"""What even the quick run writes to results.json (tests/unit/bench/test_bench.py checks the code path)."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ maintainers call it by design in rabbitmq-server#7678). The Kubernetes side gets
 leave the cluster with no user at all, unless the definitions carried the user and its password
 hash, which would put a credential into the ConfigMap. Verified on the local 3.10 node: with
 ``definitions.local.path`` set the conf.d default user is not created and the node logs the
-line above (tests/test_broker.py::test_boot_time_definitions_suppress_default_user).
+line above (tests/integration/test_broker_3_10.py::test_boot_time_definitions_suppress_default_user).
 
 So the definitions are applied *after* boot, idempotently, with
 ``rabbitmqctl import_definitions <file>`` (:func:`contract.wire.import_definitions_command`; present in 3.10
@@ -398,7 +398,7 @@ def _delayed_delivery(vhost: str) -> tuple[list[dict[str, Any]], list[dict[str, 
     down the levels: bit ``n`` of ``d`` (routing-key word ``27 - n``) set means a wait of 2^n s
     in level ``n``'s queue (its TTL dead-letters into level ``n - 1``), unset means the message
     skips straight to level ``n - 1`` by an exchange-to-exchange binding.
-    ``tests/test_broker.py`` checks every object against what kombu declares.
+    ``tests/unit/broker/test_render.py`` checks every object against what kombu declares.
     """
     exchanges, queues, bindings = [], [], []
     for level in range(DELAYED_LEVELS - 1, -1, -1):

@@ -3,7 +3,7 @@
 Pure constants (no imports beyond the standard library), in ``contract`` so that the Kubernetes
 component and the broker config renderer can import them without pulling in
 Celery. Each value says why it is what it is; the inequalities that tie them
-together are checked in ``tests/test_app_config.py`` and restated here:
+together are checked in ``tests/unit/app/test_config.py`` and restated here:
 
     TASK_SOFT_TIME_LIMIT_S < TASK_TIME_LIMIT_S < MIN_TERMINATION_GRACE_S
     worst_unacked_s(MAX_PREFETCH_MULTIPLIER) < MIN_CONSUMER_TIMEOUT_MS / 1000

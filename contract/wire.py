@@ -86,7 +86,7 @@ WORKER_COMMAND: Final[tuple[str, ...]] = (
     "--without-heartbeat",
 )
 """The worker's argv: the image's CMD (exec form, so celery is PID 1), the Deployment's command and
-what the local harness runs. ``tests/test_app_config.py`` checks the Dockerfile matches."""
+what the local harness runs. ``tests/unit/app/test_config.py`` checks the Dockerfile matches."""
 
 HEALTH_COMMAND: Final[tuple[str, ...]] = ("python", "-m", "app.health")
 """The worker's probe command (``--ready`` for readiness, ``--max-age`` for the heartbeat age)."""

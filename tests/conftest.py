@@ -1,4 +1,5 @@
-"""Shared fixtures: the offline plan of every stack, built once per session."""
+"""Shared by every tier: the offline plan of every stack (built once per session), and the rule that a
+test's folder and its markers name the same tier."""
 
 from __future__ import annotations
 
@@ -17,6 +18,39 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
+
+TIER_MARKERS: dict[str, frozenset[str]] = {
+    "unit": frozenset(),
+    "integration": frozenset({"integration"}),
+    "drills": frozenset({"drill"}),
+    "zero_loss": frozenset({"drill"}),
+}
+"""Tier folder -> the markers its tests must carry (``-m`` selects by marker, ``pytest tests/unit`` by folder)."""
+HEAVY_MARKERS = frozenset({"integration", "drill"})
+
+
+def tier_mismatch(folder: str, markers: set[str]) -> str | None:
+    """Why a test in ``tests/<folder>`` with these markers is in the wrong tier, or None."""
+    if folder not in TIER_MARKERS:
+        return None
+    required = TIER_MARKERS[folder]
+    if not required and markers & HEAVY_MARKERS:
+        return f"marked {sorted(markers & HEAVY_MARKERS)} in the unit tier: move it to tests/integration or drills"
+    if required and not required & markers:
+        return f"not marked {sorted(required)} in tests/{folder}: add the marker or move it to tests/unit"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    del config
+    wrong = []
+    for item in items:
+        folder = item.path.relative_to(ROOT / "tests").parts[0]
+        why = tier_mismatch(folder, {m.name for m in item.iter_markers()})
+        if why:
+            wrong.append(f"{item.nodeid}: {why}")
+    if wrong:
+        raise pytest.UsageError("tests whose folder and markers disagree:\n" + "\n".join(wrong))
 
 
 @dataclass(frozen=True)

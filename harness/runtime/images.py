@@ -180,7 +180,7 @@ WORKER_UID = 10001  # app/Dockerfile: groupadd --gid 10001 celery && useradd --u
 WORKER_GID = 10001
 WORKER_WORKDIR = "/tmp"  # app/Dockerfile: WORKDIR /tmp (the only writable place the worker needs)
 WORKER_IMAGE_PYTHON = "3.11.16"  # app/Dockerfile: FROM python:3.11.16-slim-trixie
-#: app/Dockerfile: CMD [...] (no ENTRYPOINT; python:3.11 sets none either). tests/test_app_config.py keeps the
+#: app/Dockerfile: CMD [...] (no ENTRYPOINT; python:3.11 sets none either). tests/unit/app/test_config.py keeps the
 #: Dockerfile's CMD equal to contract.wire.WORKER_COMMAND, so that is the one copy used here.
 WORKER_CMD: tuple[str, ...] = tuple(WORKER_COMMAND)
 #: The worker image's ENV: python:3.11.16-slim-trixie's (PATH, LANG, GPG_KEY, PYTHON_VERSION; docker-library
