@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from drill.runner import DrillResult, empty_results
 from drill.scenario import Scenario
 from drill.targets import PlanTarget
+from tests.requires import requires
 
 TASKS = 1000
 TASK_MS = 40
@@ -36,6 +39,13 @@ REPORT_KEYS = (
     "alert_timing",
 )
 """What every ``report.json`` says, whichever configuration ran."""
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _machine() -> None:
+    """Every drill boots brokers in network namespaces (root), runs Debian's Prometheus beside the plan's
+    cluster, and the seed's runs Debian's rabbitmq-server: the one rule of tests/requires.py."""
+    requires("root", "prometheus", "rabbitmq-server")
 
 
 class Booted:
