@@ -23,7 +23,6 @@ TIER_MARKERS: dict[str, frozenset[str]] = {
     "unit": frozenset(),
     "integration": frozenset({"integration"}),
     "drills": frozenset({"drill"}),
-    "zero_loss": frozenset({"drill"}),
 }
 """Tier folder -> the markers its tests must carry (``-m`` selects by marker, ``pytest tests/unit`` by folder)."""
 HEAVY_MARKERS = frozenset({"integration", "drill"})

@@ -34,14 +34,6 @@ from tests.drills.conftest import Booted
 pytestmark = [pytest.mark.drill]
 
 
-@pytest.fixture
-def fresh(booted: Booted) -> Booted:
-    booted.clean()
-    with dead_letter_channel(broker_urls(booted.target.cluster, BrokerRole.WORKER)) as channel:
-        channel.queue_purge(DEAD_LETTER_QUEUE)
-    return booted
-
-
 def login(booted: Booted, role: BrokerRole) -> tuple[str, str, str]:
     """(host, user, password) of ``role`` on the first broker pod, from the plan's Secret."""
     parts = urlsplit(broker_urls(booted.target.cluster, role)[0])

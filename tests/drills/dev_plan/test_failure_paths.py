@@ -38,15 +38,6 @@ DEAD_TIMEOUT_S = 180.0
 """Long enough for delivery-limit + 1 runs of ``overrun`` (2 s hard limit each, plus respawns)."""
 
 
-@pytest.fixture
-def fresh(booted: Booted) -> Booted:
-    """Every pod Ready, both queues empty, no record left from an earlier test."""
-    booted.clean()
-    with dead_letter_channel(broker_urls(booted.target.cluster, BrokerRole.WORKER)) as channel:
-        channel.queue_purge(DEAD_LETTER_QUEUE)
-    return booted
-
-
 def plan_delivery_limit(target: PlanTarget) -> int:
     """The ``delivery-limit`` of the policy that applies to the task queue, from the plan's ConfigMap."""
     for configmap in target.cluster.plan.configmaps:

@@ -1,4 +1,4 @@
-"""The broker's NetworkPolicy (the whole reachability table: tests/test_network_policy.py)."""
+"""The broker's NetworkPolicy (the whole reachability table: tests/unit/components/test_network_policy.py)."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ def test_definitions_applied_after_boot(plan: Plan) -> None:
     post_start = " ".join(broker_container(plan)["lifecycle"]["postStart"]["exec"]["command"])
     assert "import_definitions /etc/ha-celery/definitions.json" in post_start
     # The hook starts before the Erlang VM registers with epmd: a single await_startup fails at once
-    # there and a failed hook kills the container, so it must retry (tests/kube/test_runner.py boots it).
+    # there and a failed hook kills the container, so it must retry (tests/integration/kube/test_runner.py boots it).
     assert "until rabbitmqctl --timeout 60 await_startup" in post_start
     mounts = {m["mountPath"]: m["name"] for m in broker_container(plan)["volumeMounts"]}
     assert mounts["/etc/ha-celery"] == "ha-celery-files"

@@ -1,4 +1,4 @@
-"""harness/rootfs.py without root: pod commands, container argv, cache keys, dpkg versions and the
+"""harness/runtime/rootfs.py without root: pod commands, container argv, cache keys, dpkg versions and the
 pinned-version check (the real nodes are booted in tests/integration/images/test_rootfs.py)."""
 
 from __future__ import annotations
