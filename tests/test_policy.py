@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import runpy
 import subprocess
@@ -554,12 +555,16 @@ def test_every_invariant_is_a_resource_or_a_stack_check() -> None:
 
 @pytest.fixture
 def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
-    """The pack served as the CLI serves it: ``python -m pulumi.policy ENGINE .`` in ``policy/``."""
+    """The pack served as the CLI serves it: ``python -m pulumi.policy ENGINE .`` in ``policy/``.
+
+    pulumi_policy prints its port and never flushes: on a pipe the line stays in the buffer unless
+    the child runs unbuffered, as the Pulumi CLI's language host runs it (a plain shell may not set it)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pulumi.policy", "127.0.0.1:1", "."],
         cwd=ROOT / "policy",
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert proc.stdout is not None
