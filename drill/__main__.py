@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from contract.plan_dir import IncompletePlanError, check_complete
 from drill.profiles import Profile
 from drill.report import summary, timeline
 from drill.runner import DrillOptions, run_drill, run_plan_drills, write_report
@@ -83,8 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.scenario != ALL and scenarios[0].needs_pod_runner:
             parser.error(f"--scenario {args.scenario} needs --config ha: the seed runs on bare 3.10 nodes, not pods")
         scenarios = [s for s in scenarios if not s.needs_pod_runner]
-    elif not args.plan.joinpath("kubernetes").is_dir():
-        parser.error(f"--plan {args.plan}: no Kubernetes objects there; run `make plan STACK=...` first")
+    else:
+        try:
+            check_complete(args.plan)
+        except IncompletePlanError as error:
+            parser.error(f"--plan {error}")
     all_options = [
         DrillOptions(
             scenario=scenario,
