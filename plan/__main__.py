@@ -121,6 +121,11 @@ def stack_config(stack: str, overrides: Sequence[str]) -> dict[str, str]:
         full = key if ":" in key else f"{PROJECT}:{key}"
         if value:
             raw[full] = value
+        elif full.startswith(f"{PROJECT}:") and full.removeprefix(f"{PROJECT}:") not in settings.schema():
+            # Unsetting a misspelt key would leave the meant one set, silently.
+            raise SystemExit(
+                f"plan: --set {settings.shown(key)}= unsets no key of Pulumi.yaml; keys: {', '.join(settings.schema())}"
+            )
         else:
             raw.pop(full, None)
     return raw

@@ -57,8 +57,8 @@ def _pairs(path: Path, node: yaml.MappingNode) -> list[tuple[str, yaml.Node]]:
     seen: dict[str, int] = {}
     pairs = []
     for key_node, value_node in node.value:
-        if not isinstance(key_node, yaml.ScalarNode) or not key_node.value:
-            raise StackFileError(f"{_where(path, key_node)}: a key must be a plain name")
+        if not isinstance(key_node, yaml.ScalarNode) or (key_node.style is None and _NULL.fullmatch(key_node.value)):
+            raise StackFileError(f"{_where(path, key_node)}: a key must be a name, not a list, a map or null")
         key = key_node.value
         if key in seen:
             raise StackFileError(
@@ -114,6 +114,12 @@ def _document(path: Path) -> yaml.Node | None:
         problem = error.problem or error.context or "not YAML"
         hint = " (YAML indents with spaces, never tabs)" if "\t" in text and "'\\t'" in str(error) else ""
         raise StackFileError(f"{where}: {problem}{hint}") from error
+    except yaml.YAMLError as error:  # the reader's: a control character, a broken encoding
+        position = getattr(error, "position", None)
+        where = f"{path.name} character {position}" if position is not None else path.name
+        raise StackFileError(
+            f"{where}: {getattr(error, 'reason', 'not YAML')} (YAML refuses control characters)"
+        ) from error
     except RecursionError as error:
         raise StackFileError(f"{path.name}: nested too deeply to be a stack file") from error
     if len(documents) > 1:

@@ -63,7 +63,7 @@ def test_lists_become_json_typed_as_yaml_1_2(tmp_path: Path) -> None:
             "config:\n  x: &a [1]\n  y: *a\n",
             "Pulumi.x.yaml line 3, column 6: an alias (*name): a stack file takes none",
         ),
-        ("config:\n  [a]: 1\n", "Pulumi.x.yaml line 2: a key must be a plain name"),
+        ("config:\n  [a]: 1\n", "Pulumi.x.yaml line 2: a key must be a name, not a list, a map or null"),
     ],
     ids=["tab", "top-list", "config-list", "config-scalar", "broken", "dup", "dup-list", "two-docs", "alias", "key"],
 )
