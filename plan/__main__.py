@@ -212,7 +212,7 @@ def write(out: Path, result: PlanRun, effective: settings.Settings) -> None:
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
             building.rename(out)
-            shutil.rmtree(old)
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
         else:
             building.rename(out)
     finally:
