@@ -12,6 +12,9 @@ CONFIG ?= ha
 BASE ?= HEAD
 # TLS=1: plan (and so demo) with brokerTls=true, TLS=0 with false; unset: the stack's own setting.
 TLS_SET := $(if $(filter 1,$(TLS)),brokerTls=true,)$(if $(filter 0,$(TLS)),brokerTls=false,)
+ifneq ($(strip $(filter-out 0 1,$(TLS))),)
+$(error TLS=$(TLS): allowed TLS=1 (brokerTls=true), TLS=0 (brokerTls=false) or unset (the stack's own setting))
+endif
 # One heavy run at a time on a machine: anything that boots brokers waits for the machine's lock.
 # A caller that already holds it (HA_CELERY_HEAVY_HELD=1) is not made to wait for itself.
 HEAVY_LOCK := /tmp/ha-celery-heavy.lock

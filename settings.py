@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from contract import machines
 from contract.image import ImagePlatforms
 from contract.wire import GMP_NAMESPACE, MAX_CONCURRENCY, SCHEDULER_RUN_PATTERN, Autoscaling, quorum_safe
 from monitoring.scrape import MetricsCollection
@@ -78,7 +79,36 @@ LABEL_KEY_RE = re.compile(
 LABEL_VALUE_RE = re.compile(r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
+MAX_VALUE_CHARS = 4096
+"""Longest raw value of any key: 50 authorized CIDRs as a JSON list are ~1,000 characters."""
+MAX_IMAGE_CHARS = 255
+"""Longest image reference name (the distribution spec's reference.NameTotalLengthMax)."""
+MAX_SHOWN_CHARS = 80
+"""Longest value an error echoes: the rest is counted, never printed."""
+MAX_PROBLEMS_SHOWN = 40
+INTEGER_TEXT_RE = re.compile(r"-?[0-9]{1,18}")
+"""An integer as `pulumi config set` stores one: ASCII digits (not "1e3", "٣", " 3" or "0x10")."""
+MAX_NODES_PER_ZONE = 1000
+"""GKE's limit on the nodes of one node pool in one zone (Quotas and limits: "Nodes per node pool zone")."""
+MAX_DISK_GB = 65536
+"""Compute Engine's largest persistent disk and Hyperdisk Balanced volume: 64 TiB."""
+MAX_SCHEDULER_TASKS = 1_000_000
+"""The scheduler Job's activeDeadlineSeconds (3600 s) at the pipelined publisher's measured ~470
+tasks/s (BENCHMARKS.md) publishes ~1.7 M: a larger batch would be killed half published."""
+SCHEDULER_POD = (100, 128)
+"""CPU millis and memory MiB the scheduler Job's pod requests (components.workers)."""
+KNOWN_NAMESPACES = ("gcp", "kubernetes", "random", "tls", "docker-build", "pulumi")
+"""Config namespaces besides ours: the providers the program uses, and Pulumi's own."""
+
 E = TypeVar("E", bound=StrEnum)
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, cut to MAX_SHOWN_CHARS with a count of the rest: errors never echo a megabyte."""
+    text = repr(value)
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    return f"{text[:MAX_SHOWN_CHARS]}... ({len(text) - MAX_SHOWN_CHARS} more characters)"
 
 
 class SettingsError(ValueError):
@@ -86,7 +116,10 @@ class SettingsError(ValueError):
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__("invalid stack settings:\n" + "\n".join(f"  - {p}" for p in problems))
+        listed = [f"  - {p}" for p in problems[:MAX_PROBLEMS_SHOWN]]
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            listed.append(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more problems")
+        super().__init__("invalid stack settings:\n" + "\n".join(listed))
 
 
 class Environment(StrEnum):
@@ -304,26 +337,26 @@ class _Reader:
         # One problem per key: a follow-on check on a value already rejected only adds noise.
         if self.failed(key):
             return
-        shown = "[secret]" if key in self.secret_keys or key.removeprefix(f"{PROJECT}:") in self.secret_keys else value
-        self.problems.append(f"{key}: got {shown!r}; allowed: {allowed}")
+        secret = key in self.secret_keys or key.removeprefix(f"{PROJECT}:") in self.secret_keys
+        self.problems.append(f"{key}: got {shown('[secret]') if secret else shown(value)}; allowed: {allowed}")
 
     def failed(self, key: str) -> bool:
         """Whether a problem was already reported for ``key`` (a cross-field rule then skips it)."""
         return any(p.startswith(f"{key}: ") for p in self.problems)
 
     def _value(self, key: str) -> Any:
+        """The value of ``key`` with the schema's type applied as Pulumi applies it to a stored
+        string; a string that is not of the type stays a string, for the reader to refuse."""
         spec = schema()[key]
-        if key.rsplit(":", maxsplit=1)[-1] in self.raw or f"{PROJECT}:{key}" in self.raw:
-            text = self.raw.get(f"{PROJECT}:{key}", self.raw.get(key))
-            if spec["type"] == "string":
-                return text
-            try:
-                return json.loads(str(text))
-            except json.JSONDecodeError:
-                return text
-        if "default" not in spec:
+        if f"{PROJECT}:{key}" not in self.raw and key not in self.raw:
+            return spec.get("default")
+        text = self.raw.get(f"{PROJECT}:{key}", self.raw.get(key))
+        if not isinstance(text, str):
+            return text
+        if len(text) > MAX_VALUE_CHARS:
+            self.fail(f"{PROJECT}:{key}", text, f"at most {MAX_VALUE_CHARS} characters")
             return None
-        return spec["default"]
+        return typed(spec["type"], text)
 
     def string(self, key: str, allowed: str = "a non-empty string") -> str:
         value = self._value(key)
@@ -364,6 +397,22 @@ class _Reader:
         return tuple(value)
 
 
+def typed(kind: str, text: str) -> Any:
+    """A stored config string read as the schema's ``kind``: integers in ASCII digits, booleans
+    true or false only, arrays as the JSON Pulumi hands the program. Never YAML: 1.30 stays "1.30",
+    13:00 stays "13:00" and yes stays "yes"."""
+    if kind == "integer":
+        return int(text) if INTEGER_TEXT_RE.fullmatch(text) else text
+    if kind == "boolean":
+        return {"true": True, "false": False}.get(text, text)
+    if kind == "array":
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; "[[[[..." recurses
+            return text
+    return text
+
+
 def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None, secret_keys: Collection[str] = ()) -> Settings:
     """Validates the stack name and raw stack config (keys with or without the ``ha-celery:`` prefix).
 
@@ -385,6 +434,7 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None, secret_ke
     _scraper_admitted(r, monitoring, network)
     _cross_field_rules(r, environment is Environment.PROD, cluster, broker, workers)
     _hardening_rules(r, cluster, registry, broker)
+    _capacity_rules(r, cluster, broker, workers)
     _unknown_keys(r, raw)
     if r.problems:
         raise SettingsError(r.problems)
@@ -401,7 +451,7 @@ def parse(stack: str, raw: Mapping[str, str], gcp_project: str | None, secret_ke
 
 
 def _stack(r: _Reader, stack: str) -> None:
-    if not STACK_RE.match(stack):
+    if not STACK_RE.fullmatch(stack):
         r.fail(
             "stack",
             stack,
@@ -413,7 +463,7 @@ def _stack(r: _Reader, stack: str) -> None:
 
 
 def _cluster(r: _Reader, gcp_project: str | None) -> ClusterSettings:
-    if not gcp_project or not GCP_PROJECT_RE.match(gcp_project):
+    if not gcp_project or not GCP_PROJECT_RE.fullmatch(gcp_project):
         r.fail(
             "gcp:project",
             gcp_project,
@@ -421,7 +471,11 @@ def _cluster(r: _Reader, gcp_project: str | None) -> ClusterSettings:
             "set it with `pulumi config set gcp:project <id>`",
         )
     location, region, zones = _placement(r)
-    node_count = r.integer("nodeCount")
+    node_count = r.integer(
+        "nodeCount",
+        maximum=MAX_NODES_PER_ZONE * max(len(zones), 1),
+        why=f"GKE's limit of {MAX_NODES_PER_ZONE} nodes per node pool and zone",
+    )
     if zones and node_count % len(zones):
         r.fail(
             f"{PROJECT}:nodeCount",
@@ -429,12 +483,12 @@ def _cluster(r: _Reader, gcp_project: str | None) -> ClusterSettings:
             f"a multiple of the {len(zones)} zones in {list(zones)} (GKE puts the same number of nodes in each zone)",
         )
     machine_type = r.string("machineType", "a machine type like e2-standard-2")
-    if machine_type and not MACHINE_TYPE_RE.match(machine_type):
-        r.fail(f"{PROJECT}:machineType", machine_type, "a machine type like e2-standard-2 or n2-standard-4")
+    if machine_type and machines.machine_type(machine_type) is None:
+        r.fail(f"{PROJECT}:machineType", machine_type, f"a predefined machine type: {machines.example_names()}")
     node_disk = r.choice("nodeDiskType", DiskType)
     spot = r.boolean("spotNodes")
     version = r.string("kubernetesVersion", "major.minor, e.g. 1.35")
-    if version and not K8S_MINOR_RE.match(version):
+    if version and not K8S_MINOR_RE.fullmatch(version):
         r.fail(f"{PROJECT}:kubernetesVersion", version, "major.minor, e.g. 1.35")
     return ClusterSettings(
         project=gcp_project or "",
@@ -445,7 +499,7 @@ def _cluster(r: _Reader, gcp_project: str | None) -> ClusterSettings:
         machine_type=machine_type,
         spot_nodes=spot,
         node_disk_type=node_disk or DiskType.PD_BALANCED,
-        node_disk_size_gb=r.integer("nodeDiskSizeGb", minimum=10),
+        node_disk_size_gb=r.integer("nodeDiskSizeGb", minimum=10, maximum=MAX_DISK_GB, why="64 TiB, the largest disk"),
         release_channel=r.choice("releaseChannel", ReleaseChannel) or ReleaseChannel.REGULAR,
         kubernetes_version=version,
         deletion_protection=r.boolean("deletionProtection"),
@@ -481,7 +535,7 @@ def _authorized_networks(r: _Reader) -> tuple[str, ...]:
 
 def _maintenance_window(r: _Reader) -> str:
     window = r._value("maintenanceWindow")
-    if not isinstance(window, str) or (window and not MAINTENANCE_WINDOW_RE.match(window)):
+    if not isinstance(window, str) or (window and not MAINTENANCE_WINDOW_RE.fullmatch(window)):
         r.fail(
             f"{PROJECT}:maintenanceWindow",
             window,
@@ -499,7 +553,7 @@ def _maintenance_exclusions(r: _Reader) -> tuple[tuple[str, str], ...]:
     )
     exclusions: list[tuple[dt.date, dt.date]] = []
     for entry in r.strings("maintenanceExclusions"):
-        m = MAINTENANCE_EXCLUSION_RE.match(entry)
+        m = MAINTENANCE_EXCLUSION_RE.fullmatch(entry)
         try:
             first, last = (dt.date.fromisoformat(m["start"]), dt.date.fromisoformat(m["end"])) if m else (None, None)
         except ValueError:
@@ -527,7 +581,7 @@ def _registry(r: _Reader, cluster: ClusterSettings) -> RegistrySettings:
 
 def _arm_machines(r: _Reader, machine_type: str, platforms: ImagePlatforms) -> None:
     """Arm machines run only arm64 images: refuse them unless imagePlatforms builds arm64."""
-    m = MACHINE_TYPE_RE.match(machine_type)
+    m = MACHINE_TYPE_RE.fullmatch(machine_type)
     if m and m["family"] in ARM_FAMILIES and "linux/arm64" not in platforms.platforms:
         r.fail(
             f"{PROJECT}:machineType",
@@ -543,11 +597,11 @@ def _placement(r: _Reader) -> tuple[str, str, tuple[str, ...]]:
     """location and nodeZones -> (location, region, the zones that carry nodes)."""
     location = r.string("location", "a region (us-east1) or a zone (us-east1-c)")
     zones = r.strings("nodeZones")
-    if zone_match := ZONE_RE.match(location):
+    if zone_match := ZONE_RE.fullmatch(location):
         if zones and zones != (location,):
             r.fail(f"{PROJECT}:nodeZones", list(zones), f"empty (or [{location}]) for the zonal location {location}")
         return location, zone_match["region"], (location,)
-    if REGION_RE.match(location):
+    if REGION_RE.fullmatch(location):
         if not zones:
             r.fail(
                 f"{PROJECT}:nodeZones",
@@ -555,7 +609,7 @@ def _placement(r: _Reader) -> tuple[str, str, tuple[str, ...]]:
                 f"one or more zones of region {location}, e.g. [{location}-b, {location}-c, {location}-d]",
             )
         for zone in zones:
-            m = ZONE_RE.match(zone)
+            m = ZONE_RE.fullmatch(zone)
             if not m or m["region"] != location:
                 r.fail(f"{PROJECT}:nodeZones", zone, f"a zone of region {location} ({location}-<letter>)")
         if len(set(zones)) != len(zones):
@@ -569,16 +623,17 @@ def _broker(r: _Reader) -> BrokerSettings:
     replicas = r.integer("brokerReplicas")
     storage = r.choice("brokerStorage", BrokerStorage)
     image = r.string("brokerImage", "rabbitmq:4.3.<patch>[-management]")
-    if image and not RABBITMQ_IMAGE_RE.match(image):
+    if image and (len(image) > MAX_IMAGE_CHARS or not RABBITMQ_IMAGE_RE.fullmatch(image)):
         r.fail(
             f"{PROJECT}:brokerImage",
             image,
-            "a RabbitMQ 4.3 image pinned to a full version, e.g. rabbitmq:4.3.6-management",
+            f"a RabbitMQ 4.3 image pinned to a full version, e.g. rabbitmq:4.3.6-management, at most"
+            f" {MAX_IMAGE_CHARS} characters",
         )
     return BrokerSettings(
         replicas=replicas,
         storage=storage or BrokerStorage.STANDARD,
-        storage_gi=r.integer("brokerStorageGi"),
+        storage_gi=r.integer("brokerStorageGi", maximum=MAX_DISK_GB, why="64 TiB, the largest persistent disk"),
         image=image,
         cpu_millis=r.integer("brokerCpuMillis", minimum=100),
         memory_mib=r.integer("brokerMemoryMiB", minimum=512),
@@ -608,7 +663,11 @@ def _workers(r: _Reader) -> WorkerSettings:
         cpu_millis=r.integer("workerCpuMillis", minimum=50),
         memory_mib=r.integer("workerMemoryMiB", minimum=128),
         scheduler_enabled=r.boolean("schedulerEnabled"),
-        scheduler_tasks=r.integer("schedulerTasks"),
+        scheduler_tasks=r.integer(
+            "schedulerTasks",
+            maximum=MAX_SCHEDULER_TASKS,
+            why="the scheduler Job's 3600 s deadline at the measured ~470 tasks/s publishes ~1.7 M",
+        ),
         scheduler_run=_scheduler_run(r),
         autoscaling=autoscaling,
         autoscaling_max_replicas=max_replicas,
@@ -621,7 +680,7 @@ def _monitoring(r: _Reader) -> MonitoringSettings:
     labels: list[tuple[str, str]] = []
     for entry in r.strings("prometheusOperatorLabels"):
         name, sep, value = entry.partition("=")
-        if not sep or not LABEL_KEY_RE.match(name) or not LABEL_VALUE_RE.match(value):
+        if not sep or not LABEL_KEY_RE.fullmatch(name) or not LABEL_VALUE_RE.fullmatch(value):
             r.fail(key, entry, "a list of key=value Kubernetes labels, e.g. [release=kube-prometheus-stack]")
             return MonitoringSettings(collection, (), r.boolean("grafanaDashboard"))
         labels.append((name, value))
@@ -638,10 +697,10 @@ def _monitoring(r: _Reader) -> MonitoringSettings:
 def _network(r: _Reader) -> NetworkSettings:
     allowed = "a Kubernetes namespace name: 1-63 lower-case letters, digits and '-', alphanumeric at both ends"
     ops = r.string("opsNamespace", allowed)
-    if ops and not NAMESPACE_RE.match(ops):
+    if ops and not NAMESPACE_RE.fullmatch(ops):
         r.fail(f"{PROJECT}:opsNamespace", ops, allowed)
     prometheus = r._value("prometheusNamespace")
-    if not isinstance(prometheus, str) or (prometheus and not NAMESPACE_RE.match(prometheus)):
+    if not isinstance(prometheus, str) or (prometheus and not NAMESPACE_RE.fullmatch(prometheus)):
         r.fail(f"{PROJECT}:prometheusNamespace", prometheus, f'"" (none) or {allowed}')
         prometheus = ""
     return NetworkSettings(
@@ -677,18 +736,13 @@ def _cross_field_rules(
             True,
             "false in prod (spot VMs can all be reclaimed at once, taking the broker quorum with them)",
         )
-    if prod and (broker.replicas < 3 or not quorum_safe(broker.replicas)):
+    if not quorum_safe(broker.replicas) or broker.replicas < 3:
         r.fail(
             f"{PROJECT}:brokerReplicas",
             broker.replicas,
-            "an odd number >= 3 in prod (quorum queues need a majority to survive a node loss)",
-        )
-    if not quorum_safe(broker.replicas):
-        r.fail(
-            f"{PROJECT}:brokerReplicas",
-            broker.replicas,
-            "an odd number (1, 3, 5, ...): quorum queues need a majority, so an even cluster survives no more"
-            " node losses than the odd one below it, and the broker config refuses it",
+            "an odd number >= 3 (3, 5, 7, ...): quorum queues need a majority, so an even cluster survives no more"
+            " node losses than the odd one below it, and the policy pack's broker-replicas-odd refuses fewer than"
+            " 3 on every stack",
         )
     if prod and broker.replicas > cluster.node_count and not r.failed(f"{PROJECT}:nodeCount"):
         r.fail(
@@ -722,8 +776,61 @@ def _hardening_rules(r: _Reader, cluster: ClusterSettings, registry: RegistrySet
         )
 
 
+def _capacity_rules(r: _Reader, cluster: ClusterSettings, broker: BrokerSettings, workers: WorkerSettings) -> None:
+    """Every pod fits one node's allocatable CPU and memory, and all of them fit the cluster's.
+
+    The sums are a floor: GKE's own DaemonSets and system pods take requests too, and one pod
+    cannot span nodes, so a plan that passes may still leave a pod Pending; one that fails
+    here certainly does.
+    """
+    machine = machines.machine_type(cluster.machine_type)
+    if machine is None or r.failed(f"{PROJECT}:nodeCount"):
+        return
+    cpu, memory = machine.allocatable_cpu_millis, machine.allocatable_memory_mib
+    node = (
+        f"one {machine.name} node leaves {cpu}m CPU and {memory} MiB for pods (GKE reserves the rest:"
+        " cloud.google.com/kubernetes-engine/docs/concepts/plan-node-sizes)"
+    )
+    for key, value, room in (
+        ("brokerCpuMillis", broker.cpu_millis, cpu),
+        ("brokerMemoryMiB", broker.memory_mib, memory),
+        ("workerCpuMillis", workers.cpu_millis, cpu),
+        ("workerMemoryMiB", workers.memory_mib, memory),
+    ):
+        if value > room:
+            r.fail(f"{PROJECT}:{key}", value, f"<= {room}: {node}; a bigger pod is never scheduled")
+    scaling = workers.autoscaling is not Autoscaling.NONE
+    worker_key, worker_count = (
+        ("autoscalingMaxReplicas", workers.autoscaling_max_replicas)
+        if scaling
+        else ("workerReplicas", workers.replicas)
+    )
+    pods = {
+        "brokerReplicas": (broker.replicas, broker.cpu_millis, broker.memory_mib),
+        worker_key: (worker_count, workers.cpu_millis, workers.memory_mib),
+        "schedulerEnabled": (1 if workers.scheduler_enabled else 0, *SCHEDULER_POD),
+    }
+    nodes = cluster.node_count
+    used_cpu = used_memory = used_pods = 0
+    for key, (count, pod_cpu, pod_memory) in pods.items():
+        used_cpu, used_memory, used_pods = (
+            used_cpu + count * pod_cpu,
+            used_memory + count * pod_memory,
+            used_pods + count,
+        )
+        if used_cpu > cpu * nodes or used_memory > memory * nodes or used_pods > machines.MAX_PODS_PER_NODE * nodes:
+            r.fail(
+                f"{PROJECT}:{key}",
+                count,
+                f"fewer pods, or more or bigger nodes: with the pods before it, {used_pods} pods request"
+                f" {used_cpu}m CPU and {used_memory} MiB, and {nodes} x {machine.name} leave {cpu * nodes}m,"
+                f" {memory * nodes} MiB and {machines.MAX_PODS_PER_NODE * nodes} pods ({node})",
+            )
+            return
+
+
 def _check_disk(r: _Reader, key: str, shown: str, disk: DiskType, machine_type: str) -> None:
-    m = MACHINE_TYPE_RE.match(machine_type)
+    m = MACHINE_TYPE_RE.fullmatch(machine_type)
     family = m["family"] if m else ""
     if family in HYPERDISK_ONLY_FAMILIES and not disk.is_hyperdisk:
         r.fail(
@@ -740,13 +847,29 @@ def _check_disk(r: _Reader, key: str, shown: str, disk: DiskType, machine_type: 
 
 
 def _unknown_keys(r: _Reader, raw: Mapping[str, str]) -> None:
-    unknown = sorted(k for k in raw if k.removeprefix(f"{PROJECT}:") not in schema())
-    for key in unknown:
-        name = key.removeprefix(f"{PROJECT}:")
+    """Keys of our namespace that Pulumi.yaml does not declare, and namespaces that look like ours
+    or a provider's but are not (hacelery:, ha_celery:, gpc:): Pulumi would keep them silently."""
+    for key in sorted(raw):
+        namespace, _, name = key.rpartition(":")
+        if namespace in KNOWN_NAMESPACES or (namespace in ("", PROJECT) and name in schema()):
+            continue
+        if namespace not in ("", PROJECT):
+            close_ns = difflib.get_close_matches(namespace.lower(), [PROJECT, *KNOWN_NAMESPACES], n=1, cutoff=0.5)
+            suggestion = f"{close_ns[0]}:{name}" if close_ns else ""
+            if close_ns and close_ns[0] == PROJECT:
+                names = difflib.get_close_matches(name, schema(), n=1)
+                suggestion = f"{PROJECT}:{names[0] if names else name}"
+            hint = f" (did you mean {shown(suggestion)[1:-1]}?)" if suggestion else ""
+            r.fail(
+                shown(key)[1:-1],
+                raw[key],
+                f"a key of the namespaces the program reads{hint}: {PROJECT}, " + ", ".join(KNOWN_NAMESPACES),
+            )
+            continue
         close = difflib.get_close_matches(name, schema(), n=1)
         hint = f" (did you mean {PROJECT}:{close[0]}?)" if close else ""
         r.fail(
-            key if ":" in key else f"{PROJECT}:{key}",
+            f"{PROJECT}:{shown(name)[1:-1]}",
             raw[key],
             f"one of the keys in Pulumi.yaml{hint}: " + ", ".join(schema()),
         )
@@ -764,8 +887,8 @@ def load() -> Settings:
     import pulumi
     from pulumi.runtime import config as runtime_config
 
-    keys = {*runtime_config.get_config_env(), *runtime_config.CONFIG.get()}
-    ours = sorted(k for k in keys if k.startswith(f"{PROJECT}:"))
+    # Every namespace, not only ours: a misspelt one (hacelery:, ha_celery:) is refused, not ignored.
+    ours = sorted({*runtime_config.get_config_env(), *runtime_config.CONFIG.get()})
     # get_config applies the SDK's precedence (explicit config, PULUMI_CONFIG_<KEY>, PULUMI_CONFIG).
     raw = {key: str(value) for key in ours if (value := runtime_config.get_config(key)) is not None}
     # Secret keys: set_all_config's list, or the language host's PULUMI_CONFIG_SECRET_KEYS.

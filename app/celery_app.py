@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from app.config import from_env
+from app.config import check_files, from_env
 from app.factory import make_app
 
-app = make_app(from_env(os.environ))
+app = make_app(check_files(from_env(os.environ)))

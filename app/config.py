@@ -82,13 +82,14 @@ objects, so they live in ``contract.wire``.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -127,6 +128,10 @@ _DEFAULT_READY_PATH: Final = PurePosixPath(DEFAULT_READY_FILE)
 _HOST_RE: Final = re.compile(
     r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
+
+
+_DIGITS_RE: Final = re.compile(r"[0-9]{1,9}")
+"""A number in ASCII digits (str.isdigit() also takes "²" and "٣", which int() then refuses or reads)."""
 
 
 class ConfigError(ValueError):
@@ -238,6 +243,45 @@ def from_env(environ: Mapping[str, str]) -> AppConfig:
     )
 
 
+def check_files(config: AppConfig) -> AppConfig:
+    """What ``from_env`` cannot see in the names alone, checked once at start: the CA file is
+    readable and holds a PEM certificate (else every TLS handshake fails and the worker and the
+    scheduler retry for minutes), the metrics directory is a writable directory. Returns ``config``."""
+    if config.tls_ca_file is not None:
+        path = config.tls_ca_file
+        try:
+            text = Path(path).read_text(encoding="ascii", errors="replace")
+            ssl.create_default_context().load_verify_locations(cadata=text)
+        except (ssl.SSLError, ValueError):  # SSLError is an OSError: first
+            raise ConfigError(
+                f"{ENV_BROKER_TLS_CA_FILE}={str(path)!r} holds no PEM certificate; allowed: a PEM file with the"
+                " broker's CA certificate (-----BEGIN CERTIFICATE-----)"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"{ENV_BROKER_TLS_CA_FILE}={str(path)!r} cannot be read ({exc.strerror}); allowed: a readable PEM"
+                " file with the broker's CA certificate (the broker-ca Secret's ca.crt)"
+            ) from None
+    if config.metrics_dir is not None:
+        _check_writable_dir(Path(config.metrics_dir))
+    return config
+
+
+def _check_writable_dir(directory: Path) -> None:
+    """PROMETHEUS_MULTIPROC_DIR: created as the exporter would create it (under the pod's /tmp
+    emptyDir it does not exist yet), then it must take files."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        writable = os.access(directory, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        raise ConfigError(
+            f"{metrics.ENV_MULTIPROC_DIR}={str(directory)!r} is not a writable directory; allowed: a directory the"
+            f" worker may create and write (under an emptyDir, such as {metrics.DEFAULT_MULTIPROC_DIR})"
+        )
+
+
 def _tls_server_name(environ: Mapping[str, str], ca_file: PurePosixPath | None) -> str | None:
     raw = environ.get(ENV_BROKER_TLS_SERVER_NAME, "").strip()
     if not raw:
@@ -255,10 +299,11 @@ def _int_env(environ: Mapping[str, str], name: str, default: int, low: int, high
     raw = environ.get(name)
     if raw is None or raw.strip() == "":
         return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer; allowed: {low}..{high}") from None
+    text = raw.strip()
+    # ASCII digits only: int() also takes "+3", "1_000" and other scripts' digits ("٣").
+    if not _DIGITS_RE.fullmatch(text):
+        raise ConfigError(f"{name}={raw[:40]!r} is not an integer in ASCII digits; allowed: {low}..{high}")
+    value = int(text)
     if not low <= value <= high:
         raise ConfigError(f"{name}={raw!r} is out of range; allowed: {low}..{high}")
     return value
@@ -304,14 +349,14 @@ def _urls_from_list(raw: str, user: str | None, password: str | None, scheme: st
                 f"{ENV_BROKER_URLS} entry {redact_url(url)!r} has scheme {parts.scheme!r}; "
                 f"allowed {tls}: {scheme}://[user:password@]host[:port][/vhost]"
             )
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if not parts.hostname or port == -1 or not _HOST_RE.match(parts.hostname):
+        # The port as written: urlsplit takes ":0" (kombu then dials the default port) and
+        # other scripts' digits; an AMQP port is 1..65535 in ASCII digits.
+        port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+        port_ok = not port_text or (_DIGITS_RE.fullmatch(port_text) is not None and 1 <= int(port_text) <= 65535)
+        if not parts.hostname or not port_ok or not _HOST_RE.match(parts.hostname):
             raise ConfigError(
                 f"{ENV_BROKER_URLS} entry {redact_url(url)!r} has no valid host or port; "
-                "allowed: amqp://[user:password@]host[:port][/vhost]"
+                "allowed: amqp://[user:password@]host[:port][/vhost], the port 1..65535"
             )
         has_creds = parts.username is not None or parts.password is not None
         if has_creds and (user is not None or password is not None):
@@ -346,7 +391,7 @@ def _urls_from_hosts(
         host, sep, port_raw = entry.partition(":")
         port = default_port
         if sep:
-            if not port_raw.isdigit() or not 1 <= int(port_raw) <= 65535:
+            if not _DIGITS_RE.fullmatch(port_raw) or not 1 <= int(port_raw) <= 65535:
                 raise ConfigError(
                     f"{ENV_BROKER_HOSTS} entry {entry!r} has an invalid port; allowed: host or host:port (1..65535)"
                 )

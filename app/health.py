@@ -30,6 +30,7 @@ limits do.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -97,13 +98,25 @@ def check(
     return Verdict(True, f"heartbeat {age:.1f}s old")
 
 
+def max_age(text: str) -> float:
+    """--max-age: finite seconds > 0. nan compares false with every age and inf is never exceeded,
+    so either would call an hour-old heartbeat fresh; 0 or less calls every heartbeat stale."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"finite seconds > 0 (e.g. 90), got {text[:40]!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="python -m app.health", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--max-age",
-        type=float,
+        type=max_age,
         default=float(timing.LIVENESS_MAX_AGE_S),
         help="seconds after which the heartbeat counts as stale (default %(default)s)",
     )

@@ -162,7 +162,13 @@ class WorkerMetrics:
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
         """Serve ``/metrics`` on ``port`` from a daemon thread of this (the main) process; returns the server."""
-        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        try:
+            server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:
+            raise MetricsConfigError(
+                f"{metrics.ENV_METRICS_PORT}={port}: cannot serve /metrics on {addr}:{port} ({exc.strerror});"
+                f" allowed: a free port 1..65535, or 0 for no exporter"
+            ) from None
         return server
 
 

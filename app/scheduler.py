@@ -35,7 +35,7 @@ from kombu import Producer
 
 from app import tasks
 from app.batch import ConfirmedIds, ProgressCallback, Publisher, PublishPlan, PublishResult
-from app.config import ConfigError, from_env
+from app.config import ConfigError, check_files, from_env
 from app.factory import make_app
 from app.publish import publish_pipelined
 from contract import timing
@@ -173,7 +173,7 @@ def main(
         parser.error(f"--sleep-ms must not be negative, got {args.sleep_ms}")
     env = os.environ if environ is None else environ
     try:
-        config = from_env(env)
+        config = check_files(from_env(env))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -50,6 +50,7 @@ from bench import profile as bench_profile
 from bench import publish as bench_publish
 from bench import workers as bench_workers
 from contract import timing, wire
+from contract.plan_dir import IncompletePlanError, check_complete
 from drill.profiles import SEED_POLICY, Profile
 from drill.runner import DrillOptions, DrillResult, booted_plan, drive, empty_results
 from drill.scenario import Scenario
@@ -151,12 +152,18 @@ def scale_sizes(total: int) -> Sizes:
     return Sizes(**{**QUICK.__dict__, "scale": counts})
 
 
+MAX_SCALE = 100_000_000
+"""At the ~240 tasks/s a drain measures (BENCHMARKS.md), 100M tasks are nearly five days."""
+
+
 def parse_count(text: str) -> int:
-    """``1M``, ``100k`` or ``250000``."""
-    match = re.fullmatch(r"(\d+)([kKmM]?)", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"a task count like 1M, 100k or 250000, got {text!r}")
-    return int(match[1]) * {"": 1, "k": 1_000, "m": 1_000_000}[match[2].lower()]
+    """``1M``, ``100k`` or ``250000``: ASCII digits, at least 1 (0 would be no --scale at all)."""
+    match = re.fullmatch(r"([0-9]{1,9})([kKmM]?)", text)
+    count = int(match[1]) * {"": 1, "k": 1_000, "m": 1_000_000}[match[2].lower()] if match else 0
+    if not 1 <= count <= MAX_SCALE:
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text) - 40} more characters)"
+        raise argparse.ArgumentTypeError(f"a task count from 1 to 100M like 1M, 100k or 250000, got {shown!r}")
+    return count
 
 
 @dataclass
@@ -782,8 +789,10 @@ def run(  # noqa: PLR0917 - one call site, in main
     def say(text: str) -> None:
         console.print(f"[dim]{time.time() - bench.started:6.1f}s[/] {text}")
 
-    if not (plan / "kubernetes").is_dir():
-        raise SystemExit(f"no plan in {plan}: run `make plan STACK={plan.name}` first (make bench does)")
+    try:
+        check_complete(plan)
+    except IncompletePlanError as error:
+        raise SystemExit(f"bench: --plan {error} (make bench does)") from error
     work = Path(tempfile.mkdtemp(prefix="hacel-bench-"))
     # The seed's broker nodes run as the rabbitmq user, who must reach the cluster's directory.
     work.chmod(0o755)

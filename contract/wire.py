@@ -180,7 +180,7 @@ def quorum_safe(replicas: int) -> bool:
     """Whether a cluster of ``replicas`` brokers is a size quorum queues are safe with: odd and at
     least one. An even cluster survives no more node losses than the odd one below it (a majority of
     4 is 3), so it only adds a node that can break a tie badly. Settings, the broker config and the
-    policy pack all ask this; prod asks for at least 3 on top."""
+    policy pack all ask this; settings and the policy pack ask for at least 3 on top."""
     return replicas >= 1 and replicas % 2 == 1
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from contract.plan_dir import IncompletePlanError, check_complete
 from drill.profiles import Profile
 from drill.report import summary, timeline
 from drill.runner import DrillOptions, DrillResult, run_drill, run_plan_drills, write_report
@@ -80,8 +81,10 @@ def _scenarios(parser: argparse.ArgumentParser, args: argparse.Namespace, profil
         if args.scenario != ALL and scenarios[0].needs_pod_runner:
             parser.error(f"--scenario {args.scenario} needs --config ha: the seed runs on bare 3.10 nodes, not pods")
         return [s for s in scenarios if not s.needs_pod_runner]
-    if not args.plan.joinpath("kubernetes").is_dir():
-        parser.error(f"--plan {args.plan}: no Kubernetes objects there; run `make plan STACK=...` first")
+    try:
+        check_complete(args.plan)
+    except IncompletePlanError as error:
+        parser.error(f"--plan {error}")
     # partition-broker is partition-node's older name on the pod runner: `all` runs it once.
     return [s for s in scenarios if not (len(scenarios) > 1 and s is Scenario.PARTITION_BROKER)]
 

@@ -30,6 +30,7 @@ from app.config import from_env
 from app.factory import make_app
 from app.publish import publish_pipelined
 from contract import wire
+from contract.plan_dir import check_complete
 from drill import pod_scenarios, scenarios
 from drill import tasks as drill_tasks
 from drill.observe import Observed, Observer, observing
@@ -249,6 +250,9 @@ def boot_plan(
     ``observe``: a Prometheus scrapes the pods with the alert rules loaded (``drill.observe``),
     its files in ``<workdir>/prometheus``; yielded once every target answers and no alert is on.
     """
+    # The generic pod runner boots any directory of objects; a drill judges the project's plan, so
+    # half a plan (a write cut short by an older plan tool, a hand-made directory) is refused first.
+    check_complete(plan_dir)
     images = ensure_images()
     cluster = KubeCluster(
         plan_dir, workdir, images, secret_rules=plan_secret_rules, additions=worker_additions(results)

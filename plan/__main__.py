@@ -14,9 +14,11 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 import runpy
 import shutil
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 import settings
+from plan import stackfile
 from plan.mocks import RecordingMocks, RecordingMonitor
 from plan.rules import format_path, parse_path
 from settings import PROJECT, SettingsError
@@ -100,18 +103,32 @@ _BlockDumper.add_representer(str, _str_presenter)
 
 
 def stack_config(stack: str, overrides: Sequence[str]) -> dict[str, str]:
-    """The stack file's config as Pulumi hands it to a program: every value a string."""
+    """The stack file's config as Pulumi hands it to a program (every value a string), with the
+    ``--set`` values stored as `pulumi config set` stores them: the text after ``=``, never parsed
+    as YAML (settings apply the schema's type). An empty value unsets the key (its default applies)."""
     path = ROOT / f"Pulumi.{stack}.yaml"
-    if not path.exists():
+    if not settings.STACK_RE.fullmatch(stack) or not path.is_file():
         stacks = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
-        raise SystemExit(f"plan: no stack file {path.name}; stacks: {', '.join(stacks)}")
-    raw: dict[str, Any] = (yaml.safe_load(path.read_text()) or {}).get("config", {})
+        raise SystemExit(f"plan: no stack file Pulumi.{settings.shown(stack)[1:-1]}.yaml; stacks: {', '.join(stacks)}")
+    try:
+        raw = stackfile.read(path)
+    except stackfile.StackFileError as error:
+        raise SystemExit(f"plan: stack file {error}") from error
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"plan: --set takes key=value, got {item!r}")
-        raw[key if ":" in key else f"{PROJECT}:{key}"] = yaml.safe_load(value)
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+        if not sep or not key:
+            raise SystemExit(f"plan: --set takes key=value, got {settings.shown(item)}")
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if value:
+            raw[full] = value
+        elif full.startswith(f"{PROJECT}:") and full.removeprefix(f"{PROJECT}:") not in settings.schema():
+            # Unsetting a misspelt key would leave the meant one set, silently.
+            raise SystemExit(
+                f"plan: --set {settings.shown(key)}= unsets no key of Pulumi.yaml; keys: {', '.join(settings.schema())}"
+            )
+        else:
+            raw.pop(full, None)
+    return raw
 
 
 def parent_types(monitor: RecordingMonitor) -> dict[tuple[str, str], str | None]:
@@ -185,9 +202,25 @@ def run_recorded(stack: str, config: dict[str, str], replace: frozenset[str] = f
 
 
 def write(out: Path, result: PlanRun, effective: settings.Settings) -> None:
+    """Builds the plan in a temporary directory beside ``out`` and renames it into place, so a
+    write that fails halfway leaves the previous good plan where it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        _write_into(building, result, effective)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            building.rename(out)
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        else:
+            building.rename(out)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def _write_into(out: Path, result: PlanRun, effective: settings.Settings) -> None:
     resources = result.resources
-    if out.exists():
-        shutil.rmtree(out)
     manifests = out / "kubernetes"
     manifests.mkdir(parents=True)
     # The settings after defaults: what the stack really asks for, for review beside the resources.
@@ -216,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="as `pulumi up --replace`: the named random/tls resource generates new values (logical name)",
     )
     args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        raise SystemExit(f"plan: --out {args.out} is a file; it takes the directory the plans go under")
     config = stack_config(args.stack, args.set)
     result = run_recorded(args.stack, config, frozenset(args.replace))
     resources = result.resources

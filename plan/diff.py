@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from contract.plan_dir import IncompletePlanError, check_complete
 from plan.rules import (
     KUBERNETES_PROVIDER_REPLACE_KEYS,
     STATEFUL_KINDS,
@@ -137,10 +138,11 @@ class Plan:
     @classmethod
     def load(cls, directory: Path) -> Plan:
         """A plan directory as `python -m plan` writes it (build/plan/<stack>)."""
+        try:
+            check_complete(directory)
+        except IncompletePlanError as error:
+            raise PlanError(str(error)) from error
         files = {name: directory / f"{name}.json" for name in ("resources", "engine")}
-        for name, path in files.items():
-            if not path.exists():
-                raise PlanError(f"{path}: missing; build the plan with `python -m plan` ({name}.json)")
         engine = {f"{e['type']}::{e['name']}": e for e in json.loads(files["engine"].read_text())}
         resources = {}
         for r in json.loads(files["resources"].read_text()):

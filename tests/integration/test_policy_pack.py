@@ -4,6 +4,7 @@ offline in tests/unit/policy/test_policy.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +30,9 @@ def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
         cwd=ROOT / "policy",
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # pulumi_policy prints its port and never flushes: on a pipe the line stays in the buffer
+        # unless the child runs unbuffered, as the Pulumi CLI's language host runs it.
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert proc.stdout is not None

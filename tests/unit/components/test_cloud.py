@@ -479,7 +479,7 @@ def test_private_nodes_in_dev_on_request() -> None:
 
 def test_maintenance_window_and_exclusions() -> None:
     graph = registered(
-        "dev", ('maintenanceWindow="22:30"', 'maintenanceExclusions=["2026-12-20/2027-01-03", "2027-03-01/2027-03-01"]')
+        "dev", ("maintenanceWindow=22:30", 'maintenanceExclusions=["2026-12-20/2027-01-03", "2027-03-01/2027-03-01"]')
     )
     policy = one(graph, CLUSTER).inputs["maintenancePolicy"]
     assert policy["dailyMaintenanceWindow"] == {"startTime": "22:30"}

@@ -67,8 +67,13 @@ def stub_timeline(result: DrillResult, path: Path) -> Path:
 
 @pytest.fixture
 def plan(tmp_path: Path) -> Path:
-    (tmp_path / "plan" / "kubernetes").mkdir(parents=True)
-    return tmp_path / "plan"
+    """A directory that passes contract.plan_dir.check_complete (the runners are fakes: nothing reads it)."""
+    directory = tmp_path / "plan"
+    (directory / "kubernetes").mkdir(parents=True)
+    (directory / "kubernetes" / "statefulset.yaml").write_text("{}\n")
+    for name in ("resources.json", "engine.json", "settings.json"):
+        (directory / name).write_text("{}\n")
+    return directory
 
 
 def test_one_scenario_writes_its_report_and_timeline_in_out(
@@ -118,7 +123,7 @@ def test_all_on_the_seed_runs_each_scenario_it_can_on_its_own_cluster(
         (["--task-ms", "-1"], "--task-ms must be >= 0, got -1"),
         (["--config", "seed", "--workload", "eta"], "--workload eta needs --config ha"),
         (["--config", "seed", "--scenario", "drain-node"], "--scenario drain-node needs --config ha"),
-        (["--plan", "/nonexistent"], "--plan /nonexistent: no Kubernetes objects there"),
+        (["--plan", "/nonexistent"], "--plan /nonexistent: no plan there"),
     ],
 )
 def test_bad_flags_are_refused_before_anything_boots(

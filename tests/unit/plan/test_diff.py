@@ -360,5 +360,5 @@ def test_property_paths_round_trip_and_match_list_wildcards() -> None:
 
 def test_a_plan_without_engine_json_is_refused(tmp_path: Path) -> None:
     (tmp_path / "resources.json").write_text(json.dumps([]))
-    with pytest.raises(PlanError, match=r"engine\.json: missing"):
+    with pytest.raises(PlanError, match=r"not a complete plan \(missing engine\.json, settings\.json, kubernetes"):
         Plan.load(tmp_path)
