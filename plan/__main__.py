@@ -28,6 +28,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 import settings
+from plan.diff import PlanError, resolve
 from plan.mocks import RecordingMocks, RecordingMonitor
 from plan.rules import format_path, parse_path
 from settings import PROJECT, SettingsError
@@ -161,10 +162,11 @@ def run_recorded(stack: str, config: dict[str, str], replace: frozenset[str] = f
         print(f"plan: stack {stack}: {error}", file=sys.stderr)
         print(f"plan: {len(mocks.registrations)} resources were registered before the error.", file=sys.stderr)
         raise SystemExit(2) from error
-    unknown = replace - {r.name for r in mocks.registrations}
-    if unknown:
-        print(f"plan: stack {stack}: --replace names no resource: {', '.join(sorted(unknown))}", file=sys.stderr)
-        raise SystemExit(2)
+    try:
+        resolve(replace, (f"{r.type}::{r.name}" for r in mocks.registrations if r.custom), "--replace")
+    except PlanError as error:
+        print(f"plan: stack {stack}: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
     parents = parent_types(monitor)
     # Sorted: registration order depends on output resolution, and a plan must diff cleanly.
     registrations = sorted(mocks.registrations, key=lambda r: (r.type, r.name))
@@ -212,8 +214,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--replace",
         action="append",
         default=[],
-        metavar="NAME",
-        help="as `pulumi up --replace`: the named random/tls resource generates new values (logical name)",
+        metavar="TYPE::NAME",
+        help="as `pulumi up --replace <urn>`: type::name (the URN's tail) or a name only one resource has; "
+        "a named random/tls resource generates new values",
     )
     args = parser.parse_args(argv)
     config = stack_config(args.stack, args.set)

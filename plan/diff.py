@@ -148,9 +148,6 @@ class Plan:
             resources[key] = Resource(r["type"], r["name"], r["inputs"], engine.get(key, {}))
         return cls(directory, resources)
 
-    def by_name(self, name: str) -> list[Resource]:
-        return [r for r in self.resources.values() if r.name == name]
-
     def kubernetes_options(self, resource: Resource) -> KubernetesProviderOptions:
         provider = self.resources.get(str(resource.engine.get("provider")))
         return KubernetesProviderOptions.from_inputs(provider.inputs if provider else {})
@@ -178,6 +175,29 @@ def dependency_order(plan: Plan) -> list[str]:
         order.extend(ready)
         done.update(ready)
     return order
+
+
+def resolve(selectors: Iterable[str], keys: Iterable[str], setting: str) -> frozenset[str]:
+    """The `type::name` keys the selectors name, as `pulumi up --replace <urn>` names one resource.
+
+    A selector is `type::name` (a URN's tail, e.g. `random:index/randomPassword:RandomPassword::pw`) or
+    a bare name that exactly one of `keys` (custom resources) has. A bare name shared by two resources
+    (a Secret and the RandomPassword it holds) is refused with the candidates, never applied to both."""
+    known = sorted(set(keys))
+    chosen: set[str] = set()
+    for selector in selectors:
+        if "::" in selector:
+            candidates = [selector] if selector in known else []
+        else:
+            candidates = [k for k in known if k.rsplit("::", 1)[1] == selector]
+        if not candidates:
+            raise PlanError(f"{setting}: no resource named {selector} (give type::name, or a name one resource has)")
+        if len(candidates) > 1:
+            raise PlanError(
+                f"{setting}: {selector} names {len(candidates)} resources; give one: {', '.join(candidates)}"
+            )
+        chosen.add(candidates[0])
+    return frozenset(chosen)
 
 
 # --- changes between two sets of inputs -------------------------------------------------------------
@@ -394,7 +414,7 @@ class _Differ:
         unknown = {k for k, deps in new.property_dependencies().items() if unpredictable & set(deps)}
         changes += [c for c in unknown_changes(new, unknown) if all(c.path[0] != d.path[0] for d in changes)]
         reasons = replace_reasons(self.new, new, changes)
-        if new.name in self.replace:
+        if new.key in self.replace:
             reasons.insert(0, "--replace names it (pulumi up --replace)")
         if reasons:
             first = deletes_first(new, new.kubernetes and kubernetes_asks_delete_first(old, new))
@@ -502,13 +522,10 @@ def _workload(step: Step, old: Resource | None, new: Resource, plan: Plan, steps
 def diff_plans(base: Plan, new: Plan, replace: Iterable[str] = ()) -> list[Step]:
     """Each custom resource's step from base to new, in dependency order, deletes last.
 
-    `replace`: logical names as `pulumi up --replace` would take them (the new plan must have been
-    built with the same names, so that their new generated values show)."""
-    names = frozenset(replace)
-    unknown = sorted(n for n in names if not new.by_name(n))
-    if unknown:
-        raise PlanError(f"--replace: no resource named {', '.join(unknown)} in {new.directory}")
-    differ = _Differ(base, new, names)
+    `replace`: what `pulumi up --replace` names, `type::name` or a name only one custom resource has
+    (resolve); the new plan must have been built with the same selectors, so that new values show."""
+    keys = resolve(replace, (k for k, r in new.resources.items() if r.custom), "REPLACE")
+    differ = _Differ(base, new, keys)
     differ.run()
     steps: dict[str, Step] = {}
     for key, decision in differ.decisions.items():
@@ -543,6 +560,11 @@ def operations(steps: Iterable[Step]) -> list[tuple[str, Step]]:
 
 
 def stateful_losses(steps: Iterable[Step], allow: Iterable[str] = ()) -> list[Step]:
-    """Stateful resources replaced or deleted that `allow` does not name (logical or object name)."""
-    allowed = set(allow)
-    return [s for s in steps if s.destroys_state and s.name not in allowed and (s.object or "") not in allowed]
+    """Stateful resources replaced or deleted that `allow` does not name.
+
+    `allow`: `type::name`, a name only one step has (resolve), or a Kubernetes object `Kind/namespace/name`."""
+    listed = list(steps)
+    objects = {s.object: s.key for s in listed if s.object}
+    allowed = {objects[a] for a in allow if a in objects}
+    allowed |= resolve([a for a in allow if a not in objects], [s.key for s in listed], "ALLOW")
+    return [s for s in listed if s.destroys_state and s.key not in allowed]

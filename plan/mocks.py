@@ -65,12 +65,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
     project: str = "mock-project"
     registrations: list[Registration] = field(default_factory=list)
     replace: frozenset[str] = frozenset()
-    """Logical names `pulumi up --replace` would name: their generated outputs change (REPLACED_MARK)."""
+    """What `pulumi up --replace` names, `type::name` or a bare name: their generated outputs change
+    (REPLACED_MARK). plan/__main__ refuses a bare name two resources share once all are registered."""
 
     def _replaced(self, args: pulumi.runtime.MockResourceArgs) -> bool:
         if not args.typ.startswith(GENERATING_PREFIXES):
             return False
-        return args.name in self.replace or REPLACED_MARK in json.dumps(_unwrapped(args.inputs), default=str)
+        named = f"{args.typ}::{args.name}" in self.replace or args.name in self.replace
+        return named or REPLACED_MARK in json.dumps(_unwrapped(args.inputs), default=str)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         self.registrations.append(Registration(args.typ, args.name, dict(args.inputs), bool(args.custom)))

@@ -33,6 +33,8 @@ STATEFULSET = "kubernetes:apps/v1:StatefulSet"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 NODE_POOL = "gcp:container/nodePool:NodePool"
 CLUSTER = "gcp:container/cluster:Cluster"
+REPOSITORY = "gcp:artifactregistry/repository:Repository"
+IMAGE = "docker-build:index:Image"
 
 
 def provider(**inputs: Any) -> Resource:
@@ -315,6 +317,65 @@ def test_replace_option_replaces_an_unchanged_resource() -> None:
         diff_plans(plan(password), plan(password), ("nope",))
 
 
+PASSWORD = "random:index/randomPassword:RandomPassword"
+
+
+def _cookie_plans() -> tuple[Plan, Plan]:
+    """A RandomPassword and the Secret that holds it share a logical name (dev's rabbitmq-erlang-cookie)."""
+    pw_key = f"{PASSWORD}::cookie"
+    flags = {"enableSecretMutable": "true"}
+
+    def side(digest: str, annotation: str) -> Plan:
+        secret = resource(
+            SECRET,
+            "cookie",
+            obj("v1", "Secret", "cookie", stringData={"cookie": "[secret]"}),
+            propertyDependencies={"stringData": [pw_key]},
+            secretHashes={"stringData": digest},
+        )
+        sts = statefulset(annotation, propertyDependencies={"spec": [pw_key]})
+        return plan(provider(**flags), resource(PASSWORD, "cookie", {"length": 32}), secret, sts)
+
+    return side("aa", "1"), side("bb", "2")
+
+
+def test_replace_by_type_and_name_replaces_the_password_not_the_secret_named_alike() -> None:
+    """`pulumi up --replace <urn>` names one resource: the Secret holding the password is updated."""
+    base, new = _cookie_plans()
+    steps = {s.key: s for s in diff_plans(base, new, (f"{PASSWORD}::cookie",))}
+    assert steps[f"{PASSWORD}::cookie"].step == REPLACE
+    secret = steps[f"{SECRET}::cookie"]
+    assert (secret.step, secret.reasons) == (UPDATE, ("changed: stringData (update)",))
+    sts = steps[f"{STATEFULSET}::sts"]
+    assert (sts.step, sts.rolls) == (UPDATE, True)
+    assert "spec.template.metadata.annotations.checksum" in sts.reasons[0]
+
+
+def test_a_bare_name_two_resources_share_is_refused_with_the_candidates() -> None:
+    base, new = _cookie_plans()
+    with pytest.raises(PlanError, match="REPLACE: cookie names 2 resources") as error:
+        diff_plans(base, new, ("cookie",))
+    assert f"{SECRET}::cookie, {PASSWORD}::cookie" in str(error.value)
+    assert step(plan(provider(), config_map("x")), plan(provider(), config_map("y")), "config") == (
+        DELETE_BEFORE_REPLACE
+    )
+
+
+def test_allow_takes_type_and_name_and_refuses_a_shared_bare_name() -> None:
+    """ALLOW=ha-celery-dev would have allowed the GKE cluster and the registry alike."""
+
+    def side(location: str) -> Plan:
+        return plan(
+            resource(CLUSTER, "gke", {"location": location}), resource(REPOSITORY, "gke", {"location": location})
+        )
+
+    steps = diff_plans(side("us-east1-b"), side("us-east1-c"))
+    assert sorted(s.key for s in stateful_losses(steps)) == [f"{REPOSITORY}::gke", f"{CLUSTER}::gke"]
+    with pytest.raises(PlanError, match=f"ALLOW: gke names 2 resources; give one: {REPOSITORY}::gke, {CLUSTER}::gke"):
+        stateful_losses(steps, allow=["gke"])
+    assert [s.key for s in stateful_losses(steps, allow=[f"{CLUSTER}::gke"])] == [f"{REPOSITORY}::gke"]
+
+
 # --- creates, deletes, stateful objects and the engine's order --------------------------------------------
 
 
@@ -331,7 +392,10 @@ def test_stateful_losses_name_what_is_lost_unless_allowed() -> None:
     assert [s.name for s in stateful_losses(steps)] == ["sts"]
     assert steps[-1].object == "StatefulSet/ns/sts"
     assert stateful_losses(steps, allow=["sts"]) == []
+    assert stateful_losses(steps, allow=[f"{STATEFULSET}::sts"]) == []
     assert stateful_losses(steps, allow=["StatefulSet/ns/sts"]) == []
+    with pytest.raises(PlanError, match="ALLOW: no resource named nope"):
+        stateful_losses(steps, allow=["nope"])
 
 
 def test_operations_follow_the_engine() -> None:
