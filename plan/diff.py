@@ -13,9 +13,12 @@ What it emulates (pulumi/pulumi step_generator.go, pulumi-kubernetes provider.go
    plan's dependents, makes each input property that depends on a condemned resource unknown and asks the
    provider's Diff again (calculateDependentReplacements). For a Kubernetes object an unknown property
    deletes each of its live keys in the merge patch, so any force-new field under it replaces.
-4. A resource whose provider is replaced is replaced. A replaced random/tls resource generates new values;
-   the new plan shows them (plan.mocks REPLACED_MARK), so their dependents change by value. Other replaced
-   resources (a GKE cluster) have outputs the plan cannot predict: properties fed by them are unknown.
+4. A resource whose provider is replaced is replaced. A replaced random/tls resource generates new values,
+   and a docker-build Image named by --replace pushes a new digest; the new plan shows them (plan.mocks
+   REPLACED_MARK), so their dependents change by value. Other replaced resources (a GKE cluster) have
+   outputs the plan cannot predict: in the resource's own diff a scalar property fed by them is unknown;
+   a structured one is compared by value (the plan cannot say which of its leaves they feed).
+5. REPLACE and ALLOW name one resource each, as `--replace <urn>` does (resolve).
 
 Not emulated: server-side defaults (the plans hold inputs, not live objects), early renewal by the clock
 (use REPLACE on the certificate), docker-build's own Diff (the Image is treated as update-in-place).
@@ -60,6 +63,11 @@ STEPS = (SAME, UPDATE, REPLACE, DELETE_BEFORE_REPLACE, CREATE, DELETE)
 REPLACING = frozenset({REPLACE, DELETE_BEFORE_REPLACE})
 
 KUBERNETES_PROVIDER = "pulumi:providers:kubernetes"
+PREDICTED_PREFIXES = ("random:", "tls:", "kubernetes:")
+"""Replaced resources whose new outputs the new plan shows (generated values: plan.mocks REPLACED_MARK;
+Kubernetes objects: their inputs)."""
+REBUILT = "docker-build:index:Image"
+"""Shows its new digest too when `--replace` names it (plan.mocks): a rebuild pushes a new one."""
 WORKLOAD_KINDS = frozenset({"StatefulSet", "Deployment", "DaemonSet"})
 
 
@@ -409,10 +417,7 @@ class _Differ:
         changes = [
             c for c in [*value_changes(old.inputs, new.inputs), *secret_changes(old, new)] if not _ignored(new, c)
         ]
-        # Outputs of a replaced resource the plan cannot show (a new cluster's endpoint) are unknown.
-        unpredictable = {k for k in replaced if not k.startswith(("random:", "tls:", "kubernetes:"))}
-        unknown = {k for k, deps in new.property_dependencies().items() if unpredictable & set(deps)}
-        changes += [c for c in unknown_changes(new, unknown) if all(c.path[0] != d.path[0] for d in changes)]
+        changes += self.unpredictable_changes(new, replaced, changes)
         reasons = replace_reasons(self.new, new, changes)
         if new.key in self.replace:
             reasons.insert(0, "--replace names it (pulumi up --replace)")
@@ -429,6 +434,24 @@ class _Differ:
             )
             return _Decision(UPDATE, [f"changed: {shown}"])
         return _Decision(SAME, [])
+
+    def unpredictable_changes(self, new: Resource, replaced: set[str], changes: list[Change]) -> list[Change]:
+        """Leaves fed by a replaced resource's outputs that the new plan cannot show (a new cluster's
+        endpoint) are unknown; only the leaves: `up` computes the rest of the property as the plan shows it.
+
+        A scalar property is itself the leaf. In a structured one (a Kubernetes spec) the plan does not say
+        which leaves the outputs feed, so its values are compared as they are; whole-property unknowns are
+        the engine's dependent-replacement pass (cascade), not the resource's own diff."""
+        shown = {
+            k for k in replaced if k.startswith(PREDICTED_PREFIXES) or (k in self.replace and k.startswith(REBUILT))
+        }
+        unpredictable = replaced - shown
+        unknown = {
+            k
+            for k, deps in new.property_dependencies().items()
+            if unpredictable & set(deps) and not isinstance(new.inputs.get(k), (Mapping, list))
+        }
+        return [c for c in unknown_changes(new, unknown) if all(c.path[0] != d.path[0] for d in changes)]
 
     def cascade(self, root: str) -> None:
         """calculateDependentReplacements over the base plan (the snapshot's dependency graph)."""

@@ -376,6 +376,29 @@ def test_allow_takes_type_and_name_and_refuses_a_shared_bare_name() -> None:
     assert [s.key for s in stateful_losses(steps, allow=[f"{CLUSTER}::gke"])] == [f"{REPOSITORY}::gke"]
 
 
+def test_a_rebuilt_image_updates_the_deployment_that_runs_it() -> None:
+    """Only the image leaf follows the replaced Image (the new plan shows its new digest); the rest of
+    the spec is as the plan shows it, so the fixed selector does not look changed."""
+    image_key = f"{IMAGE}::worker"
+
+    def side(digest: str) -> Plan:
+        spec = {
+            "selector": {"matchLabels": {"app": "w"}},
+            "template": {"spec": {"containers": [{"name": "w", "image": f"r/w:1@sha256:{digest}"}]}},
+        }
+        deployment = resource(
+            DEPLOYMENT, "d", obj("apps/v1", "Deployment", "d", spec=spec), propertyDependencies={"spec": [image_key]}
+        )
+        return plan(provider(), resource(IMAGE, "worker", {"tags": ["r/w:1"]}), deployment)
+
+    steps = steps_of(side("aa"), side("aa-replaced"), ("worker",))
+    assert steps["worker"].step == REPLACE
+    assert (steps["d"].step, steps["d"].rolls) == (UPDATE, True)
+    assert steps["d"].reasons[0] == "changed: spec.template.spec.containers[0].image (update)"
+    # The spec is not made unknown as a whole (that is the cascade's view): the same digest is no change.
+    assert steps_of(side("aa"), side("aa"), ("worker",))["d"].step == SAME
+
+
 # --- creates, deletes, stateful objects and the engine's order --------------------------------------------
 
 
