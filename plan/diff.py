@@ -400,11 +400,14 @@ class _Differ:
                 self.decisions[key] = _Decision(CREATE, ["not in the base plan"])
                 continue
             decision = self.decide(old, new)
-            if key in self.forced:
-                decision = _Decision(DELETE_BEFORE_REPLACE, self.forced[key] + decision.reasons)
             self.decisions[key] = decision
             if decision.step == DELETE_BEFORE_REPLACE and key not in self.forced:
                 self.cascade(key)
+        # After the walk: the cascade follows the base plan's edges, so a dependent may come before its
+        # root in the new plan's order (it no longer depends on it) and be decided before it is forced.
+        for key, why in self.forced.items():
+            if key in self.decisions:
+                self.decisions[key] = _Decision(DELETE_BEFORE_REPLACE, why + self.decisions[key].reasons)
 
     def decide(self, old: Resource, new: Resource) -> _Decision:
         replaced = self.replaced()

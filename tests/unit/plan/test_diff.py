@@ -399,6 +399,18 @@ def test_a_rebuilt_image_updates_the_deployment_that_runs_it() -> None:
     assert steps_of(side("aa"), side("aa"), ("worker",))["d"].step == SAME
 
 
+def test_a_dependent_that_no_longer_depends_on_the_root_is_still_deleted_first() -> None:
+    """The cascade walks the base plan's edges; the new plan may order the dependent before the root."""
+    cm_key = f"{CONFIG_MAP}::config"
+    engine: dict[str, Any] = {"dependencies": [cm_key], "propertyDependencies": {"spec": [cm_key]}}
+    base = plan(provider(), config_map("x"), statefulset(**engine))
+    new = plan(provider(), config_map("y"), statefulset())
+    steps = steps_of(base, new)
+    assert steps["config"].step == DELETE_BEFORE_REPLACE
+    assert steps["sts"].step == DELETE_BEFORE_REPLACE
+    assert steps["sts"].reasons[0].startswith("deleted first with config: spec depends on it")
+
+
 # --- creates, deletes, stateful objects and the engine's order --------------------------------------------
 
 
