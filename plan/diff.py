@@ -355,6 +355,8 @@ class Step:
     """Workloads updated in place: whether the pod template changed (the controller rolls the pods)."""
     mounts_changed: tuple[str, ...] = ()
     """Workloads: the ConfigMaps/Secrets their pods mount or read that change in this update."""
+    retained: bool = False
+    """Deleted with retainOnDelete: the engine forgets it and leaves the object (and its data) in place."""
 
     @property
     def key(self) -> str:
@@ -362,7 +364,9 @@ class Step:
 
     @property
     def destroys_state(self) -> bool:
-        return self.stateful and self.step in (REPLACE, DELETE_BEFORE_REPLACE, DELETE)
+        if self.step == DELETE:
+            return self.stateful and not self.retained
+        return self.stateful and self.step in REPLACING
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -542,7 +546,17 @@ def _workload(step: Step, old: Resource | None, new: Resource, plan: Plan, steps
         when_deleted = new.inputs.get("spec", {}).get("persistentVolumeClaimRetentionPolicy", {}).get("whenDeleted")
         if new.kind == "StatefulSet" and when_deleted == "Delete":
             reasons.append("persistentVolumeClaimRetentionPolicy.whenDeleted=Delete: its claims and disks go with it")
-    return Step(step.type, step.name, step.step, tuple(reasons), step.object, step.stateful, rolls, tuple(changed))
+    return Step(
+        step.type,
+        step.name,
+        step.step,
+        tuple(reasons),
+        step.object,
+        step.stateful,
+        rolls,
+        tuple(changed),
+        step.retained,
+    )
 
 
 def diff_plans(base: Plan, new: Plan, replace: Iterable[str] = ()) -> list[Step]:
@@ -560,9 +574,10 @@ def diff_plans(base: Plan, new: Plan, replace: Iterable[str] = ()) -> list[Step]
     for key in reversed(dependency_order(base)):
         r = base.resources[key]
         if key not in new.resources and r.custom:
-            retained = r.engine.get("retainOnDelete")
-            reasons = ["not in the new plan"] + (["retainOnDelete: left in place, only forgotten"] if retained else [])
-            steps[key] = Step(r.type, r.name, DELETE, tuple(reasons), r.object, r.stateful)
+            retained = bool(r.engine.get("retainOnDelete"))
+            kept = ["retained on delete (retainOnDelete): left in place with its data, only forgotten"]
+            reasons = ["not in the new plan", *(kept if retained else [])]
+            steps[key] = Step(r.type, r.name, DELETE, tuple(reasons), r.object, r.stateful, retained=retained)
     for key, step in list(steps.items()):
         resource = new.resources.get(key)
         if resource is not None and resource.kind in WORKLOAD_KINDS:

@@ -422,6 +422,16 @@ def test_creates_deletes_and_retain_on_delete() -> None:
     assert any("retainOnDelete" in r for r in steps["kept"].reasons)
 
 
+def test_a_stateful_resource_retained_on_delete_is_no_loss() -> None:
+    """The registry keeps retainOnDelete: leaving the program forgets it, its images stay."""
+    registry = resource(REPOSITORY, "registry", {"repositoryId": "r"}, retainOnDelete=True)
+    pool = resource(NODE_POOL, "pool", {"nodeCount": 3})
+    steps = steps_of(plan(registry, pool), plan())
+    assert (steps["registry"].step, steps["pool"].step) == (DELETE, DELETE)
+    assert any("retained on delete" in r for r in steps["registry"].reasons)
+    assert [s.name for s in stateful_losses(steps.values())] == ["pool"]
+
+
 def test_stateful_losses_name_what_is_lost_unless_allowed() -> None:
     steps = list(diff_plans(plan(provider(), statefulset()), plan(provider(), statefulset(storage="20Gi"))))
     assert [s.name for s in stateful_losses(steps)] == ["sts"]
