@@ -411,6 +411,26 @@ def test_a_dependent_that_no_longer_depends_on_the_root_is_still_deleted_first()
     assert steps["sts"].reasons[0].startswith("deleted first with config: spec depends on it")
 
 
+def test_an_immutable_fixed_name_config_map_replaces_a_dependent_whose_force_new_spec_uses_it() -> None:
+    """The rule the project avoids (the StatefulSet depends on its ConfigMap by an ordering edge only)
+    still holds for others: a mutable-provider but `immutable: true` ConfigMap with a fixed name is
+    deleted first, and so is the StatefulSet whose spec reads it through a property dependency."""
+    cm_key = f"{CONFIG_MAP}::config"
+    flags = {"enableConfigMapMutable": "true"}
+
+    def cm(data: str) -> Resource:
+        inputs = obj("v1", "ConfigMap", "config", data={"a.conf": data}, immutable=True)
+        return resource(CONFIG_MAP, "config", inputs)
+
+    engine: dict[str, Any] = {"propertyDependencies": {"spec": [cm_key]}}
+    steps = steps_of(
+        plan(provider(**flags), cm("x"), statefulset("1", **engine)),
+        plan(provider(**flags), cm("y"), statefulset("2", **engine)),
+    )
+    assert (steps["config"].step, steps["sts"].step) == (DELETE_BEFORE_REPLACE, DELETE_BEFORE_REPLACE)
+    assert steps["sts"].reasons[0].startswith("deleted first with config: spec depends on it")
+
+
 # --- creates, deletes, stateful objects and the engine's order --------------------------------------------
 
 
