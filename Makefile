@@ -65,7 +65,9 @@ plan: $(VENV)/.synced ## offline plan of STACK (default dev) under Pulumi mocks 
 
 # Exit 0: nothing stateful replaced or deleted (or ALLOW names it); 1: a StatefulSet, StorageClass, PVC, GKE
 # cluster, node pool or registry would be replaced or deleted; 2: bad input (ref, stack, SET, REPLACE, ALLOW).
-plan-diff: $(VENV)/.synced ## steps of `pulumi up` from BASE (git ref, default HEAD) to this tree -> build/plan-diff/steps.json (SET=, REPLACE="name ...", ALLOW="name ...")
+# REPLACE and ALLOW take type::name (a URN's tail, as `pulumi up --replace <urn>` names one resource), or a
+# bare name only one resource has: a shared one (rabbitmq-erlang-cookie, ha-celery-dev) exits 2 listing both.
+plan-diff: $(VENV)/.synced ## steps of `pulumi up` from BASE (git ref, default HEAD) to this tree -> build/plan-diff/steps.json (SET=, REPLACE="type::name ...", ALLOW="type::name ...")
 	$(PY) -m plan.diff_cli --base $(BASE) --stack $(STACK) $(foreach kv,$(SET) $(TLS_SET),--set $(kv)) \
 	  $(foreach n,$(REPLACE),--replace $(n)) $(foreach n,$(ALLOW),--allow $(n))
 

@@ -31,6 +31,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 import settings
 from plan import stackfile
+from plan.diff import PlanError, resolve
 from plan.mocks import RecordingMocks, RecordingMonitor
 from plan.rules import format_path, parse_path
 from settings import PROJECT, SettingsError
@@ -178,10 +179,11 @@ def run_recorded(stack: str, config: dict[str, str], replace: frozenset[str] = f
         print(f"plan: stack {stack}: {error}", file=sys.stderr)
         print(f"plan: {len(mocks.registrations)} resources were registered before the error.", file=sys.stderr)
         raise SystemExit(2) from error
-    unknown = replace - {r.name for r in mocks.registrations}
-    if unknown:
-        print(f"plan: stack {stack}: --replace names no resource: {', '.join(sorted(unknown))}", file=sys.stderr)
-        raise SystemExit(2)
+    try:
+        resolve(replace, (f"{r.type}::{r.name}" for r in mocks.registrations if r.custom), "--replace")
+    except PlanError as error:
+        print(f"plan: stack {stack}: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
     parents = parent_types(monitor)
     # Sorted: registration order depends on output resolution, and a plan must diff cleanly.
     registrations = sorted(mocks.registrations, key=lambda r: (r.type, r.name))
@@ -245,8 +247,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--replace",
         action="append",
         default=[],
-        metavar="NAME",
-        help="as `pulumi up --replace`: the named random/tls resource generates new values (logical name)",
+        metavar="TYPE::NAME",
+        help="as `pulumi up --replace <urn>`: type::name (the URN's tail) or a name only one resource has; "
+        "a named random/tls resource generates new values",
     )
     args = parser.parse_args(argv)
     if args.out.exists() and not args.out.is_dir():

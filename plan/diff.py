@@ -13,9 +13,12 @@ What it emulates (pulumi/pulumi step_generator.go, pulumi-kubernetes provider.go
    plan's dependents, makes each input property that depends on a condemned resource unknown and asks the
    provider's Diff again (calculateDependentReplacements). For a Kubernetes object an unknown property
    deletes each of its live keys in the merge patch, so any force-new field under it replaces.
-4. A resource whose provider is replaced is replaced. A replaced random/tls resource generates new values;
-   the new plan shows them (plan.mocks REPLACED_MARK), so their dependents change by value. Other replaced
-   resources (a GKE cluster) have outputs the plan cannot predict: properties fed by them are unknown.
+4. A resource whose provider is replaced is replaced. A replaced random/tls resource generates new values,
+   and a docker-build Image named by --replace pushes a new digest; the new plan shows them (plan.mocks
+   REPLACED_MARK), so their dependents change by value. Other replaced resources (a GKE cluster) have
+   outputs the plan cannot predict: in the resource's own diff a scalar property fed by them is unknown;
+   a structured one is compared by value (the plan cannot say which of its leaves they feed).
+5. REPLACE and ALLOW name one resource each, as `--replace <urn>` does (resolve).
 
 Not emulated: server-side defaults (the plans hold inputs, not live objects), early renewal by the clock
 (use REPLACE on the certificate), docker-build's own Diff (the Image is treated as update-in-place).
@@ -61,6 +64,11 @@ STEPS = (SAME, UPDATE, REPLACE, DELETE_BEFORE_REPLACE, CREATE, DELETE)
 REPLACING = frozenset({REPLACE, DELETE_BEFORE_REPLACE})
 
 KUBERNETES_PROVIDER = "pulumi:providers:kubernetes"
+PREDICTED_PREFIXES = ("random:", "tls:", "kubernetes:")
+"""Replaced resources whose new outputs the new plan shows (generated values: plan.mocks REPLACED_MARK;
+Kubernetes objects: their inputs)."""
+REBUILT = "docker-build:index:Image"
+"""Shows its new digest too when `--replace` names it (plan.mocks): a rebuild pushes a new one."""
 WORKLOAD_KINDS = frozenset({"StatefulSet", "Deployment", "DaemonSet"})
 
 
@@ -150,9 +158,6 @@ class Plan:
             resources[key] = Resource(r["type"], r["name"], r["inputs"], engine.get(key, {}))
         return cls(directory, resources)
 
-    def by_name(self, name: str) -> list[Resource]:
-        return [r for r in self.resources.values() if r.name == name]
-
     def kubernetes_options(self, resource: Resource) -> KubernetesProviderOptions:
         provider = self.resources.get(str(resource.engine.get("provider")))
         return KubernetesProviderOptions.from_inputs(provider.inputs if provider else {})
@@ -180,6 +185,29 @@ def dependency_order(plan: Plan) -> list[str]:
         order.extend(ready)
         done.update(ready)
     return order
+
+
+def resolve(selectors: Iterable[str], keys: Iterable[str], setting: str) -> frozenset[str]:
+    """The `type::name` keys the selectors name, as `pulumi up --replace <urn>` names one resource.
+
+    A selector is `type::name` (a URN's tail, e.g. `random:index/randomPassword:RandomPassword::pw`) or
+    a bare name that exactly one of `keys` (custom resources) has. A bare name shared by two resources
+    (a Secret and the RandomPassword it holds) is refused with the candidates, never applied to both."""
+    known = sorted(set(keys))
+    chosen: set[str] = set()
+    for selector in selectors:
+        if "::" in selector:
+            candidates = [selector] if selector in known else []
+        else:
+            candidates = [k for k in known if k.rsplit("::", 1)[1] == selector]
+        if not candidates:
+            raise PlanError(f"{setting}: no resource named {selector} (give type::name, or a name one resource has)")
+        if len(candidates) > 1:
+            raise PlanError(
+                f"{setting}: {selector} names {len(candidates)} resources; give one: {', '.join(candidates)}"
+            )
+        chosen.add(candidates[0])
+    return frozenset(chosen)
 
 
 # --- changes between two sets of inputs -------------------------------------------------------------
@@ -329,6 +357,8 @@ class Step:
     """Workloads updated in place: whether the pod template changed (the controller rolls the pods)."""
     mounts_changed: tuple[str, ...] = ()
     """Workloads: the ConfigMaps/Secrets their pods mount or read that change in this update."""
+    retained: bool = False
+    """Deleted with retainOnDelete: the engine forgets it and leaves the object (and its data) in place."""
 
     @property
     def key(self) -> str:
@@ -336,7 +366,9 @@ class Step:
 
     @property
     def destroys_state(self) -> bool:
-        return self.stateful and self.step in (REPLACE, DELETE_BEFORE_REPLACE, DELETE)
+        if self.step == DELETE:
+            return self.stateful and not self.retained
+        return self.stateful and self.step in REPLACING
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -374,11 +406,14 @@ class _Differ:
                 self.decisions[key] = _Decision(CREATE, ["not in the base plan"])
                 continue
             decision = self.decide(old, new)
-            if key in self.forced:
-                decision = _Decision(DELETE_BEFORE_REPLACE, self.forced[key] + decision.reasons)
             self.decisions[key] = decision
             if decision.step == DELETE_BEFORE_REPLACE and key not in self.forced:
                 self.cascade(key)
+        # After the walk: the cascade follows the base plan's edges, so a dependent may come before its
+        # root in the new plan's order (it no longer depends on it) and be decided before it is forced.
+        for key, why in self.forced.items():
+            if key in self.decisions:
+                self.decisions[key] = _Decision(DELETE_BEFORE_REPLACE, why + self.decisions[key].reasons)
 
     def decide(self, old: Resource, new: Resource) -> _Decision:
         replaced = self.replaced()
@@ -391,12 +426,9 @@ class _Differ:
         changes = [
             c for c in [*value_changes(old.inputs, new.inputs), *secret_changes(old, new)] if not _ignored(new, c)
         ]
-        # Outputs of a replaced resource the plan cannot show (a new cluster's endpoint) are unknown.
-        unpredictable = {k for k in replaced if not k.startswith(("random:", "tls:", "kubernetes:"))}
-        unknown = {k for k, deps in new.property_dependencies().items() if unpredictable & set(deps)}
-        changes += [c for c in unknown_changes(new, unknown) if all(c.path[0] != d.path[0] for d in changes)]
+        changes += self.unpredictable_changes(new, replaced, changes)
         reasons = replace_reasons(self.new, new, changes)
-        if new.name in self.replace:
+        if new.key in self.replace:
             reasons.insert(0, "--replace names it (pulumi up --replace)")
         if reasons:
             first = deletes_first(new, new.kubernetes and kubernetes_asks_delete_first(old, new))
@@ -411,6 +443,24 @@ class _Differ:
             )
             return _Decision(UPDATE, [f"changed: {shown}"])
         return _Decision(SAME, [])
+
+    def unpredictable_changes(self, new: Resource, replaced: set[str], changes: list[Change]) -> list[Change]:
+        """Leaves fed by a replaced resource's outputs that the new plan cannot show (a new cluster's
+        endpoint) are unknown; only the leaves: `up` computes the rest of the property as the plan shows it.
+
+        A scalar property is itself the leaf. In a structured one (a Kubernetes spec) the plan does not say
+        which leaves the outputs feed, so its values are compared as they are; whole-property unknowns are
+        the engine's dependent-replacement pass (cascade), not the resource's own diff."""
+        shown = {
+            k for k in replaced if k.startswith(PREDICTED_PREFIXES) or (k in self.replace and k.startswith(REBUILT))
+        }
+        unpredictable = replaced - shown
+        unknown = {
+            k
+            for k, deps in new.property_dependencies().items()
+            if unpredictable & set(deps) and not isinstance(new.inputs.get(k), (Mapping, list))
+        }
+        return [c for c in unknown_changes(new, unknown) if all(c.path[0] != d.path[0] for d in changes)]
 
     def cascade(self, root: str) -> None:
         """calculateDependentReplacements over the base plan (the snapshot's dependency graph)."""
@@ -498,19 +548,26 @@ def _workload(step: Step, old: Resource | None, new: Resource, plan: Plan, steps
         when_deleted = new.inputs.get("spec", {}).get("persistentVolumeClaimRetentionPolicy", {}).get("whenDeleted")
         if new.kind == "StatefulSet" and when_deleted == "Delete":
             reasons.append("persistentVolumeClaimRetentionPolicy.whenDeleted=Delete: its claims and disks go with it")
-    return Step(step.type, step.name, step.step, tuple(reasons), step.object, step.stateful, rolls, tuple(changed))
+    return Step(
+        step.type,
+        step.name,
+        step.step,
+        tuple(reasons),
+        step.object,
+        step.stateful,
+        rolls,
+        tuple(changed),
+        step.retained,
+    )
 
 
 def diff_plans(base: Plan, new: Plan, replace: Iterable[str] = ()) -> list[Step]:
     """Each custom resource's step from base to new, in dependency order, deletes last.
 
-    `replace`: logical names as `pulumi up --replace` would take them (the new plan must have been
-    built with the same names, so that their new generated values show)."""
-    names = frozenset(replace)
-    unknown = sorted(n for n in names if not new.by_name(n))
-    if unknown:
-        raise PlanError(f"--replace: no resource named {', '.join(unknown)} in {new.directory}")
-    differ = _Differ(base, new, names)
+    `replace`: what `pulumi up --replace` names, `type::name` or a name only one custom resource has
+    (resolve); the new plan must have been built with the same selectors, so that new values show."""
+    keys = resolve(replace, (k for k, r in new.resources.items() if r.custom), "REPLACE")
+    differ = _Differ(base, new, keys)
     differ.run()
     steps: dict[str, Step] = {}
     for key, decision in differ.decisions.items():
@@ -519,9 +576,10 @@ def diff_plans(base: Plan, new: Plan, replace: Iterable[str] = ()) -> list[Step]
     for key in reversed(dependency_order(base)):
         r = base.resources[key]
         if key not in new.resources and r.custom:
-            retained = r.engine.get("retainOnDelete")
-            reasons = ["not in the new plan"] + (["retainOnDelete: left in place, only forgotten"] if retained else [])
-            steps[key] = Step(r.type, r.name, DELETE, tuple(reasons), r.object, r.stateful)
+            retained = bool(r.engine.get("retainOnDelete"))
+            kept = ["retained on delete (retainOnDelete): left in place with its data, only forgotten"]
+            reasons = ["not in the new plan", *(kept if retained else [])]
+            steps[key] = Step(r.type, r.name, DELETE, tuple(reasons), r.object, r.stateful, retained=retained)
     for key, step in list(steps.items()):
         resource = new.resources.get(key)
         if resource is not None and resource.kind in WORKLOAD_KINDS:
@@ -545,6 +603,11 @@ def operations(steps: Iterable[Step]) -> list[tuple[str, Step]]:
 
 
 def stateful_losses(steps: Iterable[Step], allow: Iterable[str] = ()) -> list[Step]:
-    """Stateful resources replaced or deleted that `allow` does not name (logical or object name)."""
-    allowed = set(allow)
-    return [s for s in steps if s.destroys_state and s.name not in allowed and (s.object or "") not in allowed]
+    """Stateful resources replaced or deleted that `allow` does not name.
+
+    `allow`: `type::name`, a name only one step has (resolve), or a Kubernetes object `Kind/namespace/name`."""
+    listed = list(steps)
+    objects = {s.object: s.key for s in listed if s.object}
+    allowed = {objects[a] for a in allow if a in objects}
+    allowed |= resolve([a for a in allow if a not in objects], [s.key for s in listed], "ALLOW")
+    return [s for s in listed if s.destroys_state and s.key not in allowed]

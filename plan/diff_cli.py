@@ -11,7 +11,11 @@ Exit codes:
   0  no stateful resource (StatefulSet, StorageClass, PVC, GKE cluster or node pool, registry) is
      replaced or deleted, or ALLOW names each one that is;
   1  a stateful resource would be replaced or deleted and ALLOW does not name it (listed on stderr);
-  2  bad input: an unknown git ref or stack, a plan that fails, a REPLACE or ALLOW name no plan has.
+  2  bad input: an unknown git ref or stack, a plan that fails, a REPLACE or ALLOW that names no
+     resource, or a bare name two resources share (the candidates are listed as type::name).
+
+REPLACE and ALLOW take `type::name` (a URN's tail: `random:index/randomPassword:RandomPassword::rabbitmq-
+erlang-cookie`) or a bare name that exactly one custom resource has; ALLOW also takes Kind/namespace/name.
 """
 
 from __future__ import annotations
@@ -87,9 +91,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, new plan only"
     )
-    parser.add_argument("--replace", action="append", default=[], metavar="NAME", help="as `pulumi up --replace NAME`")
     parser.add_argument(
-        "--allow", action="append", default=[], metavar="NAME", help="a stateful replacement you accept"
+        "--replace",
+        action="append",
+        default=[],
+        metavar="TYPE::NAME",
+        help="as `pulumi up --replace <urn>`: type::name (the URN's tail), or a name only one resource has",
+    )
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="TYPE::NAME",
+        help="a stateful replacement you accept: type::name, a name only one resource has, or Kind/namespace/name",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "plan-diff")
     args = parser.parse_args(argv)
@@ -103,17 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 new_job = pool.submit(build_plan, ROOT, args.stack, work / "new", args.set, args.replace)
                 base, new = Plan.load(base_job.result()), Plan.load(new_job.result())
             steps = diff_plans(base, new, args.replace)
-            names = {r.name for r in [*base.resources.values(), *new.resources.values()]}
-            names |= {s.object for s in steps if s.object}
-            unknown = sorted(set(args.allow) - names)
-            if unknown:
-                raise InputError(f"ALLOW names no resource: {', '.join(unknown)}")
+            losses = stateful_losses(steps, args.allow)
     except (InputError, PlanError) as error:
         print(f"plan-diff: {error}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "steps.json").write_text(json.dumps([s.as_json() for s in steps], indent=2) + "\n")
-    losses = stateful_losses(steps, args.allow)
     console.print(table(steps, losses))
     same = sum(1 for s in steps if s.step == SAME)
     console.print(f"{len(steps) - same} changed, {same} same -> {args.out / 'steps.json'}")
@@ -121,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for s in losses:
             print(f"plan-diff: stateful {s.type} {s.name}: {s.step} ({s.reasons[0]})", file=sys.stderr)
         print(
-            "plan-diff: ALLOW=<name> accepts one (the runbook: docs/operate-broker.md, 'Changing disk kind')",
+            "plan-diff: ALLOW=<type::name> accepts one (the runbook: docs/operate-broker.md, 'Changing disk kind')",
             file=sys.stderr,
         )
         return 1

@@ -15,12 +15,15 @@ import pulumi
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 
+from plan.diff import REBUILT
+
 MOCK_SECRET_PREFIX = "mock-secret-"
 """Every generated secret starts with this, so tests can scan a plan for leaked values."""
 
 REPLACED_MARK = "-replaced"
 """Appended to what a provider generates (a password, a key, a certificate) for a resource that
-`pulumi up --replace` names, and for every random/tls resource whose inputs carry such a value:
+`pulumi up --replace` names (and to a docker-build Image's digest: a rebuild pushes a new one), and for
+every random/tls resource whose inputs carry such a value:
 the real providers would generate new values there, and the plan must show what then changes."""
 
 GENERATING_PREFIXES = ("random:", "tls:")
@@ -65,18 +68,23 @@ class RecordingMocks(pulumi.runtime.Mocks):
     project: str = "mock-project"
     registrations: list[Registration] = field(default_factory=list)
     replace: frozenset[str] = frozenset()
-    """Logical names `pulumi up --replace` would name: their generated outputs change (REPLACED_MARK)."""
+    """What `pulumi up --replace` names, `type::name` or a bare name: their generated outputs change
+    (REPLACED_MARK). plan/__main__ refuses a bare name two resources share once all are registered."""
 
     def _replaced(self, args: pulumi.runtime.MockResourceArgs) -> bool:
+        named = f"{args.typ}::{args.name}" in self.replace or args.name in self.replace
+        if args.typ == REBUILT:
+            return named
         if not args.typ.startswith(GENERATING_PREFIXES):
             return False
-        return args.name in self.replace or REPLACED_MARK in json.dumps(_unwrapped(args.inputs), default=str)
+        return named or REPLACED_MARK in json.dumps(_unwrapped(args.inputs), default=str)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         self.registrations.append(Registration(args.typ, args.name, dict(args.inputs), bool(args.custom)))
         resource_id, state = self._new_state(args)
         if self._replaced(args):
-            for key in ("result", "privateKeyPem", "certPem", "certRequestPem"):
+            # A rebuilt image (docker-build) pushes a new digest: its dependents see it change by value.
+            for key in ("result", "privateKeyPem", "certPem", "certRequestPem", "digest", "ref"):
                 if key in state and key not in args.inputs:
                     state[key] = f"{state[key]}{REPLACED_MARK}"
             # pulumi-tls ids are a hash of the key or the certificate's serial: new ones. pulumi-random's

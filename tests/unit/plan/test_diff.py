@@ -33,6 +33,8 @@ STATEFULSET = "kubernetes:apps/v1:StatefulSet"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 NODE_POOL = "gcp:container/nodePool:NodePool"
 CLUSTER = "gcp:container/cluster:Cluster"
+REPOSITORY = "gcp:artifactregistry/repository:Repository"
+IMAGE = "docker-build:index:Image"
 
 
 def provider(**inputs: Any) -> Resource:
@@ -315,6 +317,120 @@ def test_replace_option_replaces_an_unchanged_resource() -> None:
         diff_plans(plan(password), plan(password), ("nope",))
 
 
+PASSWORD = "random:index/randomPassword:RandomPassword"
+
+
+def _cookie_plans() -> tuple[Plan, Plan]:
+    """A RandomPassword and the Secret that holds it share a logical name (dev's rabbitmq-erlang-cookie)."""
+    pw_key = f"{PASSWORD}::cookie"
+    flags = {"enableSecretMutable": "true"}
+
+    def side(digest: str, annotation: str) -> Plan:
+        secret = resource(
+            SECRET,
+            "cookie",
+            obj("v1", "Secret", "cookie", stringData={"cookie": "[secret]"}),
+            propertyDependencies={"stringData": [pw_key]},
+            secretHashes={"stringData": digest},
+        )
+        sts = statefulset(annotation, propertyDependencies={"spec": [pw_key]})
+        return plan(provider(**flags), resource(PASSWORD, "cookie", {"length": 32}), secret, sts)
+
+    return side("aa", "1"), side("bb", "2")
+
+
+def test_replace_by_type_and_name_replaces_the_password_not_the_secret_named_alike() -> None:
+    """`pulumi up --replace <urn>` names one resource: the Secret holding the password is updated."""
+    base, new = _cookie_plans()
+    steps = {s.key: s for s in diff_plans(base, new, (f"{PASSWORD}::cookie",))}
+    assert steps[f"{PASSWORD}::cookie"].step == REPLACE
+    secret = steps[f"{SECRET}::cookie"]
+    assert (secret.step, secret.reasons) == (UPDATE, ("changed: stringData (update)",))
+    sts = steps[f"{STATEFULSET}::sts"]
+    assert (sts.step, sts.rolls) == (UPDATE, True)
+    assert "spec.template.metadata.annotations.checksum" in sts.reasons[0]
+
+
+def test_a_bare_name_two_resources_share_is_refused_with_the_candidates() -> None:
+    base, new = _cookie_plans()
+    with pytest.raises(PlanError, match="REPLACE: cookie names 2 resources") as error:
+        diff_plans(base, new, ("cookie",))
+    assert f"{SECRET}::cookie, {PASSWORD}::cookie" in str(error.value)
+    assert step(plan(provider(), config_map("x")), plan(provider(), config_map("y")), "config") == (
+        DELETE_BEFORE_REPLACE
+    )
+
+
+def test_allow_takes_type_and_name_and_refuses_a_shared_bare_name() -> None:
+    """ALLOW=ha-celery-dev would have allowed the GKE cluster and the registry alike."""
+
+    def side(location: str) -> Plan:
+        return plan(
+            resource(CLUSTER, "gke", {"location": location}), resource(REPOSITORY, "gke", {"location": location})
+        )
+
+    steps = diff_plans(side("us-east1-b"), side("us-east1-c"))
+    assert sorted(s.key for s in stateful_losses(steps)) == [f"{REPOSITORY}::gke", f"{CLUSTER}::gke"]
+    with pytest.raises(PlanError, match=f"ALLOW: gke names 2 resources; give one: {REPOSITORY}::gke, {CLUSTER}::gke"):
+        stateful_losses(steps, allow=["gke"])
+    assert [s.key for s in stateful_losses(steps, allow=[f"{CLUSTER}::gke"])] == [f"{REPOSITORY}::gke"]
+
+
+def test_a_rebuilt_image_updates_the_deployment_that_runs_it() -> None:
+    """Only the image leaf follows the replaced Image (the new plan shows its new digest); the rest of
+    the spec is as the plan shows it, so the fixed selector does not look changed."""
+    image_key = f"{IMAGE}::worker"
+
+    def side(digest: str) -> Plan:
+        spec = {
+            "selector": {"matchLabels": {"app": "w"}},
+            "template": {"spec": {"containers": [{"name": "w", "image": f"r/w:1@sha256:{digest}"}]}},
+        }
+        deployment = resource(
+            DEPLOYMENT, "d", obj("apps/v1", "Deployment", "d", spec=spec), propertyDependencies={"spec": [image_key]}
+        )
+        return plan(provider(), resource(IMAGE, "worker", {"tags": ["r/w:1"]}), deployment)
+
+    steps = steps_of(side("aa"), side("aa-replaced"), ("worker",))
+    assert steps["worker"].step == REPLACE
+    assert (steps["d"].step, steps["d"].rolls) == (UPDATE, True)
+    assert steps["d"].reasons[0] == "changed: spec.template.spec.containers[0].image (update)"
+    # The spec is not made unknown as a whole (that is the cascade's view): the same digest is no change.
+    assert steps_of(side("aa"), side("aa"), ("worker",))["d"].step == SAME
+
+
+def test_a_dependent_that_no_longer_depends_on_the_root_is_still_deleted_first() -> None:
+    """The cascade walks the base plan's edges; the new plan may order the dependent before the root."""
+    cm_key = f"{CONFIG_MAP}::config"
+    engine: dict[str, Any] = {"dependencies": [cm_key], "propertyDependencies": {"spec": [cm_key]}}
+    base = plan(provider(), config_map("x"), statefulset(**engine))
+    new = plan(provider(), config_map("y"), statefulset())
+    steps = steps_of(base, new)
+    assert steps["config"].step == DELETE_BEFORE_REPLACE
+    assert steps["sts"].step == DELETE_BEFORE_REPLACE
+    assert steps["sts"].reasons[0].startswith("deleted first with config: spec depends on it")
+
+
+def test_an_immutable_fixed_name_config_map_replaces_a_dependent_whose_force_new_spec_uses_it() -> None:
+    """The rule the project avoids (the StatefulSet depends on its ConfigMap by an ordering edge only)
+    still holds for others: a mutable-provider but `immutable: true` ConfigMap with a fixed name is
+    deleted first, and so is the StatefulSet whose spec reads it through a property dependency."""
+    cm_key = f"{CONFIG_MAP}::config"
+    flags = {"enableConfigMapMutable": "true"}
+
+    def cm(data: str) -> Resource:
+        inputs = obj("v1", "ConfigMap", "config", data={"a.conf": data}, immutable=True)
+        return resource(CONFIG_MAP, "config", inputs)
+
+    engine: dict[str, Any] = {"propertyDependencies": {"spec": [cm_key]}}
+    steps = steps_of(
+        plan(provider(**flags), cm("x"), statefulset("1", **engine)),
+        plan(provider(**flags), cm("y"), statefulset("2", **engine)),
+    )
+    assert (steps["config"].step, steps["sts"].step) == (DELETE_BEFORE_REPLACE, DELETE_BEFORE_REPLACE)
+    assert steps["sts"].reasons[0].startswith("deleted first with config: spec depends on it")
+
+
 # --- creates, deletes, stateful objects and the engine's order --------------------------------------------
 
 
@@ -326,12 +442,25 @@ def test_creates_deletes_and_retain_on_delete() -> None:
     assert any("retainOnDelete" in r for r in steps["kept"].reasons)
 
 
+def test_a_stateful_resource_retained_on_delete_is_no_loss() -> None:
+    """The registry keeps retainOnDelete: leaving the program forgets it, its images stay."""
+    registry = resource(REPOSITORY, "registry", {"repositoryId": "r"}, retainOnDelete=True)
+    pool = resource(NODE_POOL, "pool", {"nodeCount": 3})
+    steps = steps_of(plan(registry, pool), plan())
+    assert (steps["registry"].step, steps["pool"].step) == (DELETE, DELETE)
+    assert any("retained on delete" in r for r in steps["registry"].reasons)
+    assert [s.name for s in stateful_losses(steps.values())] == ["pool"]
+
+
 def test_stateful_losses_name_what_is_lost_unless_allowed() -> None:
     steps = list(diff_plans(plan(provider(), statefulset()), plan(provider(), statefulset(storage="20Gi"))))
     assert [s.name for s in stateful_losses(steps)] == ["sts"]
     assert steps[-1].object == "StatefulSet/ns/sts"
     assert stateful_losses(steps, allow=["sts"]) == []
+    assert stateful_losses(steps, allow=[f"{STATEFULSET}::sts"]) == []
     assert stateful_losses(steps, allow=["StatefulSet/ns/sts"]) == []
+    with pytest.raises(PlanError, match="ALLOW: no resource named nope"):
+        stateful_losses(steps, allow=["nope"])
 
 
 def test_operations_follow_the_engine() -> None:

@@ -34,6 +34,35 @@ def test_a_replaced_generator_and_what_it_signs_get_new_values() -> None:
     assert cert_id == f"ca-id{REPLACED_MARK}"
 
 
+def test_replace_names_one_resource_by_type_and_name_and_a_rebuilt_image_gets_a_new_digest() -> None:
+    password = "random:index/randomPassword:RandomPassword"
+    mocks = RecordingMocks(replace=frozenset({f"{password}::cookie", "docker-build:index:Image::worker"}))
+    _, pw = _new(mocks, password, "cookie", {"length": 32})
+    _, other = _new(mocks, password, "other", {"length": 32})
+    assert pw["result"].endswith(REPLACED_MARK)
+    assert not other["result"].endswith(REPLACED_MARK)
+    _, image = _new(mocks, "docker-build:index:Image", "worker", {"tags": ["r/w:1"]})
+    assert image["digest"].endswith(REPLACED_MARK)
+    assert image["ref"] == f"r/w:1@{image['digest']}"
+
+
+def test_a_bare_replace_name_two_resources_share_is_refused(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "plan", "--stack", "dev", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [*args, "--replace", "rabbitmq-erlang-cookie"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert (
+        "rabbitmq-erlang-cookie names 2 resources; give one: kubernetes:core/v1:Secret::rabbitmq-erlang-cookie, "
+        "random:index/randomPassword:RandomPassword::rabbitmq-erlang-cookie"
+    ) in done.stderr
+
+
 def test_an_unnamed_kubernetes_object_is_autonamed_by_what_replaces_it() -> None:
     mocks = RecordingMocks()
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from plan.diff import DELETE_BEFORE_REPLACE, REPLACING, SAME, UPDATE, Plan, Step, diff_plans, stateful_losses
+from plan.diff import REPLACE, REPLACING, SAME, UPDATE, Plan, Step, diff_plans, stateful_losses
 
 ROOT = Path(__file__).resolve().parents[3]
 STATEFULSET = "rabbitmq-statefulset"
@@ -41,7 +41,7 @@ class Case:
     """--set of the deployed plan (dev's stack file otherwise)."""
     new: tuple[str, ...] = ()
     replace: tuple[str, ...] = ()
-    """As `pulumi up --replace NAME`."""
+    """As `pulumi up --replace`: type::name, or a name only one resource has."""
     broker_rolls: bool = False
     workers_roll: bool = False
     code: bool = False
@@ -74,13 +74,18 @@ ROUTINE = [
         Case("CA rotation", base=TLS, replace=("rabbitmq-ca-key",), broker_rolls=True, workers_roll=True),
     ),
     pytest.param(Case("worker code change", code=True, workers_roll=True)),
+    # A rebuild pushes a new digest: the container image leaf changes, the fixed selector does not.
+    pytest.param(
+        Case("worker image rebuild", replace=("docker-build:index:Image::ha-celery-dev-worker",), workers_roll=True)
+    ),
     pytest.param(Case("workerReplicas", new=("workerReplicas=5",))),
     pytest.param(Case("workerConcurrency", new=("workerConcurrency=4",), workers_roll=True)),
     pytest.param(Case("autoscaling hpa", new=("autoscaling=hpa",))),
     pytest.param(Case("autoscaling keda", new=("autoscaling=keda",))),
 ]
 DISK_KIND = Case("brokerStorage disk kind", new=("brokerStorage=ssd",))
-TODAY_CONFIG_CHANGE = Case("brokerMemoryMiB", new=("brokerMemoryMiB=1536",))
+CONFIG_CHANGE = Case("brokerMemoryMiB", new=("brokerMemoryMiB=1536",))
+COOKIE = Case("erlang-cookie rotation", replace=("random:index/randomPassword:RandomPassword::rabbitmq-erlang-cookie",))
 
 
 def _code_changed_tree(into: Path) -> Path:
@@ -105,7 +110,7 @@ def _plan(job: tuple[tuple[str, ...], tuple[str, ...], bool], out: Path) -> Plan
 @pytest.fixture(scope="module")
 def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[tuple[str, ...], tuple[str, ...], bool], Plan]:
     """Every plan the cases need, built once, two at a time (each is a Python process importing the SDKs)."""
-    cases = [p.values[0] for p in ROUTINE if isinstance(p.values[0], Case)] + [DISK_KIND, TODAY_CONFIG_CHANGE]
+    cases = [p.values[0] for p in ROUTINE if isinstance(p.values[0], Case)] + [DISK_KIND, CONFIG_CHANGE, COOKIE]
     jobs = sorted({job for case in cases for job in (case.base_job, case.new_job)})
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {job: pool.submit(_plan, job, tmp_path_factory.mktemp("matrix")) for job in jobs}
@@ -153,22 +158,27 @@ def test_disk_kind_change_is_reported_as_a_replacement(
     assert stateful_losses(steps.values(), allow=[STATEFULSET, "rabbitmq-storage"]) == []
 
 
-def test_today_a_config_change_replaces_the_statefulset(
+def test_a_config_change_updates_the_config_map_and_the_statefulset_in_place(
     plans: dict[tuple[tuple[str, ...], tuple[str, ...], bool], Plan],
 ) -> None:
-    """The review's finding 1, as plan-diff sees this branch's program: the Kubernetes provider has no
-    enableConfigMapMutable, so the fixed-name ConfigMap is deleted first and the engine's cascade deletes
-    the StatefulSet with it (its spec depends on the ConfigMap). With the option set, neither happens:
-    the test follows the provider's input, so it holds before and after the h3 fix."""
-    new = plans[TODAY_CONFIG_CHANGE.new_job]
-    provider = next(r for r in new.resources.values() if r.type == "pulumi:providers:kubernetes")
-    mutable = str(provider.inputs.get("enableConfigMapMutable", "false")).lower() == "true"
-    steps = _steps(TODAY_CONFIG_CHANGE, plans)
+    """The review's finding 1, fixed: the Kubernetes provider has enableConfigMapMutable and the
+    StatefulSet depends on the ConfigMap by an ordering edge only, so a config change updates both in
+    place (the rule that would replace them still holds for others: tests/unit/plan/test_diff.py,
+    test_an_immutable_fixed_name_config_map_replaces_a_dependent_whose_force_new_spec_uses_it)."""
+    steps = _steps(CONFIG_CHANGE, plans)
     story = "\n".join(_explain(steps))
-    if mutable:
-        assert steps["rabbitmq-config"].step == UPDATE, story
-        assert steps[STATEFULSET].step == UPDATE, story
-    else:
-        assert steps["rabbitmq-config"].step == DELETE_BEFORE_REPLACE, story
-        assert steps[STATEFULSET].step == DELETE_BEFORE_REPLACE, story
-        assert any(r.startswith("deleted first with rabbitmq-config: spec") for r in steps[STATEFULSET].reasons), story
+    assert steps["rabbitmq-config"].step == UPDATE, story
+    assert steps[STATEFULSET].step == UPDATE, story
+
+
+def test_an_erlang_cookie_rotation_updates_the_secret_named_like_the_password(
+    plans: dict[tuple[tuple[str, ...], tuple[str, ...], bool], Plan],
+) -> None:
+    """`--replace` names one resource: the RandomPassword, not the Secret of the same logical name."""
+    steps = {s.key: s for s in diff_plans(plans[COOKIE.base_job], plans[COOKIE.new_job], COOKIE.replace)}
+    story = "\n".join(_explain(steps))
+    assert steps[COOKIE.replace[0]].step == REPLACE, story
+    assert steps["kubernetes:core/v1:Secret::rabbitmq-erlang-cookie"].step == UPDATE, story
+    statefulset = steps[f"kubernetes:apps/v1:StatefulSet::{STATEFULSET}"]
+    assert statefulset.step == UPDATE, story
+    assert 'annotations["ha-celery/credentials-sha256"]' in statefulset.reasons[0], story
