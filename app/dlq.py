@@ -25,6 +25,15 @@ otherwise). A task message gets there two ways, and the ``x-death`` header says 
     it), or a worker whose connection died with the task unacked. A task that keeps doing that
     is poison; after the limit it is kept here instead of looping.
 
+``refused`` (no ``x-death``; the headers ``x-ha-celery-reason``, ``-queue``, ``-refused-at``)
+    The worker's intake (``app.intake``) refused the delivery before Celery saw it: a body that is
+    not UTF-8 JSON of the protocol-2 shape, another content type or encoding, headers that are
+    missing, mistyped or too large, a body over the size limit, a task this worker does not
+    register, or a delivery Celery could not decode or failed on. The worker publishes a copy here
+    (original body, properties and headers, plus the reason), waits for the confirm, then acks
+    the delivery; if the copy is not confirmed it rejects the delivery, which the policy then
+    dead-letters as ``rejected`` (the reason is in the worker's log). The task never ran.
+
 Successful tasks never come here, nor do ``task.retry()`` calls (a retry is a new publish).
 
 How RabbitMQ 4.3 counts (measured on 4.3.6 quorum queues, ``x-delivery-count``)
@@ -54,10 +63,12 @@ no limit on 4.3.6).
 Replay
 ------
 ``replay`` goes through the queue once with ``basic.get``. For each message of the chosen task
-(``--task``, default all): publish a copy to the queue of its latest ``x-death`` entry through
+(``--task``, default all): publish a copy to the queue of its latest ``x-death`` entry (a refused
+one: the queue it was refused from, where the intake checks it again) through
 the default exchange (exactly that queue, whatever the original exchange's bindings), same
 body, properties and task id, headers without the broker's bookkeeping (``x-death``,
-``x-first-death-*``, ``x-last-death-*``, ``x-delivery-count``, ``x-acquired-count``), so its
+``x-first-death-*``, ``x-last-death-*``, ``x-delivery-count``, ``x-acquired-count``, the
+intake's ``x-ha-celery-*``), so its
 delivery count starts fresh; wait for the publisher confirm (``mandatory``: a copy that routes
 nowhere counts as failed); only then ack the dead-letter message. Killed at any point, nothing
 is lost: at worst the one message between its confirm and its ack is replayed twice, with the
@@ -573,8 +584,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 2
     try:
         return _run(args, config.broker_urls, ssl_options(config))
-    except (OSError, AMQPError, OperationalError) as exc:
-        # Unreachable broker, missing queue, confirm timeout: nothing acked without its confirm.
+    except (OSError, AMQPError, OperationalError, RuntimeError) as exc:
+        # Unreachable broker, missing queue, confirm timeout, a copy the broker would not take:
+        # nothing acked without its confirm (the message goes back when the connection closes).
         print(f"broker error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
