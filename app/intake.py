@@ -24,6 +24,7 @@ by the size limits below. It accepts exactly Celery's task protocol 2 as this pr
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -109,10 +110,16 @@ def check(delivery: Delivery, known_tasks: Container[str]) -> Verdict:
     return Accepted(task=task, task_id=task_id)
 
 
+_REPR: Final = reprlib.Repr()
+# Bounded work as well as bounded output: a megabyte body is neither walked whole nor echoed.
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 3, 4, 4, 4
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = _SHOWN_CHARS
+
+
 def _shown(value: object) -> str:
-    """A short repr for a reason: a megabyte value is not echoed."""
+    """A short repr for a reason."""
     try:
-        text = repr(value)
+        text = _REPR.repr(value)
     except Exception:  # a repr that raises must not turn a refusal into a crash
         text = f"<{type(value).__name__}>"
     return text if len(text) <= _SHOWN_CHARS else f"{text[: _SHOWN_CHARS - 3]}..."

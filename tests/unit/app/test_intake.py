@@ -63,6 +63,7 @@ GOOD = celery_message()
         (with_(GOOD, body=b'[[], {}, {"callbacks": "x"}]'), "embed 'callbacks' is 'x'"),
         (with_(GOOD, body=b'[[], {}, {"chord": []}]'), "embed 'chord' is []"),
         (with_(GOOD, body=b"not json at all"), "body is not JSON (JSONDecodeError"),
+        (with_(GOOD, body=json.dumps({str(n): [n] * 3 for n in range(60_000)}).encode()), "body is {'0': [0, 0, 0],"),
         (with_(GOOD, body=b"\xff\xfe[[], {}, {}]"), "body is not UTF-8 (invalid start byte at byte 0)"),
         (with_(GOOD, body=b""), "empty body"),
         (with_(GOOD, body=b"[" * 100_000), "nested too deep"),
