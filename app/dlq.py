@@ -53,8 +53,14 @@ by an uncounted ``basic.nack``, the broker drops it for good (measured: ``basic.
 message back, whatever the queue's arguments: to leave one in the queue it
 publishes a copy to the tail of ``celery.dlq`` (same body, properties and ``x-death``, without
 the delivery counters, stamped with the run's id), waits for the confirm, then acks the
-original. A run ends when the queue is empty or it meets its own stamp (it went round once).
-Listing therefore rewrites the queue in place, order kept. Killed between a copy's confirm and
+original. When a copy of this run comes up again it is held (taken, not acked), and the run
+ends when nothing is ready any more: every message was taken once, whatever order the broker
+hands them out in; the held copies then go back with ``basic.nack`` (each a fresh copy, count
+0). Ending at the first copy met instead lost messages from the listing: RabbitMQ 4.3 delivers a
+quorum queue by priority first, and a copy of a message without a priority overtook the Celery
+messages (priority 0) not yet seen (measured on the booted plan: ``list`` showed 2 of the 7
+messages the queue held, the two without a priority, again and again). Listing rewrites the
+queue in place; the order may change (held copies go back to the head). Killed between a copy's confirm and
 the original's ack, a message is listed twice afterwards (same task id); killed before the
 confirm, the original goes back by the connection's close, which is the one remaining way to
 lose a ``delivery_limit`` message on a queue without ``x-delivery-limit: -1`` (measured: -1 is
@@ -366,36 +372,46 @@ class ConfirmedPublisher:
 
 
 class _Mover:
-    """Moves dead-letter messages with confirmed copies, never returning one to its queue."""
+    """Moves dead-letter messages with confirmed copies, never returning one to its queue.
+
+    A run takes every ready message once. Its own copies are held (taken, not acked) when they
+    come up, not taken as the end of the run: a copy published to the tail is not always
+    delivered last (RabbitMQ 4.3 quorum queues deliver by priority first, so a copy can overtake
+    messages not yet seen). The run ends when nothing is ready any more; then the held copies go
+    back with ``basic.nack`` (fresh copies: a count of 0, safe under any delivery limit).
+    """
 
     def __init__(self, channel: amqp.Channel, queue: str) -> None:
         self.channel = channel
         self.queue = queue
         self.run_id = uuid.uuid4().hex
         self._publisher = ConfirmedPublisher(channel)
+        self._held: list[int] = []
 
     def __enter__(self) -> _Mover:
         _ready(self.channel, self.queue)  # fails early, and clearly, if the queue does not exist
         self._publisher.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._publisher.__exit__(*exc)
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self._publisher.__exit__(exc_type, *exc)
+        held, self._held = self._held, []
+        if exc_type is not None:
+            return  # the connection is closing: the broker returns what this run held
+        for tag in held:
+            _nack_requeue(self.channel, tag, multiple=False)
 
     def publish(self, message: amqp.Message, queue: str) -> str | None:
         """Publish ``message`` to ``queue`` and wait for its confirm; None if confirmed and routed, else why not."""
         return self._publisher.publish(message, queue)
 
     def next(self) -> amqp.Message | None:
-        """The next message not yet seen in this run; None once the queue is through."""
-        message = self.channel.basic_get(self.queue)
-        if message is None:
-            return None
-        if _headers(message).get(ROTATION_HEADER) == self.run_id:
-            # Our own copy: the queue went round once. A fresh copy's count is 0: nack is safe.
-            _nack_requeue(self.channel, _tag(message), multiple=False)
-            return None
-        return message
+        """The next message not yet seen in this run; None once nothing is ready."""
+        while (message := self.channel.basic_get(self.queue)) is not None:
+            if _headers(message).get(ROTATION_HEADER) != self.run_id:
+                return message
+            self._held.append(_tag(message))  # our own copy: seen already, held until the run ends
+        return None
 
     def keep(self, message: amqp.Message) -> None:
         """Leave ``message`` in the dead-letter queue: a confirmed copy at its tail, then ack the original."""

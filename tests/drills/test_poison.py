@@ -83,6 +83,9 @@ def raw(
     return task_id, message
 
 
+_LARGE = b"[[" + b"0," * (4 * MAX_BODY_BYTES) + b"0], {}, {}]"
+"""8 MiB: the size of the message issue 28's listing missed."""
+
 MALFORMED: dict[str, tuple[str, bytes, dict[str, object]]] = {
     # name: (expected reason fragment, body, raw() options)
     "wrong body shape": ("body is 'just a string'", b'"just a string"', {}),
@@ -97,7 +100,7 @@ MALFORMED: dict[str, tuple[str, bytes, dict[str, object]]] = {
     "empty body": ("empty body", b"", {}),
     "huge header": ("headers exceed 32 KiB", b"[[0], {}, {}]", {"big": "x" * 100_000}),
     "unknown task": ("unknown task 'app.tasks.nope'", b"[[0], {}, {}]", {"task": "app.tasks.nope"}),
-    "body too large": (f"allowed: at most {MAX_BODY_BYTES}", b"[[" + b"0," * (4 * MAX_BODY_BYTES) + b"0], {}, {}]", {}),
+    "body too large": (f"body of {len(_LARGE)} bytes; allowed: at most {MAX_BODY_BYTES}", _LARGE, {}),
 }
 
 
@@ -167,7 +170,7 @@ def test_every_malformed_message_is_dead_lettered_with_its_reason_and_no_worker_
     listed = run_cli(target, "list")
     for task_id, (name, reason) in bad.items():
         assert task_id in listed, f"{name} ({task_id}) not listed:\n{listed}"
-        assert f"refused: {reason}" in listed or reason in listed, f"{name}: reason not listed:\n{listed}"
+        assert f"refused: {reason}" in listed, f"{name}: reason not listed:\n{listed}"
     assert listed.count("\n    refused: ") == len(bad), listed
 
     trouble = worker_trouble(target, since)
@@ -176,10 +179,11 @@ def test_every_malformed_message_is_dead_lettered_with_its_reason_and_no_worker_
     print(listed)
 
 
+@pytest.mark.timeout(900)
 def test_list_and_replay_see_the_same_messages_large_and_delivery_limited_included(
     fresh: tuple[PlanTarget, Path],
 ) -> None:
-    target, _ = fresh
+    target, results = fresh
     app, _ = target.publisher()
     try:
         # Dead-lettered by the broker: past the delivery limit (the pool process dies each run), or raised once.
@@ -193,10 +197,30 @@ def test_list_and_replay_see_the_same_messages_large_and_delivery_limited_includ
     publish_raw(target, [big, odd])
     expected = {*crashed, *raised, big_id, odd_id}
     started = time.monotonic()
-    poll(lambda: expected <= set(dead(target)), 300, f"{len(expected)} messages in {DEAD_LETTER_QUEUE}", interval=2.0)
-    print(f"\nall {len(expected)} in {DEAD_LETTER_QUEUE} after {time.monotonic() - started:.0f} s")
+    history: list[str] = []
 
+    def all_dead() -> bool:
+        listed = set(dead(target))
+        with dead_letter_channel(worker_urls(target)) as channel:
+            in_dlq = channel.queue_declare(DEAD_LETTER_QUEUE, passive=True)
+        runs = records.tally(results / failing.ATTEMPTS_DIR).per_task
+        history.append(
+            f"{time.monotonic() - started:5.0f}s listed {len(listed & expected)}/{len(expected)} "
+            f"(missing {sorted(expected - listed)}), {DEAD_LETTER_QUEUE} holds {in_dlq[1] if in_dlq else '?'}, "
+            f"{QUEUE_NAME} ready {target.queue_stat('messages_ready')} unacked "
+            f"{target.queue_stat('messages_unacknowledged')}, crash runs {[runs[i] for i in crashed]}"
+        )
+        return expected <= listed
+
+    try:
+        poll(all_dead, 400, f"{len(expected)} messages listed from {DEAD_LETTER_QUEUE}", interval=5.0)
+    finally:
+        print("\n" + "\n".join(history[-5:]))
+
+    with dead_letter_channel(worker_urls(target)) as channel:
+        declared = channel.queue_declare(DEAD_LETTER_QUEUE, passive=True)
     listed = run_cli(target, "list")
+    assert f"{declared[1] if declared else '?'} dead-lettered task(s) shown" in listed, "list shows all the queue holds"
     listed_ids = set(re.findall(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", listed))
     assert listed_ids == expected, f"list:\n{listed}"
     replayed = run_cli(target, "replay")
@@ -204,3 +228,21 @@ def test_list_and_replay_see_the_same_messages_large_and_delivery_limited_includ
     assert replayed_ids == listed_ids, f"replay:\n{replayed}"
     print(listed)
     print(replayed)
+
+
+def test_rabbitmq_hands_out_a_later_message_first_when_it_has_no_priority(fresh: tuple[PlanTarget, Path]) -> None:
+    """Why ``list`` cannot end at its first own copy (app.dlq's module doc): on a RabbitMQ 4.3
+    quorum queue a message published later is not always handed out later."""
+    target, _ = fresh
+    order = {"celery-0-first": 0, "no-priority": None, "celery-0-last": 0}
+    with dead_letter_channel(worker_urls(target)) as channel:
+        with ConfirmedPublisher(channel) as publisher:
+            for name, priority in order.items():
+                message = amqp.Message(b"[]", correlation_id=name, priority=priority, delivery_mode=2)
+                assert publisher.publish(message, DEAD_LETTER_QUEUE) is None
+        handed: list[str] = []
+        while (got := channel.basic_get(DEAD_LETTER_QUEUE)) is not None:
+            handed.append(got.properties["correlation_id"])
+        # Not acked: the connection's close returns them (the next test purges the queue).
+    print(f"\npublished {list(order)}, handed out {handed}")
+    assert handed == ["no-priority", "celery-0-first", "celery-0-last"]

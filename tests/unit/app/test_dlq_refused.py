@@ -155,3 +155,64 @@ def test_the_refuser_reconnects_once_and_then_raises_so_the_worker_rejects() -> 
         broken = Refuser(lambda failure=failure: Connection(list(failure), []))  # type: ignore[misc]
         with pytest.raises((ConnectionResetError, RuntimeError)):
             broken.put(refused())
+
+
+class PriorityChannel(Channel):
+    """A dead-letter queue that hands out higher priorities first (RabbitMQ 4.3 quorum queues),
+    a message without a priority above Celery's 0, returned messages before all others."""
+
+    def __init__(self, messages: list[amqp.Message]) -> None:
+        super().__init__(messages)
+        self.returns: list[amqp.Message] = []
+        self.unacked: dict[int, amqp.Message] = {}
+
+    def basic_get(self, queue: str) -> amqp.Message | None:
+        assert queue == "celery.dlq"
+        if not self.returns and self.queue:
+            first = max(self.queue, key=_priority)  # max() keeps the earliest of equals
+            self.queue.remove(first)
+            self.returns.append(first)
+        if not self.returns:
+            return None
+        self.tag += 1
+        message = self.returns.pop(0)
+        message.delivery_info = {"delivery_tag": self.tag}
+        self.unacked[self.tag] = message
+        return message
+
+    def basic_ack(self, tag: int) -> None:
+        del self.unacked[tag]
+
+    def send_method(self, *args: Any) -> None:
+        tag, _multiple, requeue = args[2]
+        assert requeue
+        self.returns.append(self.unacked.pop(tag))
+
+
+def _priority(message: amqp.Message) -> int:
+    priority = message.properties.get("priority")
+    return 4 if priority is None else int(priority)
+
+
+def celery_dead(task_id: str) -> amqp.Message:
+    return amqp.Message(
+        b"[[], {}, {}]",
+        priority=0,
+        correlation_id=task_id,
+        application_headers={"id": task_id, "task": "a", "x-death": [{"queue": "celery", "reason": "rejected"}]},
+    )
+
+
+def test_list_sees_every_message_when_its_copies_overtake_the_rest() -> None:
+    # A refused copy without a priority first, then three Celery messages (priority 0): every
+    # copy of the refused one is handed out before them. Ending at the first own copy met
+    # listed 1 of 4 (what the booted plan showed: 2 of 7).
+    channel = PriorityChannel([refused("r"), celery_dead("f1"), celery_dead("f2"), celery_dead("f3")])
+    for _ in range(2):  # listing twice: the second sees what the first left
+        listed = [t.task_id or "" for t in dlq.list_dead(cast(amqp.Channel, channel))]
+        assert sorted(listed) == ["f1", "f2", "f3", "r"]
+        assert not channel.unacked, "every held copy handed back"
+        remaining = [m.properties["correlation_id"] for m in channel.returns + channel.queue]
+        assert sorted(remaining) == ["f1", "f2", "f3", "r"], "each message left exactly once"
+    result = dlq.replay(cast(amqp.Channel, channel))
+    assert sorted(t.task_id or "" for t in result.replayed) == sorted(listed), "replay sees what list sees"
