@@ -59,7 +59,8 @@ hands them out in; the held copies then go back with ``basic.nack`` (each a fres
 0). Ending at the first copy met instead lost messages from the listing: RabbitMQ 4.3 delivers a
 quorum queue by priority first, and a copy of a message without a priority overtook the Celery
 messages (priority 0) not yet seen (measured on the booted plan: ``list`` showed 2 of the 7
-messages the queue held, the two without a priority, again and again). Listing rewrites the
+messages the queue held, the two without a priority, again and again; and of three messages
+published priority 0, none, 0, 4.3.6 hands out the one without a priority first). Listing rewrites the
 queue in place; the order may change (held copies go back to the head). Killed between a copy's confirm and
 the original's ack, a message is listed twice afterwards (same task id); killed before the
 confirm, the original goes back by the connection's close, which is the one remaining way to

@@ -224,7 +224,7 @@ def test_list_and_replay_see_the_same_messages_large_and_delivery_limited_includ
     listed_ids = set(re.findall(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", listed))
     assert listed_ids == expected, f"list:\n{listed}"
     replayed = run_cli(target, "replay")
-    replayed_ids = set(re.findall(r"^replayed (\S+) ", replayed, flags=re.MULTILINE))
+    replayed_ids = set(re.findall(r"^replayed (\S+) \S+ -> ", replayed, flags=re.MULTILINE))
     assert replayed_ids == listed_ids, f"replay:\n{replayed}"
     print(listed)
     print(replayed)
