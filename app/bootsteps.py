@@ -4,8 +4,10 @@ consumer whose delayed-delivery step declares on its own live connection."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from celery import bootsteps
 from celery.worker.consumer import Consumer as StockConsumer
@@ -14,11 +16,14 @@ from kombu.transport.native_delayed_delivery import (
     bind_queue_to_native_delayed_delivery_exchange,
     declare_native_delayed_delivery_exchanges_and_queues,
 )
+from vine import promise
 
-from app import health
+from app import health, intake
 from app.certs import CertificateWatch
+from app.dlq import Refuser, refused_copy
 from app.metrics import MetricsConfigError, WorkerMetrics
 from contract import metrics, timing
+from contract.wire import DEAD_LETTER_QUEUE as DLQ
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +190,17 @@ class LiveDelayedDelivery(DelayedDelivery):
 
 
 class Consumer(StockConsumer):
-    """Celery's consumer with :class:`LiveDelayedDelivery` in place of the stock step (``worker_consumer``)."""
+    """Celery's consumer (``worker_consumer``) with :class:`LiveDelayedDelivery` in place of the
+    stock step, and an intake: every delivery is checked (``app.intake``) before Celery sees it.
+
+    A delivery the check refuses, one Celery cannot decode (the stock consumer acks those away)
+    and one that makes Celery's handler raise (which would kill the worker, and the next one it
+    is redelivered to) is *refused*: a copy with the reason goes to the dead-letter queue
+    (``app.dlq.Refuser``, publisher confirms), and only once the broker confirmed it is the
+    delivery acked. If that copy cannot be published the delivery is rejected without requeue,
+    so the broker's dead-letter policy keeps it (reason ``rejected``; the worker's reason is in
+    its log). Never acked away, never a crash.
+    """
 
     # celery-types declares the stock Blueprint as an attribute, not as the class it is.
     class Blueprint(StockConsumer.Blueprint):  # type: ignore[misc,valid-type]
@@ -193,3 +208,84 @@ class Consumer(StockConsumer):
             "app.bootsteps:LiveDelayedDelivery" if step.endswith(":DelayedDelivery") else step
             for step in StockConsumer.Blueprint.default_steps
         )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refuser = Refuser(self.app.connection_for_write)
+
+    def create_task_handler(self, promise: Any = promise) -> Callable[..., Any]:
+        stock = super().create_task_handler(promise)
+        state = cast(Any, self)  # attributes celery-types does not declare
+        # Connection and channel errors must reach Celery's consumer: it reconnects on them.
+        passing = (*state.connection_errors, *state.channel_errors)
+
+        def on_task_received(message: Any) -> None:
+            verdict = intake.check(_delivery(message), state.strategies)
+            if isinstance(verdict, intake.Refused):
+                self.refuse(message, verdict.reason)
+                return
+            try:
+                stock(message)
+            except passing:
+                raise
+            except Exception as exc:
+                logger.exception("intake: Celery failed on an accepted delivery (task id %s)", verdict.task_id)
+                self.refuse(message, f"the worker failed on it: {type(exc).__name__}: {exc}")
+
+        return on_task_received
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        # The stock consumer logs and acks: the message would be gone.
+        self.refuse(message, f"cannot be decoded: {type(exc).__name__}: {exc}")
+
+    def refuse(self, message: Any, reason: str) -> None:
+        """Put ``message`` into the dead-letter queue with ``reason``, then ack it (see the class doc)."""
+        state = cast(Any, self)
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        logger.error(
+            "intake: refused task %.200r id %.200r into %s: %s", headers.get("task"), headers.get("id"), DLQ, reason
+        )
+        try:
+            self.refuser.put(
+                refused_copy(message.body, _properties(message), reason, self._queue_of(message), datetime.now(UTC))
+            )
+        except Exception:
+            logger.exception("intake: %s did not confirm the refused copy; rejecting it to the dead-letter policy", DLQ)
+            message.reject_log_error(logger, state.connection_errors, requeue=False)
+            return
+        message.ack_log_error(logger, state.connection_errors)
+
+    def _queue_of(self, message: Any) -> str:
+        """The queue ``message`` was consumed from (by its consumer tag), else the default queue."""
+        tag = (message.delivery_info or {}).get("consumer_tag")
+        tags = getattr(cast(Any, self).task_consumer, "_active_tags", {})
+        for queue, active in tags.items():
+            if active == tag:
+                return str(queue)
+        return str(self.app.conf.task_default_queue)
+
+    def shutdown(self) -> None:
+        self.refuser.close()
+        super().shutdown()
+
+
+def _delivery(message: Any) -> intake.Delivery:
+    return intake.Delivery(
+        body=message.body,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        headers=message.properties.get("application_headers"),
+    )
+
+
+def _properties(message: Any) -> dict[str, Any]:
+    """The delivery's properties, as it is stored in the dead-letter queue.
+
+    kombu has already decompressed a body with a ``compression`` header (if it could): the copy
+    keeps what the consumer received, so that header goes.
+    """
+    properties = dict(message.properties)
+    headers = properties.get("application_headers")
+    if isinstance(headers, dict) and "compression" in headers and not message.errors:
+        properties["application_headers"] = {k: v for k, v in headers.items() if k != "compression"}
+    return properties

@@ -25,6 +25,15 @@ otherwise). A task message gets there two ways, and the ``x-death`` header says 
     it), or a worker whose connection died with the task unacked. A task that keeps doing that
     is poison; after the limit it is kept here instead of looping.
 
+``refused`` (no ``x-death``; the headers ``x-ha-celery-reason``, ``-queue``, ``-refused-at``)
+    The worker's intake (``app.intake``) refused the delivery before Celery saw it: a body that is
+    not UTF-8 JSON of the protocol-2 shape, another content type or encoding, headers that are
+    missing, mistyped or too large, a body over the size limit, a task this worker does not
+    register, or a delivery Celery could not decode or failed on. The worker publishes a copy here
+    (original body, properties and headers, plus the reason), waits for the confirm, then acks
+    the delivery; if the copy is not confirmed it rejects the delivery, which the policy then
+    dead-letters as ``rejected`` (the reason is in the worker's log). The task never ran.
+
 Successful tasks never come here, nor do ``task.retry()`` calls (a retry is a new publish).
 
 How RabbitMQ 4.3 counts (measured on 4.3.6 quorum queues, ``x-delivery-count``)
@@ -44,8 +53,15 @@ by an uncounted ``basic.nack``, the broker drops it for good (measured: ``basic.
 message back, whatever the queue's arguments: to leave one in the queue it
 publishes a copy to the tail of ``celery.dlq`` (same body, properties and ``x-death``, without
 the delivery counters, stamped with the run's id), waits for the confirm, then acks the
-original. A run ends when the queue is empty or it meets its own stamp (it went round once).
-Listing therefore rewrites the queue in place, order kept. Killed between a copy's confirm and
+original. When a copy of this run comes up again it is held (taken, not acked), and the run
+ends when nothing is ready any more: every message was taken once, whatever order the broker
+hands them out in; the held copies then go back with ``basic.nack`` (each a fresh copy, count
+0). Ending at the first copy met instead lost messages from the listing: RabbitMQ 4.3 delivers a
+quorum queue by priority first, and a copy of a message without a priority overtook the Celery
+messages (priority 0) not yet seen (measured on the booted plan: ``list`` showed 2 of the 7
+messages the queue held, the two without a priority, again and again; and of three messages
+published priority 0, none, 0, 4.3.6 hands out the one without a priority first). Listing rewrites the
+queue in place; the order may change (held copies go back to the head). Killed between a copy's confirm and
 the original's ack, a message is listed twice afterwards (same task id); killed before the
 confirm, the original goes back by the connection's close, which is the one remaining way to
 lose a ``delivery_limit`` message on a queue without ``x-delivery-limit: -1`` (measured: -1 is
@@ -54,10 +70,12 @@ no limit on 4.3.6).
 Replay
 ------
 ``replay`` goes through the queue once with ``basic.get``. For each message of the chosen task
-(``--task``, default all): publish a copy to the queue of its latest ``x-death`` entry through
+(``--task``, default all): publish a copy to the queue of its latest ``x-death`` entry (a refused
+one: the queue it was refused from, where the intake checks it again) through
 the default exchange (exactly that queue, whatever the original exchange's bindings), same
 body, properties and task id, headers without the broker's bookkeeping (``x-death``,
-``x-first-death-*``, ``x-last-death-*``, ``x-delivery-count``, ``x-acquired-count``), so its
+``x-first-death-*``, ``x-last-death-*``, ``x-delivery-count``, ``x-acquired-count``, the
+intake's ``x-ha-celery-*``), so its
 delivery count starts fresh; wait for the publisher confirm (``mandatory``: a copy that routes
 nowhere counts as failed); only then ack the dead-letter message. Killed at any point, nothing
 is lost: at worst the one message between its confirm and its ack is replayed twice, with the
@@ -74,7 +92,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, cast
@@ -85,6 +103,7 @@ from amqp.exceptions import AMQPError, MessageNacked
 from kombu.exceptions import OperationalError
 
 from app.config import ConfigError, from_env, ssl_options
+from app.intake import QUEUE_HEADER, REASON_HEADER, REFUSED_AT_HEADER
 from app.tls import PerHostTlsConnection
 from contract import timing
 from contract.wire import DEAD_LETTER_QUEUE
@@ -94,8 +113,11 @@ ROTATION_HEADER: Final = "x-ha-celery-kept-by"
 its own stamp again tells the run it has been through the whole queue."""
 COUNT_HEADERS: Final = frozenset({"x-delivery-count", "x-acquired-count"})
 """The broker's delivery counters: a kept copy drops them (the broker counts the copy afresh)."""
-BOOKKEEPING_HEADERS: Final = frozenset({"x-death", ROTATION_HEADER, *COUNT_HEADERS})
-"""Headers the broker writes while dead-lettering and redelivering; a replayed copy drops them."""
+BOOKKEEPING_HEADERS: Final = frozenset(
+    {"x-death", ROTATION_HEADER, *COUNT_HEADERS, REASON_HEADER, QUEUE_HEADER, REFUSED_AT_HEADER}
+)
+"""Headers the broker writes while dead-lettering and redelivering, and the worker's refusal
+stamps (``app.intake``); a replayed copy drops them."""
 BOOKKEEPING_PREFIXES: Final = ("x-first-death-", "x-last-death-")
 DEFAULT_EXCHANGE: Final = ""
 """Routes by queue name: a replay reaches exactly the queue the task died in."""
@@ -117,6 +139,17 @@ class Death:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """Why and where a worker refused a delivery into the dead-letter queue (``app.intake``)."""
+
+    reason: str
+    queue: str
+    """The queue it was refused from; ``replay`` sends it back there."""
+    time: datetime | None
+    """When (naive UTC, as py-amqp decodes AMQP timestamps)."""
+
+
+@dataclass(frozen=True)
 class DeadTask:
     """What ``list`` shows of one dead-lettered message."""
 
@@ -124,17 +157,34 @@ class DeadTask:
     task_name: str | None
     deaths: tuple[Death, ...]
     """Newest first, as the broker keeps them."""
+    refusal: Refusal | None = None
+    """Set when the worker refused the delivery (it never ran) instead of the broker dead-lettering it."""
 
     @property
     def latest(self) -> Death | None:
         return self.deaths[0] if self.deaths else None
 
+    @property
+    def queue(self) -> str | None:
+        """The queue it died in (latest death) or was refused from; None if unknown."""
+        if self.latest is not None:
+            return self.latest.queue
+        return self.refusal.queue if self.refusal is not None else None
+
+    @property
+    def why(self) -> str:
+        """``rejected x1``, ``delivery_limit x21``, ``refused``, or ``-``."""
+        if self.latest is not None:
+            return f"{self.latest.reason} x{self.latest.count}"
+        return "refused" if self.refusal is not None else "-"
+
     def age_s(self, now: datetime) -> float | None:
-        """Seconds since the latest death (``now`` naive UTC), None if unknown."""
+        """Seconds since the latest death or the refusal (``now`` naive UTC), None if unknown."""
         latest = self.latest
-        if latest is None or latest.time is None:
+        when = latest.time if latest is not None else self.refusal.time if self.refusal is not None else None
+        if when is None:
             return None
-        return (now - latest.time).total_seconds()
+        return (now - when).total_seconds()
 
 
 def parse_x_death(headers: Mapping[str, Any] | None) -> tuple[Death, ...]:
@@ -175,6 +225,19 @@ def describe(properties: Mapping[str, Any]) -> DeadTask:
         task_id=task_id if isinstance(task_id, str) else None,
         task_name=task_name if isinstance(task_name, str) else None,
         deaths=parse_x_death(headers),
+        refusal=parse_refusal(headers),
+    )
+
+
+def parse_refusal(headers: Mapping[str, Any]) -> Refusal | None:
+    """The worker's refusal stamps in ``headers`` (``app.intake``), None if it has none."""
+    reason, queue, when = headers.get(REASON_HEADER), headers.get(QUEUE_HEADER), headers.get(REFUSED_AT_HEADER)
+    if not isinstance(reason, str):
+        return None
+    return Refusal(
+        reason=reason,
+        queue=queue if isinstance(queue, str) else "",
+        time=when if isinstance(when, datetime) else None,
     )
 
 
@@ -195,15 +258,16 @@ def replay_copy(message: amqp.Message) -> amqp.Message:
 
 
 def format_row(task: DeadTask, now: datetime) -> str:
-    """One ``list`` line: task name, task id, reason x count, original queue, age."""
-    latest = task.latest
-    reason = f"{latest.reason} x{latest.count}" if latest else "-"
-    queue = latest.queue if latest else "-"
+    """One ``list`` entry: task name, task id, reason x count, original queue, age; a refused
+    delivery gets a second, indented line with the worker's reason."""
     age = task.age_s(now)
-    return (
-        f"{task.task_name or '-':<32} {task.task_id or '-':<36} {reason:<18} {queue:<12} "
+    row = (
+        f"{task.task_name or '-':<32} {task.task_id or '-':<36} {task.why:<18} {task.queue or '-':<12} "
         f"{'-' if age is None else _human_age(age)}"
     )
+    if task.refusal is not None:
+        row += f"\n    refused: {task.refusal.reason}"
+    return row
 
 
 def _human_age(seconds: float) -> str:
@@ -268,18 +332,17 @@ def _return_handlers(channel: amqp.Channel) -> set[Callable[[Exception, str, str
     return handlers
 
 
-class _Mover:
-    """Publishes with confirms on one channel, and moves dead-letter messages without returning them."""
+class ConfirmedPublisher:
+    """Publishes on one channel to exactly one queue (the default exchange), ``mandatory`` and
+    with publisher confirms: :meth:`publish` returns only once the broker has the message."""
 
-    def __init__(self, channel: amqp.Channel, queue: str) -> None:
+    def __init__(self, channel: amqp.Channel, confirm_timeout: float = timing.PUBLISH_CONFIRM_TIMEOUT_S) -> None:
         self.channel = channel
-        self.queue = queue
-        self.run_id = uuid.uuid4().hex
+        self.confirm_timeout = confirm_timeout
         self._returned: list[str] = []
 
-    def __enter__(self) -> _Mover:
+    def __enter__(self) -> ConfirmedPublisher:
         _return_handlers(self.channel).add(self._on_return)
-        _ready(self.channel, self.queue)  # fails early, and clearly, if the queue does not exist
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -289,7 +352,11 @@ class _Mover:
         self._returned.append(f"unroutable to {routing_key!r} ({exc})")
 
     def publish(self, message: amqp.Message, queue: str) -> str | None:
-        """Publish ``message`` to ``queue`` and wait for its confirm; None if confirmed and routed, else why not."""
+        """Publish ``message`` to ``queue`` and wait for its confirm; None if confirmed and routed, else why not.
+
+        A confirm that does not come in ``confirm_timeout`` raises (``socket.timeout``), as do
+        connection errors: the caller decides, and acks nothing.
+        """
         self._returned.clear()
         try:
             # Publisher confirms: selected on first use, then each publish waits for its ack.
@@ -298,22 +365,54 @@ class _Mover:
                 exchange=DEFAULT_EXCHANGE,
                 routing_key=queue,
                 mandatory=True,
-                confirm_timeout=timing.PUBLISH_CONFIRM_TIMEOUT_S,
+                confirm_timeout=self.confirm_timeout,
             )
         except MessageNacked:
             self._returned.append("nacked by the broker")
         return "; ".join(self._returned) or None
 
+
+class _Mover:
+    """Moves dead-letter messages with confirmed copies, never returning one to its queue.
+
+    A run takes every ready message once. Its own copies are held (taken, not acked) when they
+    come up, not taken as the end of the run: a copy published to the tail is not always
+    delivered last (RabbitMQ 4.3 quorum queues deliver by priority first, so a copy can overtake
+    messages not yet seen). The run ends when nothing is ready any more; then the held copies go
+    back with ``basic.nack`` (fresh copies: a count of 0, safe under any delivery limit).
+    """
+
+    def __init__(self, channel: amqp.Channel, queue: str) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.run_id = uuid.uuid4().hex
+        self._publisher = ConfirmedPublisher(channel)
+        self._held: list[int] = []
+
+    def __enter__(self) -> _Mover:
+        _ready(self.channel, self.queue)  # fails early, and clearly, if the queue does not exist
+        self._publisher.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self._publisher.__exit__(exc_type, *exc)
+        held, self._held = self._held, []
+        if exc_type is not None:
+            return  # the connection is closing: the broker returns what this run held
+        for tag in held:
+            _nack_requeue(self.channel, tag, multiple=False)
+
+    def publish(self, message: amqp.Message, queue: str) -> str | None:
+        """Publish ``message`` to ``queue`` and wait for its confirm; None if confirmed and routed, else why not."""
+        return self._publisher.publish(message, queue)
+
     def next(self) -> amqp.Message | None:
-        """The next message not yet seen in this run; None once the queue is through."""
-        message = self.channel.basic_get(self.queue)
-        if message is None:
-            return None
-        if _headers(message).get(ROTATION_HEADER) == self.run_id:
-            # Our own copy: the queue went round once. A fresh copy's count is 0: nack is safe.
-            _nack_requeue(self.channel, _tag(message), multiple=False)
-            return None
-        return message
+        """The next message not yet seen in this run; None once nothing is ready."""
+        while (message := self.channel.basic_get(self.queue)) is not None:
+            if _headers(message).get(ROTATION_HEADER) != self.run_id:
+                return message
+            self._held.append(_tag(message))  # our own copy: seen already, held until the run ends
+        return None
 
     def keep(self, message: amqp.Message) -> None:
         """Leave ``message`` in the dead-letter queue: a confirmed copy at its tail, then ack the original."""
@@ -324,6 +423,83 @@ class _Mover:
         if why is not None:
             raise RuntimeError(f"could not keep a message in {self.queue!r}: {why}")
         self.channel.basic_ack(_tag(message))
+
+
+REASON_MAX_CHARS: Final = 1000
+"""A refusal reason is cut to this in its header (``app.intake`` keeps its own reasons shorter)."""
+
+
+def refused_copy(
+    body: bytes | str, properties: Mapping[str, Any], reason: str, queue: str, now: datetime
+) -> amqp.Message:
+    """What the worker puts into the dead-letter queue for a delivery it refused: the same body
+    and properties, the original headers (whatever they were; not a table: dropped) and the
+    refusal stamps (reason, queue, time), persistent."""
+    original = properties.get("application_headers")
+    headers = dict(original) if isinstance(original, Mapping) else {}
+    headers[REASON_HEADER] = reason[:REASON_MAX_CHARS]
+    headers[QUEUE_HEADER] = queue
+    headers[REFUSED_AT_HEADER] = now.replace(tzinfo=None)
+    kept = {k: v for k, v in properties.items() if k != "application_headers"}
+    kept["delivery_mode"] = 2
+    return amqp.Message(body, application_headers=headers, **kept)
+
+
+class Refuser:
+    """The worker's way into the dead-letter queue: :meth:`put` returns once the broker confirmed
+    the copy, or raises.
+
+    Its own connection, not the consumer's: waiting for a confirm on the consumer's connection
+    would read that connection's next deliveries and hand them to Celery from inside this one.
+    Opened at the first refusal, without heartbeats (it idles between refusals; a dead one is
+    found by the next publish, which then reconnects once). Each wait blocks the worker's main
+    loop, so it is bounded by ``confirm_timeout``.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        queue: str = DEAD_LETTER_QUEUE,
+        confirm_timeout: float = float(timing.BROKER_HEARTBEAT_S),
+    ) -> None:
+        self._connect = connect
+        self.queue = queue
+        self.confirm_timeout = confirm_timeout
+        self._connection: Any = None
+        self._publisher: ConfirmedPublisher | None = None
+
+    def put(self, message: amqp.Message) -> None:
+        """Publish ``message`` to the dead-letter queue and wait for the confirm (one reconnect on a
+        connection error); raises if it is not confirmed and routed."""
+        for attempt in (1, 2):
+            try:
+                why = self._open().publish(message, self.queue)
+            except Exception:
+                self.close()
+                if attempt == 2:
+                    raise
+                continue
+            if why is not None:
+                raise RuntimeError(f"{self.queue} did not take the refused message: {why}")
+            return
+
+    def _open(self) -> ConfirmedPublisher:
+        if self._publisher is None:
+            connection = self._connect()
+            # Every node of the failover list once, no sleeping between them: this blocks the main loop.
+            connection.ensure_connection(max_retries=len(getattr(connection, "alt", ())) or 1, interval_start=0)
+            channel = connection.connection.channel()
+            self._connection = connection
+            self._publisher = ConfirmedPublisher(channel, self.confirm_timeout).__enter__()
+        return self._publisher
+
+    def close(self) -> None:
+        """Drop the connection (the next :meth:`put` opens a new one)."""
+        connection, self._connection, self._publisher = self._connection, None, None
+        if connection is not None:
+            # Already broken: nothing to close cleanly, and nothing was acked on it.
+            with suppress(Exception):
+                connection.release()
 
 
 def list_dead(channel: amqp.Channel, queue: str = DEAD_LETTER_QUEUE, limit: int | None = None) -> list[DeadTask]:
@@ -371,14 +547,14 @@ def replay(
             if message is None:
                 break
             task = describe(message.properties)
-            latest = task.latest
             if (task_name is not None and task.task_name != task_name) or task.task_id in done:
                 # Another task, or one replayed in this run that died again at once: next run.
                 skipped += 1
                 mover.keep(message)
                 continue
-            why = "no x-death header: the original queue is unknown" if latest is None else None
-            why = why or mover.publish(replay_copy(message), latest.queue if latest else "")
+            target = task.queue
+            why = "no x-death or refusal header: the original queue is unknown" if not target else None
+            why = why or mover.publish(replay_copy(message), target or "")
             if why is not None:
                 failed.append((task, why))
                 mover.keep(message)
@@ -425,8 +601,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 2
     try:
         return _run(args, config.broker_urls, ssl_options(config))
-    except (OSError, AMQPError, OperationalError) as exc:
-        # Unreachable broker, missing queue, confirm timeout: nothing acked without its confirm.
+    except (OSError, AMQPError, OperationalError, RuntimeError) as exc:
+        # Unreachable broker, missing queue, confirm timeout, a copy the broker would not take:
+        # nothing acked without its confirm (the message goes back when the connection closes).
         print(f"broker error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
@@ -443,8 +620,7 @@ def _run(args: argparse.Namespace, broker_urls: Sequence[str], tls: dict[str, ob
             return 0
 
         def progress(task: DeadTask) -> None:
-            latest = task.latest
-            print(f"replayed {task.task_id} {task.task_name} -> {latest.queue if latest else '?'}", flush=True)
+            print(f"replayed {task.task_id} {task.task_name} -> {task.queue or '?'}", flush=True)
 
         result = replay(channel, limit=args.limit, task_name=args.task, on_replayed=progress)
     for task, why in result.failed:

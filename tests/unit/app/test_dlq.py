@@ -162,10 +162,13 @@ def test_configuration_error_exits_2_naming_the_variable(
 
 class FakeChannel:
     """The py-amqp channel calls ``list_dead``/``replay`` make, logged in order; publishing to
-    celery.dlq appends to the fake queue, a nack puts the message back at its head."""
+    celery.dlq appends to the fake queue, a nack returns the message to the head (RabbitMQ 4.3's
+    quorum queues deliver returned messages first, in the order they came back)."""
 
     def __init__(self, messages: list[amqp.Message], unroutable: frozenset[str] = frozenset()) -> None:
         self.queue = messages
+        self.returned = 0
+        """How many messages at the head of ``queue`` are returned ones."""
         self.unroutable = unroutable
         self.log: list[tuple[str, Any]] = []
         self.events: defaultdict[str, set[Callable[..., None]]] = defaultdict(set)
@@ -181,6 +184,7 @@ class FakeChannel:
         if not self.queue:
             return None
         message = self.queue.pop(0)
+        self.returned = max(0, self.returned - 1)
         self.next_tag += 1
         message.delivery_info = {"delivery_tag": self.next_tag}
         self.unacked[self.next_tag] = message
@@ -207,7 +211,8 @@ class FakeChannel:
         tag, multiple, requeue = args
         assert not multiple
         assert requeue
-        self.queue.insert(0, self.unacked.pop(tag))
+        self.queue.insert(self.returned, self.unacked.pop(tag))
+        self.returned += 1
         self.log.append(("nack", tag))
 
     def ids(self) -> list[str]:
@@ -281,8 +286,9 @@ def test_replay_replays_each_task_id_once_per_run() -> None:
 def test_list_keeps_every_message_and_stops_after_one_round() -> None:
     channel = FakeChannel([dead_message("a", "1"), dead_message("b", "2"), dead_message("c", "3")])
     assert [t.task_name for t in dlq.list_dead(cast(amqp.Channel, channel))] == ["a", "b", "c"]
-    # Each message copied to the tail, confirmed, then acked; the first copy seen again ends the run.
-    assert channel.log[-2:] == [("get", 4), ("nack", 4)]
+    # Each message copied to the tail, confirmed, then acked; the copies seen again are held
+    # until nothing is ready, then handed back.
+    assert channel.log[-6:] == [("get", 4), ("get", 5), ("get", 6), ("nack", 4), ("nack", 5), ("nack", 6)]
     assert channel.ids() == ["1", "2", "3"]
     assert not channel.unacked
     # A second listing sees the same tasks (a new run id): listing is repeatable.
