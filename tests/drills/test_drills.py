@@ -62,7 +62,7 @@ anti-affinity makes drain-node the stricter case (the evicted broker stays Pendi
 and one drain per ``make test`` is enough to prove the PDBs and the drain path."""
 ALERTS_ASSERTED = (Scenario.BASELINE, Scenario.KILL_WORKER, Scenario.KILL_BROKER)
 SHARED_TIMEOUT_S = 1800
-"""The first test to ask for the shared cluster's results waits for all eleven drills (~12 min)."""
+"""The first test to ask for the shared cluster's results waits for all ten drills (~11 min)."""
 
 
 @pytest.fixture(scope="module")
