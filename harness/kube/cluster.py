@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from harness import netns, processes, rootfs
@@ -37,9 +37,10 @@ from harness.images import Image, image_for
 from harness.kube.fields import Delta
 from harness.kube.kubelet import Event, PodContext, PodSandbox, PodWorker
 from harness.kube.objects import Deployment, Plan, PodTemplate, StatefulSet, load_plan
+from harness.kube.rollout import Actions, PodView, deployment_sync, statefulset_sync
 from harness.kube.schedule import Node, PlacedPod, schedule
 from harness.kube.secretfill import fill_secrets, ha_celery_rules, rules_generator
-from harness.kube.volumes import VolumeStore
+from harness.kube.volumes import VolumeStore, changed_sources
 from harness.kube.workloads import PodAddress, PodState, deployment_pod_name, etc_hosts, eviction_allowed
 from harness.poll import poll
 
@@ -105,6 +106,12 @@ class Pod:
     def terminating(self) -> bool:
         return self.worker is not None and self.worker.terminating
 
+    def view(self, template: PodTemplate) -> PodView:
+        """What its controller sees of it, ``template`` being the controller's current one."""
+        return PodView(
+            self.name, self.template == template, self.ready, self.terminating, self.worker is not None, self.ordinal
+        )
+
 
 def plan_nodes(plan_dir: Path) -> list[Node]:
     """The stack's nodes: ``node_count`` of them spread over the plan's zones (dev: 3 in one
@@ -135,7 +142,9 @@ class KubeCluster:
         self.rng = rng or random.Random()
         plan = load_plan(self.plan_dir)
         brokers = max((s.replicas for s in plan.statefulsets), default=0)
-        self.plan: Plan = fill_secrets(plan, rules_generator(ha_celery_rules(self.rng, broker_nodes=brokers)))
+        self.secret_generator = rules_generator(ha_celery_rules(self.rng, broker_nodes=brokers))
+        """Fills masked Secret values, here and for an update's new objects (``harness.kube.apply``)."""
+        self.plan: Plan = fill_secrets(plan, self.secret_generator)
         self.nodes = plan_nodes(self.plan_dir)
         self.events: list[Event] = []
         self.pods: dict[str, Pod] = {}
@@ -408,6 +417,39 @@ class KubeCluster:
         netns.set_node_link(self._layout, self._node_index(node), up)
         self._event(node, "NodeLink", "link up" if up else "link cut")
 
+    # ------------------------------------------------------------------------------- updates
+
+    def set_objects(self, plan: Plan) -> set[tuple[str, str]]:
+        """The API server now holds ``plan``'s objects (one apply step: ``harness.kube.apply`` decides
+        them); the controllers act on them from their next sync. The files of every mounted ConfigMap
+        and Secret whose data changed are rewritten in the running pods that mount them (subPath mounts
+        keep the old file, as in Kubernetes). Returns those objects as (``configMap``|``secret``, name)."""
+        with self._lock:
+            changed = changed_sources(self.plan, plan)
+            # In place: the kubelets' contexts hold these lists (a restarted container reads them anew).
+            self.plan.secrets[:] = plan.secrets
+            self.plan.configmaps[:] = plan.configmaps
+            for f in fields(Plan):
+                if f.name not in ("secrets", "configmaps", "deltas"):
+                    setattr(self.plan, f.name, list(getattr(plan, f.name)))
+            self.plan.deltas.extend(d for d in plan.deltas if d not in self.plan.deltas)
+            running = [p for p in self.pods.values() if p.worker is not None and not p.worker.finished]
+        for pod in running:
+            volumes = self._volumes.refresh_api_volumes(
+                pod.template.spec, pod.uid, changed, secrets=self.plan.secrets, configmaps=self.plan.configmaps
+            )
+            if volumes:
+                self._event(pod.name, "VolumesUpdated", f"mounted files of {', '.join(volumes)} rewritten")
+        return changed
+
+    def delete_claims(self, sts: StatefulSet) -> list[str]:
+        """The garbage collector deletes a deleted StatefulSet's claims (``whenDeleted: Delete``) once no
+        pod uses them: their disks are gone. Returns the claims deleted."""
+        wiped = self._volumes.wipe_claims(sts.name, [c.name for c in sts.claims])
+        if wiped:
+            self._event(f"StatefulSet/{sts.name}", "ClaimsDeleted", ", ".join(wiped))
+        return wiped
+
     # ------------------------------------------------------------------------------- controllers
 
     def _reconcile_forever(self) -> None:
@@ -426,6 +468,7 @@ class KubeCluster:
                 self._record.write(groups)
                 self._recorded = groups
             self._reap()
+            self._collect_garbage()
             for sts in self.plan.statefulsets:
                 self._reconcile_statefulset(sts)
             for deploy in self.plan.deployments:
@@ -447,31 +490,47 @@ class KubeCluster:
             self._refresh_hosts()
 
     def _reconcile_statefulset(self, sts: StatefulSet) -> None:
-        for ordinal in range(sts.ordinal_start, sts.ordinal_start + sts.replicas):
+        # The controller's decisions (creation, scale-down, rolling update): harness.kube.rollout.
+        owner = f"StatefulSet/{sts.name}"
+        pods = [p for p in self.pods.values() if p.owner == owner]
+        prefix = f"{sts.name}-"
+        held = frozenset(
+            int(n[len(prefix) :]) for n in self._held if n.startswith(prefix) and n[len(prefix) :].isdigit()
+        )
+        actions = statefulset_sync(sts, [p.view(sts.template) for p in pods], held)
+        for ordinal in actions.create_ordinals:
             name = f"{sts.name}-{ordinal}"
-            if name not in self.pods and name not in self._held:
-                self.pods[name] = Pod(
-                    name, sts.namespace, f"StatefulSet/{sts.name}", sts.template, ordinal, name, sts.service_name
-                )
-                self._event(name, "Created", f"by StatefulSet/{sts.name}")
+            self.pods[name] = Pod(name, sts.namespace, owner, sts.template, ordinal, name, sts.service_name)
+            self._event(name, "Created", f"by {owner}")
+        self._delete_for(owner, actions)
 
     def _reconcile_deployment(self, deploy: Deployment) -> None:
         owner = f"Deployment/{deploy.name}"
-        replicas = self._scaled.get(owner, deploy.replicas)
-        live = [p for p in self.pods.values() if p.owner == owner and not p.terminating]
-        for _ in range(replicas - len(live)):
+        pods = [p for p in self.pods.values() if p.owner == owner]
+        actions = deployment_sync(deploy, [p.view(deploy.template) for p in pods], self._scaled.get(owner))
+        for _ in range(actions.create):
             name = deployment_pod_name(deploy, self.rng)
             self.pods[name] = Pod(name, deploy.namespace, owner, deploy.template)
             self._event(name, "Created", f"by {owner}")
-        # Scaled down: the ReplicaSet controller's order, roughly: unscheduled, not Ready, the rest.
-        surplus = sorted(live, key=lambda p: (p.worker is not None, p.ready, p.name))[: max(len(live) - replicas, 0)]
-        for pod in surplus:
+        self._delete_for(owner, actions)
+
+    def _delete_for(self, owner: str, actions: Actions) -> None:
+        for name in actions.delete:
+            pod = self.pods[name]
             if pod.worker is None:
-                del self.pods[pod.name]
-                self._event(pod.name, "Removed", f"unscheduled, {owner} scaled to {replicas}")
+                del self.pods[name]
+                self._event(name, "Removed", f"unscheduled; {owner}: {actions.why}")
             else:
-                self._event(pod.name, "Deleting", f"{owner} scaled to {replicas}: grace from spec")
+                self._event(name, "Deleting", f"{owner}: {actions.why}; grace from spec")
                 pod.worker.delete()
+
+    def _collect_garbage(self) -> None:
+        # The garbage collector: pods whose owner is gone are deleted (foreground propagation, as
+        # pulumi-kubernetes deletes), each with its preStop hook and grace period.
+        owners = {f"StatefulSet/{s.name}" for s in self.plan.statefulsets}
+        owners |= {f"Deployment/{d.name}" for d in self.plan.deployments}
+        for pod in [p for p in self.pods.values() if p.owner not in owners and not p.terminating]:
+            self._delete_for(pod.owner, Actions(delete=(pod.name,), why="owner deleted"))
 
     def _schedule(self, pod: Pod) -> None:
         sts = self._statefulset_of(pod)
