@@ -9,6 +9,12 @@ TASKS ?= 10000
 SCENARIO ?= kill-broker
 WORKLOAD ?= plain
 CONFIG ?= ha
+# SCENARIO=update: the settings of the second plan (UPDATE="brokerMemoryMiB=1536"), and the steps to it
+# (plan-diff's, unless STEPS names a file); LONG_TASK_S: WORKLOAD=long's task durations, MIN-MAX seconds.
+UPDATE ?=
+STEPS ?=
+LONG_TASK_S ?= 60-180
+UPDATE_PLAN := build/plan-update
 # TLS=1: plan (and so demo) with brokerTls=true, TLS=0 with false; unset: the stack's own setting.
 TLS_SET := $(if $(filter 1,$(TLS)),brokerTls=true,)$(if $(filter 0,$(TLS)),brokerTls=false,)
 # One heavy run at a time on a machine: anything that boots brokers waits for the machine's lock.
@@ -16,7 +22,7 @@ TLS_SET := $(if $(filter 1,$(TLS)),brokerTls=true,)$(if $(filter 0,$(TLS)),broke
 HEAVY_LOCK := /tmp/ha-celery-heavy.lock
 HEAVY := $(if $(HA_CELERY_HEAVY_HELD),,flock $(HEAVY_LOCK) env HA_CELERY_HEAVY_HELD=1)
 
-.PHONY: help setup system-deps images plan test lint typecheck contracts unit integration demo bench lock clean
+.PHONY: help setup system-deps images plan plan-update test lint typecheck contracts unit integration demo bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -59,6 +65,15 @@ lock: ## re-resolve uv.lock and regenerate app/requirements.txt for the worker i
 plan: $(VENV)/.synced ## offline plan of STACK (default dev) under Pulumi mocks -> build/plan/STACK (SET="key=value ...", TLS=1|0)
 	$(PY) -m plan --stack $(STACK) $(foreach kv,$(SET) $(TLS_SET),--set $(kv))
 
+# The second plan of SCENARIO=update, and the steps from the first to it: plan-diff's (STEPS= overrides).
+plan-update: $(VENV)/.synced
+	@[ -n "$(UPDATE)" ] || { echo 'SCENARIO=update needs UPDATE="key=value ..." (the settings to change)'; exit 2; }
+	$(PY) -m plan --stack $(STACK) --out $(UPDATE_PLAN) $(foreach kv,$(SET) $(TLS_SET) $(UPDATE),--set $(kv))
+	@if [ -z "$(STEPS)" ]; then \
+	  if $(MAKE) -n plan-diff >/dev/null 2>&1; then $(MAKE) --no-print-directory plan-diff BASE=HEAD SET="$(SET) $(TLS_SET) $(UPDATE)"; \
+	  else echo "no plan-diff target in this checkout: pass STEPS=<steps.json>"; exit 2; fi; \
+	fi
+
 # --- quality gates -------------------------------------------------------------
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
@@ -77,8 +92,9 @@ test: setup lint typecheck contracts ## everything: gates, unit, integration (re
 	$(HEAVY) $(VENV)/bin/pytest -q --durations=25
 
 # --- the local harness -----------------------------------------------------------
-demo: setup plan ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, WORKLOAD=plain|eta, CONFIG=ha|seed, TLS=1)
-	$(HEAVY) $(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --workload $(WORKLOAD) --config $(CONFIG) --plan build/plan/$(STACK)
+demo: setup plan $(if $(filter update,$(SCENARIO)),plan-update) ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, WORKLOAD=plain|eta|long, CONFIG=ha|seed, TLS=1; SCENARIO=update UPDATE="key=value ...")
+	$(HEAVY) $(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --workload $(WORKLOAD) --config $(CONFIG) --plan build/plan/$(STACK) \
+	  --long-task-s $(LONG_TASK_S) $(if $(filter update,$(SCENARIO)),--update-plan $(UPDATE_PLAN)/$(STACK) --steps $(or $(STEPS),build/plan-diff/steps.json) --update-set "$(UPDATE)")
 
 bench: setup plan ## the plan of STACK (4.3) vs the seed (3.10) -> build/bench/results.json (QUICK=1: short run; SCALE=1M: scale only)
 	$(HEAVY) $(PY) -m bench --plan build/plan/$(STACK) $(if $(QUICK),--quick,) $(if $(SCALE),--scale $(SCALE),)

@@ -3,9 +3,10 @@
 Boots three real RabbitMQ nodes (the config broker/ renders), real Celery workers (the
 app/ configuration the image runs), publishes the tasks, injects the fault mid-load,
 waits for the queue to drain and reports what was lost. ``--workload eta`` publishes countdowns
-instead (``drill.workload``) and also counts the tasks that started before their ETA. Exit status
-1 if any task was lost or early, or the drill could not run; everything it started is stopped on
-exit, Ctrl-C included.
+instead (``drill.workload``) and also counts the tasks that started before their ETA; ``--workload
+long`` runs tasks of minutes. ``--scenario update`` applies a second plan by plan-diff's steps
+(``drill.update``). Exit status 1 if any task was lost or early, an update left fewer Ready brokers
+than a majority, or the drill could not run; everything it started is stopped on exit, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from drill.profiles import Profile
 from drill.report import summary, timeline
 from drill.runner import DrillOptions, run_drill, run_plan_drills, write_report
 from drill.scenarios import Scenario
-from drill.workload import Workload
+from drill.update import UpdateSpec
+from drill.workload import LONG_TASK_S, Workload
 from harness import netns
 
 ALL = "all"
@@ -45,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Workload.PLAIN.value,
         choices=[w.value for w in Workload],
         help="plain: tasks due at once; eta: countdowns of 1-30 s, a part published before any worker "
-        "(ha only; default %(default)s)",
+        "(ha only); long: tasks of --long-task-s seconds each (default %(default)s)",
     )
     run.add_argument(
         "--plan",
@@ -59,6 +61,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run.add_argument("--task-ms", type=int, default=20, help="duration of each task, ms (default %(default)s)")
     run.add_argument("--out", type=Path, default=Path("build/demo"), help="report directory (default %(default)s)")
+    run.add_argument(
+        "--long-task-s",
+        default=f"{LONG_TASK_S[0]:g}-{LONG_TASK_S[1]:g}",
+        metavar="MIN-MAX",
+        help="--workload long: each task runs MIN to MAX seconds (default %(default)s)",
+    )
+    run.add_argument(
+        "--update-plan",
+        type=Path,
+        help="--scenario update: the second plan to apply (`python -m plan --out build/plan-update --set ...`)",
+    )
+    run.add_argument(
+        "--steps",
+        type=Path,
+        default=Path("build/plan-diff/steps.json"),
+        help="--scenario update: plan-diff's steps from --plan to --update-plan (default %(default)s)",
+    )
+    run.add_argument("--update-set", default="", help="--scenario update: the settings changed (for the report)")
     commands.add_parser("cleanup", help="remove network namespaces left by a crashed drill")
     args = parser.parse_args(argv)
     # Logs and CI are not terminals: keep the summary table readable there too.
@@ -75,10 +95,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--task-ms must be >= 0, got {args.task_ms}")
 
     profile = Profile(args.config)
+    long_task_s = _seconds_range(parser, args.long_task_s)
+    update = None
+    if args.scenario == Scenario.UPDATE.value:
+        if profile is not Profile.HA or args.update_plan is None:
+            parser.error("--scenario update needs --config ha and --update-plan (make demo SCENARIO=update UPDATE=...)")
+        if not args.update_plan.joinpath("kubernetes").is_dir():
+            parser.error(f"--update-plan {args.update_plan}: no Kubernetes objects there")
+        if not args.steps.is_file():
+            parser.error(f"--steps {args.steps}: no such file (make plan-diff writes it)")
+        update = UpdateSpec(args.update_plan, args.steps, tuple(args.update_set.split()))
     workload = Workload(args.workload)
     if workload is Workload.ETA and profile is Profile.SEED:
         parser.error("--workload eta needs --config ha: it scales the plan's worker Deployment and uses quorum queues")
-    scenarios = list(Scenario) if args.scenario == ALL else [Scenario(args.scenario)]
+    scenarios = [s for s in Scenario if not s.needs_update] if args.scenario == ALL else [Scenario(args.scenario)]
     if profile is Profile.SEED:
         if args.scenario != ALL and scenarios[0].needs_pod_runner:
             parser.error(f"--scenario {args.scenario} needs --config ha: the seed runs on bare 3.10 nodes, not pods")
@@ -95,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             task_ms=args.task_ms,
             plan=args.plan,
             workload=workload,
+            long_task_s=long_task_s,
+            update=update,
         )
         for scenario in scenarios
         # partition-broker is partition-node's older name on the pod runner: `all` runs it once.
@@ -113,7 +145,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "report.json").write_text(json.dumps([r.to_json() for r in results], indent=2) + "\n")
     console.print(f"report: {args.out / 'report.json'}")
-    return 1 if any(r.lost or r.early or r.error for r in results) else 0
+    return 1 if any(r.lost or r.early or r.error or (r.update is not None and not r.update.ok) for r in results) else 0
+
+
+def _seconds_range(parser: argparse.ArgumentParser, raw: str) -> tuple[float, float]:
+    low, sep, high = raw.partition("-")
+    try:
+        pair = (float(low), float(high if sep else low))
+    except ValueError:
+        parser.error(f"--long-task-s takes MIN-MAX in seconds (e.g. 60-180), got {raw!r}")
+    if not 0 <= pair[0] <= pair[1]:
+        parser.error(f"--long-task-s: need 0 <= MIN <= MAX, got {raw!r}")
+    return pair
 
 
 if __name__ == "__main__":

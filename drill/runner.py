@@ -28,8 +28,9 @@ from drill.observe import Observed
 from drill.profiles import Profile
 from drill.scenarios import QUEUE, Scenario
 from drill.targets import PlanTarget, PodEvent, Target, boot_local, boot_plan
-from drill.tasks import record_plan
-from drill.workload import MAX_COUNTDOWN_S, Workload, publish_delayed, published_before_workers
+from drill.tasks import long_plan, record_plan
+from drill.update import UpdateReport, UpdateSpec
+from drill.workload import LONG_TASK_S, MAX_COUNTDOWN_S, Workload, publish_delayed, published_before_workers
 from harness import netns
 from harness.kube.fields import Delta
 from harness.poll import PollTimeout, poll
@@ -59,6 +60,16 @@ class DrillOptions:
     """The plan the ha configuration boots (``make plan STACK=...`` writes it)."""
     workload: Workload = Workload.PLAIN
     """What is published: tasks due at once, or countdowns with a part before any worker (``drill.workload``)."""
+    long_task_s: tuple[float, float] = LONG_TASK_S
+    """``long`` workload: each task runs this many seconds, spread over the range."""
+    update: UpdateSpec | None = None
+    """``update`` scenario: the second plan and plan-diff's steps to it (``drill.update``)."""
+
+    @property
+    def stall_limit_s(self) -> float:
+        """``stall_timeout_s``, but never shorter than twice the longest task (``long``)."""
+        longest = self.long_task_s[1] if self.workload is Workload.LONG else 0.0
+        return max(self.stall_timeout_s, 2 * longest)
 
 
 @dataclass
@@ -94,6 +105,8 @@ class DrillResult:
     """The workload's own steps (workers stopped, first part published, workers back)."""
     observed: Observed | None = None
     """What the cluster's Prometheus saw: alerts, queue depth, broker nodes up (ha only)."""
+    update: UpdateReport | None = None
+    """``update`` scenario: the steps applied and the fewest Ready brokers during them."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -139,6 +152,7 @@ class DrillResult:
                 if self.observed is not None
                 else {"alerts": None, "alert_timing": None, "observation_error": "no Prometheus (seed config)"}
             ),
+            "update": None if self.update is None else self.update.to_json(self.started_at),
             "error": self.error,
         }
 
@@ -213,7 +227,11 @@ def run_drill(options: DrillOptions, console: Console | None = None) -> DrillRes
             # eta: the worker Deployment boots scaled to 0, so the first tasks meet a cluster where
             # no worker has ever run (nothing declared the delayed-delivery topology but the broker).
             target_cm: contextlib.AbstractContextManager[Target] = boot_plan(
-                options.plan, work / "kube", results, workers=options.workload is not Workload.ETA
+                options.plan,
+                work / "kube",
+                results,
+                workers=options.workload is not Workload.ETA,
+                update=options.update,
             )
         else:
             console.print(f"[bold]drill[/] {options.scenario} (seed, 2018): booting Debian's RabbitMQ 3.10 x 3")
@@ -306,7 +324,10 @@ def drive(options: DrillOptions, *, target: Target, results: Path, console: Cons
         except PollTimeout as exc:
             raise DrillError(str(exc)) from exc
     app, publish = target.publisher()
-    plan = record_plan(options.tasks, options.task_ms)
+    if options.workload is Workload.LONG:
+        plan = long_plan(options.tasks, *options.long_task_s)
+    else:
+        plan = record_plan(options.tasks, options.task_ms)
     progress_counter = _Counter()
 
     def workers_back() -> None:
@@ -378,8 +399,8 @@ def drive(options: DrillOptions, *, target: Target, results: Path, console: Cons
                 all_due = time.monotonic() + MAX_COUNTDOWN_S
             idle = time.monotonic() - max(last_progress, all_due or last_progress)
             if publish_done and (fault_done or fault_thread is None):
-                if idle > options.stall_timeout_s:
-                    console.print(f"[red]no task completed for {options.stall_timeout_s:.0f}s: stopping[/]")
+                if idle > options.stall_limit_s:
+                    console.print(f"[red]no task completed for {options.stall_limit_s:.0f}s: stopping[/]")
                     break
                 # Nothing queued, nothing delayed and nothing running: what is missing now will never come.
                 if idle > 5 and target.queue_stat("messages") == 0 and (not eta or target.delayed_messages() == 0):
@@ -434,6 +455,7 @@ def drive(options: DrillOptions, *, target: Target, results: Path, console: Cons
         workers_before=before.ever,
         workload_events=workload_events,
         observed=observed,
+        update=target.update_result(),
     )
 
 

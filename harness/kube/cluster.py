@@ -106,7 +106,7 @@ class Pod:
     def terminating(self) -> bool:
         return self.worker is not None and self.worker.terminating
 
-    def view(self, template: PodTemplate) -> PodView:
+    def view(self, template: PodTemplate | None) -> PodView:
         """What its controller sees of it, ``template`` being the controller's current one."""
         return PodView(
             self.name, self.template == template, self.ready, self.terminating, self.worker is not None, self.ordinal
@@ -441,6 +441,10 @@ class KubeCluster:
             if volumes:
                 self._event(pod.name, "VolumesUpdated", f"mounted files of {', '.join(volumes)} rewritten")
         return changed
+
+    def owner_views(self, owner: str, template: PodTemplate | None) -> list[PodView]:
+        """What ``owner``'s controller sees of its pods, ``template`` being its current one."""
+        return [p.view(template) for p in self.pods_of(owner)]
 
     def delete_claims(self, sts: StatefulSet) -> list[str]:
         """The garbage collector deletes a deleted StatefulSet's claims (``whenDeleted: Delete``) once no

@@ -279,7 +279,11 @@ class VolumeStore:
                 continue
             if not any((src.kind, src.name) in changed for src in v.sources):
                 continue
-            files = projected_files(v, secrets, configmaps)
+            try:
+                files = projected_files(v, secrets, configmaps)
+            except VolumeError:
+                # The kubelet keeps the files it has when an object or key is gone (it reports FailedMount).
+                continue
             for old in sorted(path.rglob("*"), reverse=True):
                 rel = PurePosixPath(*old.relative_to(path).parts)
                 if old.is_file() and rel not in files:
