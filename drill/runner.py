@@ -279,6 +279,7 @@ def run_plan_drills(options: Sequence[DrillOptions], console: Console | None = N
         done: list[DrillResult] = []
         for each in options:
             target.reset()
+            target.update = each.update
             empty_results(results)
             console.print(f"[bold]drill[/] {each.scenario}")
             done.append(drive(each, target=target, results=results, console=console))
