@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from contract.timing import TASK_SOFT_TIME_LIMIT_S
 from drill.profiles import Profile
 from drill.report import summary, timeline
 from drill.runner import DrillOptions, run_drill, run_plan_drills, write_report
@@ -95,7 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--task-ms must be >= 0, got {args.task_ms}")
 
     profile = Profile(args.config)
+    workload = Workload(args.workload)
     long_task_s = _seconds_range(parser, args.long_task_s)
+    if workload is Workload.LONG and long_task_s[1] >= TASK_SOFT_TIME_LIMIT_S:
+        # Not refused: what the plan's workers do to such a task is the finding (it fails at the soft limit).
+        console.print(
+            f"[yellow]--long-task-s {args.long_task_s}: the plan's workers stop a task after "
+            f"{TASK_SOFT_TIME_LIMIT_S} s (contract.timing): longer ones time out (dead-lettered, never completed)[/]"
+        )
     update = None
     if args.scenario == Scenario.UPDATE.value:
         if profile is not Profile.HA or args.update_plan is None:
@@ -105,7 +113,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.steps.is_file():
             parser.error(f"--steps {args.steps}: no such file (make plan-diff writes it)")
         update = UpdateSpec(args.update_plan, args.steps, tuple(args.update_set.split()))
-    workload = Workload(args.workload)
     if workload is Workload.ETA and profile is Profile.SEED:
         parser.error("--workload eta needs --config ha: it scales the plan's worker Deployment and uses quorum queues")
     scenarios = [s for s in Scenario if not s.needs_update] if args.scenario == ALL else [Scenario(args.scenario)]

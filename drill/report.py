@@ -41,6 +41,8 @@ def summary(results: list[DrillResult], console: Console) -> None:
             verdict = (
                 "[red]" + ", ".join(f"{n} {what}" for n, what in ((r.lost, "LOST"), (r.early, "EARLY")) if n) + "[/]"
             )
+        elif r.update is not None and not r.update.ok:
+            verdict = f"[red]{r.update.min_ready_brokers} brokers Ready (< {r.update.majority})[/]"
         else:
             verdict = "[green]no task lost[/]" + (", none early" if r.options.workload is Workload.ETA else "")
         table.add_row(
@@ -64,6 +66,8 @@ def summary(results: list[DrillResult], console: Console) -> None:
             console.print(f"[yellow]{r.options.scenario}: publisher stopped: {r.publish.error}[/]")
         for t, label in sorted([*r.workload_events, *r.events]):
             console.print(f"  {r.options.scenario} +{t - r.started_at:6.2f}s  {label}")
+        if r.update is not None:
+            _update_summary(r, console)
         if r.observed is not None:
             spans = [
                 f"{a.name} +{a.fired_at - r.started_at:.1f}s.."
@@ -248,3 +252,19 @@ def timeline(result: DrillResult, path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _update_summary(r: DrillResult, console: Console) -> None:
+    update = r.update
+    assert update is not None
+    colour = "green" if update.ok else "red"
+    console.print(
+        f"[{colour}]update ({' '.join(update.spec.settings) or update.spec.plan}): "
+        f"at least {update.min_ready_brokers} of {update.brokers_before} broker pods Ready throughout "
+        f"(a majority is {update.majority})[/]"
+    )
+    for applied in update.applied:
+        if applied.step.step != "same":
+            console.print(f"  {applied.step.label}: {applied.action} ({applied.seconds:.1f}s)")
+    if update.error:
+        console.print(f"[red]update failed: {update.error}[/]")
