@@ -31,6 +31,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -41,7 +42,7 @@ from drill.scenarios import QUEUE, RECOVER_AFTER_S, Scenario
 from drill.update import ReadyWatch, UpdateReport, UpdateSpec
 from harness.kube.apply import SEQUENTIAL, Step, apply_plan, load_steps
 from harness.kube.cluster import KubeCluster, KubeError
-from harness.poll import NOT_YET, poll
+from harness.poll import NOT_YET, PollTimeout, poll
 
 BROKERS = "StatefulSet/rabbitmq"
 WORKERS = "Deployment/celery-worker"
@@ -292,6 +293,19 @@ def update(cluster: KubeCluster, mark: Mark, report: UpdateReport) -> None:
             apply_plan(cluster, spec.plan, report.steps, on_step=on_step, done=report.applied)
             for pod in cluster.pods_of(BROKERS):
                 _wait_member(cluster, pod.name, f"{pod.name} to be Ready and in the cluster after the update")
+        brokers = report.brokers_after = len(cluster.pods_of(BROKERS))
+        if brokers != report.brokers_before:
+            # More nodes: the broker's membership reconciliation grows the quorum queues onto them.
+            with contextlib.suppress(PollTimeout):
+                poll(
+                    lambda: quorum_members(cluster) >= brokers,
+                    REJOIN_TIMEOUT_S,
+                    f"{QUEUE!r} to have a replica on each of the {brokers} brokers",
+                    interval=2.0,
+                    not_yet=(KubeError, *NOT_YET),
+                )
+        report.quorum_members_after = quorum_members(cluster)
+        mark(f"{QUEUE!r} has {report.quorum_members_after} live replicas on {report.brokers_after} brokers")
     except Exception as exc:
         report.error = f"{type(exc).__name__}: {exc}"
         raise

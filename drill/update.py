@@ -46,6 +46,9 @@ class UpdateReport:
     min_ready_brokers: int | None = None
     min_ready_at: float | None = None
     differences: list[Delta] = field(default_factory=list)
+    brokers_after: int | None = None
+    quorum_members_after: int | None = None
+    """Live replicas of the task queue once the update is done (measured, e.g. grown onto new nodes)."""
     error: str | None = None
 
     @property
@@ -77,6 +80,8 @@ class UpdateReport:
             ],
             "steps_not_applied": [s.label for s in self.steps[len(self.applied) :]],
             "brokers_before": self.brokers_before,
+            "brokers_after": self.brokers_after,
+            "quorum_members_after": self.quorum_members_after,
             "majority": self.majority,
             "min_ready_brokers": self.min_ready_brokers,
             "min_ready_at": None if self.min_ready_at is None else round(self.min_ready_at - started_at, 3),

@@ -281,9 +281,21 @@ class Applier:
         return f"{owner} deleted with its pods"
 
     def _differences(self, step: Step, kind: str) -> list[Delta]:
+        assert step.object is not None
+        if kind == "Job":
+            return [Delta(step.object, "spec", "run the Job", "written, not run", "the pod runner runs no Job")]
+        if _FIELDS[kind] == "monitoring":
+            return [
+                Delta(
+                    step.object,
+                    "spec",
+                    "the managed collector reloads the rules",
+                    "written; the drill's Prometheus keeps the rules it booted with",
+                    "the drill's Prometheus is configured once, at boot (drill.observe)",
+                )
+            ]
         if kind not in ("ConfigMap", "Secret"):
             return []
-        assert step.object is not None
         return [
             Delta(
                 step.object,
