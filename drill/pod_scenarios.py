@@ -40,7 +40,7 @@ from functools import partial
 
 from drill.scenarios import QUEUE, RECOVER_AFTER_S, Scenario
 from drill.update import ReadyWatch, UpdateReport, UpdateSpec
-from harness.kube.apply import SEQUENTIAL, Step, apply_plan, load_steps
+from harness.kube.apply import SEQUENTIAL, Applier, Step, load_steps
 from harness.kube.cluster import KubeCluster, KubeError
 from harness.poll import NOT_YET, PollTimeout, poll
 
@@ -290,7 +290,10 @@ def update(cluster: KubeCluster, mark: Mark, report: UpdateReport) -> None:
 
     try:
         with watch:
-            apply_plan(cluster, spec.plan, report.steps, on_step=on_step, done=report.applied)
+            applier = Applier.towards(cluster, spec.plan, report.steps)
+            for step in report.steps:
+                on_step(step)
+                report.applied.append(applier.apply(step))
             for pod in cluster.pods_of(BROKERS):
                 _wait_member(cluster, pod.name, f"{pod.name} to be Ready and in the cluster after the update")
         brokers = report.brokers_after = len(cluster.pods_of(BROKERS))
@@ -305,6 +308,9 @@ def update(cluster: KubeCluster, mark: Mark, report: UpdateReport) -> None:
                     not_yet=(KubeError, *NOT_YET),
                 )
         report.quorum_members_after = quorum_members(cluster)
+        report.stale = applier.stale()
+        for name, uses in report.stale.items():
+            mark(f"{name} still runs with old data: {'; '.join(uses)}")
         mark(f"{QUEUE!r} has {report.quorum_members_after} live replicas on {report.brokers_after} brokers")
     except Exception as exc:
         report.error = f"{type(exc).__name__}: {exc}"

@@ -49,6 +49,8 @@ class UpdateReport:
     brokers_after: int | None = None
     quorum_members_after: int | None = None
     """Live replicas of the task queue once the update is done (measured, e.g. grown onto new nodes)."""
+    stale: dict[str, list[str]] = field(default_factory=dict)
+    """Pods that still run with old data of a ConfigMap or Secret the update changed (not rolled)."""
     error: str | None = None
 
     @property
@@ -57,8 +59,9 @@ class UpdateReport:
 
     @property
     def ok(self) -> bool:
-        """Every step applied and never fewer Ready brokers than a majority."""
-        return self.error is None and self.min_ready_brokers is not None and self.min_ready_brokers >= self.majority
+        """Every step applied, no pod left with old data, and never fewer Ready brokers than a majority."""
+        ready = self.min_ready_brokers is not None and self.min_ready_brokers >= self.majority
+        return self.error is None and not self.stale and ready
 
     def to_json(self, started_at: float) -> dict[str, Any]:
         return {
@@ -82,6 +85,7 @@ class UpdateReport:
             "brokers_before": self.brokers_before,
             "brokers_after": self.brokers_after,
             "quorum_members_after": self.quorum_members_after,
+            "stale_pods": self.stale,
             "majority": self.majority,
             "min_ready_brokers": self.min_ready_brokers,
             "min_ready_at": None if self.min_ready_at is None else round(self.min_ready_at - started_at, 3),

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from harness.kube.fields import Delta
-from harness.kube.objects import Plan, StatefulSet, load_plan
-from harness.kube.rollout import PodView, deployment_rolled_out, statefulset_rolled_out
+from harness.kube.objects import Plan, PodSpec, StatefulSet, load_plan
+from harness.kube.rollout import PodView, deployment_rolled_out, stale_uses, statefulset_rolled_out
 from harness.kube.secretfill import Generator, fill_secrets
 from harness.poll import poll
 
@@ -195,6 +195,8 @@ class Cluster(Protocol):
 
     def delete_claims(self, sts: StatefulSet) -> list[str]: ...
 
+    def pod_specs(self) -> dict[str, tuple[str, PodSpec]]: ...
+
 
 @dataclass(frozen=True)
 class Applied:
@@ -215,6 +217,33 @@ class Applier:
     target: Plan
     timeout: float = AWAIT_S
     on_wait: Callable[[str], None] = field(default=lambda _: None)
+    _exposed: dict[str, tuple[str, PodSpec, set[tuple[str, str]]]] = field(default_factory=dict)
+    """Pod uid -> (name, spec, the ConfigMaps and Secrets that changed while it ran)."""
+
+    @classmethod
+    def towards(cls, cluster: Cluster, new_plan_dir: Path, steps: Sequence[Step], timeout: float = AWAIT_S) -> Applier:
+        """An applier towards the plan in ``new_plan_dir``, its masked values filled (:func:`carry_secrets`)."""
+        return cls(
+            cluster, carry_secrets(load_plan(new_plan_dir), cluster.plan, steps, cluster.secret_generator), timeout
+        )
+
+    def stale(self) -> dict[str, list[str]]:
+        """Pods still running that keep old data of a ConfigMap or Secret changed while they ran
+        (``harness.kube.rollout.stale_uses``): what a step should have rolled and did not."""
+        now = self.cluster.pod_specs()
+        out: dict[str, list[str]] = {}
+        for uid, (name, spec, changed) in sorted(self._exposed.items(), key=lambda kv: kv[1][0]):
+            uses = stale_uses(spec, changed) if uid in now else []
+            if uses:
+                out[name] = uses
+        return out
+
+    def _write(self, plan: Plan) -> None:
+        changed = self.cluster.set_objects(plan)
+        if not changed:
+            return
+        for uid, (name, spec) in self.cluster.pod_specs().items():
+            self._exposed.setdefault(uid, (name, spec, set()))[2].update(changed)
 
     def apply(self, step: Step) -> Applied:
         started = time.time()
@@ -251,7 +280,7 @@ class Applier:
         obj = find(self.target, kind, name)
         if obj is None:
             raise ApplyError(f"{kind}/{name}: not in the new plan")
-        self.cluster.set_objects(with_object(copy_plan(self.cluster.plan), kind, obj))
+        self._write(with_object(copy_plan(self.cluster.plan), kind, obj))
         if kind in ("StatefulSet", "Deployment"):
             owner = f"{kind}/{name}"
             self.on_wait(f"{owner}: awaiting the rollout")
@@ -269,7 +298,7 @@ class Applier:
         old = find(self.cluster.plan, kind, name)
         if old is None:
             return f"{kind}/{name} was not there"
-        self.cluster.set_objects(without_object(copy_plan(self.cluster.plan), kind, name))
+        self._write(without_object(copy_plan(self.cluster.plan), kind, name))
         if kind not in ("StatefulSet", "Deployment"):
             return f"{kind}/{name} deleted"
         owner = f"{kind}/{name}"
@@ -318,8 +347,7 @@ def apply_plan(
 ) -> list[Applied]:
     """Apply ``steps`` towards the plan in ``new_plan_dir``, in order, each awaited; returns what each did
     (appended to ``done`` as they finish, so a failed step leaves the ones before it on record)."""
-    target = carry_secrets(load_plan(new_plan_dir), cluster.plan, steps, cluster.secret_generator)
-    applier = Applier(cluster, target, timeout)
+    applier = Applier.towards(cluster, new_plan_dir, steps, timeout)
     done = [] if done is None else done
     for step in steps:
         on_step(step)

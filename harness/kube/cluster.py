@@ -36,7 +36,7 @@ from harness.cluster import cleanup_stale
 from harness.images import Image, image_for
 from harness.kube.fields import Delta
 from harness.kube.kubelet import Event, PodContext, PodSandbox, PodWorker
-from harness.kube.objects import Deployment, Plan, PodTemplate, StatefulSet, load_plan
+from harness.kube.objects import Deployment, Plan, PodSpec, PodTemplate, StatefulSet, load_plan
 from harness.kube.rollout import Actions, PodView, deployment_sync, statefulset_sync
 from harness.kube.schedule import Node, PlacedPod, schedule
 from harness.kube.secretfill import fill_secrets, ha_celery_rules, rules_generator
@@ -445,6 +445,11 @@ class KubeCluster:
     def owner_views(self, owner: str, template: PodTemplate | None) -> list[PodView]:
         """What ``owner``'s controller sees of its pods, ``template`` being its current one."""
         return [p.view(template) for p in self.pods_of(owner)]
+
+    def pod_specs(self) -> dict[str, tuple[str, PodSpec]]:
+        """Pod uid -> (name, spec) of every pod that runs (an apply's bookkeeping of what each pod has seen)."""
+        with self._lock:
+            return {p.uid: (p.name, p.template.spec) for p in self.pods.values() if p.worker is not None}
 
     def delete_claims(self, sts: StatefulSet) -> list[str]:
         """The garbage collector deletes a deleted StatefulSet's claims (``whenDeleted: Delete``) once no

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from harness.kube.objects import Deployment, StatefulSet
+from harness.kube.objects import Deployment, PodSpec, StatefulSet
 from harness.kube.workloads import rolling_bounds, statefulset_ordinals
 
 
@@ -180,3 +180,37 @@ def deployment_rolled_out(deploy: Deployment, pods: Sequence[PodView], replicas:
     want = deploy.replicas if replicas is None else replicas
     live = [p for p in pods if not p.terminating]
     return all(p.updated for p in live) and sum(1 for p in live if p.ready) >= want and len(live) == want
+
+
+# --- what a running pod does not pick up ----------------------------------------------------------
+
+
+def stale_uses(spec: PodSpec, changed: set[tuple[str, str]]) -> list[str]:
+    """How a running pod with ``spec`` keeps the old data of ``changed`` (``configMap``|``secret``, name)
+    objects, as Kubernetes leaves it: environment variables are read at container start, subPath
+    mounts never update, and what an init container copied stays a copy. Empty: every use updates
+    (mounted directories are rewritten by the kubelet)."""
+    out: list[str] = []
+    main = {m.name for c in spec.containers for m in c.volume_mounts}
+    for c in (*spec.init_containers, *spec.containers):
+        for env in c.env:
+            for kind, ref in (("secret", env.secret_ref), ("configMap", env.config_map_ref)):
+                if ref is not None and (kind, ref.name) in changed:
+                    out.append(f"container {c.name}: env {env.name} from {kind} {ref.name} (read at start)")
+        for env_from in c.env_from:
+            for kind, name in (("secret", env_from.secret), ("configMap", env_from.config_map)):
+                if name is not None and (kind, name) in changed:
+                    out.append(f"container {c.name}: envFrom {kind} {name} (read at start)")
+    for v in spec.volumes:
+        sources = [f"{src.kind} {src.name}" for src in v.sources if (src.kind, src.name) in changed]
+        if not sources:
+            continue
+        if v.name not in main:
+            out.append(f"volume {v.name} ({', '.join(sources)}): mounted by init containers only (copied at start)")
+        for c in spec.containers:
+            out.extend(
+                f"container {c.name}: subPath mount of volume {v.name} ({', '.join(sources)}) never updates"
+                for m in c.volume_mounts
+                if m.name == v.name and m.sub_path
+            )
+    return out

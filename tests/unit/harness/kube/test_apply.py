@@ -18,9 +18,10 @@ from harness.kube.apply import (
     load_steps,
     parse_steps,
 )
-from harness.kube.objects import ConfigMap, Plan, PodTemplate, Secret, StatefulSet, parse_statefulset
+from harness.kube.objects import ConfigMap, Plan, PodSpec, PodTemplate, Secret, StatefulSet, parse_statefulset
 from harness.kube.rollout import PodView
 from harness.kube.secretfill import Lookup
+from harness.kube.volumes import changed_sources
 from tests.kube.conftest import STS
 
 
@@ -43,6 +44,7 @@ class FakeCluster:
     plan: Plan
     writes: list[Plan] = field(default_factory=list)
     claims_deleted: list[str] = field(default_factory=list)
+    pods: dict[str, tuple[str, PodSpec]] = field(default_factory=dict)
 
     @property
     def secret_generator(self) -> Any:
@@ -50,8 +52,9 @@ class FakeCluster:
 
     def set_objects(self, plan: Plan) -> set[tuple[str, str]]:
         self.writes.append(plan)
+        changed = changed_sources(self.plan, plan)
         self.plan = plan
-        return set()
+        return changed
 
     def owner_views(self, owner: str, template: PodTemplate | None) -> list[PodView]:
         kind, name = owner.split("/")
@@ -63,6 +66,9 @@ class FakeCluster:
     def delete_claims(self, sts: StatefulSet) -> list[str]:
         self.claims_deleted.append(sts.name)
         return [f"data-{sts.name}-0"]
+
+    def pod_specs(self) -> dict[str, tuple[str, PodSpec]]:
+        return dict(self.pods)
 
 
 def step(kind: str, name: str, what: str) -> Step:
@@ -137,3 +143,17 @@ def test_masked_values_are_kept_unless_the_secret_s_step_changes_it() -> None:
         "added": {"k": b"fresh-added-k"},
     }
     assert all(not s.masked for s in filled.secrets)
+
+
+def test_a_pod_that_keeps_old_data_after_its_secret_changed_is_named_until_it_is_replaced() -> None:
+    raw = copy.deepcopy(STS)
+    raw["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "user", "key": "pw"}}}
+    ]
+    spec = parse_statefulset(raw).template.spec
+    cluster = FakeCluster(Plan(secrets=[Secret("user", "ns", {"pw": b"old"})]), pods={"uid-0": ("rabbitmq-0", spec)})
+    applier = Applier(cluster, Plan(secrets=[Secret("user", "ns", {"pw": b"new"})]), timeout=5)
+    applier.apply(step("Secret", "user", "update"))
+    assert applier.stale() == {"rabbitmq-0": ["container rabbitmq: env PASSWORD from secret user (read at start)"]}
+    cluster.pods = {"uid-1": ("rabbitmq-0", spec)}  # rolled: a new incarnation reads the new value
+    assert applier.stale() == {}

@@ -13,6 +13,7 @@ from harness.kube.rollout import (
     PodView,
     deployment_rolled_out,
     deployment_sync,
+    stale_uses,
     statefulset_rolled_out,
     statefulset_sync,
 )
@@ -207,3 +208,31 @@ def test_steady_state_scales_to_the_wanted_count(have: int, want: int, create: i
     assert (actions.create, len(actions.delete)) == (create, delete)
     unscheduled = [PodView("a", True), PodView("b", True, ready=False, scheduled=False)]
     assert deployment_sync(make_deploy(), unscheduled, 1).delete == ("b",)
+
+
+def test_stale_uses_env_init_copies_and_sub_paths_but_not_mounted_directories() -> None:
+    raw = copy.deepcopy(STS)
+    spec = raw["spec"]["template"]["spec"]
+    spec["volumes"] = [
+        {"name": "src", "configMap": {"name": "cfg"}},
+        {"name": "live", "configMap": {"name": "cfg"}},
+        {"name": "one", "secret": {"secretName": "pw"}},
+    ]
+    spec["initContainers"] = [
+        {"name": "setup", "image": "rabbitmq:4.3", "volumeMounts": [{"name": "src", "mountPath": "/src"}]}
+    ]
+    main = spec["containers"][0]
+    main["volumeMounts"] += [
+        {"name": "live", "mountPath": "/etc/live"},
+        {"name": "one", "mountPath": "/etc/pw", "subPath": "pw"},
+    ]
+    main["envFrom"] = [{"secretRef": {"name": "pw"}}]
+    parsed = parse_statefulset(raw).template.spec
+    assert stale_uses(parsed, {("configMap", "cfg")}) == [
+        "volume src (configMap cfg): mounted by init containers only (copied at start)"
+    ]
+    assert stale_uses(parsed, {("secret", "pw")}) == [
+        "container rabbitmq: envFrom secret pw (read at start)",
+        "container rabbitmq: subPath mount of volume one (secret pw) never updates",
+    ]
+    assert stale_uses(parsed, {("configMap", "other")}) == []
