@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drill.runner import DrillResult
+from drill.update import UpdateReport
 from drill.workload import Workload
 
 
@@ -42,7 +43,7 @@ def summary(results: list[DrillResult], console: Console) -> None:
                 "[red]" + ", ".join(f"{n} {what}" for n, what in ((r.lost, "LOST"), (r.early, "EARLY")) if n) + "[/]"
             )
         elif r.update is not None and not r.update.ok:
-            verdict = f"[red]{r.update.min_ready_brokers} brokers Ready (< {r.update.majority})[/]"
+            verdict = f"[red]{_update_verdict(r.update)}[/]"
         else:
             verdict = "[green]no task lost[/]" + (", none early" if r.options.workload is Workload.ETA else "")
         table.add_row(
@@ -252,6 +253,14 @@ def timeline(result: DrillResult, path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _update_verdict(update: UpdateReport) -> str:
+    if update.error:
+        return "UPDATE FAILED"
+    if update.stale:
+        return f"{len(update.stale)} pods with old data"
+    return f"{update.min_ready_brokers} brokers Ready (< {update.majority})"
 
 
 def _update_summary(r: DrillResult, console: Console) -> None:
