@@ -55,7 +55,8 @@ class UpdateReport:
 
     @property
     def majority(self) -> int:
-        return self.brokers_before // 2 + 1
+        """Of the larger cluster, before or after: growing 3 -> 5, three must stay Ready."""
+        return max(self.brokers_before, self.brokers_after or 0) // 2 + 1
 
     @property
     def ok(self) -> bool:
