@@ -1,5 +1,5 @@
 """Day 2 on the pod runner: a second plan applied to the running cluster under load, step by step as the
-engine would (the steps from a steps file: ``tests.drills.plan_steps`` stands in for plan-diff here).
+engine would (the steps file written as ``make plan-diff`` writes it, from ``plan.diff.diff_plans``).
 
 Two drills on one booted cluster: a broker config change that rolls the StatefulSet one pod at a
 time, highest ordinal first, then a worker rollout while long tasks run (each finishes within the
@@ -9,6 +9,7 @@ brokers than a majority.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,8 +22,8 @@ from drill.runner import DrillOptions, DrillResult, run_plan_drills
 from drill.scenario import Scenario
 from drill.update import UpdateSpec
 from drill.workload import Workload
+from plan import diff as plan_diff
 from tests.conftest import Plan, run_plan
-from tests.drills.plan_steps import write_steps
 
 pytestmark = [pytest.mark.drill]
 LONG_TASKS = 12
@@ -38,6 +39,13 @@ def _plan(tmp: Path, *overrides: str) -> Path:
     done = run_plan("dev", tmp, *overrides)
     assert done.returncode == 0, done.stderr
     return tmp / "dev"
+
+
+def write_steps(old_plan: Path, new_plan: Path, out: Path) -> Path:
+    """plan-diff's steps from one built plan to the other, as ``make plan-diff`` writes steps.json."""
+    steps = plan_diff.diff_plans(plan_diff.Plan.load(old_plan), plan_diff.Plan.load(new_plan))
+    out.write_text(json.dumps([s.as_json() for s in steps], indent=2) + "\n")
+    return out
 
 
 def _ordered(result: DrillResult, prefix: str, reason: str) -> list[str]:
