@@ -13,7 +13,11 @@ of a Kubernetes control plane:
   at once by a new one; ``scale`` changes ``replicas`` (surplus pods deleted with their grace);
 * the scheduler: placement by the pod's anti-affinity and topology spread (``harness.kube.schedule``);
   a pod that fits nowhere stays Pending and is retried;
-* the kubelet of each pod: ``harness.kube.kubelet``.
+* the kubelet of each pod: ``harness.kube.kubelet``;
+* updates (``set_objects``, as ``harness.kube.apply`` writes an update's objects): a changed
+  template rolled per the workload's strategy (``harness.kube.rollout``), the mounted files of a
+  changed ConfigMap or Secret rewritten in the running pods, the pods of a deleted workload
+  garbage-collected.
 
 ``KubeCluster`` is a façade: the records live in ``store`` (the API server's), the loop in
 ``controllers`` (controllers and scheduler), the operator's commands in ``kubectl`` and the
