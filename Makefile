@@ -10,6 +10,12 @@ SCENARIO ?= kill-broker
 WORKLOAD ?= plain
 CONFIG ?= ha
 BASE ?= HEAD
+# SCENARIO=update: the settings of the second plan (UPDATE="brokerMemoryMiB=1536"), and the steps to it
+# (plan-diff's, unless STEPS names a file); LONG_TASK_S: WORKLOAD=long's task durations, MIN-MAX seconds.
+UPDATE ?=
+STEPS ?=
+LONG_TASK_S ?= 60-180
+UPDATE_PLAN := build/plan-update
 # TLS=1: plan (and so demo) with brokerTls=true, TLS=0 with false; unset: the stack's own setting.
 TLS_SET := $(if $(filter 1,$(TLS)),brokerTls=true,)$(if $(filter 0,$(TLS)),brokerTls=false,)
 ifneq ($(strip $(filter-out 0 1,$(TLS))),)
@@ -20,7 +26,7 @@ endif
 HEAVY_LOCK := /tmp/ha-celery-heavy.lock
 HEAVY := $(if $(HA_CELERY_HEAVY_HELD),,flock $(HEAVY_LOCK) env HA_CELERY_HEAVY_HELD=1)
 
-.PHONY: help setup system-deps images plan plan-diff test lint typecheck contracts unit integration demo bench lock clean
+.PHONY: help setup system-deps images plan plan-diff plan-update test lint typecheck contracts unit integration demo bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -71,6 +77,14 @@ plan-diff: $(VENV)/.synced ## steps of `pulumi up` from BASE (git ref, default H
 	$(PY) -m plan.diff_cli --base $(BASE) --stack $(STACK) $(foreach kv,$(SET) $(TLS_SET),--set $(kv)) \
 	  $(foreach n,$(REPLACE),--replace $(n)) $(foreach n,$(ALLOW),--allow $(n))
 
+# The second plan of SCENARIO=update, and the steps from the first to it: plan-diff's (STEPS= overrides).
+plan-update: $(VENV)/.synced
+	@[ -n "$(UPDATE)" ] || { echo 'SCENARIO=update needs UPDATE="key=value ..." (the settings to change)'; exit 2; }
+	$(PY) -m plan --stack $(STACK) --out $(UPDATE_PLAN) $(foreach kv,$(SET) $(TLS_SET) $(UPDATE),--set $(kv))
+	@if [ -z "$(STEPS)" ]; then \
+	  $(MAKE) --no-print-directory plan-diff BASE=HEAD SET="$(SET) $(UPDATE)"; \
+	fi
+
 # --- quality gates -------------------------------------------------------------
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
@@ -92,8 +106,9 @@ test: setup lint typecheck contracts ## everything: gates, unit, integration (re
 	$(HEAVY) $(VENV)/bin/pytest -q --durations=25
 
 # --- the local harness -----------------------------------------------------------
-demo: setup plan ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, WORKLOAD=plain|eta, CONFIG=ha|seed, TLS=1)
-	$(HEAVY) $(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --workload $(WORKLOAD) --config $(CONFIG) --plan build/plan/$(STACK)
+demo: setup plan $(if $(filter update,$(SCENARIO)),plan-update) ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, WORKLOAD=plain|eta|long, CONFIG=ha|seed, TLS=1; SCENARIO=update UPDATE="key=value ...")
+	$(HEAVY) $(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --workload $(WORKLOAD) --config $(CONFIG) --plan build/plan/$(STACK) \
+	  --long-task-s $(LONG_TASK_S) $(if $(filter update,$(SCENARIO)),--update-plan $(UPDATE_PLAN)/$(STACK) --steps $(or $(STEPS),build/plan-diff/steps.json) --update-set "$(UPDATE)")
 
 bench: setup plan ## the plan of STACK (4.3) vs the seed (3.10) -> build/bench/results.json (QUICK=1: short run; SCALE=1M: scale only)
 	$(HEAVY) $(PY) -m bench --plan build/plan/$(STACK) $(if $(QUICK),--quick,) $(if $(SCALE),--scale $(SCALE),)

@@ -3,9 +3,10 @@
 Boots three real RabbitMQ nodes (the config broker/ renders), real Celery workers (the
 app/ configuration the image runs), publishes the tasks, injects the fault mid-load,
 waits for the queue to drain and reports what was lost. ``--workload eta`` publishes countdowns
-instead (``drill.workload``) and also counts the tasks that started before their ETA. Exit status
-1 if any task was lost or early, or the drill could not run; everything it started is stopped on
-exit, Ctrl-C included.
+instead (``drill.workload``) and also counts the tasks that started before their ETA; ``--workload
+long`` runs tasks of minutes. ``--scenario update`` applies a second plan by plan-diff's steps
+(``drill.update``). Exit status 1 if any task was lost or early, an update left fewer Ready brokers
+than a majority, or the drill could not run; everything it started is stopped on exit, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from pathlib import Path
 from rich.console import Console
 
 from contract.plan_dir import IncompletePlanError, check_complete
+from contract.timing import TASK_SOFT_TIME_LIMIT_S
 from drill.profiles import Profile
 from drill.report import summary, timeline
 from drill.runner import DrillOptions, DrillResult, run_drill, run_plan_drills, write_report
 from drill.scenario import Scenario
-from drill.workload import Workload
+from drill.update import UpdateSpec
+from drill.workload import LONG_TASK_S, Workload
 from harness.runtime import netns
 
 ALL = "all"
@@ -46,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         default=Workload.PLAIN.value,
         choices=[w.value for w in Workload],
         help="plain: tasks due at once; eta: countdowns of 1-30 s, a part published before any worker "
-        "(ha only; default %(default)s)",
+        "(ha only); long: tasks of --long-task-s seconds each (default %(default)s)",
     )
     run.add_argument(
         "--plan",
@@ -60,6 +63,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--task-ms", type=int, default=20, help="duration of each task, ms (default %(default)s)")
     run.add_argument("--out", type=Path, default=Path("build/demo"), help="report directory (default %(default)s)")
+    run.add_argument(
+        "--long-task-s",
+        default=f"{LONG_TASK_S[0]:g}-{LONG_TASK_S[1]:g}",
+        metavar="MIN-MAX",
+        help="--workload long: each task runs MIN to MAX seconds (default %(default)s)",
+    )
+    run.add_argument(
+        "--update-plan",
+        type=Path,
+        help="--scenario update: the second plan to apply (`python -m plan --out build/plan-update --set ...`)",
+    )
+    run.add_argument(
+        "--steps",
+        type=Path,
+        default=Path("build/plan-diff/steps.json"),
+        help="--scenario update: plan-diff's steps from --plan to --update-plan (default %(default)s)",
+    )
+    run.add_argument("--update-set", default="", help="--scenario update: the settings changed (for the report)")
     commands.add_parser("cleanup", help="remove network namespaces left by a crashed drill")
     return parser
 
@@ -72,11 +93,47 @@ def _check_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         parser.error(f"--task-ms must be >= 0, got {args.task_ms}")
 
 
+def _long_task_s(parser: argparse.ArgumentParser, args: argparse.Namespace, console: Console) -> tuple[float, float]:
+    """``--long-task-s`` as (MIN, MAX) seconds; a warning if the plan's workers would time such tasks out."""
+    long_task_s = _seconds_range(parser, args.long_task_s)
+    if Workload(args.workload) is Workload.LONG and long_task_s[1] >= TASK_SOFT_TIME_LIMIT_S:
+        # Not refused: what the plan's workers do to such a task is the finding (it fails at the soft limit).
+        console.print(
+            f"[yellow]--long-task-s {args.long_task_s}: the plan's workers stop a task after "
+            f"{TASK_SOFT_TIME_LIMIT_S} s (contract.timing): longer ones time out (dead-lettered, never completed)[/]"
+        )
+    return long_task_s
+
+
+def _seconds_range(parser: argparse.ArgumentParser, raw: str) -> tuple[float, float]:
+    low, sep, high = raw.partition("-")
+    try:
+        pair = (float(low), float(high if sep else low))
+    except ValueError:
+        parser.error(f"--long-task-s takes MIN-MAX in seconds (e.g. 60-180), got {raw!r}")
+    if not 0 <= pair[0] <= pair[1]:
+        parser.error(f"--long-task-s: need 0 <= MIN <= MAX, got {raw!r}")
+    return pair
+
+
+def _update(parser: argparse.ArgumentParser, args: argparse.Namespace) -> UpdateSpec | None:
+    """``--scenario update``'s second plan and steps (None for every other scenario)."""
+    if args.scenario != Scenario.UPDATE.value:
+        return None
+    if Profile(args.config) is not Profile.HA or args.update_plan is None:
+        parser.error("--scenario update needs --config ha and --update-plan (make demo SCENARIO=update UPDATE=...)")
+    if not args.update_plan.joinpath("kubernetes").is_dir():
+        parser.error(f"--update-plan {args.update_plan}: no Kubernetes objects there")
+    if not args.steps.is_file():
+        parser.error(f"--steps {args.steps}: no such file (make plan-diff writes it)")
+    return UpdateSpec(args.update_plan, args.steps, tuple(args.update_set.split()))
+
+
 def _scenarios(parser: argparse.ArgumentParser, args: argparse.Namespace, profile: Profile) -> list[Scenario]:
     """The scenarios ``--scenario`` names that ``--config`` and ``--workload`` can run."""
     if Workload(args.workload) is Workload.ETA and profile is Profile.SEED:
         parser.error("--workload eta needs --config ha: it scales the plan's worker Deployment and uses quorum queues")
-    scenarios = list(Scenario) if args.scenario == ALL else [Scenario(args.scenario)]
+    scenarios = [s for s in Scenario if not s.needs_update] if args.scenario == ALL else [Scenario(args.scenario)]
     if profile is Profile.SEED:
         if args.scenario != ALL and scenarios[0].needs_pod_runner:
             parser.error(f"--scenario {args.scenario} needs --config ha: the seed runs on bare 3.10 nodes, not pods")
@@ -89,9 +146,11 @@ def _scenarios(parser: argparse.ArgumentParser, args: argparse.Namespace, profil
     return [s for s in scenarios if not (len(scenarios) > 1 and s is Scenario.PARTITION_BROKER)]
 
 
-def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[DrillOptions]:
+def _options(parser: argparse.ArgumentParser, args: argparse.Namespace, console: Console) -> list[DrillOptions]:
     _check_sizes(parser, args)
     profile = Profile(args.config)
+    long_task_s = _long_task_s(parser, args, console)
+    update = _update(parser, args)
     return [
         DrillOptions(
             scenario=scenario,
@@ -102,6 +161,8 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[
             task_ms=args.task_ms,
             plan=args.plan,
             workload=Workload(args.workload),
+            long_task_s=long_task_s,
+            update=update,
         )
         for scenario in _scenarios(parser, args, profile)
     ]
@@ -129,13 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         removed = netns.cleanup_stale()
         console.print(f"removed {len(removed)} namespaces: {', '.join(removed) or '-'}")
         return 0
-    all_options = _options(parser, args)
+    all_options = _options(parser, args, console)
     if Profile(args.config) is Profile.HA and len(all_options) > 1:
         results = run_plan_drills(all_options, console)
     else:
         results = [run_drill(options, console) for options in all_options]
     _write_reports(results, args.out, console)
-    return 1 if any(r.lost or r.early or r.error for r in results) else 0
+    return 1 if any(r.lost or r.early or r.error or (r.update is not None and not r.update.ok) for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -24,10 +24,14 @@
 * lose-disk: the claim of the highest ordinal, then of rabbitmq-0 (the seed), is emptied while
   its pod is gone; each must come back as a blank member of the one cluster (seeing all of it,
   not a cluster of its own) and the quorum queue must have three live replicas again.
+* update: a second plan applied step by step as the Pulumi engine would (``harness.kube.apply``,
+  the steps from plan-diff), the Ready broker pods counted throughout; then every broker pod must
+  be Ready and in the cluster (``drill.update``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -35,8 +39,10 @@ from dataclasses import dataclass
 from functools import partial
 
 from drill.scenario import QUEUE, RECOVER_AFTER_S, Scenario
+from drill.update import ReadyWatch, UpdateReport, UpdateSpec
+from harness.kube.apply import SEQUENTIAL, Applier, Step, load_steps
 from harness.kube.cluster import KubeCluster, KubeError
-from harness.runtime.poll import NOT_YET, poll
+from harness.runtime.poll import NOT_YET, PollTimeout, poll
 
 BROKERS = "StatefulSet/rabbitmq"
 WORKERS = "Deployment/celery-worker"
@@ -258,6 +264,61 @@ def quorum_members(cluster: KubeCluster, queue: str = QUEUE) -> int:
     node lost its data shows as ``noproc`` until it is grown back)."""
     out = _broker_exec(cluster, "rabbitmq-queues", "-q", "quorum_status", queue, "--formatter", "json")
     return sum(1 for row in json.loads(out or "[]") if row.get("Raft State") in ("leader", "follower"))
+
+
+def ready_brokers(cluster: KubeCluster) -> int:
+    return sum(1 for p in cluster.pods_of(BROKERS) if p.ready)
+
+
+def new_update(cluster: KubeCluster, spec: UpdateSpec) -> UpdateReport:
+    """An empty report for applying ``spec`` to ``cluster`` as it is now."""
+    return UpdateReport(spec, brokers_before=len(cluster.pods_of(BROKERS)))
+
+
+def update(cluster: KubeCluster, mark: Mark, report: UpdateReport) -> None:
+    """Apply the report's plan by its steps under load, filling ``report``: what each step did and how
+    few broker pods were Ready at the worst moment. Raises (the report filled) if a step fails."""
+    spec = report.spec
+    report.steps = load_steps(spec.steps)
+    changing = [s for s in report.steps if s.step != "same"]
+    mark(f"applying {spec.plan} ({' '.join(spec.settings) or 'no setting named'}): {len(changing)} steps change")
+    watch = ReadyWatch(partial(ready_brokers, cluster))
+
+    def on_step(step: Step) -> None:
+        if step.step != "same":
+            mark(step.label)
+
+    try:
+        with watch:
+            applier = Applier.towards(cluster, spec.plan, report.steps)
+            for step in report.steps:
+                on_step(step)
+                report.applied.append(applier.apply(step))
+            for pod in cluster.pods_of(BROKERS):
+                _wait_member(cluster, pod.name, f"{pod.name} to be Ready and in the cluster after the update")
+        brokers = report.brokers_after = len(cluster.pods_of(BROKERS))
+        if brokers != report.brokers_before:
+            # More nodes: the broker's membership reconciliation grows the quorum queues onto them.
+            with contextlib.suppress(PollTimeout):
+                poll(
+                    lambda: quorum_members(cluster) >= brokers,
+                    REJOIN_TIMEOUT_S,
+                    f"{QUEUE!r} to have a replica on each of the {brokers} brokers",
+                    interval=2.0,
+                    not_yet=(KubeError, *NOT_YET),
+                )
+        report.quorum_members_after = quorum_members(cluster)
+        report.stale = applier.stale()
+        for name, uses in report.stale.items():
+            mark(f"{name} still runs with old data: {'; '.join(uses)}")
+        mark(f"{QUEUE!r} has {report.quorum_members_after} live replicas on {report.brokers_after} brokers")
+    except Exception as exc:
+        report.error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        report.min_ready_brokers, report.min_ready_at = watch.lowest, watch.lowest_at
+        report.differences = [SEQUENTIAL, *(d for a in report.applied for d in a.differences)]
+        mark(f"update applied: at least {watch.lowest} of {report.brokers_before} broker pods Ready throughout")
 
 
 FAULTS: dict[Scenario, Callable[[KubeCluster, Mark], None]] = {

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drill.runner import DrillResult
+from drill.update import UpdateReport
 from drill.workload import Workload
 
 COLUMNS = (
@@ -39,6 +40,8 @@ def _verdict(r: DrillResult) -> str:
         return "[red]ERROR[/]"
     if r.lost or r.early:
         return "[red]" + ", ".join(f"{n} {what}" for n, what in ((r.lost, "LOST"), (r.early, "EARLY")) if n) + "[/]"
+    if r.update is not None and not r.update.ok:
+        return f"[red]{_update_verdict(r.update)}[/]"
     return "[green]no task lost[/]" + (", none early" if r.options.workload is Workload.ETA else "")
 
 
@@ -87,6 +90,8 @@ def _details(r: DrillResult, console: Console) -> None:
         console.print(f"[yellow]{r.options.scenario}: publisher stopped: {r.publish.error}[/]")
     for t, label in sorted([*r.workload_events, *r.events]):
         console.print(f"  {r.options.scenario} +{t - r.started_at:6.2f}s  {label}")
+    if r.update is not None:
+        _update_summary(r, console)
     _alerts(r, console)
     if r.late_seconds is not None:
         median, worst = r.late_seconds
@@ -285,3 +290,27 @@ def timeline(result: DrillResult, path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _update_verdict(update: UpdateReport) -> str:
+    if update.error:
+        return "UPDATE FAILED"
+    if update.stale:
+        return f"{len(update.stale)} pods with old data"
+    return f"{update.min_ready_brokers} brokers Ready (< {update.majority})"
+
+
+def _update_summary(r: DrillResult, console: Console) -> None:
+    update = r.update
+    assert update is not None
+    colour = "green" if update.ok else "red"
+    console.print(
+        f"[{colour}]update ({' '.join(update.spec.settings) or update.spec.plan}): "
+        f"at least {update.min_ready_brokers} of {update.brokers_before} broker pods Ready throughout "
+        f"(a majority is {update.majority})[/]"
+    )
+    for applied in update.applied:
+        if applied.step.step != "same":
+            console.print(f"  {applied.step.label}: {applied.action} ({applied.seconds:.1f}s)")
+    if update.error:
+        console.print(f"[red]update failed: {update.error}[/]")

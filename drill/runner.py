@@ -28,8 +28,9 @@ from drill.observe import Observed
 from drill.profiles import Profile
 from drill.scenario import QUEUE, Scenario
 from drill.targets import PlanTarget, PodEvent, Target, boot_local, boot_plan
-from drill.tasks import record_plan
-from drill.workload import MAX_COUNTDOWN_S, Workload, publish_delayed, published_before_workers
+from drill.tasks import long_plan, record_plan
+from drill.update import UpdateReport, UpdateSpec
+from drill.workload import LONG_TASK_S, MAX_COUNTDOWN_S, Workload, publish_delayed, published_before_workers
 from harness.kube.fields import Delta
 from harness.runtime import netns
 from harness.runtime.poll import PollTimeout, poll
@@ -59,6 +60,16 @@ class DrillOptions:
     """The plan the ha configuration boots (``make plan STACK=...`` writes it)."""
     workload: Workload = Workload.PLAIN
     """What is published: tasks due at once, or countdowns with a part before any worker (``drill.workload``)."""
+    long_task_s: tuple[float, float] = LONG_TASK_S
+    """``long`` workload: each task runs this many seconds, spread over the range."""
+    update: UpdateSpec | None = None
+    """``update`` scenario: the second plan and plan-diff's steps to it (``drill.update``)."""
+
+    @property
+    def stall_limit_s(self) -> float:
+        """``stall_timeout_s``, but never shorter than twice the longest task (``long``)."""
+        longest = self.long_task_s[1] if self.workload is Workload.LONG else 0.0
+        return max(self.stall_timeout_s, 2 * longest)
 
 
 @dataclass
@@ -94,6 +105,8 @@ class DrillResult:
     """The workload's own steps (workers stopped, first part published, workers back)."""
     observed: Observed | None = None
     """What the cluster's Prometheus saw: alerts, queue depth, broker nodes up (ha only)."""
+    update: UpdateReport | None = None
+    """``update`` scenario: the steps applied and the fewest Ready brokers during them."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -139,6 +152,7 @@ class DrillResult:
                 if self.observed is not None
                 else {"alerts": None, "alert_timing": None, "observation_error": "no Prometheus (seed config)"}
             ),
+            "update": None if self.update is None else self.update.to_json(self.started_at),
             "error": self.error,
         }
 
@@ -213,7 +227,11 @@ def run_drill(options: DrillOptions, console: Console | None = None) -> DrillRes
             # eta: the worker Deployment boots scaled to 0, so the first tasks meet a cluster where
             # no worker has ever run (nothing declared the delayed-delivery topology but the broker).
             target_cm: contextlib.AbstractContextManager[Target] = boot_plan(
-                options.plan, work / "kube", results, workers=options.workload is not Workload.ETA
+                options.plan,
+                work / "kube",
+                results,
+                workers=options.workload is not Workload.ETA,
+                update=options.update,
             )
         else:
             console.print(f"[bold]drill[/] {options.scenario} (seed, 2018): booting Debian's RabbitMQ 3.10 x 3")
@@ -279,6 +297,7 @@ def drills_in_turn(
             target.reset()
         except PollTimeout as exc:
             raise DrillError(f"the cluster did not recover before {each.scenario}: {exc}") from exc
+        target.update = each.update
         empty_results(results)
         console.print(f"[bold]drill[/] {each.scenario}")
         done.append(drive(each, target=target, results=results, console=console))
@@ -348,7 +367,10 @@ class Drill:
     def start_publisher(self) -> None:
         """Publish every task on a thread of its own; the drill's clock starts here."""
         app, publish = self.target.publisher()
-        plan = record_plan(self.options.tasks, self.options.task_ms)
+        if self.options.workload is Workload.LONG:
+            plan = long_plan(self.options.tasks, *self.options.long_task_s)
+        else:
+            plan = record_plan(self.options.tasks, self.options.task_ms)
 
         def run() -> None:
             if self.eta:
@@ -369,14 +391,14 @@ class Drill:
         limits = watching.Limits(
             tasks=self.options.tasks,
             fault_point=self.options.fault_at * self.options.tasks,
-            stall_timeout_s=self.options.stall_timeout_s,
+            stall_timeout_s=self.options.stall_limit_s,
             # eta: no task is due before its countdown ran out; idle time counts from the last ETA on.
             due_after_s=MAX_COUNTDOWN_S if self.eta else None,
         )
         with watching.ProgressBar(self.console, self.options.tasks) as bar:
             done, _ = watching.watch(self, limits, observers=[bar])
         if done.reason is watching.Reason.STALLED:
-            self.console.print(f"[red]no task completed for {self.options.stall_timeout_s:.0f}s: stopping[/]")
+            self.console.print(f"[red]no task completed for {self.options.stall_limit_s:.0f}s: stopping[/]")
         if self.publishing is not None:
             self.publishing.join(timeout=60)
         if self.fault is not None:
@@ -420,6 +442,7 @@ class Drill:
             workers_before=self.before.ever,
             workload_events=self.workload_events,
             observed=observed,
+            update=self.target.update_result(),
         )
 
     # ------------------------------------------------------- what the watch looks at ----

@@ -36,6 +36,8 @@ class Scenario(StrEnum):
     """A broker pod comes back with an empty volume."""
     FREEZE_BROKER = "freeze-broker"
     """The queue leader stops answering with its sockets open (SIGSTOP: a paused VM, a stalled disk), then resumes."""
+    UPDATE = "update"
+    """A second plan (the same stack with other settings) applied to the running cluster as ``pulumi up`` would."""
 
     @property
     def needs_netns(self) -> bool:
@@ -50,4 +52,10 @@ class Scenario(StrEnum):
             Scenario.PARTITION_NODE,
             Scenario.LOSE_DISK,
             Scenario.FREEZE_BROKER,
+            Scenario.UPDATE,
         }
+
+    @property
+    def needs_update(self) -> bool:
+        """Runs only with a second plan and its steps (``UPDATE=``), so never as part of ``all``."""
+        return self is Scenario.UPDATE

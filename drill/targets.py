@@ -39,6 +39,7 @@ from drill.pod_scenarios import BROKERS, WORKERS, Mark
 from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
 from drill.scenario import QUEUE, Scenario
 from drill.scenarios import FaultContext
+from drill.update import UpdateReport, UpdateSpec
 from harness.kube.cluster import KubeCluster, PodAdditions
 from harness.kube.fields import Delta
 from harness.kube.objects import Secret
@@ -105,6 +106,10 @@ class Target(Protocol):
         """What the cluster's Prometheus saw since ``since`` (None where none runs)."""
         ...
 
+    def update_result(self) -> UpdateReport | None:
+        """What the ``update`` scenario applied (None for every other scenario)."""
+        ...
+
 
 PodEvent = tuple[float, str, str, str]
 """(epoch seconds, pod or node, reason, message)."""
@@ -147,8 +152,12 @@ class PlanTarget:
         *,
         workers_stopped: bool = False,
         observer: Observer | None = None,
+        update: UpdateSpec | None = None,
     ) -> None:
         self.cluster = cluster
+        self.update = update
+        """The second plan and its steps (the ``update`` scenario)."""
+        self.update_report: UpdateReport | None = None
         self.versions = versions
         self.observer = observer
         self.deltas = cluster.deltas
@@ -204,7 +213,16 @@ class PlanTarget:
         return None if out is None else parse_delayed(out)
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
+        if scenario is Scenario.UPDATE:
+            if self.update is None:
+                raise ValueError("scenario update needs a second plan and its steps (UPDATE=..., --update-plan)")
+            self.update_report = pod_scenarios.new_update(self.cluster, self.update)
+            pod_scenarios.update(self.cluster, mark, self.update_report)
+            return
         pod_scenarios.FAULTS[scenario](self.cluster, mark)
+
+    def update_result(self) -> UpdateReport | None:
+        return self.update_report
 
     def reset(self) -> None:
         # Every pod Ready, and no message queued or in flight: a redelivery from the previous
@@ -241,7 +259,13 @@ def worker_additions(results: Path) -> dict[str, PodAdditions]:
 
 @contextlib.contextmanager
 def boot_plan(
-    plan_dir: Path, workdir: Path, results: Path, *, workers: bool = True, observe: bool = True
+    plan_dir: Path,
+    workdir: Path,
+    results: Path,
+    *,
+    workers: bool = True,
+    observe: bool = True,
+    update: UpdateSpec | None = None,
 ) -> Iterator[PlanTarget]:
     """Boot the plan on the pod runner; yield once the brokers and the workers are Ready.
 
@@ -270,7 +294,7 @@ def boot_plan(
         observer = stack.enter_context(observing(cluster, workdir / "prometheus")) if observe else None
         if observer is not None:
             versions["prometheus"] = observer.prometheus.version()
-        yield PlanTarget(cluster, versions, workers_stopped=not workers, observer=observer)
+        yield PlanTarget(cluster, versions, workers_stopped=not workers, observer=observer, update=update)
 
 
 def broker_urls(cluster: KubeCluster, role: wire.BrokerRole = wire.BrokerRole.SCHEDULER) -> list[str]:
@@ -372,6 +396,9 @@ class LocalTarget:
     def observe(self, since: float) -> Observed | None:
         del since  # the seed's 2018 setup had no metrics pipeline
         return None
+
+    def update_result(self) -> UpdateReport | None:
+        return None  # the seed runs no plan to update
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
         if scenario not in scenarios.FAULTS:

@@ -47,6 +47,25 @@ def record_plan(count: int, sleep_ms: int = 0, task_name: str = RECORD) -> Publi
     return PublishPlan(task_name, count, arguments)
 
 
+_GOLDEN: Final = 0.6180339887498949
+
+
+def task_seconds(index: int, low: float, high: float) -> float:
+    """The ``index``-th long task's duration: spread evenly over [low, high] for any prefix of indexes."""
+    return round(low + ((index * _GOLDEN) % 1.0) * (high - low), 3)
+
+
+def long_plan(count: int, low_s: float, high_s: float, task_name: str = RECORD) -> PublishPlan:
+    """``count`` record tasks that each sleep between ``low_s`` and ``high_s`` seconds (the ``long`` workload)."""
+    if not 0 <= low_s <= high_s:
+        raise ValueError(f"long task durations: need 0 <= low <= high, got {low_s}-{high_s}")
+
+    def arguments(index: int) -> TaskArguments:
+        return (index,), {"sleep_ms": int(task_seconds(index, low_s, high_s) * 1000)}
+
+    return PublishPlan(task_name, count, arguments)
+
+
 def _results_dir() -> Path | None:
     raw = os.environ.get(ENV_RESULTS_DIR, "").strip()
     return Path(raw) if raw else None

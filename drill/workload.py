@@ -1,7 +1,11 @@
-"""What a drill publishes: ``plain`` tasks, or ``eta`` tasks delayed by a countdown.
+"""What a drill publishes: ``plain`` tasks, ``eta`` tasks delayed by a countdown, or ``long`` tasks.
 
 ``plain`` is the scheduler's default: every task due at once, published by the pipelined
 publisher (``app.publish.publish_pipelined``).
+
+``long`` publishes like ``plain``, but each task runs for 1-3 minutes (``drill.tasks.long_plan``):
+what a worker rollout meets in production. Each must finish within the worker pod's grace period
+(warm shutdown) or be redelivered and run again; none may be lost.
 
 ``eta`` goes through Celery's native delayed delivery, the path every ``countdown=``/``eta=``
 task takes on quorum queues: the message is published to ``celery_delayed_27`` with the
@@ -35,8 +39,12 @@ class Workload(StrEnum):
     """Every task due at once (no ETA), the pipelined publisher."""
     ETA = "eta"
     """Countdowns of 1-30 s (a few sub-second), ``app.send_task(countdown=...)``, part before any worker."""
+    LONG = "long"
+    """Tasks due at once that each run for minutes (:data:`LONG_TASK_S`): a rollout meets them mid-run."""
 
 
+LONG_TASK_S: Final = (60.0, 180.0)
+"""The ``long`` workload's task durations, seconds: 1-3 minutes, spread over the range by index."""
 MIN_COUNTDOWN_S: Final = 1.0
 MAX_COUNTDOWN_S: Final = 30.0
 """The countdowns of the ``eta`` workload span [MIN_COUNTDOWN_S, MAX_COUNTDOWN_S)."""

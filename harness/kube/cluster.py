@@ -13,7 +13,11 @@ of a Kubernetes control plane:
   at once by a new one; ``scale`` changes ``replicas`` (surplus pods deleted with their grace);
 * the scheduler: placement by the pod's anti-affinity and topology spread (``harness.kube.schedule``);
   a pod that fits nowhere stays Pending and is retried;
-* the kubelet of each pod: ``harness.kube.kubelet``.
+* the kubelet of each pod: ``harness.kube.kubelet``;
+* updates (``set_objects``, as ``harness.kube.apply`` writes an update's objects): a changed
+  template rolled per the workload's strategy (``harness.kube.rollout``), the mounted files of a
+  changed ConfigMap or Secret rewritten in the running pods, the pods of a deleted workload
+  garbage-collected.
 
 ``KubeCluster`` is a façade: the records live in ``store`` (the API server's), the loop in
 ``controllers`` (controllers and scheduler), the operator's commands in ``kubectl`` and the
@@ -37,7 +41,8 @@ from harness.kube.controllers import Controllers, PodAdditions
 from harness.kube.fields import Delta
 from harness.kube.kubectl import DrainReport
 from harness.kube.kubelet import Event, PodWorker
-from harness.kube.objects import Plan, load_plan
+from harness.kube.objects import Plan, PodSpec, PodTemplate, StatefulSet, load_plan
+from harness.kube.rollout import PodView
 from harness.kube.schedule import Node
 from harness.kube.secretfill import SecretRules, fill_secrets, rules_generator
 from harness.kube.store import KubeError, Pod, Store
@@ -80,7 +85,9 @@ class KubeCluster:
         self.images = images
         self.rng = rng or random.Random()
         plan = load_plan(self.plan_dir)
-        self.plan: Plan = fill_secrets(plan, rules_generator(secret_rules(plan, self.rng)))
+        self.secret_generator = rules_generator(secret_rules(plan, self.rng))
+        """Fills masked Secret values, here and for an update's new objects (``harness.kube.apply``)."""
+        self.plan: Plan = fill_secrets(plan, self.secret_generator)
         self._store = Store(
             self.plan, plan_nodes(self.plan_dir), VolumeStore(self.workdir / "volumes"), self.workdir / "events.log"
         )
@@ -259,6 +266,38 @@ class KubeCluster:
     def set_node_link(self, node: str, up: bool) -> None:
         """Cut or restore a node's link (:func:`harness.kube.faults.set_node_link`)."""
         faults.set_node_link(self._store, node, up)
+
+    # ------------------------------------------------------------------------------- updates
+
+    def set_objects(self, plan: Plan) -> set[tuple[str, str]]:
+        """The API server now holds ``plan``'s objects (one apply step: ``harness.kube.apply`` decides
+        them); the controllers act on them from their next sync. The files of every mounted ConfigMap
+        and Secret whose data changed are rewritten in the running pods that mount them (subPath mounts
+        keep the old file, as in Kubernetes). Returns those objects as (``configMap``|``secret``, name)."""
+        changed, running = self._store.set_objects(plan)
+        for pod in running:
+            volumes = self._store.volumes.refresh_api_volumes(
+                pod.template.spec, pod.uid, changed, secrets=self.plan.secrets, configmaps=self.plan.configmaps
+            )
+            if volumes:
+                self._store.event(pod.name, "VolumesUpdated", f"mounted files of {', '.join(volumes)} rewritten")
+        return changed
+
+    def owner_views(self, owner: str, template: PodTemplate | None) -> list[PodView]:
+        """What ``owner``'s controller sees of its pods, ``template`` being its current one."""
+        return self._store.owner_views(owner, template)
+
+    def pod_specs(self) -> dict[str, tuple[str, PodSpec]]:
+        """Pod uid -> (name, spec) of every pod that runs (an apply's bookkeeping of what each pod has seen)."""
+        return self._store.pod_specs()
+
+    def delete_claims(self, sts: StatefulSet) -> list[str]:
+        """The garbage collector deletes a deleted StatefulSet's claims (``whenDeleted: Delete``) once no
+        pod uses them: their disks are gone. Returns the claims deleted."""
+        wiped = self._store.volumes.wipe_claims(sts.name, [c.name for c in sts.claims])
+        if wiped:
+            self._store.event(f"StatefulSet/{sts.name}", "ClaimsDeleted", ", ".join(wiped))
+        return wiped
 
     # ------------------------------------------------------------------------------- images
 

@@ -1,20 +1,24 @@
 """The control plane's loop: the workload controllers and the scheduler, over the store's records.
 
+The workload controllers' decisions are pure functions in :mod:`harness.kube.rollout`.
+
 Every ``RECONCILE_S`` (one pass, under the store's lock):
 
 1. reap: a pod whose containers ended for good leaves the records, its address and volumes freed;
-2. the StatefulSet controller (kubernetes ``pkg/controller/statefulset``, ``stateful_set_control.go``):
+2. the garbage collector: pods whose StatefulSet or Deployment is gone are deleted, with their grace;
+3. the StatefulSet controller (kubernetes ``pkg/controller/statefulset``, ``stateful_set_control.go``):
    pods ``<name>-<ordinal>`` with hostname and subdomain, a deleted pod recreated under the same name
-   once the old one is gone (Parallel pod management), unless a fault holds it down;
-3. the Deployment controller (``pkg/controller/deployment`` and ``pkg/controller/replicaset``):
+   once the old one is gone (unless a fault holds it down), condemned ordinals deleted, a changed
+   template rolled per ``updateStrategy``;
+4. the Deployment controller (``pkg/controller/deployment`` and ``pkg/controller/replicaset``):
    ``replicas`` pods (``kubectl scale``'s count if set), surplus ones deleted in the ReplicaSet
-   controller's order;
-4. the scheduler (``pkg/scheduler``, ``schedule_one.go``): each Pending pod placed by
+   controller's order, a changed template rolled per ``strategy``;
+5. the scheduler (``pkg/scheduler``, ``schedule_one.go``): each Pending pod placed by
    :func:`harness.kube.schedule.schedule`, its claims bound to the node's zone, then launched on
    the node: a network namespace (the CNI's part) and a :class:`~harness.kube.kubelet.PodWorker`.
 
-A new workload behaviour (a rolling update, say) is one more ``_reconcile_*`` step called from
-:meth:`Controllers.reconcile`, reading and writing the store as these do.
+A new workload behaviour is one more ``_reconcile_*`` step called from :meth:`Controllers.reconcile`,
+reading and writing the store as these do.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 
 from harness.kube.kubelet import PodContext, PodSandbox, PodWorker
 from harness.kube.objects import Deployment, StatefulSet
+from harness.kube.rollout import Actions, deployment_sync, statefulset_sync
 from harness.kube.schedule import ZONE, PlacedPod, schedule
 from harness.kube.store import Pod, Store
 from harness.kube.workloads import PodAddress, deployment_pod_name, etc_hosts
@@ -109,6 +114,7 @@ class Controllers:
                 self._record.write(groups)
                 self._recorded = groups
             self._reap()
+            self._collect_garbage()
             for sts in store.plan.statefulsets:
                 self._reconcile_statefulset(sts)
             for deploy in store.plan.deployments:
@@ -133,33 +139,51 @@ class Controllers:
             self._refresh_hosts()
 
     def _reconcile_statefulset(self, sts: StatefulSet) -> None:
+        # The controller's decisions (creation, scale-down, rolling update): harness.kube.rollout.
         store = self.store
-        for ordinal in range(sts.ordinal_start, sts.ordinal_start + sts.replicas):
+        owner = f"StatefulSet/{sts.name}"
+        pods = [p for p in store.pods.values() if p.owner == owner]
+        prefix = f"{sts.name}-"
+        held = frozenset(
+            int(n[len(prefix) :]) for n in store.held if n.startswith(prefix) and n[len(prefix) :].isdigit()
+        )
+        actions = statefulset_sync(sts, [p.view(sts.template) for p in pods], held)
+        for ordinal in actions.create_ordinals:
             name = f"{sts.name}-{ordinal}"
-            if name not in store.pods and name not in store.held:
-                store.pods[name] = Pod(
-                    name, sts.namespace, f"StatefulSet/{sts.name}", sts.template, ordinal, name, sts.service_name
-                )
-                store.event(name, "Created", f"by StatefulSet/{sts.name}")
+            store.pods[name] = Pod(name, sts.namespace, owner, sts.template, ordinal, name, sts.service_name)
+            store.event(name, "Created", f"by {owner}")
+        self._delete_for(owner, actions)
 
     def _reconcile_deployment(self, deploy: Deployment) -> None:
         store = self.store
         owner = f"Deployment/{deploy.name}"
-        replicas = store.scaled.get(owner, deploy.replicas)
-        live = [p for p in store.pods.values() if p.owner == owner and not p.terminating]
-        for _ in range(replicas - len(live)):
+        pods = [p for p in store.pods.values() if p.owner == owner]
+        actions = deployment_sync(deploy, [p.view(deploy.template) for p in pods], store.scaled.get(owner))
+        for _ in range(actions.create):
             name = deployment_pod_name(deploy, self._rng)
             store.pods[name] = Pod(name, deploy.namespace, owner, deploy.template)
             store.event(name, "Created", f"by {owner}")
-        # Scaled down: the ReplicaSet controller's order, roughly: unscheduled, not Ready, the rest.
-        surplus = sorted(live, key=lambda p: (p.worker is not None, p.ready, p.name))[: max(len(live) - replicas, 0)]
-        for pod in surplus:
+        self._delete_for(owner, actions)
+
+    def _delete_for(self, owner: str, actions: Actions) -> None:
+        store = self.store
+        for name in actions.delete:
+            pod = store.pods[name]
             if pod.worker is None:
-                del store.pods[pod.name]
-                store.event(pod.name, "Removed", f"unscheduled, {owner} scaled to {replicas}")
+                del store.pods[name]
+                store.event(name, "Removed", f"unscheduled; {owner}: {actions.why}")
             else:
-                store.event(pod.name, "Deleting", f"{owner} scaled to {replicas}: grace from spec")
+                store.event(name, "Deleting", f"{owner}: {actions.why}; grace from spec")
                 pod.worker.delete()
+
+    def _collect_garbage(self) -> None:
+        # The garbage collector: pods whose owner is gone are deleted (foreground propagation, as
+        # pulumi-kubernetes deletes), each with its preStop hook and grace period.
+        plan = self.store.plan
+        owners = {f"StatefulSet/{s.name}" for s in plan.statefulsets}
+        owners |= {f"Deployment/{d.name}" for d in plan.deployments}
+        for pod in [p for p in self.store.pods.values() if p.owner not in owners and not p.terminating]:
+            self._delete_for(pod.owner, Actions(delete=(pod.name,), why="owner deleted"))
 
     # ------------------------------------------------------------------------------- scheduler
 

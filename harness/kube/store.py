@@ -12,13 +12,14 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from harness.kube.kubelet import Event, PodWorker
-from harness.kube.objects import Plan, PodTemplate, StatefulSet
+from harness.kube.objects import Plan, PodSpec, PodTemplate, StatefulSet
+from harness.kube.rollout import PodView
 from harness.kube.schedule import Node
-from harness.kube.volumes import VolumeStore
+from harness.kube.volumes import VolumeStore, changed_sources
 from harness.kube.workloads import PodState
 from harness.runtime import netns
 
@@ -58,6 +59,12 @@ class Pod:
     @property
     def terminating(self) -> bool:
         return self.worker is not None and self.worker.terminating
+
+    def view(self, template: PodTemplate | None) -> PodView:
+        """What its controller sees of it, ``template`` being the controller's current one."""
+        return PodView(
+            self.name, self.template == template, self.ready, self.terminating, self.worker is not None, self.ordinal
+        )
 
 
 class Store:
@@ -145,6 +152,33 @@ class Store:
                 sum(1 for p in self.pods.values() if p.owner == name and p.ready) >= count
                 for name, count in expected.items()
             )
+
+    # ------------------------------------------------------------------------------- updates
+
+    def set_objects(self, plan: Plan) -> tuple[set[tuple[str, str]], list[Pod]]:
+        """The API server now holds ``plan``'s objects; the controllers act on them from their next
+        sync. Returns the ConfigMaps and Secrets whose data changed, as (``configMap``|``secret``, name),
+        and the pods running now (whose mounted files of those the kubelet then rewrites)."""
+        with self.lock:
+            changed = changed_sources(self.plan, plan)
+            # In place: the kubelets' contexts hold these lists (a restarted container reads them anew).
+            self.plan.secrets[:] = plan.secrets
+            self.plan.configmaps[:] = plan.configmaps
+            for f in fields(Plan):
+                if f.name not in ("secrets", "configmaps", "deltas"):
+                    setattr(self.plan, f.name, list(getattr(plan, f.name)))
+            self.plan.deltas.extend(d for d in plan.deltas if d not in self.plan.deltas)
+            running = [p for p in self.pods.values() if p.worker is not None and not p.worker.finished]
+        return changed, running
+
+    def owner_views(self, owner: str, template: PodTemplate | None) -> list[PodView]:
+        """What ``owner``'s controller sees of its pods, ``template`` being its current one."""
+        return [p.view(template) for p in self.pods_of(owner)]
+
+    def pod_specs(self) -> dict[str, tuple[str, PodSpec]]:
+        """Pod uid -> (name, spec) of every pod that runs (an apply's bookkeeping of what each pod has seen)."""
+        with self.lock:
+            return {p.uid: (p.name, p.template.spec) for p in self.pods.values() if p.worker is not None}
 
     # ------------------------------------------------------------------------------- events
 

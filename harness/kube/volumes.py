@@ -5,8 +5,10 @@ Layout under the store's root::
     claims/<claim>-<sts>-<ordinal>/      a StatefulSet claim: survives pod deletion, wiped on demand
     pods/<pod uid>/volumes/<volume>/      everything else: gone with the pod incarnation
 
-configMap/secret/projected files are written as plain files (no ``..data`` symlink swap: the local
-run never updates them live) and are always mounted read-only, as the kubelet does. fsGroup is
+configMap/secret/projected files are written as plain files (no ``..data`` symlink swap) and are
+always mounted read-only, as the kubelet does. When their object changes, each file is replaced by
+a new one (a new inode, as the kubelet's atomic writer's swap gives): a container that mounts the
+volume sees the new files, a subPath mount keeps the old file, as in Kubernetes. fsGroup is
 applied as kubelet's SetVolumeOwnership: group set to fsGroup, setgid plus group x on
 directories, group rw (read-only volumes: group r) on everything. Ownership changes go through an
 injectable function so tests run without root.
@@ -17,11 +19,21 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from harness.kube.objects import ConfigMap, Container, KeyToPath, PodSpec, Projection, Secret, StatefulSet, Volume
+from harness.kube.objects import (
+    ConfigMap,
+    Container,
+    KeyToPath,
+    Plan,
+    PodSpec,
+    Projection,
+    Secret,
+    StatefulSet,
+    Volume,
+)
 
 Chown = Callable[[Path, int, int], None]
 """(path, uid, gid) with -1 for "leave unchanged", like os.lchown."""
@@ -171,6 +183,16 @@ class VolumeStore:
         zone.unlink(missing_ok=True)
         return existed
 
+    def wipe_claims(self, sts: str, claims: Sequence[str]) -> list[str]:
+        """Delete every claim of StatefulSet ``sts`` made from the templates ``claims``; returns their names."""
+        out: list[str] = []
+        for claim in claims:
+            for path in sorted((self.root / "claims").glob(f"{claim}-{sts}-*")):
+                ordinal = path.name.rsplit("-", 1)[1]
+                if ordinal.isdigit() and self.wipe_claim(sts, claim, int(ordinal)):
+                    out.append(path.name)
+        return out
+
     def pod_dir(self, pod_uid: str) -> Path:
         """The per-incarnation directory of a pod."""
         return self.root / "pods" / pod_uid
@@ -223,11 +245,55 @@ class VolumeStore:
         os.chmod(path, API_DIR_MODE)
         self.chown(path, 0, 0)
         for rel, (content, mode) in sorted(files.items()):
-            target = path.joinpath(*rel.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
-            os.chmod(target, mode)
-            self.chown(target, 0, 0)
+            self._write_file(path.joinpath(*rel.parts), content, mode)
+
+    def _write_file(self, target: Path, content: bytes, mode: int) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        os.chmod(target, mode)
+        self.chown(target, 0, 0)
+
+    def _replace_file(self, target: Path, content: bytes, mode: int) -> None:
+        # A new file renamed over the old: a subPath bind mount keeps the old inode (see the module docstring).
+        fresh = target.with_name(f".{target.name}.new")
+        self._write_file(fresh, content, mode)
+        os.replace(fresh, target)
+
+    def refresh_api_volumes(
+        self,
+        spec: PodSpec,
+        pod_uid: str,
+        changed: Collection[tuple[str, str]],
+        *,
+        secrets: Sequence[Secret],
+        configmaps: Sequence[ConfigMap],
+    ) -> list[str]:
+        """The kubelet's re-projection of a running pod's configMap/secret/projected volumes that take
+        from a ``changed`` (``configMap``|``secret``, name) object: files rewritten in the same
+        directory (the container's mount), keys gone removed. Returns the volumes rewritten."""
+        base = self.pod_dir(pod_uid) / "volumes"
+        done: list[str] = []
+        for v in spec.volumes:
+            path = base / v.name
+            if v.kind not in READ_ONLY_KINDS or not path.is_dir():
+                continue
+            if not any((src.kind, src.name) in changed for src in v.sources):
+                continue
+            try:
+                files = projected_files(v, secrets, configmaps)
+            except VolumeError:
+                # The kubelet keeps the files it has when an object or key is gone (it reports FailedMount).
+                continue
+            for old in sorted(path.rglob("*"), reverse=True):
+                rel = PurePosixPath(*old.relative_to(path).parts)
+                if old.is_file() and rel not in files:
+                    old.unlink()
+            for rel, (content, mode) in sorted(files.items()):
+                self._replace_file(path.joinpath(*rel.parts), content, mode)
+            if spec.security_context.fs_group is not None:
+                apply_fs_group(path, spec.security_context.fs_group, read_only=True, chown=self.chown)
+            done.append(v.name)
+        return done
 
 
 READ_ONLY_KINDS = frozenset({"configMap", "secret", "projected"})
@@ -249,3 +315,20 @@ def container_mounts(container: Container, spec: PodSpec, volume_paths: Mapping[
     # The plan lists /var/lib/rabbitmq/mnesia before /var/lib/rabbitmq: mounting in that order would
     # hide the claim under the emptyDir. containerd orders by path depth, so the model does too.
     return sorted(mounts, key=lambda mt: len(PurePosixPath(mt.container_path).parts))
+
+
+def changed_sources(old: Plan, new: Plan) -> set[tuple[str, str]]:
+    """The ConfigMaps and Secrets (``configMap``|``secret``, name) whose data differ between two plans
+    (created and deleted ones included)."""
+    out: set[tuple[str, str]] = set()
+    pairs: list[tuple[str, dict[str, object], dict[str, object]]] = [
+        ("secret", {s.name: s.data for s in old.secrets}, {s.name: s.data for s in new.secrets}),
+        (
+            "configMap",
+            {c.name: (c.data, c.binary) for c in old.configmaps},
+            {c.name: (c.data, c.binary) for c in new.configmaps},
+        ),
+    ]
+    for kind, before, after in pairs:
+        out |= {(kind, name) for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+    return out

@@ -20,6 +20,7 @@ from drill.pod_scenarios import Mark
 from drill.runner import Drill, DrillOptions, DrillResult, drive
 from drill.scenario import Scenario
 from drill.targets import PodEvent
+from drill.update import UpdateReport
 from drill.watch import Done, Fault, Reason
 from harness.kube.fields import Delta
 
@@ -88,6 +89,9 @@ class FakeTarget:
 
     def observe(self, since: float) -> Observed | None:
         del since
+        return None
+
+    def update_result(self) -> UpdateReport | None:
         return None
 
 

@@ -191,5 +191,5 @@ def test_cli_refuses_the_eta_workload_on_the_seed(capsys: pytest.CaptureFixture[
 
 
 def test_the_workload_names_are_the_clis_choices() -> None:
-    assert [w.value for w in Workload] == ["plain", "eta"]
+    assert [w.value for w in Workload] == ["plain", "eta", "long"]
     assert DrillOptions(Scenario.KILL_BROKER).workload is Workload.PLAIN
