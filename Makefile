@@ -75,14 +75,16 @@ plan: $(VENV)/.synced ## offline plan of STACK (default dev) under Pulumi mocks 
 # bare name only one resource has: a shared one (rabbitmq-erlang-cookie, ha-celery-dev) exits 2 listing both.
 plan-diff: $(VENV)/.synced ## steps of `pulumi up` from BASE (git ref, default HEAD) to this tree -> build/plan-diff/steps.json (SET=, REPLACE="type::name ...", ALLOW="type::name ...")
 	$(PY) -m plan.diff_cli --base $(BASE) --stack $(STACK) $(foreach kv,$(SET) $(TLS_SET),--set $(kv)) \
-	  $(foreach n,$(REPLACE),--replace $(n)) $(foreach n,$(ALLOW),--allow $(n))
+	  $(foreach kv,$(BASE_SET),--base-set $(kv)) $(foreach n,$(REPLACE),--replace $(n)) $(foreach n,$(ALLOW),--allow $(n))
 
 # The second plan of SCENARIO=update, and the steps from the first to it: plan-diff's (STEPS= overrides).
+# The booted plan's own SET and TLS are both sides' (BASE_SET); UPDATE and REPLACE make the difference.
 plan-update: $(VENV)/.synced
-	@[ -n "$(UPDATE)" ] || { echo 'SCENARIO=update needs UPDATE="key=value ..." (the settings to change)'; exit 2; }
-	$(PY) -m plan --stack $(STACK) --out $(UPDATE_PLAN) $(foreach kv,$(SET) $(TLS_SET) $(UPDATE),--set $(kv))
+	@[ -n "$(UPDATE)$(REPLACE)" ] || { echo 'SCENARIO=update needs UPDATE="key=value ..." and/or REPLACE="type::name ..."'; exit 2; }
+	$(PY) -m plan --stack $(STACK) --out $(UPDATE_PLAN) $(foreach kv,$(SET) $(TLS_SET) $(UPDATE),--set $(kv)) \
+	  $(foreach n,$(REPLACE),--replace $(n))
 	@if [ -z "$(STEPS)" ]; then \
-	  $(MAKE) --no-print-directory plan-diff BASE=HEAD SET="$(SET) $(UPDATE)"; \
+	  $(MAKE) --no-print-directory plan-diff BASE=HEAD BASE_SET="$(SET) $(TLS_SET)" SET="$(UPDATE)" TLS= REPLACE="$(REPLACE)"; \
 	fi
 
 # --- quality gates -------------------------------------------------------------
@@ -108,7 +110,7 @@ test: setup lint typecheck contracts ## everything: gates, unit, integration (re
 # --- the local harness -----------------------------------------------------------
 demo: setup plan $(if $(filter update,$(SCENARIO)),plan-update) ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, WORKLOAD=plain|eta|long, CONFIG=ha|seed, TLS=1; SCENARIO=update UPDATE="key=value ...")
 	$(HEAVY) $(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --workload $(WORKLOAD) --config $(CONFIG) --plan build/plan/$(STACK) \
-	  --long-task-s $(LONG_TASK_S) $(if $(filter update,$(SCENARIO)),--update-plan $(UPDATE_PLAN)/$(STACK) --steps $(or $(STEPS),build/plan-diff/steps.json) --update-set "$(UPDATE)")
+	  --long-task-s $(LONG_TASK_S) $(if $(filter update,$(SCENARIO)),--update-plan $(UPDATE_PLAN)/$(STACK) --steps $(or $(STEPS),build/plan-diff/steps.json) --update-set "$(UPDATE)$(if $(REPLACE), $(foreach n,$(REPLACE),REPLACE=$(n)))")
 
 bench: setup plan ## the plan of STACK (4.3) vs the seed (3.10) -> build/bench/results.json (QUICK=1: short run; SCALE=1M: scale only)
 	$(HEAVY) $(PY) -m bench --plan build/plan/$(STACK) $(if $(QUICK),--quick,) $(if $(SCALE),--scale $(SCALE),)

@@ -92,6 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, new plan only"
     )
     parser.add_argument(
+        "--base-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override of both plans: what the deployed stack was planned with (make demo's SET, TLS)",
+    )
+    parser.add_argument(
         "--replace",
         action="append",
         default=[],
@@ -113,8 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             work = Path(tmp)
             tree = base_tree(args.base, work / "base-tree")
             with ThreadPoolExecutor(max_workers=2) as pool:
-                base_job = pool.submit(build_plan, tree, args.stack, work / "base")
-                new_job = pool.submit(build_plan, ROOT, args.stack, work / "new", args.set, args.replace)
+                base_job = pool.submit(build_plan, tree, args.stack, work / "base", args.base_set)
+                new_sets = [*args.base_set, *args.set]
+                new_job = pool.submit(build_plan, ROOT, args.stack, work / "new", new_sets, args.replace)
                 base, new = Plan.load(base_job.result()), Plan.load(new_job.result())
             steps = diff_plans(base, new, args.replace)
             losses = stateful_losses(steps, args.allow)

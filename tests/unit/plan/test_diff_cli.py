@@ -26,3 +26,14 @@ def test_a_disk_kind_change_exits_1_naming_the_statefulset(tmp_path: Path, capsy
     assert statefulset["step"] in ("replace", "delete-before-replace")
     assert statefulset["object"] == "StatefulSet/ha-celery/rabbitmq"
     assert steps["ha-celery-dev"]["object"] is None
+
+
+def test_base_set_plans_both_sides_so_only_set_makes_the_difference(tmp_path: Path) -> None:
+    """`make demo SCENARIO=update` boots the stack with its SET and TLS: plan-diff must start from
+    that plan (--base-set), or the steps would also turn TLS on."""
+    assert main(["--base", "HEAD", "--base-set", "brokerTls=true", "--out", str(tmp_path)]) == 0
+    changed = [s for s in json.loads((tmp_path / "steps.json").read_text()) if s["step"] != "same"]
+    assert changed == [], changed
+    assert main(["--base", "HEAD", "--set", "brokerTls=true", "--out", str(tmp_path)]) == 0
+    created = {s["name"] for s in json.loads((tmp_path / "steps.json").read_text()) if s["step"] == "create"}
+    assert "rabbitmq-tls" in created
