@@ -102,7 +102,7 @@ from amqp import spec
 from amqp.exceptions import AMQPError, MessageNacked
 from kombu.exceptions import OperationalError
 
-from app.config import ConfigError, from_env, ssl_options
+from app.config import ConfigError, check_files, from_env, ssl_options
 from app.intake import QUEUE_HEADER, REASON_HEADER, REFUSED_AT_HEADER
 from app.tls import PerHostTlsConnection
 from contract import timing
@@ -595,7 +595,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """CLI entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        config = from_env(os.environ if environ is None else environ)
+        # As the worker and the scheduler: a missing or unreadable CA file fails here, by name.
+        config = check_files(from_env(os.environ if environ is None else environ))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, cast
 
 import amqp
@@ -294,3 +295,19 @@ def test_list_keeps_every_message_and_stops_after_one_round() -> None:
     # A second listing sees the same tasks (a new run id): listing is repeatable.
     assert [t.task_id for t in dlq.list_dead(cast(amqp.Channel, channel), limit=2)] == ["1", "2"]
     assert channel.ids() == ["3", "1", "2"]
+
+
+def test_the_cli_refuses_a_missing_ca_file_by_name_before_dialling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the worker and the scheduler: not minutes of TLS retries, one error naming the variable."""
+    env = {
+        "BROKER_HOSTS": "rabbitmq-0.rabbitmq-nodes.ha-celery.svc.cluster.local",
+        "BROKER_USER": "celery-worker",
+        "BROKER_PASSWORD": "x",
+        "BROKER_TLS_CA_FILE": str(tmp_path / "missing" / "ca.crt"),
+    }
+    assert dlq.main(["list"], env) == 2
+    err = capsys.readouterr().err
+    assert "BROKER_TLS_CA_FILE=" in err
+    assert "cannot be read" in err
