@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from celery import bootsteps
+from celery import bootsteps, signals
 from celery.worker.consumer import Consumer as StockConsumer
 from celery.worker.consumer.delayed_delivery import DelayedDelivery
 from kombu.transport.native_delayed_delivery import (
@@ -245,6 +245,9 @@ class Consumer(StockConsumer):
         logger.error(
             "intake: refused task %.200r id %.200r into %s: %s", headers.get("task"), headers.get("id"), DLQ, reason
         )
+        # Refused without a run, as Celery signals an unknown message: the worker's rejected counter
+        # (app.metrics) counts it, whichever way the message then leaves.
+        signals.task_rejected.send(sender=self, message=message, exc=None)
         try:
             self.refuser.put(
                 refused_copy(message.body, _properties(message), reason, self._queue_of(message), datetime.now(UTC))
