@@ -38,9 +38,11 @@ from pathlib import Path
 
 from harness.kube import faults, kubectl
 from harness.kube.controllers import Controllers, PodAdditions
+from harness.kube.dataplane import HostPeer, PolicyDataplane
 from harness.kube.fields import Delta
 from harness.kube.kubectl import DrainReport
 from harness.kube.kubelet import Event, PodWorker
+from harness.kube.netpol import parse_network_policy
 from harness.kube.objects import Plan, PodSpec, PodTemplate, StatefulSet, load_plan
 from harness.kube.rollout import PodView
 from harness.kube.schedule import Node
@@ -52,7 +54,7 @@ from harness.runtime.cleanup import cleanup_stale
 from harness.runtime.images import Image, image_for
 from harness.runtime.poll import poll
 
-__all__ = ["DrainReport", "KubeCluster", "KubeError", "Pod", "PodAdditions", "plan_nodes"]
+__all__ = ["DrainReport", "HostPeer", "KubeCluster", "KubeError", "Pod", "PodAdditions", "plan_nodes"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ class KubeCluster:
         *,
         secret_rules: SecretRules,
         additions: Mapping[str, PodAdditions] | None = None,
+        host_peers: list[HostPeer] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.plan_dir = plan_dir.resolve()
@@ -93,6 +96,7 @@ class KubeCluster:
         )
         self._record = processes.GroupRecord(f"kube-{id(self):x}-{uuid.uuid4().hex[:6]}", self.workdir)
         self._image_refs: dict[str, str] = {}
+        self._dataplane = PolicyDataplane(self._store.event)
         self._controllers = Controllers(
             self._store,
             image=self._image,
@@ -100,6 +104,8 @@ class KubeCluster:
             rng=self.rng,
             record=self._record,
             pods_dir=self.workdir / "pods",
+            dataplane=self._dataplane,
+            host_peers=list(host_peers or ()),
         )
         self.namespace_prefix = ""
         """The prefix of every network namespace this cluster creates (set by :meth:`start`)."""
@@ -109,6 +115,12 @@ class KubeCluster:
     def additions(self) -> dict[str, PodAdditions]:
         """Workload name -> what the drill adds to its pods; a change applies to pods launched after it."""
         return self._controllers.additions
+
+    @property
+    def host_peers(self) -> list[HostPeer]:
+        """The pod identities the host's address carries in the NetworkPolicies (each a reported delta);
+        a change applies from the controllers' next pass."""
+        return self._controllers.host_peers
 
     @property
     def nodes(self) -> list[Node]:
@@ -141,6 +153,7 @@ class KubeCluster:
         self._store.layout = layout
         self.namespace_prefix = f"{netns.PREFIX}{layout.tag}-"
         self._controllers.start()
+        self._dataplane.start()
 
     def stop(self) -> None:
         """Kill every pod at once (as deleting the machines would), remove the nodes. Idempotent."""
@@ -151,6 +164,7 @@ class KubeCluster:
             worker.kill_hard()
         for worker in workers:
             worker.wait(timeout=30)
+        self._dataplane.stop()
         if self._store.layout is not None:
             layout, self._store.layout = self._store.layout, None
             netns.destroy(layout)
@@ -185,6 +199,9 @@ class KubeCluster:
     def deltas(self) -> list[Delta]:
         """Every difference between the plan and what runs here."""
         out = list(self.plan.deltas)
+        policies = [parse_network_policy(o) for o in self.plan.network_policies]
+        host = self._store.layout.root_ip if self._store.layout is not None else "of the host"
+        out += self._dataplane.deltas(policies, host, self.host_peers)
         for ref, local in sorted(self._image_refs.items()):
             image = self.images[local]
             out.append(Delta("image", ref, ref, f"{image.name}: {image.version}", "; ".join(image.differences)))

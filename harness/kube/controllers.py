@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.kube.dataplane import HostPeer, PolicyDataplane
 from harness.kube.kubelet import PodContext, PodSandbox, PodWorker
 from harness.kube.objects import Deployment, StatefulSet
 from harness.kube.rollout import Actions, deployment_sync, statefulset_sync
@@ -71,9 +72,14 @@ class Controllers:
         rng: random.Random,
         record: processes.GroupRecord,
         pods_dir: Path,
+        dataplane: PolicyDataplane | None = None,
+        host_peers: list[HostPeer] | None = None,
     ) -> None:
         self.store = store
         self.additions = additions
+        self.dataplane = dataplane
+        self.host_peers: list[HostPeer] = host_peers if host_peers is not None else []
+        """Pod identities the host's address carries in the NetworkPolicies (read at every pass)."""
         self._image = image
         self._rng = rng
         self._record = record
@@ -122,6 +128,7 @@ class Controllers:
             for pod in sorted(store.pods.values(), key=lambda p: p.name):
                 if pod.worker is None:
                     self._schedule(pod)
+            self._sync_policies()
 
     # ------------------------------------------------------------------------------- controllers
 
@@ -281,9 +288,16 @@ class Controllers:
         )
         store.event(pod.name, "Scheduled", f"on {node} ({pod_ns}, {sandbox.ip})")
         self._refresh_hosts()
+        # Its NetworkPolicy rules before its first container: an isolated pod is never open.
+        self._sync_policies()
         pod.worker.start()
 
     # ------------------------------------------------------------------------------- helpers
+
+    def _sync_policies(self) -> None:
+        # Every pass: a pod started, stopped or readdressed changes its peers' rules (harness.kube.dataplane).
+        if self.dataplane is not None:
+            self.dataplane.sync_store(self.store, self.host_peers)
 
     def _addresses(self) -> list[PodAddress]:
         return [

@@ -338,6 +338,24 @@ def _pdb_rules() -> list[Rule]:
     ]
 
 
+def _network_policy_rules() -> list[Rule]:
+    # Enforced with nftables in each pod's namespace (harness.kube.netpol, harness.kube.dataplane);
+    # without nft the cluster reports every policy as not enforced (PolicyDataplane.deltas).
+    rules = [*_META, *_selector_rules("spec.podSelector"), _impl("spec.policyTypes[*]", _vals("Ingress", "Egress"))]
+    for direction, peers in (("ingress", "from"), ("egress", "to")):
+        rule = f"spec.{direction}[*]."
+        rules += [
+            *_selector_rules(f"{rule}{peers}[*].podSelector"),
+            *_selector_rules(f"{rule}{peers}[*].namespaceSelector"),
+            _impl(f"{rule}{peers}[*].ipBlock.cidr"),
+            _impl(f"{rule}{peers}[*].ipBlock.except[*]"),
+            _impl(f"{rule}ports[*].port"),
+            _impl(f"{rule}ports[*].endPort"),
+            _impl(f"{rule}ports[*].protocol", _vals("TCP", "UDP", "SCTP")),
+        ]
+    return rules
+
+
 TABLES: dict[str, list[Rule]] = {
     "StatefulSet": _statefulset_rules(),
     "Deployment": _deployment_rules(),
@@ -347,14 +365,7 @@ TABLES: dict[str, list[Rule]] = {
     "ConfigMap": [*_META, _impl("data.*"), _impl("binaryData.*")],
     "PodDisruptionBudget": _pdb_rules(),
     "Namespace": list(_META),
-    "NetworkPolicy": [
-        *_META,
-        _delta(
-            "spec.*",
-            "not enforced: every local pod reaches every port of every other",
-            "no policy dataplane between the local network namespaces",
-        ),
-    ],
+    "NetworkPolicy": _network_policy_rules(),
     "HorizontalPodAutoscaler": [
         *_META,
         _delta(

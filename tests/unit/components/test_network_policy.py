@@ -32,6 +32,8 @@ from contract.wire import (
     OPS_LABEL,
     PROMETHEUS_PORT,
 )
+from harness.kube.dataplane import PolicyDataplane
+from harness.kube.netpol import parse_network_policy
 from harness.kube.objects import load_plan
 from tests.conftest import Plan
 
@@ -289,18 +291,15 @@ def test_the_evaluator_reads_namespace_and_pod_selectors_as_the_api_does() -> No
     assert reachable([policy], Pod("any", "z", {}), Pod("elsewhere", "z", {}), 1)
 
 
-def test_the_pod_runner_reports_every_policy_it_does_not_enforce(plan: Plan) -> None:
-    """The local runs boot these objects without a policy dataplane: that must be a reported delta
-    per NetworkPolicy (DESIGN.md "Honest emulation"), never a silent skip."""
-    names = {
-        f"NetworkPolicy/{o['metadata']['namespace']}/{o['metadata']['name']}"
-        for o in load(plan.directory)
-        if o["kind"] == "NetworkPolicy"
-    }
-    reported = {
-        d.obj
-        for d in load_plan(plan.directory).deltas
-        if d.obj.startswith("NetworkPolicy/") and "not enforced" in d.local
-    }
+def test_the_pod_runner_enforces_every_policy_or_reports_it(plan: Plan) -> None:
+    """The pod runner enforces these objects with nftables (harness.kube.dataplane; the same table on
+    real packets: tests/integration/kube/test_netpol_dataplane.py). Without nft that must be a
+    reported delta per NetworkPolicy (DESIGN.md "Honest emulation"), never a silent skip."""
+    raw = [o for o in load(plan.directory) if o["kind"] == "NetworkPolicy"]
+    names = {f"NetworkPolicy/{o['metadata']['namespace']}/{o['metadata']['name']}" for o in raw}
     assert names
-    assert reported == names
+    assert not [d for d in load_plan(plan.directory).deltas if d.obj.startswith("NetworkPolicy/")]
+    policies = [parse_network_policy(o) for o in raw]
+    unenforced = PolicyDataplane(lambda *_: None, enforce=False).deltas(policies, "198.18.0.254", [])
+    assert {d.obj for d in unenforced if "not enforced" in d.local} == names
+    assert PolicyDataplane(lambda *_: None, enforce=True).deltas(policies, "198.18.0.254", []) == []

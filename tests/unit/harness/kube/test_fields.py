@@ -221,10 +221,10 @@ def test_bool_and_int_do_not_match_each_other(deploy: dict[str, Any]) -> None:
 
 def test_free_form_maps_and_subtrees_collapse_to_one_leaf() -> None:
     obj = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": "n", "namespace": "ns", "labels": {"a.b/c": "d"}},
-        "spec": {"podSelector": {}, "ingress": [{"from": []}]},
+        "spec": {"scaleTargetRef": {"name": "w"}, "metrics": [{"type": "Resource"}]},
     }
     paths = [leaf.path for leaf in leaves(obj)]
     assert paths == ["apiVersion", "kind", "metadata.name", "metadata.namespace", "metadata.labels.*", "spec.*"]
