@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.kube import dataplane
 from harness.kube.dataplane import HostPeer, PodNetwork, PolicyDataplane
 from harness.kube.netpol import Endpoint, parse_network_policy
+from harness.runtime import nft as nft_module
 
 POLICY = parse_network_policy(
     {
@@ -42,8 +42,8 @@ class Recorder:
 @pytest.fixture
 def nft(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     recorder = Recorder()
-    monkeypatch.setattr(dataplane.nft, "apply", recorder.apply)
-    monkeypatch.setattr(dataplane.nft, "set_elements", recorder.set_elements)
+    monkeypatch.setattr(nft_module, "apply", recorder.apply)
+    monkeypatch.setattr(nft_module, "set_elements", recorder.set_elements)
     return recorder
 
 
@@ -90,13 +90,13 @@ def test_refused_flows_are_events_of_the_refusing_pod_once_each(nft: Recorder) -
 def test_a_load_failure_is_an_event_and_retried(nft: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(netns: str, script: str) -> None:
         del script
-        raise dataplane.nft.NftError(f"{netns}: no such table")
+        raise nft_module.NftError(f"{netns}: no such table")
 
     plane = PolicyDataplane(nft.event, enforce=True)
-    monkeypatch.setattr(dataplane.nft, "apply", broken)
+    monkeypatch.setattr(nft_module, "apply", broken)
     plane.sync([POLICY], [BROKER])
     assert nft.events[-1][:2] == ("rabbitmq-0", "PolicyFailed")
-    monkeypatch.setattr(dataplane.nft, "apply", nft.apply)
+    monkeypatch.setattr(nft_module, "apply", nft.apply)
     plane.sync([POLICY], [BROKER])
     assert [ns for ns, _ in nft.loaded] == ["ns-broker"]
 
