@@ -16,6 +16,7 @@ fault of a scenario.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -40,7 +41,7 @@ from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
 from drill.scenario import QUEUE, Scenario
 from drill.scenarios import FaultContext
 from drill.update import UpdateReport, UpdateSpec
-from harness.kube.cluster import KubeCluster, PodAdditions
+from harness.kube.cluster import HostPeer, KubeCluster, PodAdditions
 from harness.kube.fields import Delta
 from harness.kube.objects import Secret
 from harness.runtime import rootfs
@@ -257,6 +258,23 @@ def worker_additions(results: Path) -> dict[str, PodAdditions]:
     }
 
 
+def host_peers(plan_dir: Path, workers_namespace: str, scheduler_labels: dict[str, str] | None) -> list[HostPeer]:
+    """Who the host's address stands for in the plan's NetworkPolicies: the drill's publisher, and
+    the clients it runs there (the DLQ reader), connect as the scheduler's pods would (a broker client
+    of the workers' namespace, labelled as the scheduler's Job template labels its pods); the drill's
+    Prometheus scrapes as the plan's collector, from the last namespace the policies admit scrapes
+    from (gmp-system, or the operator's prometheusNamespace)."""
+    metrics = json.loads((plan_dir / "settings.json").read_text())["network"]["metrics_namespaces"]
+    return [
+        HostPeer(
+            workers_namespace,
+            scheduler_labels or {wire.CLIENT_LABEL: "true"},
+            "the drill's publisher runs on the host and connects by address as the scheduler's pods would",
+        ),
+        HostPeer(metrics[-1], {}, "the drill's Prometheus runs on the host and scrapes as the plan's collector"),
+    ]
+
+
 @contextlib.contextmanager
 def boot_plan(
     plan_dir: Path,
@@ -281,6 +299,9 @@ def boot_plan(
     cluster = KubeCluster(
         plan_dir, workdir, images, secret_rules=plan_secret_rules, additions=worker_additions(results)
     )
+    workers_ns = next(d.namespace for d in cluster.plan.deployments if f"Deployment/{d.name}" == WORKERS)
+    scheduler = next((dict(j.template.labels) for j in cluster.plan.jobs), None)
+    cluster.host_peers.extend(host_peers(plan_dir, workers_ns, scheduler))
     if not workers:
         cluster.scale(WORKERS, 0)
     with cluster, contextlib.ExitStack() as stack:

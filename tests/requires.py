@@ -16,6 +16,7 @@ from typing import Final
 import pytest
 
 from harness.prometheus import prometheus_installed
+from harness.runtime import nft
 from harness.seed.cluster import rabbitmq_installed
 
 CI_VALUES: Final = frozenset({"1", "true", "yes"})
@@ -36,6 +37,7 @@ THINGS: Final[dict[str, tuple[Callable[[], bool], str]]] = {
     "prometheus": (prometheus_installed, "prometheus is not installed (make system-deps: Debian's prometheus package)"),
     "uv": _tool("uv", "make setup installs it"),
     "zstd": _tool("zstd", "make system-deps"),
+    "nft": (nft.available, "nft is not installed (make system-deps: Debian's nftables, the pods' NetworkPolicy rules)"),
 }
 """Each thing a test may need -> (is it here?, what to tell the developer when it is not)."""
 

@@ -123,6 +123,11 @@ class KubeCluster:
         return self._controllers.host_peers
 
     @property
+    def host_ip(self) -> str | None:
+        """The host's address on the cluster's network (where the drills' clients connect from), once started."""
+        return None if self._store.layout is None else self._store.layout.root_ip
+
+    @property
     def nodes(self) -> list[Node]:
         return self._store.nodes
 

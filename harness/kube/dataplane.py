@@ -111,7 +111,7 @@ class PolicyDataplane:
             names: dict[str, list[str]] = {}
             for e in peers:
                 names.setdefault(e.ip, []).append(e.name)
-            self._names = {ip: " = ".join(n) for ip, n in names.items()}
+            self._names = {ip: " = ".join(dict.fromkeys(n)) for ip, n in names.items()}
             for gone in set(self._applied) - set(desired):
                 del self._applied[gone]
                 self._owners.pop(gone, None)
@@ -157,7 +157,7 @@ class PolicyDataplane:
             if pod.worker is not None
         ]
         host = store.layout.root_ip
-        others = [Endpoint(f"host as {p.namespace}", host, p.namespace, dict(p.labels)) for p in host_peers]
+        others = [Endpoint("the host", host, p.namespace, dict(p.labels)) for p in host_peers]
         self.sync(policies, pods, others, namespaces)
 
     # ------------------------------------------------------------------------------- refusals

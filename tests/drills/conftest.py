@@ -43,9 +43,10 @@ REPORT_KEYS = (
 
 @pytest.fixture(autouse=True, scope="session")
 def _machine() -> None:
-    """Every drill boots brokers in network namespaces (root), runs Debian's Prometheus beside the plan's
-    cluster, and the seed's runs Debian's rabbitmq-server: the one rule of tests/requires.py."""
-    requires("root", "prometheus", "rabbitmq-server")
+    """Every drill boots brokers in network namespaces (root) with the plan's NetworkPolicies enforced
+    (nft), runs Debian's Prometheus beside the plan's cluster, and the seed's runs Debian's
+    rabbitmq-server: the one rule of tests/requires.py."""
+    requires("root", "nft", "prometheus", "rabbitmq-server")
 
 
 class Booted:
