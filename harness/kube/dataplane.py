@@ -41,12 +41,15 @@ DENIED_POLL_S = 5.0
 
 @dataclass(frozen=True)
 class HostPeer:
-    """A pod identity the host's address carries in the policies (the drill's publisher runs on
-    the host and connects as the scheduler's pods would): always a reported delta."""
+    """A pod identity an address outside the pods carries in the policies: the host's (``ip`` None;
+    the drill's publisher runs there and connects as the scheduler's pods would), or another one a
+    local service listens on (a cluster DNS standing for kube-system's kube-dns pods). Always a
+    reported delta."""
 
     namespace: str
     labels: Mapping[str, str] = field(default_factory=dict)
     why: str = ""
+    ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,12 @@ class PolicyDataplane:
             if pod.worker is not None
         ]
         host = store.layout.root_ip
-        others = [Endpoint("the host", host, p.namespace, dict(p.labels)) for p in host_peers]
+        others = [
+            Endpoint(
+                "the host" if p.ip is None else f"{p.namespace} at {p.ip}", p.ip or host, p.namespace, dict(p.labels)
+            )
+            for p in host_peers
+        ]
         self.sync(policies, pods, others, namespaces)
 
     # ------------------------------------------------------------------------------- refusals
@@ -193,7 +201,7 @@ class PolicyDataplane:
         out = [
             Delta(
                 "(host)",
-                f"address {host}",
+                f"address {p.ip or host}",
                 "not a pod: no policy admits it",
                 f"a pod of namespace {p.namespace} labelled {dict(p.labels)} in the NetworkPolicies",
                 p.why,

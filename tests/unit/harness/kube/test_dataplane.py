@@ -119,3 +119,8 @@ def test_each_identity_of_the_host_is_a_delta(nft: Recorder) -> None:
     assert delta.path == "address 198.18.0.254"
     assert "namespace gmp-system" in delta.local
     assert delta.why == peer.why
+    dns = HostPeer("kube-system", {"k8s-app": "kube-dns"}, "a local DNS server stands for kube-dns", ip="198.18.0.253")
+    assert [d.path for d in plane.deltas([POLICY], "198.18.0.254", [peer, dns])] == [
+        "address 198.18.0.254",
+        "address 198.18.0.253",
+    ]
