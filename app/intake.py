@@ -25,7 +25,7 @@ by the size limits below. It accepts exactly Celery's task protocol 2 as this pr
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -155,48 +155,55 @@ def headers_problem(headers: Mapping[Any, Any], *, whole: bool = False) -> str |
     recursion; it stops at the first limit passed unless ``whole`` (the publisher's own message:
     the refusal then says its whole size).
     """
-    total = _TABLE_LENGTH
+    total = 0
     stack: list[tuple[object, int]] = [(headers, 1)]
     while stack and (whole or total <= MAX_HEADER_BYTES):
         value, depth = stack.pop()
-        if isinstance(value, Mapping | list | tuple):
-            if depth > MAX_HEADER_DEPTH:
-                return f"headers nest deeper than {MAX_HEADER_DEPTH} levels; allowed: at most {MAX_HEADER_DEPTH}"
-            items = value.items() if isinstance(value, Mapping) else ((None, item) for item in value)
-            for key, item in items:
-                total += 0 if key is None else _KEY_LENGTH + _payload(key)
-                total += _TYPE_TAG + (_TABLE_LENGTH if isinstance(item, Mapping | list | tuple) else 0)
-                stack.append((item, depth + 1))
+        # Plain types before the ABC: the publisher runs this on every message it sends.
+        kind = type(value)
+        if kind in _PLAIN_SCALARS:
+            total += _SCALAR
+            continue
+        if kind is str or isinstance(value, _STRINGS):
+            total += _TABLE_LENGTH + _payload(value)
+            continue
+        if kind is dict or isinstance(value, Mapping):
+            items: Iterable[tuple[object, object]] = value.items()  # type: ignore[attr-defined]
+        elif isinstance(value, list | tuple):
+            items = ((None, item) for item in value)
         else:
-            total += _scalar_size(value)
+            total += _SCALAR
+            continue
+        if depth > MAX_HEADER_DEPTH:
+            return f"headers nest deeper than {MAX_HEADER_DEPTH} levels; allowed: at most {MAX_HEADER_DEPTH}"
+        total += _TABLE_LENGTH
+        for key, item in items:
+            total += _TYPE_TAG if key is None else _TYPE_TAG + _KEY_LENGTH + _payload(key)
+            stack.append((item, depth + 1))
     if total <= MAX_HEADER_BYTES:
         return None
     measured = f" ({total} bytes as AMQP encodes them)" if whole else ""
     return f"headers exceed {MAX_HEADER_BYTES // 1024} KiB{measured}; allowed: at most {MAX_HEADER_BYTES} bytes"
 
 
+_STRINGS: Final = (str, bytes, bytearray, memoryview)
+_PLAIN_SCALARS: Final = frozenset({type(None), bool, int, float})
 _TABLE_LENGTH: Final = 4
 """A table, an array and a long string start with a 4-byte length (AMQP 0-9-1 field tables)."""
 _KEY_LENGTH: Final = 1
 """A table's key is a short string: a 1-byte length, then its bytes."""
 _TYPE_TAG: Final = 1
 """Every value in a table or an array starts with a 1-byte type tag."""
+_SCALAR: Final = 8
+"""What a number, a time, a bool or null takes after its type tag, at most (py-amqp: 0 to 8 bytes)."""
 
 
 def _payload(value: object) -> int:
     if isinstance(value, str):
-        return len(value.encode("utf-8", "surrogatepass"))
+        return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
     if isinstance(value, bytes | bytearray | memoryview):
         return len(value)
-    return 8
-
-
-def _scalar_size(value: object) -> int:
-    """A value's bytes after its type tag: a long string's length and bytes; 8 for anything else
-    (py-amqp writes a number or a time in 1 to 8 bytes, null and a bool in 0 or 1)."""
-    if isinstance(value, str | bytes | bytearray | memoryview):
-        return _TABLE_LENGTH + _payload(value)
-    return 8
+    return _SCALAR
 
 
 def body_size_problem(size: int) -> str | None:
