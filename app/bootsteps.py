@@ -12,6 +12,8 @@ from typing import Any, cast
 from celery import bootsteps, signals
 from celery.worker.consumer import Consumer as StockConsumer
 from celery.worker.consumer.delayed_delivery import DelayedDelivery
+from kombu import Consumer as KombuConsumer
+from kombu.message import Message
 from kombu.transport.native_delayed_delivery import (
     bind_queue_to_native_delayed_delivery_exchange,
     declare_native_delayed_delivery_exchanges_and_queues,
@@ -250,7 +252,8 @@ class Consumer(StockConsumer):
         signals.task_rejected.send(sender=self, message=message, exc=None)
         try:
             self.refuser.put(
-                refused_copy(message.body, _properties(message), reason, self._queue_of(message), datetime.now(UTC))
+                # As received: a compressed body stays compressed, with its header (UndecompressedConsumer).
+                refused_copy(message.body, dict(message.properties), reason, self._queue_of(message), datetime.now(UTC))
             )
         except Exception:
             logger.exception("intake: %s did not confirm the refused copy; rejecting it to the dead-letter policy", DLQ)
@@ -272,6 +275,46 @@ class Consumer(StockConsumer):
         super().shutdown()
 
 
+class UndecompressedConsumer(KombuConsumer):
+    """The task consumer (``app.amqp.Consumer``): a delivery with a ``compression`` header reaches
+    the intake as it came, never decompressed.
+
+    kombu decompresses a body while it wraps the delivery (``kombu.message.Message.__init__``),
+    before any consumer callback: a 100 KB zlib body of zeros becomes 100 MB in the worker's
+    main process before the intake could refuse it for its compression header (a zip bomb). Here
+    such a delivery is wrapped without that step (its ``properties`` keep the header, which
+    the intake refuses by name) and handed to the consumer's ``on_message``: Celery's task
+    handler, whose intake sends it to the dead-letter queue still compressed. Consumers
+    without ``on_message`` (kombu's callbacks: events, remote control) are left to kombu.
+    """
+
+    def _receive_callback(self, message: Any) -> Any:
+        on_message = self.on_message
+        headers = getattr(message, "properties", {}).get("application_headers")
+        if on_message is None or not isinstance(headers, dict) or "compression" not in headers:
+            return super()._receive_callback(message)
+        return on_message(_undecompressed(message, self.channel))
+
+
+def _undecompressed(raw: Any, channel: Any) -> Message:
+    """``raw`` (a py-amqp message) as kombu wraps it, minus the decompression."""
+    properties = raw.properties
+    headers = properties["application_headers"]
+    wrapped = Message(
+        body=raw.body,
+        channel=channel,
+        delivery_tag=raw.delivery_tag,
+        content_type=properties.get("content_type"),
+        content_encoding=properties.get("content_encoding"),
+        delivery_info=raw.delivery_info,
+        properties=properties,
+        # kombu decompresses when its headers name a compression: given without it ...
+        headers={k: v for k, v in headers.items() if k != "compression"},
+    )
+    wrapped.headers = headers  # ... and told the truth afterwards.
+    return wrapped
+
+
 def _delivery(message: Any) -> intake.Delivery:
     return intake.Delivery(
         body=message.body,
@@ -279,16 +322,3 @@ def _delivery(message: Any) -> intake.Delivery:
         content_encoding=message.content_encoding,
         headers=message.properties.get("application_headers"),
     )
-
-
-def _properties(message: Any) -> dict[str, Any]:
-    """The delivery's properties, as it is stored in the dead-letter queue.
-
-    kombu has already decompressed a body with a ``compression`` header (if it could): the copy
-    keeps what the consumer received, so that header goes.
-    """
-    properties = dict(message.properties)
-    headers = properties.get("application_headers")
-    if isinstance(headers, dict) and "compression" in headers and not message.errors:
-        properties["application_headers"] = {k: v for k, v in headers.items() if k != "compression"}
-    return properties
