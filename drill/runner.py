@@ -375,8 +375,8 @@ class Drill:
         def run() -> None:
             if self.eta:
                 first = published_before_workers(self.options.tasks)
-                self.progress.result = publish_delayed(
-                    app, plan, self.progress, pause_after=first, pause=self._workers_back
+                self.progress.result = self.target.in_cluster(
+                    lambda: publish_delayed(app, plan, self.progress, pause_after=first, pause=self._workers_back)
                 )
             else:
                 self.progress.result = publish(app, plan, self.progress)

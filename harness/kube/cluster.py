@@ -13,7 +13,9 @@ of a Kubernetes control plane:
   at once by a new one; ``scale`` changes ``replicas`` (surplus pods deleted with their grace);
 * the scheduler: placement by the pod's anti-affinity and topology spread (``harness.kube.schedule``);
   a pod that fits nowhere stays Pending and is retried;
-* the kubelet of each pod: ``harness.kube.kubelet``;
+* the kubelet of each pod: ``harness.kube.kubelet``; a new pod gets a new address;
+* the cluster DNS: dnsmasq answering the Services' and the StatefulSet pods' names from the live
+  pods (``harness.kube.dns``, ``harness.kube.dns_server``), what every pod's resolv.conf names;
 * updates (``set_objects``, as ``harness.kube.apply`` writes an update's objects): a changed
   template rolled per the workload's strategy (``harness.kube.rollout``), the mounted files of a
   changed ConfigMap or Secret rewritten in the running pods, the pods of a deleted workload
@@ -38,6 +40,7 @@ from pathlib import Path
 
 from harness.kube import faults, kubectl
 from harness.kube.controllers import Controllers, PodAdditions
+from harness.kube.dns_server import ClusterDns
 from harness.kube.fields import Delta
 from harness.kube.kubectl import DrainReport
 from harness.kube.kubelet import Event, PodWorker
@@ -100,6 +103,7 @@ class KubeCluster:
             rng=self.rng,
             record=self._record,
             pods_dir=self.workdir / "pods",
+            dns=ClusterDns(self.workdir / "dns"),
         )
         self.namespace_prefix = ""
         """The prefix of every network namespace this cluster creates (set by :meth:`start`)."""
@@ -122,6 +126,11 @@ class KubeCluster:
     def events(self) -> list[Event]:
         return self._store.events
 
+    @property
+    def dns(self) -> ClusterDns:
+        """The cluster DNS server (its ``address`` once started)."""
+        return self._controllers.dns
+
     # ------------------------------------------------------------------------------- lifecycle
 
     def __enter__(self) -> KubeCluster:
@@ -140,6 +149,11 @@ class KubeCluster:
         layout = netns.create(len(self.nodes))
         self._store.layout = layout
         self.namespace_prefix = f"{netns.PREFIX}{layout.tag}-"
+        try:
+            self._controllers.dns.start(layout)
+        except BaseException:
+            self.stop()  # a failed start has no __exit__: the namespaces go now
+            raise
         self._controllers.start()
 
     def stop(self) -> None:
@@ -151,6 +165,7 @@ class KubeCluster:
             worker.kill_hard()
         for worker in workers:
             worker.wait(timeout=30)
+        self._controllers.dns.stop()
         if self._store.layout is not None:
             layout, self._store.layout = self._store.layout, None
             netns.destroy(layout)
@@ -190,16 +205,6 @@ class KubeCluster:
             out.append(Delta("image", ref, ref, f"{image.name}: {image.version}", "; ".join(image.differences)))
         for owner in self._jobs():
             out.append(Delta(owner, "spec", "run the Job", "not run", "the drills publish their own tasks"))
-        for sts in self.plan.statefulsets:
-            out.append(
-                Delta(
-                    f"StatefulSet/{sts.name}",
-                    "pod IP",
-                    "a new address per pod incarnation",
-                    "the same address when the pod is recreated",
-                    "the drill's publisher runs on the host and connects by address, not by DNS name",
-                )
-            )
         for workload, extra in sorted(self.additions.items()):
             for key, value in sorted(extra.env.items()):
                 out.append(Delta(workload, f"env {key}", "(absent)", value, extra.why))

@@ -15,7 +15,10 @@ Every ``RECONCILE_S`` (one pass, under the store's lock):
    controller's order, a changed template rolled per ``strategy``;
 5. the scheduler (``pkg/scheduler``, ``schedule_one.go``): each Pending pod placed by
    :func:`harness.kube.schedule.schedule`, its claims bound to the node's zone, then launched on
-   the node: a network namespace (the CNI's part) and a :class:`~harness.kube.kubelet.PodWorker`.
+   the node: a network namespace (the CNI's part) with a new address per pod, and a
+   :class:`~harness.kube.kubelet.PodWorker`;
+6. the cluster DNS: the records of the Services and the pods now (:func:`harness.kube.dns.cluster_records`)
+   served by :class:`~harness.kube.dns_server.ClusterDns` when they changed.
 
 A new workload behaviour is one more ``_reconcile_*`` step called from :meth:`Controllers.reconcile`,
 reading and writing the store as these do.
@@ -30,6 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.kube.dns import cluster_records
+from harness.kube.dns_server import ClusterDns
 from harness.kube.kubelet import PodContext, PodSandbox, PodWorker
 from harness.kube.objects import Deployment, StatefulSet
 from harness.kube.rollout import Actions, deployment_sync, statefulset_sync
@@ -59,7 +64,8 @@ class Controllers:
 
     ``image`` resolves a container's image reference; ``additions`` (workload name -> what the
     drill adds to its pods) is read at each pod's launch, so a change applies to the pods launched
-    after it; ``record`` lists the pods' process groups for a later run's cleanup.
+    after it; ``record`` lists the pods' process groups for a later run's cleanup; ``dns`` is the
+    cluster DNS server (started with the nodes, before this loop).
     """
 
     def __init__(
@@ -71,8 +77,10 @@ class Controllers:
         rng: random.Random,
         record: processes.GroupRecord,
         pods_dir: Path,
+        dns: ClusterDns,
     ) -> None:
         self.store = store
+        self.dns = dns
         self.additions = additions
         self._image = image
         self._rng = rng
@@ -81,13 +89,11 @@ class Controllers:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._reconcile_forever, name="controllers", daemon=True)
         self._free_slots: list[int] = []
-        self._sticky_slots: dict[str, int] = {}
-        """StatefulSet pod name -> its address slot, kept across recreations (see _slot_for)."""
         self._recorded: list[int] = []
 
     def start(self) -> None:
         """Start the loop (the store's ``layout`` is set: pods are launched on its nodes)."""
-        self._free_slots = list(range(240))
+        self._free_slots = list(range(netns.POD_SLOTS))
         self._thread.start()
 
     def stop(self) -> None:
@@ -122,6 +128,7 @@ class Controllers:
             for pod in sorted(store.pods.values(), key=lambda p: p.name):
                 if pod.worker is None:
                     self._schedule(pod)
+            self.dns.publish(cluster_records(store.plan.services, self._addresses()))
 
     # ------------------------------------------------------------------------------- controllers
 
@@ -135,8 +142,6 @@ class Controllers:
                 self._free_slots.append(pod.slot)
             store.volumes.remove_pod(pod.uid)
             store.event(pod.name, "Removed", f"pod gone from {pod.node}")
-        if gone:
-            self._refresh_hosts()
 
     def _reconcile_statefulset(self, sts: StatefulSet) -> None:
         # The controller's decisions (creation, scale-down, rolling update): harness.kube.rollout.
@@ -214,24 +219,14 @@ class Controllers:
                 store.volumes.bind_claim(sts.name, claim.name, pod.ordinal, zone)
         self._launch(pod, placement.node, claims)
 
-    def _slot_for(self, pod: Pod) -> int:
-        # A StatefulSet pod keeps its address when it is recreated. On a cluster it gets a new
-        # one and clients follow its DNS name; the drill's publisher, on the host, connects by
-        # address, so a stable one keeps it pointed at the pod (a reported delta).
-        if pod.ordinal is not None and pod.name in self._sticky_slots:
-            slot = self._sticky_slots[pod.name]
-            self._free_slots.remove(slot)
-            return slot
-        slot = self._free_slots.pop(0)
-        if pod.ordinal is not None:
-            self._sticky_slots[pod.name] = slot
-        return slot
-
     def _launch(self, pod: Pod, node: str, claims: Mapping[str, Path]) -> None:
         layout = self.store.layout
         if layout is None:
             return
-        slot = self._slot_for(pod)
+        # A new pod gets a new address, as a CNI's IPAM hands them out: a freed slot goes to the
+        # back of the list, so a recreated StatefulSet pod comes back elsewhere and its clients
+        # find it again by its DNS name. A container restart keeps the pod, hence its address.
+        slot = self._free_slots.pop(0)
         try:
             pod_ns = netns.add_pod(layout, self.store.node_index(node), slot)
         except BaseException:
@@ -264,6 +259,7 @@ class Controllers:
             configmaps=store.plan.configmaps,
             volumes=store.volumes,
             hosts_file=self._hosts_for,
+            nameserver=self.dns.address,
             on_event=store.on_event,
             extra_env=extra.env,
             extra_binds=extra.binds,
@@ -280,14 +276,15 @@ class Controllers:
             claims=claims,
         )
         store.event(pod.name, "Scheduled", f"on {node} ({pod_ns}, {sandbox.ip})")
-        self._refresh_hosts()
         pod.worker.start()
 
     # ------------------------------------------------------------------------------- helpers
 
     def _addresses(self) -> list[PodAddress]:
         return [
-            PodAddress(p.name, p.namespace, p.ip, p.hostname, p.subdomain, p.ready)
+            PodAddress(
+                p.name, p.namespace, p.ip, p.hostname, p.subdomain, p.ready, dict(p.template.labels), p.terminating
+            )
             for p in self.store.pods.values()
             if p.ip is not None
         ]
@@ -295,13 +292,7 @@ class Controllers:
     def _hosts_for(self, name: str) -> str:
         with self.store.lock:
             pod = self.store.pods[name]
-            me = PodAddress(pod.name, pod.namespace, pod.ip or "", pod.hostname, pod.subdomain, pod.ready)
-            return etc_hosts(me, self._addresses(), self.store.plan.services)
-
-    def _refresh_hosts(self) -> None:
-        for pod in self.store.pods.values():
-            if pod.worker is not None and pod.worker.sandbox.directory.exists():
-                pod.worker.write_hosts()
+            return etc_hosts(PodAddress(pod.name, pod.namespace, pod.ip or "", pod.hostname, pod.subdomain))
 
     def _runner_groups(self) -> list[int]:
         groups: list[int] = []

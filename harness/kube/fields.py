@@ -314,7 +314,7 @@ def _service_rules() -> list[Rule]:
         _impl("spec.clusterIP", _vals("None")),
         _delta(
             "spec.type",
-            "no virtual IP or kube-proxy: the runner may resolve the name to ready pods' IPs",
+            "no virtual IP or kube-proxy: the cluster DNS answers the name with its ready pods' addresses",
             "no service dataplane between the local network namespaces",
             _vals("ClusterIP"),
         ),
@@ -514,9 +514,9 @@ EMULATION_DELTAS: list[Delta] = [
     Delta(
         "(pod)",
         "cluster DNS",
-        "CoreDNS: pod FQDNs, Service names, search path",
-        "/etc/hosts lines for pods published by headless Services (FQDN and search-path forms)",
-        "no DNS server locally; Service names (rabbitmq, rabbitmq-nodes) are not resolvable",
+        "kube-dns: A, PTR and SRV records of the Services and their pods",
+        "dnsmasq (harness.kube.dns_server): A and PTR records of the Services and their pods; no SRV",
+        "the plan's clients look up A records only; named-port SRV records are not served",
     ),
     Delta(
         "(scheduler)",

@@ -2,8 +2,9 @@
 
 A pod here is what a kubelet makes of a pod spec: its own network namespace on its node (an
 address of its own, reachable from every node unless its node is cut off), its volumes as host
-directories (secrets and config maps written out, claims that outlive the pod), an /etc/hosts
-standing in for cluster DNS, the init containers run to completion in order, then the container
+directories (secrets and config maps written out, claims that outlive the pod), the kubelet's
+/etc/hosts (its own names) and /etc/resolv.conf (the cluster DNS, the namespace's search path,
+``ndots:5``; ``harness.kube.dns``), the init containers run to completion in order, then the container
 started from its image's local root filesystem (``harness.runtime.images``) with the env, argv, user,
 mounts and hostname the spec gives it. Then, as the kubelet does:
 
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from harness.kube.dns import resolv_conf
 from harness.kube.env import PodFacts, argv, resolve_env
 from harness.kube.objects import ConfigMap, Container, PodTemplate, Probe, Secret
 from harness.kube.probes import ContainerProbes
@@ -108,7 +110,9 @@ class PodContext:
     configmaps: Sequence[ConfigMap]
     volumes: VolumeStore
     hosts_file: Callable[[str], str]
-    """Pod name -> the /etc/hosts it gets (rewritten in place when peers move)."""
+    """Pod name -> the /etc/hosts the kubelet writes for it (its own names)."""
+    nameserver: str
+    """The cluster DNS server's address, for the pod's /etc/resolv.conf."""
     on_event: Callable[[Event], None]
     extra_env: Mapping[str, str] = field(default_factory=dict)
     """Env added to every container of this pod (the drills' own additions; each is a reported delta)."""
@@ -172,7 +176,6 @@ class PodWorker:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"pod-{name}", daemon=True)
         self._volume_paths: dict[str, Path] = {}
-        self._hosts_lock = threading.Lock()
         self._backoff = 0.0
         self.log_file = sandbox.directory / "container.log"
 
@@ -274,20 +277,9 @@ class PodWorker:
             configmaps=self.ctx.configmaps,
             claims=self.claims,
         )
-        self.write_hosts()
-
-    def write_hosts(self) -> None:
-        """(Re)write the pod's /etc/hosts in place: the bind mount keeps pointing at the same file.
-
-        Written over the old bytes, then cut to length: a reader never sees an empty file.
-        """
-        path = self.sandbox.directory / "hosts"
-        text = self.ctx.hosts_file(self.name).encode()
-        with self._hosts_lock:
-            path.touch(mode=0o644)
-            with path.open("r+b") as out:
-                out.write(text)
-                out.truncate(len(text))
+        # Written once, as the kubelet does: peers and Services resolve through the cluster DNS.
+        (directory / "hosts").write_text(self.ctx.hosts_file(self.name))
+        (directory / "resolv.conf").write_text(resolv_conf(self.namespace, self.ctx.nameserver))
 
     def _run_init_containers(self) -> bool:
         for index, init in enumerate(self.template.spec.init_containers):
@@ -372,6 +364,7 @@ class PodWorker:
             *image.binds,
             *self._mounts(container),
             rootfs.Bind(self.sandbox.directory / "hosts", "/etc/hosts", read_only=False),
+            rootfs.Bind(self.sandbox.directory / "resolv.conf", "/etc/resolv.conf", read_only=False),
             *self.ctx.extra_binds,
         ]
         runner_argv = rootfs.container_argv(

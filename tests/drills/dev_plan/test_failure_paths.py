@@ -24,10 +24,12 @@ from pathlib import Path
 
 import pytest
 
+from app.config import from_env
 from app.dlq import DeadTask, dead_letter_channel, list_dead
+from app.factory import make_app
 from contract.wire import DEAD_LETTER_QUEUE, QUEUE_NAME, BrokerRole
 from drill import failing, records
-from drill.targets import PlanTarget, broker_urls
+from drill.targets import PlanTarget, broker_env, broker_urls
 from harness.runtime.poll import poll
 from tests.drills.conftest import Booted
 
@@ -52,7 +54,7 @@ def plan_delivery_limit(target: PlanTarget) -> int:
 
 def publish(target: PlanTarget, task: str, count: int) -> list[str]:
     """``count`` confirmed publishes of ``task(n)``, n = 0..count-1; their task ids."""
-    app, _ = target.publisher()
+    app = make_app(from_env(broker_env(target.cluster)))  # on this thread: by address
     try:
         return [app.send_task(task, args=(n,)).id for n in range(count)]
     finally:

@@ -22,14 +22,16 @@ import amqp
 import pytest
 
 from app.batch import PublishPlan, TaskArguments
+from app.config import from_env
 from app.dlq import ConfirmedPublisher, DeadTask, dead_letter_channel, list_dead
+from app.factory import make_app
 from app.intake import MAX_BODY_BYTES
 from app.outgoing import MessageRefused
 from app.publish import publish_pipelined
 from contract.wire import AMQP_FRAME_MAX, DEAD_LETTER_QUEUE, QUEUE_NAME, BrokerRole
 from drill import failing, records
 from drill.pod_scenarios import WORKERS
-from drill.targets import PlanTarget, broker_urls
+from drill.targets import PlanTarget, broker_env, broker_urls
 from drill.tasks import RECORD
 from harness.runtime.poll import poll
 from tests.drills.conftest import Booted
@@ -138,7 +140,7 @@ def test_every_malformed_message_is_dead_lettered_with_its_reason_and_no_worker_
     target, results = fresh_target
     since = time.time()
     bad: dict[str, tuple[str, str]] = {}
-    app, _ = target.publisher()
+    app = make_app(from_env(broker_env(target.cluster)))  # on this thread: by address
     try:
         good = [app.send_task(RECORD, args=(n,)).id for n in range(GOOD_TASKS // 2)]
         for name, (reason, body, options) in MALFORMED.items():
@@ -177,7 +179,7 @@ def test_list_and_replay_see_the_same_messages_large_and_delivery_limited_includ
     fresh_target: tuple[PlanTarget, Path],
 ) -> None:
     target, results = fresh_target
-    app, _ = target.publisher()
+    app = make_app(from_env(broker_env(target.cluster)))  # on this thread: by address
     try:
         # Dead-lettered by the broker: past the delivery limit (the pool process dies each run), or raised once.
         crashed = [app.send_task(failing.CRASH, args=(n,)).id for n in range(2)]
@@ -259,7 +261,7 @@ def test_a_1_mib_header_is_refused_by_the_publisher_on_a_connection_that_carries
     by the broker (frame_max), retry for 63 s and end in "Connection reset by peer"."""
     target, results = fresh_target
     since = time.time()
-    app, _ = target.publisher()
+    app = make_app(from_env(broker_env(target.cluster)))  # on this thread: by address
     try:
         with app.producer_or_acquire() as producer:
             good = [app.send_task(RECORD, args=(n,), producer=producer).id for n in range(5)]

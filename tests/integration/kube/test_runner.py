@@ -13,13 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kombu import Connection
 
 from contract.wire import WORKER_UID, BrokerRole, role_username
 from drill.plan_secrets import plan_secret_rules
+from drill.targets import broker_urls
 from harness.kube.cluster import KubeCluster, KubeError
+from harness.kube.dns import resolv_conf
+from harness.kube.dns_server import query
 from harness.runtime import netns
 from harness.runtime.images import ensure_images
 from harness.runtime.poll import poll
+from harness.runtime.resolver import call_resolving_through
 from tests.conftest import Plan
 from tests.requires import requires
 
@@ -87,14 +92,43 @@ def test_killed_broker_container_is_restarted_by_its_kubelet(cluster: KubeCluste
     poll(lambda: running_nodes(cluster, "rabbitmq-0") == 3, 120, "rabbitmq-1 to rejoin")
 
 
-def test_deleted_broker_pod_runs_prestop_and_comes_back_on_its_claim(cluster: KubeCluster) -> None:
-    old_uid = cluster.pod("rabbitmq-2").uid
+def test_deleted_broker_pod_comes_back_on_its_claim_at_a_new_address_and_rejoins_by_name(cluster: KubeCluster) -> None:
+    old = cluster.pod("rabbitmq-2")
+    old_uid, old_ip = old.uid, old.ip
     marker = cluster.exec("rabbitmq-2", "sh", "-c", "ls /var/lib/rabbitmq/mnesia")
     cluster.delete_pod("rabbitmq-2", wait=120)
     poll(lambda: cluster.pod("rabbitmq-2").uid != old_uid and cluster.pod("rabbitmq-2").ready, 180, "rabbitmq-2 back")
     hooks = [e for e in cluster.events_of("rabbitmq-2") if e.reason == "PreStopHook"]
     assert any("exit 0" in e.message for e in hooks), f"preStop did not succeed: {hooks}"
     assert cluster.exec("rabbitmq-2", "sh", "-c", "ls /var/lib/rabbitmq/mnesia") == marker, "the claim was not kept"
+    # A new pod, a new address: its peers and its clients find it again through the cluster DNS only.
+    new_ip = cluster.pod("rabbitmq-2").ip
+    assert new_ip is not None
+    assert new_ip != old_ip
+    assert query(cluster.dns.address, NODE_2) == [new_ip]
+    poll(lambda: running_nodes(cluster, "rabbitmq-0") == 3, 120, "rabbitmq-2 to rejoin by its name")
+    # The worker pods reconnected (through their own resolv.conf), and a client resolving as a pod
+    # of the namespace reaches the new pod by its name.
+    poll(lambda: "celery\t3" in consumers(cluster), 120, "the three workers to consume again")
+    resolv = cluster.workdir / "test-resolv.conf"
+    resolv.write_text(resolv_conf("ha-celery", cluster.dns.address))
+    [url] = [u for u in broker_urls(cluster, by_name=True) if "@rabbitmq-2." in u]
+    assert call_resolving_through(resolv, lambda: peer_of(url)) == new_ip
+
+
+NODE_2 = "rabbitmq-2.rabbitmq-nodes.ha-celery.svc.cluster.local"
+
+
+def consumers(cluster: KubeCluster) -> list[str]:
+    out = cluster.exec("rabbitmq-0", "rabbitmqctl", "-q", "list_queues", "name", "consumers", "--no-table-headers")
+    return out.splitlines()
+
+
+def peer_of(url: str) -> str:
+    """The address an AMQP connection to ``url`` reached (its host resolved by this thread's resolver)."""
+    with Connection(url, connect_timeout=10) as connection:
+        connection.connect()
+        return str(connection.connection.transport.sock.getpeername()[0])
 
 
 def test_scaling_the_deployment_to_zero_stops_its_pods_gracefully_and_back_restarts_them(cluster: KubeCluster) -> None:

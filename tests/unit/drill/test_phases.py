@@ -5,9 +5,10 @@ the workers would write."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import pytest
 from celery import Celery
@@ -23,6 +24,8 @@ from drill.targets import PodEvent
 from drill.update import UpdateReport
 from drill.watch import Done, Fault, Reason
 from harness.kube.fields import Delta
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -62,6 +65,9 @@ class FakeTarget:
 
     def publisher(self) -> tuple[Celery, Publisher]:
         return cast(Celery, None), self._publish
+
+    def in_cluster(self, fn: Callable[[], T]) -> T:
+        return fn()
 
     def _publish(self, app: Celery, plan: PublishPlan, on_progress: ProgressCallback) -> PublishResult:
         del app
