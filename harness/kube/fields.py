@@ -505,8 +505,8 @@ EMULATION_DELTAS: list[Delta] = [
         "(pod)",
         "configMap/secret/projected volumes",
         "kubelet's ..data symlink swap, updated live within about a minute of an object change",
-        "plain files written at pod start, never updated",
-        "the local run never changes a ConfigMap or Secret under a running pod",
+        "each file replaced (a new inode) as soon as the object changes, one file after the other",
+        "no atomic writer locally: a reader may see old and new files side by side for a moment",
     ),
     Delta(
         "(pod)",
