@@ -48,7 +48,7 @@ def test_container_argv_shape() -> None:
     assert 'mount -o remount,bind,ro "$R"/etc/hosts' in script
     assert "hostname rabbitmq-0" in script
     assert "enter.py --root=/run/ha-celery-rootfs/root --uid=999 --gid=999 --groups=999 --no-new-privs --" in script
-    assert "remount,bind,ro \"$R\"\n" not in script  # the root stays writable unless asked
+    assert 'remount,bind,ro "$R"\n' not in script  # the root stays writable unless asked
     assert "HOME=/x" in script
     assert "RUNNING_UNDER_SYSTEMD=true" in script
     assert "--chdir=/tmp" in script
