@@ -87,8 +87,10 @@ def _seccomp_filter(denied: Sequence[str], clone_flags: int) -> tuple[ctypes.CDL
     return lib, ctx
 
 
-def _prctl(libc: ctypes.CDLL, option: int, arg: int, what: str) -> None:
-    _check(libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)), what)
+def _prctl(libc: ctypes.CDLL, option: int, arg: int, what: str, arg3: int = 0) -> None:
+    # prctl is variadic: every argument as an unsigned long, so no upper half is left undefined.
+    args = (ctypes.c_ulong(arg), ctypes.c_ulong(arg3), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    _check(libc.prctl(ctypes.c_int(option), *args), what)
 
 
 def _ints(text: str) -> list[int]:
@@ -120,7 +122,7 @@ def main(argv: Sequence[str]) -> None:
         for cap in range(last_cap + 1):
             if cap not in args.bounding_caps:
                 _prctl(libc, PR_CAPBSET_DROP, cap, f"dropping capability {cap} from the bounding set")
-        _check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clearing the ambient set")
+        _prctl(libc, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, "clearing the ambient set")
     if args.no_new_privs:
         _prctl(libc, PR_SET_NO_NEW_PRIVS, 1, "setting no_new_privs")
     if seccomp is not None:
