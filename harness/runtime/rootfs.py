@@ -9,9 +9,8 @@ Three things, stdlib only:
   worker's, see harness/runtime/images.py): private mount/UTS/IPC/PID namespaces, optionally inside a named network
   namespace, an overlay over the shared rootfs (so a container never changes it), its own /proc, /dev, hostname, bind
   mounts, then the container's root, user and confinement (harness/runtime/confine.py). It knows nothing of an
-  image: the caller passes the image's uid/gid/workdir and
-  the complete environment (:func:`container_env`), so harness/runtime/images.py is the one place image facts are
-  chosen.
+  image: the caller passes the image's uid/gid/workdir and the complete environment (:func:`container_env`), so
+  harness/runtime/images.py is the one place image facts are chosen.
 * :func:`exec_argv` is ``kubectl exec``: it enters a running container's namespaces and root.
 
 Everything a container mounts lives in its own mount namespace, so nothing stays mounted on the host when it dies,
