@@ -72,7 +72,7 @@ def _cookie_setup_container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerA
         "image": args.image,
         "command": ["bash", "-c", script],
         "env": _env(args),
-        "security_context": _container_security(read_only_root=True),
+        "security_context": _container_security(),
         # requests = limits: one init container with requests below its limits makes the whole
         # pod Burstable instead of Guaranteed.
         "resources": {
@@ -291,12 +291,12 @@ def _anti_affinity(selector: dict[str, str], required: bool) -> k8s.core.v1.PodA
     return {"preferred_during_scheduling_ignored_during_execution": [{"weight": 100, "pod_affinity_term": term}]}
 
 
-def _container_security(read_only_root: bool = False) -> k8s.core.v1.SecurityContextArgsDict:
-    # The broker keeps a writable root, unlike the operator (which mounts it read-only and gives
-    # every writable path a volume): the local pod runner cannot enforce a read-only root, so a
-    # path the runtime writes outside the volumes would first fail on GKE.
+def _container_security() -> k8s.core.v1.SecurityContextArgsDict:
+    # A read-only root: the broker writes only to its volumes (HOME with the cookie and
+    # enabled_plugins, conf.d, the data disk). The local pod runner enforces it, so a write
+    # anywhere else fails in the drills before it fails on GKE.
     return {
         "allow_privilege_escalation": False,
-        "read_only_root_filesystem": read_only_root,
+        "read_only_root_filesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }

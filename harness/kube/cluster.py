@@ -41,7 +41,7 @@ from pathlib import Path
 from harness.kube import faults, kubectl
 from harness.kube.controllers import Controllers, PodAdditions
 from harness.kube.dns_server import ClusterDns
-from harness.kube.fields import Delta
+from harness.kube.fields import EMULATION_DELTAS, Delta
 from harness.kube.kubectl import DrainReport
 from harness.kube.kubelet import Event, PodWorker
 from harness.kube.objects import Plan, PodSpec, PodTemplate, StatefulSet, load_plan
@@ -199,7 +199,7 @@ class KubeCluster:
     @property
     def deltas(self) -> list[Delta]:
         """Every difference between the plan and what runs here."""
-        out = list(self.plan.deltas)
+        out = [*self.plan.deltas, *EMULATION_DELTAS]
         for ref, local in sorted(self._image_refs.items()):
             image = self.images[local]
             out.append(Delta("image", ref, ref, f"{image.name}: {image.version}", "; ".join(image.differences)))

@@ -40,6 +40,7 @@ from harness.kube.dns import resolv_conf
 from harness.kube.env import PodFacts, argv, resolve_env
 from harness.kube.objects import ConfigMap, Container, PodTemplate, Probe, Secret
 from harness.kube.probes import ContainerProbes
+from harness.kube.security import ProcessSettings, SecurityContextError, process_settings
 from harness.kube.volumes import VolumeStore, container_mounts
 from harness.runtime import processes, rootfs
 from harness.runtime.images import Image
@@ -127,8 +128,8 @@ class _Incarnation:
     runner: subprocess.Popen[bytes]
     main_pid: int
     env: dict[str, str]
-    uid: int
-    gid: int
+    process: ProcessSettings
+    """Its uid, gids and confinement: an exec'd process gets the same."""
     workdir: str
     started: float
     probes: ContainerProbes
@@ -354,11 +355,15 @@ class PodWorker:
         # The runtime sets HOSTNAME; a variable of the pod's own wins over it.
         env = {"HOSTNAME": self.hostname, **env, **self.ctx.extra_env}
         command = argv(container, env, image.entrypoint, image.cmd)
-        security = self.template.spec.security_context.merged(container.security_context)
-        uid = image.uid if security.run_as_user is None else security.run_as_user
-        gid = image.gid if security.run_as_group is None else security.run_as_group
-        if security.run_as_non_root and uid == 0:
-            raise PodError(f"{self.name}: runAsNonRoot is set but the container would run as uid 0")
+        try:
+            process = process_settings(
+                self.template.spec.security_context,
+                container.security_context,
+                image_uid=image.uid,
+                image_gid=image.gid,
+            )
+        except SecurityContextError as exc:
+            raise PodError(f"{self.name}: container {container.name}: {exc}") from exc
         workdir = container.working_dir or image.workdir
         binds = [
             *image.binds,
@@ -372,13 +377,13 @@ class PodWorker:
             hostname=self.hostname,
             argv=command,
             netns=self.sandbox.netns,
-            uid=uid,
-            gid=gid,
+            uid=process.uid,
+            gid=process.gid,
+            groups=process.groups,
             env=env,
             binds=binds,
             workdir=workdir,
-            # Kubernetes allows escalation unless told not to (runc sets no_new_privs only then).
-            no_new_privs=security.allow_privilege_escalation is False,
+            confinement=process.confinement,
         )
         with self.log_file.open("ab") as out:
             runner = subprocess.Popen(
@@ -393,7 +398,7 @@ class PodWorker:
         self._event("Started", f"container {container.name} ({image.name} image) pid {main_pid}: {command[0]}")
         started = time.monotonic()
         incarnation = _Incarnation(
-            runner, main_pid, env, uid, gid, workdir, started, ContainerProbes.for_container(container, started)
+            runner, main_pid, env, process, workdir, started, ContainerProbes.for_container(container, started)
         )
         hook = container.post_start
         if hook is not None and main_pid and not self._post_start(incarnation, hook):
@@ -532,10 +537,12 @@ class PodWorker:
         exec_argv = rootfs.exec_argv(
             incarnation.main_pid,
             list(command),
-            uid=incarnation.uid,
-            gid=incarnation.gid,
+            uid=incarnation.process.uid,
+            gid=incarnation.process.gid,
+            groups=incarnation.process.groups,
             env=incarnation.env,
             workdir=incarnation.workdir,
+            confinement=incarnation.process.confinement,
         )
         proc = subprocess.Popen(
             exec_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True

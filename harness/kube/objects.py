@@ -164,6 +164,8 @@ class SecurityContext:
     read_only_root_filesystem: bool = False
     allow_privilege_escalation: bool | None = None
     drop_capabilities: tuple[str, ...] = ()
+    seccomp_profile: str | None = None
+    """seccompProfile.type: RuntimeDefault or Unconfined (None: unset, which Kubernetes runs Unconfined)."""
 
     def merged(self, container: SecurityContext) -> SecurityContext:
         """The effective context of a container: its own settings win over the pod's."""
@@ -177,6 +179,7 @@ class SecurityContext:
             read_only_root_filesystem=container.read_only_root_filesystem,
             allow_privilege_escalation=container.allow_privilege_escalation,
             drop_capabilities=container.drop_capabilities,
+            seccomp_profile=container.seccomp_profile or self.seccomp_profile,
         )
 
 
@@ -514,6 +517,7 @@ def _security(raw: Json | None) -> SecurityContext:
         read_only_root_filesystem=bool(raw.get("readOnlyRootFilesystem", False)),
         allow_privilege_escalation=None if ape is None else bool(ape),
         drop_capabilities=tuple((raw.get("capabilities") or {}).get("drop") or ()),
+        seccomp_profile=(raw.get("seccompProfile") or {}).get("type"),
     )
 
 

@@ -74,6 +74,42 @@ def test_workers_run_the_plans_deployment_and_consume(cluster: KubeCluster) -> N
     assert who.split() == [str(WORKER_UID), role_username(BrokerRole.WORKER)]
 
 
+def proc_status(text: str) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+UNSHARE_USERNS = (
+    "import ctypes; libc = ctypes.CDLL(None, use_errno=True);"
+    " print(libc.syscall(272, 0x10000000), ctypes.get_errno())"  # unshare(CLONE_NEWUSER) on x86_64
+)
+
+
+@pytest.mark.parametrize(("pod", "writable"), [("rabbitmq-0", "/var/lib/rabbitmq"), ("worker", "/tmp")])
+def test_containers_run_confined_as_their_security_context_says(cluster: KubeCluster, pod: str, writable: str) -> None:
+    if pod == "worker":
+        pod = cluster.pods_of(WORKERS)[0].name
+    assert cluster.pod(pod).ready
+    # readOnlyRootFilesystem: the root refuses writes, the volumes take them.
+    touch = "touch {0}/.probe 2>&1; echo rc=$?; rm -f {0}/.probe"
+    assert "Read-only file system" in cluster.exec(pod, "sh", "-c", touch.format(""))
+    assert cluster.exec(pod, "sh", "-c", touch.format(writable)).strip() == "rc=0"
+    # drop ALL, allowPrivilegeEscalation: false, seccomp RuntimeDefault: in the main process (read from the
+    # host) and in an exec'd one, as runc gives both.
+    main_pid = cluster.running(pod).main_pid
+    assert main_pid
+    for status in (Path(f"/proc/{main_pid}/status").read_text(), cluster.exec(pod, "cat", "/proc/self/status")):
+        fields = proc_status(status)
+        caps = {k: int(fields[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+        assert caps == dict.fromkeys(caps, 0), fields
+        assert (fields["NoNewPrivs"], fields["Seccomp"]) == ("1", "2"), fields
+
+
+def test_the_seccomp_filter_refuses_what_runtime_default_refuses(cluster: KubeCluster) -> None:
+    worker = cluster.pods_of(WORKERS)[0].name
+    # A user namespace needs no capability, so only the filter can refuse it: EPERM (1).
+    assert cluster.exec(worker, "python", "-c", UNSHARE_USERNS).split() == ["-1", "1"]
+
+
 def test_secrets_get_fresh_local_values(cluster: KubeCluster) -> None:
     secret = next(s for s in cluster.plan.secrets if s.name == "rabbitmq-default-user")
     assert b"[secret]" not in b"".join(secret.data.values())

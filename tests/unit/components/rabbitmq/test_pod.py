@@ -89,6 +89,8 @@ def test_non_root_and_pinned_image(plan: Plan) -> None:
     assert spec["automountServiceAccountToken"] is False, "4.1+ peer discovery needs no API access"
     for container in spec["containers"] + spec["initContainers"]:
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        # Writable only where a volume is mounted (the pod runner enforces it in every drill).
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert container["image"].startswith("rabbitmq:4.3.")
         assert container["image"].split(":")[1].count(".") == 2
     assert not plan.objects("Role"), "no RBAC: 4.3 peer discovery makes no API calls"
