@@ -301,6 +301,13 @@ class KubeCluster:
         """The node's condition, taints and their history (``harness.kube.nodes``)."""
         return self._store.node_record(node)
 
+    def incarnations(self, name: str) -> int:
+        """How many copies of pod ``name`` have processes alive now: its record's and any force-deleted
+        one's still running (a StatefulSet pod must never have two: two brokers on one claim)."""
+        with self._store.lock:
+            pods = [self._store.pods.get(name), *(p for p in self._store.orphans if p.name == name)]
+            return sum(1 for p in pods if p is not None and p.worker is not None and not p.worker.finished)
+
     def delete_node(self, node: str) -> list[str]:
         """``kubectl delete node`` (:func:`harness.kube.kubectl.delete_node`); returns the pods bound to it."""
         return kubectl.delete_node(self._store, node)

@@ -72,7 +72,8 @@ def test_a_kubelet_that_says_not_ready_gets_the_not_ready_taint_at_once() -> Non
     actions = node_lifecycle([NodeView("node-0", DIED, kubelet_ready=False)], [], DIED, K8S)
     (node,) = actions.nodes
     assert node.condition is Condition.FALSE
-    assert node.has(NOT_READY) and not node.has(UNREACHABLE)
+    assert node.has(NOT_READY)
+    assert not node.has(UNREACHABLE)
 
 
 def test_pods_are_evicted_at_their_toleration_counted_from_the_taint() -> None:
