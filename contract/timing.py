@@ -178,6 +178,14 @@ NODE_CERT_EARLY_RENEWAL_S: Final = 30 * 24 * 3600
 
 # --- A node that stops answering: Kubernetes' defaults and the plan's answer to them ----------------
 
+NODE_UNREACHABLE_TAINT: Final = "node.kubernetes.io/unreachable"
+"""The NoExecute taint on a node whose kubelet has not reported for ``NODE_MONITOR_GRACE_S`` (Ready=Unknown)."""
+NODE_NOT_READY_TAINT: Final = "node.kubernetes.io/not-ready"
+"""The NoExecute taint on a node whose kubelet reports Ready=False (it runs, but says it cannot run pods)."""
+NODE_OUT_OF_SERVICE_TAINT: Final = "node.kubernetes.io/out-of-service"
+"""Set by an operator on a node known to be shut down: its pods are force-deleted and their disks
+detached at once, so a StatefulSet pod comes back elsewhere (docs/operate-broker.md)."""
+
 NODE_MONITOR_GRACE_S: Final = 50
 """kube-controller-manager ``--node-monitor-grace-period``: a node whose kubelet renewed no status for
 this long is marked ``Ready=Unknown`` and tainted ``node.kubernetes.io/unreachable``. 40 s up to

@@ -36,12 +36,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from contract.timing import DEFAULT_TOLERATION_S, GKE_AUTO_REPAIR_S, NODE_MONITOR_GRACE_S
+from contract.timing import (
+    DEFAULT_TOLERATION_S,
+    GKE_AUTO_REPAIR_S,
+    NODE_MONITOR_GRACE_S,
+    NODE_NOT_READY_TAINT,
+    NODE_OUT_OF_SERVICE_TAINT,
+    NODE_UNREACHABLE_TAINT,
+)
 from harness.kube.objects import Toleration
 
-UNREACHABLE = "node.kubernetes.io/unreachable"
-NOT_READY = "node.kubernetes.io/not-ready"
-OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
+UNREACHABLE = NODE_UNREACHABLE_TAINT
+NOT_READY = NODE_NOT_READY_TAINT
+OUT_OF_SERVICE = NODE_OUT_OF_SERVICE_TAINT
 NO_EXECUTE = "NoExecute"
 NO_SCHEDULE = "NoSchedule"
 
