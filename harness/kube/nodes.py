@@ -32,6 +32,7 @@ the alert timing): the grace period and each pod's ``tolerationSeconds`` alike.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -174,7 +175,7 @@ def eviction_due(pod: PodOnNode, taints: Sequence[Taint], timing: NodeTiming) ->
     for taint in (t for t in taints if t.effect == NO_EXECUTE):
         matching = [t for t in pod.tolerations if t.tolerates(taint.key, NO_EXECUTE)]
         if not matching:
-            return taint.added_at, f"taint {taint.key} not tolerated"
+            return -math.inf, f"taint {taint.key} not tolerated"
         limits = [t.seconds for t in matching if t.seconds is not None]
         if len(limits) < len(matching):
             continue  # one toleration without a limit: tolerated for ever
