@@ -40,6 +40,9 @@ EXPECTED_DELTA_KINDS = {
     "reclaimPolicy",
     "volumeBindingMode",
     "allowVolumeExpansion",
+    "priorityClassName",
+    "value",
+    "preemptionPolicy",
 }
 
 
