@@ -169,7 +169,8 @@ def test_a_dead_node_is_handled_as_kubernetes_does(shared: dict[str, DrillResult
     dead = shared[Scenario.KILL_NODE.value].to_json()
     node = dead["node"]
     timing = NodeTiming(factor=NODE_COMPRESSION)
-    assert node["not_ready_at"] - node["fault_at"] >= timing.grace, node
+    # The node's last status report precedes the drill's mark by up to a reconcile pass and the kills.
+    assert node["not_ready_at"] - node["fault_at"] >= timing.grace - 0.5, node
     evicted = {e["pod"] for e in node["evictions"] if "taint manager" in e["why"]}
     assert any(p.startswith(WORKERS.split("/", 1)[1]) for p in evicted), node["evictions"]
     (held,) = node["held_s"].values()
