@@ -175,7 +175,7 @@ def test_a_dead_node_is_handled_as_kubernetes_does(shared: dict[str, DrillResult
     assert any(p.startswith(WORKERS.split("/", 1)[1]) for p in evicted), node["evictions"]
     (held,) = node["held_s"].values()
     assert held >= timing.scaled(GKE_AUTO_REPAIR_S), node
-    assert node["node_deleted_at"] - node["fault_at"] >= held, node
+    assert node["node_deleted_at"] - node["fault_at"] >= held - 0.01, node  # each rounded to 1 ms
     assert dead["time_to_full_worker_capacity_s"] is not None, node
     assert dead["time_to_full_worker_capacity_s"] < held, node
     cut = shared[Scenario.NODE_UNREACHABLE.value].to_json()["node"]
