@@ -24,6 +24,7 @@ from rich.console import Console
 from app.batch import PublishResult
 from drill import records
 from drill import watch as watching
+from drill.node_scenarios import NodeReport
 from drill.observe import Observed
 from drill.profiles import Profile
 from drill.scenario import QUEUE, Scenario
@@ -107,6 +108,8 @@ class DrillResult:
     """What the cluster's Prometheus saw: alerts, queue depth, broker nodes up (ha only)."""
     update: UpdateReport | None = None
     """``update`` scenario: the steps applied and the fewest Ready brokers during them."""
+    node: NodeReport | None = None
+    """Node drills (``drill.node_scenarios``): NotReady, taints, evictions, pods held, worker capacity."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -153,6 +156,10 @@ class DrillResult:
                 else {"alerts": None, "alert_timing": None, "observation_error": "no Prometheus (seed config)"}
             ),
             "update": None if self.update is None else self.update.to_json(self.started_at),
+            "node": None if self.node is None else self.node.to_json(self.started_at),
+            "time_to_full_worker_capacity_s": (
+                None if self.node is None else self.node.to_json(self.started_at)["time_to_full_worker_capacity_s"]
+            ),
             "error": self.error,
         }
 
@@ -443,6 +450,7 @@ class Drill:
             workload_events=self.workload_events,
             observed=observed,
             update=self.target.update_result(),
+            node=self.target.node_result(),
         )
 
     # ------------------------------------------------------- what the watch looks at ----

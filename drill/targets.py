@@ -31,8 +31,9 @@ from app.factory import make_app
 from app.publish import publish_pipelined
 from contract import wire
 from contract.plan_dir import check_complete
-from drill import pod_scenarios, scenarios
+from drill import node_scenarios, pod_scenarios, scenarios
 from drill import tasks as drill_tasks
+from drill.node_scenarios import NodeReport
 from drill.observe import Observed, Observer, observing
 from drill.plan_secrets import plan_secret_rules
 from drill.pod_scenarios import BROKERS, WORKERS, Mark
@@ -122,6 +123,10 @@ class Target(Protocol):
         """What the ``update`` scenario applied (None for every other scenario)."""
         ...
 
+    def node_result(self) -> NodeReport | None:
+        """What a node drill saw (``drill.node_scenarios``; None for every other scenario)."""
+        ...
+
 
 PodEvent = tuple[float, str, str, str]
 """(epoch seconds, pod or node, reason, message)."""
@@ -170,6 +175,8 @@ class PlanTarget:
         self.update = update
         """The second plan and its steps (the ``update`` scenario)."""
         self.update_report: UpdateReport | None = None
+        self.node_report: NodeReport | None = None
+        """The node drill's report (emptied as each fault is injected: each drill reports only its own)."""
         self.versions = versions
         self.observer = observer
         self.deltas = cluster.deltas
@@ -235,16 +242,24 @@ class PlanTarget:
         return None if out is None else parse_delayed(out)
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
+        self.node_report = None
         if scenario is Scenario.UPDATE:
             if self.update is None:
                 raise ValueError("scenario update needs a second plan and its steps (UPDATE=..., --update-plan)")
             self.update_report = pod_scenarios.new_update(self.cluster, self.update)
             pod_scenarios.update(self.cluster, mark, self.update_report)
             return
+        if scenario.is_node_fault:
+            self.node_report = NodeReport(scenario.value)
+            node_scenarios.NODE_FAULTS[scenario](self.cluster, mark, self.node_report)
+            return
         pod_scenarios.FAULTS[scenario](self.cluster, mark)
 
     def update_result(self) -> UpdateReport | None:
         return self.update_report
+
+    def node_result(self) -> NodeReport | None:
+        return self.node_report
 
     def reset(self) -> None:
         # Every pod Ready, and no message queued or in flight: a redelivery from the previous
@@ -432,6 +447,9 @@ class LocalTarget:
 
     def update_result(self) -> UpdateReport | None:
         return None  # the seed runs no plan to update
+
+    def node_result(self) -> NodeReport | None:
+        return None  # the seed's nodes are processes, not Kubernetes nodes
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
         if scenario not in scenarios.FAULTS:

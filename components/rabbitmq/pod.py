@@ -8,7 +8,7 @@ import pulumi_kubernetes as k8s
 
 from broker.render import post_start_script, setup_script
 from broker.users import role_users, users_script
-from components.rabbitmq import meta
+from components.rabbitmq import meta, priority
 from components.rabbitmq.tls import BROKER_TLS, TLS_DIR, TLS_SOURCE
 from contract.metrics import BROKER_METRICS_PORT_NAME
 from contract.wire import (
@@ -176,6 +176,8 @@ def pod_spec(args: RabbitMQClusterArgs, volumes: list[k8s.core.v1.VolumeArgsDict
             "seccomp_profile": {"type": "RuntimeDefault"},
         },
         "affinity": {"pod_anti_affinity": _anti_affinity(selector, args.production)},
+        "priority_class_name": priority.priority_class_name(args),
+        "tolerations": priority.tolerations(),
         "topology_spread_constraints": [
             {
                 "max_skew": 1,

@@ -4,6 +4,8 @@ The workload controllers' decisions are pure functions in :mod:`harness.kube.rol
 
 Every ``RECONCILE_S`` (one pass, under the store's lock):
 
+0. the node lifecycle (``harness.kube.node_control``): the kubelets' reports, NotReady and its
+   taints, the taint manager's evictions, the pod GC's force deletions;
 1. reap: a pod whose containers ended for good leaves the records, its address and volumes freed;
 2. the garbage collector: pods whose StatefulSet or Deployment is gone are deleted, with their grace;
 3. the StatefulSet controller (kubernetes ``pkg/controller/statefulset``, ``stateful_set_control.go``):
@@ -30,15 +32,16 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.kube.dns import cluster_records
 from harness.kube.dns_server import ClusterDns
 from harness.kube.kubelet import PodContext, PodSandbox, PodWorker
+from harness.kube.node_control import reconcile_nodes
 from harness.kube.objects import Deployment, StatefulSet
 from harness.kube.rollout import Actions, deployment_sync, statefulset_sync
-from harness.kube.schedule import ZONE, PlacedPod, schedule
+from harness.kube.schedule import ZONE, Node, PlacedPod, schedule
 from harness.kube.store import Pod, Store
 from harness.kube.workloads import PodAddress, deployment_pod_name, etc_hosts
 from harness.runtime import netns, processes, rootfs
@@ -119,6 +122,7 @@ class Controllers:
             if groups != self._recorded:
                 self._record.write(groups)
                 self._recorded = groups
+            reconcile_nodes(store)
             self._reap()
             self._collect_garbage()
             for sts in store.plan.statefulsets:
@@ -133,15 +137,25 @@ class Controllers:
     # ------------------------------------------------------------------------------- controllers
 
     def _reap(self) -> None:
+        # A pod on a node that does not report is not reaped: the API does not hear that it ended.
         store = self.store
-        gone = [p for p in store.pods.values() if p.worker is not None and p.worker.finished]
+        gone = [p for p in store.pods.values() if p.worker is not None and p.worker.finished and not p.lost]
         for pod in gone:
             del store.pods[pod.name]
-            if store.layout is not None and pod.slot is not None:
-                netns.remove_pod(store.layout, pod.slot)
-                self._free_slots.append(pod.slot)
-            store.volumes.remove_pod(pod.uid)
+            self._free(pod)
             store.event(pod.name, "Removed", f"pod gone from {pod.node}")
+        ended = [p for p in store.orphans if p.worker is not None and p.worker.finished]
+        for pod in ended:
+            store.orphans.remove(pod)
+            self._free(pod)
+            store.event(pod.name, "OrphanGone", f"force-deleted pod's processes ended on {pod.node}")
+
+    def _free(self, pod: Pod) -> None:
+        store = self.store
+        if store.layout is not None and pod.slot is not None:
+            netns.remove_pod(store.layout, pod.slot)
+            self._free_slots.append(pod.slot)
+        store.volumes.remove_pod(pod.uid)
 
     def _reconcile_statefulset(self, sts: StatefulSet) -> None:
         # The controller's decisions (creation, scale-down, rolling update): harness.kube.rollout.
@@ -205,8 +219,14 @@ class Controllers:
             for p in store.pods.values()
             if p.node is not None
         ]
+        attached = self._attached_elsewhere(pod)
+        if attached is not None:
+            if attached != pod.pending_reason:
+                pod.pending_reason = attached
+                store.event(pod.name, "FailedAttachVolume", attached)
+            return
         placement = schedule(
-            pod.namespace, pod.template.labels, pod.template.spec, store.nodes, placed, claim_zones=zones
+            pod.namespace, pod.template.labels, pod.template.spec, self._nodes(), placed, claim_zones=zones
         )
         if placement.node is None:
             if placement.reason != pod.pending_reason:
@@ -218,6 +238,29 @@ class Controllers:
             for claim in sts.claims:
                 store.volumes.bind_claim(sts.name, claim.name, pod.ordinal, zone)
         self._launch(pod, placement.node, claims)
+
+    def _nodes(self) -> list[Node]:
+        # Registered nodes, with their taints. A node whose kubelet stopped reporting takes no pod
+        # even before its taints land (a pod bound to it in that window would wait there on a
+        # cluster; here it waits unbound: a reported delta).
+        out = []
+        for node in self.store.nodes:
+            record = self.store.node_records[node.name]
+            if record.registered:
+                cordoned = node.cordoned or not record.reporting
+                out.append(replace(node, cordoned=cordoned, taints=record.schedulable_taints()))
+        return out
+
+    def _attached_elsewhere(self, pod: Pod) -> str | None:
+        # A ReadWriteOnce disk is attached to one node at a time: the claims of a force-deleted pod
+        # whose processes still run (its node cut off) stay attached until they end.
+        for orphan in self.store.orphans:
+            if orphan.owner == pod.owner and orphan.ordinal == pod.ordinal and pod.ordinal is not None:
+                return (
+                    f"Multi-Attach error: the claims of {pod.name} are still attached to {orphan.node} "
+                    "(its old pod was force-deleted and still runs there)"
+                )
+        return None
 
     def _launch(self, pod: Pod, node: str, claims: Mapping[str, Path]) -> None:
         layout = self.store.layout

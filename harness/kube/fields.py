@@ -225,6 +225,16 @@ def pod_spec_rules(p: str) -> list[Rule]:
         _impl(p + ".hostname"),
         _impl(p + ".subdomain"),
         _impl(p + ".nodeSelector.*"),
+        # Taints and tolerations: the node lifecycle (harness.kube.nodes) taints a node that stops
+        # answering, the taint manager evicts by tolerationSeconds, the scheduler filters by them.
+        *(_impl(f"{p}.tolerations[*].{f}") for f in ("key", "value", "tolerationSeconds")),
+        _impl(p + ".tolerations[*].operator", _vals("Equal", "Exists")),
+        _impl(p + ".tolerations[*].effect", _vals("NoExecute", "NoSchedule", "PreferNoSchedule")),
+        _delta(
+            p + ".priorityClassName",
+            "recorded, never acted on",
+            "local nodes have no capacity model: nothing is ever preempted or queued by priority",
+        ),
     ]
     aa = p + ".affinity.podAntiAffinity."
     rules += _affinity_term_rules(aa + "requiredDuringSchedulingIgnoredDuringExecution[*].")
@@ -378,6 +388,13 @@ TABLES: dict[str, list[Rule]] = {
     "Rules": [*_META, _delta("spec.*", "not read locally", "no GMP rule evaluator locally")],
     "PodMonitor": [*_META, _delta("spec.*", "not read locally", "no prometheus-operator locally")],
     "PrometheusRule": [*_META, _delta("spec.*", "not read locally", "no prometheus-operator locally")],
+    "PriorityClass": [
+        *_META,
+        _delta("value", "not acted on", "no capacity model locally: no preemption, no priority queue"),
+        _delta("preemptionPolicy", "not acted on", "no capacity model locally: no preemption"),
+        _impl("globalDefault", _vals(False)),
+        _impl("description"),
+    ],
     "StorageClass": [
         *_META,
         _delta("provisioner", "no provisioner: claims are host directories", "no cloud disks locally"),

@@ -9,9 +9,10 @@ scenario. The order matters:
 * the ``eta`` drill opens it: it needs a cluster on which no worker pod has ever run, so the
   cluster boots with the worker Deployment at 0 and the other drills find the pods it started;
 * baseline, kill-worker and kill-broker next: their alerts are asserted, before any longer fault;
-* partition-node before kill-node: dev's one-broker-per-node anti-affinity is only preferred, and
-  kill-node (like drain-node) leaves two brokers on one node (seen in a ``SCENARIO=all`` run):
-  cutting that node's link would take the majority with it;
+* partition-node and node-unreachable before delete-node and kill-node: dev's one-broker-per-node
+  anti-affinity is only preferred, and delete-node and kill-node (like drain-node) leave two brokers
+  on one node (seen in a ``SCENARIO=all`` run): cutting that node's link would take the majority
+  with it. (The node drills themselves pick a node with one broker: ``drill.node_scenarios``.)
 * the two day-2 updates close it: they leave the cluster on another plan.
 
 Elsewhere: drain-node on the prod plan shares prod's cluster with the TLS tests
@@ -32,7 +33,9 @@ from pathlib import Path
 
 import pytest
 
+from contract.timing import GKE_AUTO_REPAIR_S
 from drill.__main__ import main
+from drill.node_scenarios import NODE_COMPRESSION
 from drill.observe import ALERT_COMPRESSION
 from drill.pod_scenarios import BROKERS, WORKERS
 from drill.records import read
@@ -40,6 +43,7 @@ from drill.runner import DrillOptions, DrillResult, run_plan_drills
 from drill.scenario import Scenario
 from drill.update import UpdateSpec
 from drill.workload import Workload, published_before_workers
+from harness.kube.nodes import NodeTiming
 from monitoring.rules import BROKER_NODE_DOWN
 from plan import diff as plan_diff
 from tests.conftest import Plan, run_plan
@@ -60,6 +64,8 @@ SHARED = (
     Scenario.ROLLING_RESTART,
     Scenario.LOSE_DISK,
     Scenario.PARTITION_NODE,
+    Scenario.NODE_UNREACHABLE,
+    Scenario.DELETE_NODE,
     Scenario.KILL_NODE,
 )
 """After the eta drill, in this order on the shared cluster (see the module docstring)."""
@@ -68,6 +74,7 @@ ON_PROD = (Scenario.DRAIN_NODE,)
 anti-affinity makes drain-node the stricter case (the evicted broker stays Pending until uncordon),
 and one drain per ``make test`` is enough to prove the PDBs and the drain path."""
 ALERTS_ASSERTED = (Scenario.BASELINE, Scenario.KILL_WORKER, Scenario.KILL_BROKER)
+NODE_DRILLS = (Scenario.NODE_UNREACHABLE, Scenario.DELETE_NODE, Scenario.KILL_NODE)
 SHARED_TIMEOUT_S = 1800
 """The first test to ask for the shared cluster's results waits for every drill (~11 min)."""
 UPDATE_CONFIG = "update-config"
@@ -219,6 +226,35 @@ def test_the_prometheus_stays_quiet_through_a_clean_run_and_sees_the_broker_kill
     observed = shared[Scenario.KILL_BROKER.value].observed
     assert observed is not None
     assert min(v for _, v in observed.brokers_up) < 3, observed.brokers_up
+
+
+@pytest.mark.timeout(SHARED_TIMEOUT_S)
+def test_a_dead_node_is_handled_as_kubernetes_does(shared: dict[str, DrillResult]) -> None:
+    """kill-node: the node NotReady after its (compressed) grace, its workers evicted at their
+    toleration and replaced, the broker held on it until auto-repair deletes the Node, never two
+    copies of a broker alive; node-unreachable: the evicted workers killed by the kubelet once the
+    node is back, the broker rejoined as it was; delete-node: its pods force-deleted by the pod GC."""
+    for scenario in NODE_DRILLS:
+        node = shared[scenario.value].to_json()["node"]
+        assert node is not None, f"{scenario}: no node report"
+        assert node["compression"] == NODE_COMPRESSION
+        assert set(node["max_incarnations"].values()) == {1}, f"{scenario}: {node['max_incarnations']}"
+    dead = shared[Scenario.KILL_NODE.value].to_json()
+    node = dead["node"]
+    timing = NodeTiming(factor=NODE_COMPRESSION)
+    # The node's last status report precedes the drill's mark by up to a reconcile pass and the kills.
+    assert node["not_ready_at"] - node["fault_at"] >= timing.grace - 0.5, node
+    evicted = {e["pod"] for e in node["evictions"] if "taint manager" in e["why"]}
+    assert any(p.startswith(WORKERS.split("/", 1)[1]) for p in evicted), node["evictions"]
+    (held,) = node["held_s"].values()
+    assert held >= timing.scaled(GKE_AUTO_REPAIR_S), node
+    assert node["node_deleted_at"] - node["fault_at"] >= held - 0.01, node  # each rounded to 1 ms
+    assert dead["time_to_full_worker_capacity_s"] is not None, node
+    assert dead["time_to_full_worker_capacity_s"] < held, node
+    cut = shared[Scenario.NODE_UNREACHABLE.value].to_json()["node"]
+    assert cut["not_ready_at"] is not None, cut
+    gone = shared[Scenario.DELETE_NODE.value].to_json()["node"]
+    assert any("pod GC" in e["why"] for e in gone["evictions"]), gone["evictions"]
 
 
 def test_seed_config_loses_tasks_when_a_worker_dies(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from app.batch import ConfirmedIds, ProgressCallback, Publisher, PublishPlan, PublishResult
 from drill import records
+from drill.node_scenarios import NodeReport
 from drill.observe import Observed
 from drill.pod_scenarios import Mark
 from drill.runner import Drill, DrillOptions, DrillResult, drive
@@ -98,6 +99,9 @@ class FakeTarget:
         return None
 
     def update_result(self) -> UpdateReport | None:
+        return None
+
+    def node_result(self) -> NodeReport | None:
         return None
 
 

@@ -38,6 +38,9 @@ EXPECTED_DELTA_KINDS = {
     "reclaimPolicy",
     "volumeBindingMode",
     "allowVolumeExpansion",
+    "priorityClassName",
+    "value",
+    "preemptionPolicy",
 }
 
 
