@@ -61,6 +61,8 @@ class ConfirmedCelery(Celery):
 
     amqp_cls = "app.tls:TlsAwareAMQP"
     """Every connection verifies its own broker host over TLS (see app.tls)."""
+    control_cls = "app.failover:Control"
+    """Remote control with a pidbox queue per connection (see app.failover)."""
 
     def send_task(self, name: str, *args: Any, **options: Any) -> AsyncResult[Any]:
         if len(args) > len(_LEADING):
