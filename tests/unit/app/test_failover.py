@@ -64,7 +64,7 @@ def _consumer(rotation: BrokerRotation, connection: Any) -> Consumer:
 
 def test_the_consumer_restarts_after_a_lost_broker_on_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[BaseException] = []
-    monkeypatch.setattr(StockConsumer, "on_connection_error_after_connected", lambda self, exc: seen.append(exc))
+    monkeypatch.setattr(StockConsumer, "on_connection_error_after_connected", lambda _, exc: seen.append(exc))
     rotation = BrokerRotation(URLS)
     lost = types.SimpleNamespace(hostname="rmq-0", port=5672)
     consumer = _consumer(rotation, lost)
@@ -80,6 +80,7 @@ def test_the_consumer_connects_in_the_rotations_order_and_remembers_where() -> N
     reached = types.SimpleNamespace(hostname="rmq-2", port=5672)
 
     def connection_for_read(url: list[str], heartbeat: float | None) -> Any:
+        assert heartbeat == 10
         asked.append(url)
         return reached
 
@@ -112,9 +113,11 @@ def test_each_connection_declares_a_pidbox_queue_of_its_own() -> None:
     for queue in (first, second):
         assert queue.name.startswith("celery@worker-0.") and queue.name.endswith(".celery.pidbox"), queue.name
         assert queue.exclusive, "still gone with its connection"
-        assert queue.exchange.name == "celery.pidbox" and queue.exchange.type == "fanout"
+        assert queue.exchange.name == "celery.pidbox"
+        assert queue.exchange.type == "fanout"
         worker = role_user(BrokerRole.WORKER).permissions
-        assert worker.allows("configure", queue.name) and worker.allows("read", queue.name)
+        assert worker.allows("configure", queue.name)
+        assert worker.allows("read", queue.name)
 
 
 # ------------------------------------------------------------------ a restarted container
@@ -142,7 +145,8 @@ def test_a_ready_file_names_its_worker_process(tmp_path: Path) -> None:
     assert not health.owner_alive(ready, proc)
     ready.write_text("")  # an older worker's empty file
     verdict = health.check(hb, ready, max_age_s=60, require_ready=True)
-    assert not verdict.healthy and "not this container's" in verdict.reason
+    assert not verdict.healthy
+    assert "not this container's" in verdict.reason
 
 
 def test_a_restarted_container_is_not_ready_on_its_predecessors_files(tmp_path: Path) -> None:
@@ -157,7 +161,8 @@ def test_a_restarted_container_is_not_ready_on_its_predecessors_files(tmp_path: 
     assert not health.check(hb, ready, max_age_s=60, require_ready=True, proc=proc).healthy
     parent = _conf(tmp_path)
     step = HealthStep(parent)  # the new worker's consumer is built: the old files go
-    assert not ready.exists() and not hb.exists()
-    parent_timer: Any = types.SimpleNamespace(call_repeatedly=lambda *a: types.SimpleNamespace(cancel=lambda: None))
+    assert not ready.exists()
+    assert not hb.exists()
+    parent_timer: Any = types.SimpleNamespace(call_repeatedly=lambda *_: types.SimpleNamespace(cancel=lambda: None))
     step.start(types.SimpleNamespace(timer=parent_timer))
     assert health.check(hb, ready, max_age_s=60, require_ready=True).healthy, "consuming: Ready"
