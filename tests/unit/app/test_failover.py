@@ -111,7 +111,8 @@ def test_each_connection_declares_a_pidbox_queue_of_its_own() -> None:
     first, second = (mailbox.get_queue("celery@worker-0") for _ in range(2))
     assert first.name != second.name
     for queue in (first, second):
-        assert queue.name.startswith("celery@worker-0.") and queue.name.endswith(".celery.pidbox"), queue.name
+        assert queue.name.startswith("celery@worker-0."), queue.name
+        assert queue.name.endswith(".celery.pidbox"), queue.name
         assert queue.exclusive, "still gone with its connection"
         assert queue.exchange.name == "celery.pidbox"
         assert queue.exchange.type == "fanout"
