@@ -24,6 +24,7 @@ from rich.console import Console
 from app.batch import PublishResult
 from drill import records
 from drill import watch as watching
+from drill.held import FreezeReport
 from drill.observe import Observed
 from drill.profiles import Profile
 from drill.scenario import QUEUE, Scenario
@@ -107,6 +108,15 @@ class DrillResult:
     """What the cluster's Prometheus saw: alerts, queue depth, broker nodes up (ha only)."""
     update: UpdateReport | None = None
     """``update`` scenario: the steps applied and the fewest Ready brokers during them."""
+    freeze: FreezeReport | None = None
+    """``freeze-broker``: how long the frozen node held each worker, when it stopped being Ready."""
+
+    @property
+    def failed(self) -> bool:
+        """A task lost or early, the drill not run, an update below a majority, a worker held by a frozen node."""
+        update_failed = self.update is not None and not self.update.ok
+        freeze_failed = self.freeze is not None and not self.freeze.ok
+        return bool(self.lost or self.early or self.error or update_failed or freeze_failed)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -153,6 +163,7 @@ class DrillResult:
                 else {"alerts": None, "alert_timing": None, "observation_error": "no Prometheus (seed config)"}
             ),
             "update": None if self.update is None else self.update.to_json(self.started_at),
+            "freeze": None if self.freeze is None else self.freeze.to_json(self.started_at),
             "error": self.error,
         }
 
@@ -443,6 +454,7 @@ class Drill:
             workload_events=self.workload_events,
             observed=observed,
             update=self.target.update_result(),
+            freeze=self.target.freeze_result(),
         )
 
     # ------------------------------------------------------- what the watch looks at ----

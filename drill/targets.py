@@ -33,6 +33,7 @@ from contract import wire
 from contract.plan_dir import check_complete
 from drill import pod_scenarios, scenarios
 from drill import tasks as drill_tasks
+from drill.held import FreezeReport
 from drill.observe import Observed, Observer, observing
 from drill.plan_secrets import plan_secret_rules
 from drill.pod_scenarios import BROKERS, WORKERS, Mark
@@ -110,6 +111,10 @@ class Target(Protocol):
         """What the ``update`` scenario applied (None for every other scenario)."""
         ...
 
+    def freeze_result(self) -> FreezeReport | None:
+        """How long the ``freeze-broker`` scenario's frozen node held each worker (None for every other)."""
+        ...
+
 
 PodEvent = tuple[float, str, str, str]
 """(epoch seconds, pod or node, reason, message)."""
@@ -158,6 +163,7 @@ class PlanTarget:
         self.update = update
         """The second plan and its steps (the ``update`` scenario)."""
         self.update_report: UpdateReport | None = None
+        self.freeze_report: FreezeReport | None = None
         self.versions = versions
         self.observer = observer
         self.deltas = cluster.deltas
@@ -213,16 +219,22 @@ class PlanTarget:
         return None if out is None else parse_delayed(out)
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
+        self.freeze_report = None
         if scenario is Scenario.UPDATE:
             if self.update is None:
                 raise ValueError("scenario update needs a second plan and its steps (UPDATE=..., --update-plan)")
             self.update_report = pod_scenarios.new_update(self.cluster, self.update)
             pod_scenarios.update(self.cluster, mark, self.update_report)
             return
-        pod_scenarios.FAULTS[scenario](self.cluster, mark)
+        outcome = pod_scenarios.FAULTS[scenario](self.cluster, mark)
+        if isinstance(outcome, FreezeReport):
+            self.freeze_report = outcome
 
     def update_result(self) -> UpdateReport | None:
         return self.update_report
+
+    def freeze_result(self) -> FreezeReport | None:
+        return self.freeze_report
 
     def reset(self) -> None:
         # Every pod Ready, and no message queued or in flight: a redelivery from the previous
@@ -399,6 +411,9 @@ class LocalTarget:
 
     def update_result(self) -> UpdateReport | None:
         return None  # the seed runs no plan to update
+
+    def freeze_result(self) -> FreezeReport | None:
+        return None  # freeze-broker needs the pod runner
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
         if scenario not in scenarios.FAULTS:

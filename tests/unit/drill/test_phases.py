@@ -15,6 +15,7 @@ from rich.console import Console
 
 from app.batch import ConfirmedIds, ProgressCallback, Publisher, PublishPlan, PublishResult
 from drill import records
+from drill.held import FreezeReport
 from drill.observe import Observed
 from drill.pod_scenarios import Mark
 from drill.runner import Drill, DrillOptions, DrillResult, drive
@@ -92,6 +93,9 @@ class FakeTarget:
         return None
 
     def update_result(self) -> UpdateReport | None:
+        return None
+
+    def freeze_result(self) -> FreezeReport | None:
         return None
 
 
