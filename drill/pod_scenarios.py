@@ -148,14 +148,15 @@ def freeze_node(cluster: KubeCluster, mark: Mark, victim: str, seconds: float) -
     return report
 
 
-def worker_connection(cluster: KubeCluster, broker: str, worker_ip: str) -> str | None:
-    """The Erlang pid of a connection from ``worker_ip`` on broker pod ``broker``, None if it has none."""
+def worker_connections(cluster: KubeCluster, broker: str, worker_ip: str) -> list[str]:
+    """The Erlang pids of the connections from ``worker_ip`` on broker pod ``broker``."""
     out = cluster.exec(broker, "rabbitmqctl", "-q", "list_connections", "pid", "peer_host", "--no-table-headers")
+    found: list[str] = []
     for line in out.splitlines():
         pid, _, peer = line.strip().partition("\t")
         if peer.strip() == worker_ip:
-            return pid.strip()
-    return None
+            found.append(pid.strip())
+    return found
 
 
 def place_worker(cluster: KubeCluster, victim: str, watch: BrokerWatch, mark: Mark) -> list[str]:
@@ -169,10 +170,13 @@ def place_worker(cluster: KubeCluster, victim: str, watch: BrokerWatch, mark: Ma
             return done
         worker, broker = next(((w, b) for w, b in sorted(brokers.items()) if b is not None), ("", None))
         ip = cluster.pod(worker).ip if worker else None
-        pid = None if broker is None or ip is None else worker_connection(cluster, broker, ip)
-        if broker is None or pid is None:
+        pids = [] if broker is None or ip is None else worker_connections(cluster, broker, ip)
+        if broker is None or not pids:
             break
-        cluster.exec(broker, "rabbitmqctl", "-q", "close_connection", pid, "drill: a worker onto the node to freeze")
+        for pid in pids:
+            cluster.exec(
+                broker, "rabbitmqctl", "-q", "close_connection", pid, "drill: a worker onto the node to freeze"
+            )
         done.append(f"closed {worker}'s connection on {broker}")
         mark(f"{done[-1]}: it consumes from its next broker, to put a worker on {victim}")
 
