@@ -164,10 +164,13 @@ def place_worker(cluster: KubeCluster, victim: str, watch: BrokerWatch, mark: Ma
     and again, until its next broker (``app.failover.BrokerRotation``: the one after the lost one in
     its own list) is ``victim``. Returns what was done; raises if no worker gets there."""
     done: list[str] = []
-    for _ in range(len(cluster.pods_of(BROKERS)) + 1):
+    tries = len(cluster.pods_of(BROKERS))
+    for attempt in range(tries + 1):
         brokers = watch.look().brokers
         if victim in brokers.values():
             return done
+        if attempt == tries:
+            break
         worker, broker = next(((w, b) for w, b in sorted(brokers.items()) if b is not None), ("", None))
         ip = cluster.pod(worker).ip if worker else None
         pids = [] if broker is None or ip is None else worker_connections(cluster, broker, ip)
