@@ -115,6 +115,8 @@ def test_delay_while_its_broker_node_is_killed(booted: Booted) -> None:
 
 FOLLOWER_FREEZE_S = timing.LIVENESS_MAX_AGE_S + 5
 """Longer than the liveness limit: a worker the node held that long would be restarted."""
+FREEZE_START_TIMEOUT_S = 120.0
+"""For the freeze to begin: a worker may first be moved onto the node, one connection close at a time."""
 
 
 def test_a_frozen_broker_node_holds_neither_the_worker_nor_delay(booted: Booted) -> None:
@@ -134,9 +136,12 @@ def test_a_frozen_broker_node_holds_neither_the_worker_nor_delay(booted: Booted)
     workers = {p.name for p in cluster.pods_of(WORKERS)}
     since = time.time()
     reports: list[FreezeReport] = []
+    frozen = threading.Event()
 
     def mark(label: str) -> float:
         print(f"+{time.time() - since:6.1f}s {label}")
+        if label.startswith("SIGSTOP"):
+            frozen.set()
         return time.time()
 
     fault = threading.Thread(target=lambda: reports.append(freeze_node(cluster, mark, victim, FOLLOWER_FREEZE_S)))
@@ -144,10 +149,13 @@ def test_a_frozen_broker_node_holds_neither_the_worker_nor_delay(booted: Booted)
     def before(n: int) -> None:
         if n == 50:
             fault.start()
+        elif n == 51:
+            assert frozen.wait(FREEZE_START_TIMEOUT_S), f"{victim} was not frozen (a worker placed on it first)"
 
-    # ~0.15 s apart: the calls span the placement, the freeze and a few seconds after it.
-    calls = delay_loop(app, int((FOLLOWER_FREEZE_S + 15) / 0.15), 0.15, before)
-    fault.join(timeout=REJOIN_TIMEOUT_S + 60)
+    # The other 100 calls from the freeze on, ~0.15 s apart: the first waits until the app leaves
+    # the frozen node (measured: the whole freeze), the rest follow it; the test then waits for the thaw.
+    calls = delay_loop(app, 150, 0.15, before)
+    fault.join(timeout=FOLLOWER_FREEZE_S + REJOIN_TIMEOUT_S + 60)
     assert reports, "the freeze did not finish"
     [report] = reports
     summary = report.to_json(since)
