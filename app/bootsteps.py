@@ -23,6 +23,7 @@ from vine import promise
 from app import health, intake
 from app.certs import CertificateWatch
 from app.dlq import Refuser, refused_copy
+from app.failover import BrokerRotation
 from app.metrics import MetricsConfigError, WorkerMetrics
 from contract import metrics, timing
 from contract.wire import DEAD_LETTER_QUEUE as DLQ
@@ -52,7 +53,9 @@ class HealthStep(bootsteps.StartStopStep):
         self.ready_file = Path(conf.ha_ready_file)
         self._timer_entry: Any = None
         # Files left by a previous container in the same pod (emptyDir /tmp survives
-        # container restarts) must not vouch for this process before it connects.
+        # container restarts) must not vouch for this process before it connects. Removed here,
+        # once the consumer is built, seconds after the container started: until then the
+        # readiness probe refuses the old ready file by its owner (app.health.owner_alive).
         health.remove(self.ready_file)
         health.remove(self.heartbeat_file)
         self.disconnected = health.disconnected_marker(self.heartbeat_file)
@@ -61,7 +64,7 @@ class HealthStep(bootsteps.StartStopStep):
 
     def start(self, parent: Any) -> None:
         self._beat()
-        health.touch(self.ready_file)
+        health.claim(self.ready_file)
         health.remove(self.disconnected)
         self._timer_entry = parent.timer.call_repeatedly(timing.HEALTH_HEARTBEAT_INTERVAL_S, self._beat)
         logger.info("health: consuming; heartbeat %s, ready %s", self.heartbeat_file, self.ready_file)
@@ -139,9 +142,10 @@ class MetricsStep(bootsteps.StartStopStep):
         logger.info("metrics: serving /metrics on port %d (multiprocess dir %s)", port, directory)
 
     def start(self, parent: Any) -> None:
-        del parent
         if self.metrics is not None:
-            self.metrics.consuming()
+            connection = getattr(parent, "connection", None)
+            broker = None if connection is None else f"{connection.hostname}:{connection.port}"
+            self.metrics.consuming(broker)
 
     def stop(self, parent: Any) -> None:
         del parent
@@ -214,6 +218,23 @@ class Consumer(StockConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.refuser = Refuser(self.app.connection_for_write)
+        self.rotation = BrokerRotation.of(self.app.conf)
+
+    def connection_for_read(self, heartbeat: float | None = None) -> Any:
+        """The consumer's connection, its failover list starting where :class:`BrokerRotation` says
+        (Celery's own starts every restart at the configured list's first URL)."""
+        connection = cast(Any, self).ensure_connected(
+            cast(Any, self.app).connection_for_read(url=self.rotation.order(), heartbeat=heartbeat)
+        )
+        self.rotation.connected(connection.hostname, connection.port)
+        return connection
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        # A channel error (a queue leader moving) keeps the broker; a lost connection moves past it.
+        state = cast(Any, self)
+        if state.connection is not None and isinstance(exc, tuple(state.connection_errors)):
+            self.rotation.lost(state.connection.hostname, state.connection.port)
+        super().on_connection_error_after_connected(exc)
 
     def create_task_handler(self, promise: Any = promise) -> Callable[..., Any]:
         stock = super().create_task_handler(promise)

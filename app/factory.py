@@ -78,6 +78,8 @@ class ConfirmedCelery(Celery):
 
     amqp_cls = "app.factory:ProjectAMQP"
     """TLS per broker host, task messages checked before they are sent (see :class:`ProjectAMQP`)."""
+    control_cls = "app.failover:Control"
+    """Remote control with a pidbox queue per connection (see app.failover)."""
 
     def send_task(self, name: str, *args: Any, **options: Any) -> AsyncResult[Any]:
         if len(args) > len(_LEADING):

@@ -109,6 +109,20 @@ BROKER_HEARTBEAT_S: Final = 10
 connections; with heartbeats the worker notices within ~2 intervals (20 s)
 instead of waiting for TCP keepalive (minutes)."""
 
+BROKER_HEARTBEAT_CHECK_S: Final = 1
+"""How often the worker's consumer looks at its heartbeats (Celery's ``broker_heartbeat_checkrate``
+is ``BROKER_HEARTBEAT_S / BROKER_HEARTBEAT_CHECK_S`` checks per interval). py-amqp asks to be ticked
+"on the order of once per second": it notes a received frame only when it looks, and declares the
+broker dead at the first look after two silent intervals, so each look's spacing is added to the
+detection twice. Celery's default (3 per interval, 3.3 s apart) let a frozen broker hold a worker
+for up to ~27 s; a look costs two integer comparisons."""
+
+FROZEN_BROKER_HOLD_MAX_S: Final = 2 * BROKER_HEARTBEAT_S + 2 * BROKER_HEARTBEAT_CHECK_S + 2
+"""Longest a worker may stay on a frozen broker node (24 s), from the freeze until it consumes
+from a healthy node: two silent heartbeat intervals, the two check spacings above, and 2 s to
+connect to the next node (never the frozen one first, see ``app.failover``) and consume there.
+The freeze drill asserts it per worker (``drill.held``)."""
+
 TCP_USER_TIMEOUT_MS: Final = BROKER_HEARTBEAT_S * 1000
 """Every client socket's ``TCP_USER_TIMEOUT`` (workers, the scheduler, ``.delay()``). py-amqp's
 default (1 s) aborts the socket when the broker's flow control keeps its TCP window closed for a

@@ -24,6 +24,7 @@ from rich.console import Console
 from app.batch import PublishResult
 from drill import records
 from drill import watch as watching
+from drill.held import FreezeReport
 from drill.node_scenarios import NodeReport
 from drill.observe import Observed
 from drill.profiles import Profile
@@ -110,6 +111,15 @@ class DrillResult:
     """``update`` scenario: the steps applied and the fewest Ready brokers during them."""
     node: NodeReport | None = None
     """Node drills (``drill.node_scenarios``): NotReady, taints, evictions, pods held, worker capacity."""
+    freeze: FreezeReport | None = None
+    """``freeze-broker``: how long the frozen node held each worker, when it stopped being Ready."""
+
+    @property
+    def failed(self) -> bool:
+        """A task lost or early, the drill not run, an update below a majority, a worker held by a frozen node."""
+        update_failed = self.update is not None and not self.update.ok
+        freeze_failed = self.freeze is not None and not self.freeze.ok
+        return bool(self.lost or self.early or self.error or update_failed or freeze_failed)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -160,6 +170,7 @@ class DrillResult:
             "time_to_full_worker_capacity_s": (
                 None if self.node is None else self.node.to_json(self.started_at)["time_to_full_worker_capacity_s"]
             ),
+            "freeze": None if self.freeze is None else self.freeze.to_json(self.started_at),
             "error": self.error,
         }
 
@@ -451,6 +462,7 @@ class Drill:
             observed=observed,
             update=self.target.update_result(),
             node=self.target.node_result(),
+            freeze=self.target.freeze_result(),
         )
 
     # ------------------------------------------------------- what the watch looks at ----

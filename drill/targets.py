@@ -33,6 +33,7 @@ from contract import wire
 from contract.plan_dir import check_complete
 from drill import node_scenarios, pod_scenarios, scenarios
 from drill import tasks as drill_tasks
+from drill.held import FreezeReport
 from drill.node_scenarios import NodeReport
 from drill.observe import Observed, Observer, observing
 from drill.plan_secrets import plan_secret_rules
@@ -127,6 +128,10 @@ class Target(Protocol):
         """What a node drill saw (``drill.node_scenarios``; None for every other scenario)."""
         ...
 
+    def freeze_result(self) -> FreezeReport | None:
+        """How long the ``freeze-broker`` scenario's frozen node held each worker (None for every other)."""
+        ...
+
 
 PodEvent = tuple[float, str, str, str]
 """(epoch seconds, pod or node, reason, message)."""
@@ -177,6 +182,7 @@ class PlanTarget:
         self.update_report: UpdateReport | None = None
         self.node_report: NodeReport | None = None
         """The node drill's report (emptied as each fault is injected: each drill reports only its own)."""
+        self.freeze_report: FreezeReport | None = None
         self.versions = versions
         self.observer = observer
         self.deltas = cluster.deltas
@@ -243,6 +249,7 @@ class PlanTarget:
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
         self.node_report = None
+        self.freeze_report = None
         if scenario is Scenario.UPDATE:
             if self.update is None:
                 raise ValueError("scenario update needs a second plan and its steps (UPDATE=..., --update-plan)")
@@ -253,13 +260,18 @@ class PlanTarget:
             self.node_report = NodeReport(scenario.value)
             node_scenarios.NODE_FAULTS[scenario](self.cluster, mark, self.node_report)
             return
-        pod_scenarios.FAULTS[scenario](self.cluster, mark)
+        outcome = pod_scenarios.FAULTS[scenario](self.cluster, mark)
+        if isinstance(outcome, FreezeReport):
+            self.freeze_report = outcome
 
     def update_result(self) -> UpdateReport | None:
         return self.update_report
 
     def node_result(self) -> NodeReport | None:
         return self.node_report
+
+    def freeze_result(self) -> FreezeReport | None:
+        return self.freeze_report
 
     def reset(self) -> None:
         # Every pod Ready, and no message queued or in flight: a redelivery from the previous
@@ -450,6 +462,9 @@ class LocalTarget:
 
     def node_result(self) -> NodeReport | None:
         return None  # the seed's nodes are processes, not Kubernetes nodes
+
+    def freeze_result(self) -> FreezeReport | None:
+        return None  # freeze-broker needs the pod runner
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
         if scenario not in scenarios.FAULTS:

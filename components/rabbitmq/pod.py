@@ -10,7 +10,7 @@ from broker.render import post_start_script, setup_script
 from broker.users import role_users, users_script
 from components.rabbitmq import meta, priority
 from components.rabbitmq.tls import BROKER_TLS, TLS_DIR, TLS_SOURCE
-from contract.metrics import BROKER_METRICS_PORT_NAME
+from contract.metrics import BROKER_DETAILED_METRICS_PATH, BROKER_METRICS_PORT_NAME
 from contract.wire import (
     CONFIG_MAP,
     DEFAULT_USER_SECRET,
@@ -211,6 +211,12 @@ def _env(args: RabbitMQClusterArgs) -> list[k8s.core.v1.EnvVarArgsDict]:
     ]
 
 
+READINESS_PATH = BROKER_DETAILED_METRICS_PATH
+"""The readiness probe's request: rabbitmq_prometheus's detailed endpoint with no ``family`` asked
+for, which renders only the node's identity (no metric family, no peer asked, the same with and
+without TLS: the Prometheus listener is plain HTTP). It answers once the node has booted and its
+plugins run, and only while the node's processes run."""
+
 AWAIT_QUORUM_S = 300
 """preStop: how long to wait for every quorum queue to keep a majority without this node."""
 DRAIN_S = GRACE_SECONDS - AWAIT_QUORUM_S - 60
@@ -255,11 +261,13 @@ def _container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
             "requests": {"cpu": f"{args.cpu_millis}m", "memory": f"{args.memory_mib}Mi"},
             "limits": {"cpu": f"{args.cpu_millis}m", "memory": f"{args.memory_mib}Mi"},
         },
-        # TCP, not a full health check: readiness gates the client Service only, and
-        # a check that needs the peers would keep a restarting cluster unready forever.
+        # Not a full health check: readiness gates the client Service only, and a check that
+        # needs the peers would keep a restarting cluster unready forever.
         "readiness_probe": {
-            # A TCP connect only, no handshake: the same check with and without TLS.
-            "tcp_socket": {"port": meta.amqp_port_name(args)},
+            # The node's own HTTP answer, not a TCP connect: a frozen node (a paused VM, a stalled
+            # disk) has its kernel complete the handshake and answers nothing, and must leave
+            # the Service. See READINESS_PATH for why this path.
+            "http_get": {"port": BROKER_METRICS_PORT_NAME, "path": READINESS_PATH},
             "initial_delay_seconds": 10,
             "period_seconds": 10,
             "timeout_seconds": 5,

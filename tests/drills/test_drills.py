@@ -172,6 +172,14 @@ def test_no_task_lost_on_the_dev_plan(scenario: Scenario, shared: dict[str, Dril
     # Emptied between drills, not carried over: each counts exactly its own tasks.
     assert_nothing_lost(result, scenario)
     assert result.observed is not None, "the plan-booted cluster runs a Prometheus"
+    if scenario is Scenario.FREEZE_BROKER:
+        # The queue leader frozen (dev_plan's test freezes a follower for longer than the liveness
+        # limit): every worker on a healthy node within the limit, the frozen pod not Ready.
+        assert result.freeze is not None, "freeze-broker reports each worker"
+        freeze = result.freeze.to_json(result.started_at)
+        assert result.freeze.role == "leader", freeze
+        assert result.freeze.ok, freeze
+    assert not result.failed, result.to_json()
 
 
 @pytest.mark.timeout(SHARED_TIMEOUT_S)

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from app.batch import ConfirmedIds, ProgressCallback, Publisher, PublishPlan, PublishResult
 from drill import records
+from drill.held import FreezeReport
 from drill.node_scenarios import NodeReport
 from drill.observe import Observed
 from drill.pod_scenarios import Mark
@@ -102,6 +103,9 @@ class FakeTarget:
         return None
 
     def node_result(self) -> NodeReport | None:
+        return None
+
+    def freeze_result(self) -> FreezeReport | None:
         return None
 
 
