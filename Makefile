@@ -32,14 +32,15 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # --- set-up (idempotent: every target below depends on it) -------------------
-system-deps: ## apt packages: rabbitmq-server (local broker), iproute2 (network namespaces), nftables (the pods' NetworkPolicy rules), mmdebstrap + zstd (images), prometheus (promtool, the drills' Prometheus)
+system-deps: ## apt packages: rabbitmq-server (local broker), iproute2 (network namespaces), nftables (the pods' NetworkPolicy rules), mmdebstrap + zstd (images), prometheus (promtool, the drills' Prometheus), dnsmasq-base (the pod runner's cluster DNS)
 	@if ! command -v rabbitmq-server >/dev/null || ! command -v ip >/dev/null || ! command -v nft >/dev/null \
-	    || ! command -v mmdebstrap >/dev/null || ! command -v zstd >/dev/null || ! command -v promtool >/dev/null; then \
+	    || ! command -v mmdebstrap >/dev/null || ! command -v zstd >/dev/null || ! command -v promtool >/dev/null \
+	    || ! command -v dnsmasq >/dev/null; then \
 	  had_broker=$$(command -v rabbitmq-server || true); had_prometheus=$$(command -v promtool || true); \
-	  echo "installing rabbitmq-server, iproute2, nftables, mmdebstrap, zstd and prometheus with apt"; \
+	  echo "installing rabbitmq-server, iproute2, nftables, mmdebstrap, zstd, prometheus and dnsmasq-base with apt"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq \
-	    rabbitmq-server iproute2 nftables mmdebstrap zstd prometheus >/dev/null; \
+	    rabbitmq-server iproute2 nftables mmdebstrap zstd prometheus dnsmasq-base >/dev/null; \
 	  if [ -z "$$had_broker" ]; then \
 	    echo "stopping the system broker the package just started (the harness runs its own nodes)"; \
 	    { systemctl stop rabbitmq-server || service rabbitmq-server stop || rabbitmqctl -q shutdown; } >/dev/null 2>&1 || true; \

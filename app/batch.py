@@ -94,6 +94,21 @@ class ConfirmedIds(Sequence[str]):
 
 
 @dataclass(frozen=True)
+class RefusedTask:
+    """A task of the plan the publisher did not send: its message passes a limit the worker
+    would refuse it for (``app.outgoing.MessageRefused``)."""
+
+    index: int
+    task_id: str
+    reason: str
+
+
+MAX_REFUSED: Final = 100
+"""Refused tasks a run goes on after: beyond them the plan itself is wrong, and the run stops
+(the result keeps every refused id: O(this), not O(tasks))."""
+
+
+@dataclass(frozen=True)
 class PublishResult:
     """What a publisher achieved."""
 
@@ -108,6 +123,8 @@ class PublishResult:
     """Publishes sent again after a failover or a nack (each may execute twice)."""
     failovers: int = 0
     """Connections abandoned for the next broker URL."""
+    refused: tuple[RefusedTask, ...] = ()
+    """Tasks not sent because the worker would refuse them (each once); the rest of the plan was published."""
 
     @property
     def confirmed(self) -> int:
@@ -116,8 +133,12 @@ class PublishResult:
 
     @property
     def ok(self) -> bool:
-        """Every requested publish was confirmed."""
+        """Every requested publish was confirmed (none refused)."""
         return self.error is None and self.confirmed == self.requested
+
+    def refusals(self) -> str:
+        """The refused tasks in one line each (empty if none)."""
+        return "".join(f"refused task {r.task_id} (plan index {r.index}): {r.reason}\n" for r in self.refused)
 
     @property
     def rate(self) -> float:

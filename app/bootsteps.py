@@ -12,6 +12,8 @@ from typing import Any, cast
 from celery import bootsteps, signals
 from celery.worker.consumer import Consumer as StockConsumer
 from celery.worker.consumer.delayed_delivery import DelayedDelivery
+from kombu import Consumer as KombuConsumer
+from kombu.message import Message
 from kombu.transport.native_delayed_delivery import (
     bind_queue_to_native_delayed_delivery_exchange,
     declare_native_delayed_delivery_exchanges_and_queues,
@@ -21,6 +23,7 @@ from vine import promise
 from app import health, intake
 from app.certs import CertificateWatch
 from app.dlq import Refuser, refused_copy
+from app.failover import BrokerRotation
 from app.metrics import MetricsConfigError, WorkerMetrics
 from contract import metrics, timing
 from contract.wire import DEAD_LETTER_QUEUE as DLQ
@@ -50,7 +53,9 @@ class HealthStep(bootsteps.StartStopStep):
         self.ready_file = Path(conf.ha_ready_file)
         self._timer_entry: Any = None
         # Files left by a previous container in the same pod (emptyDir /tmp survives
-        # container restarts) must not vouch for this process before it connects.
+        # container restarts) must not vouch for this process before it connects. Removed here,
+        # once the consumer is built, seconds after the container started: until then the
+        # readiness probe refuses the old ready file by its owner (app.health.owner_alive).
         health.remove(self.ready_file)
         health.remove(self.heartbeat_file)
         self.disconnected = health.disconnected_marker(self.heartbeat_file)
@@ -59,7 +64,7 @@ class HealthStep(bootsteps.StartStopStep):
 
     def start(self, parent: Any) -> None:
         self._beat()
-        health.touch(self.ready_file)
+        health.claim(self.ready_file)
         health.remove(self.disconnected)
         self._timer_entry = parent.timer.call_repeatedly(timing.HEALTH_HEARTBEAT_INTERVAL_S, self._beat)
         logger.info("health: consuming; heartbeat %s, ready %s", self.heartbeat_file, self.ready_file)
@@ -137,9 +142,10 @@ class MetricsStep(bootsteps.StartStopStep):
         logger.info("metrics: serving /metrics on port %d (multiprocess dir %s)", port, directory)
 
     def start(self, parent: Any) -> None:
-        del parent
         if self.metrics is not None:
-            self.metrics.consuming()
+            connection = getattr(parent, "connection", None)
+            broker = None if connection is None else f"{connection.hostname}:{connection.port}"
+            self.metrics.consuming(broker)
 
     def stop(self, parent: Any) -> None:
         del parent
@@ -212,6 +218,23 @@ class Consumer(StockConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.refuser = Refuser(self.app.connection_for_write)
+        self.rotation = BrokerRotation.of(self.app.conf)
+
+    def connection_for_read(self, heartbeat: float | None = None) -> Any:
+        """The consumer's connection, its failover list starting where :class:`BrokerRotation` says
+        (Celery's own starts every restart at the configured list's first URL)."""
+        connection = cast(Any, self).ensure_connected(
+            cast(Any, self.app).connection_for_read(url=self.rotation.order(), heartbeat=heartbeat)
+        )
+        self.rotation.connected(connection.hostname, connection.port)
+        return connection
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        # A channel error (a queue leader moving) keeps the broker; a lost connection moves past it.
+        state = cast(Any, self)
+        if state.connection is not None and isinstance(exc, tuple(state.connection_errors)):
+            self.rotation.lost(state.connection.hostname, state.connection.port)
+        super().on_connection_error_after_connected(exc)
 
     def create_task_handler(self, promise: Any = promise) -> Callable[..., Any]:
         stock = super().create_task_handler(promise)
@@ -250,7 +273,8 @@ class Consumer(StockConsumer):
         signals.task_rejected.send(sender=self, message=message, exc=None)
         try:
             self.refuser.put(
-                refused_copy(message.body, _properties(message), reason, self._queue_of(message), datetime.now(UTC))
+                # As received: a compressed body stays compressed, with its header (UndecompressedConsumer).
+                refused_copy(message.body, dict(message.properties), reason, self._queue_of(message), datetime.now(UTC))
             )
         except Exception:
             logger.exception("intake: %s did not confirm the refused copy; rejecting it to the dead-letter policy", DLQ)
@@ -272,6 +296,46 @@ class Consumer(StockConsumer):
         super().shutdown()
 
 
+class UndecompressedConsumer(KombuConsumer):
+    """The task consumer (``app.amqp.Consumer``): a delivery with a ``compression`` header reaches
+    the intake as it came, never decompressed.
+
+    kombu decompresses a body while it wraps the delivery (``kombu.message.Message.__init__``),
+    before any consumer callback: a 100 KB zlib body of zeros becomes 100 MB in the worker's
+    main process before the intake could refuse it for its compression header (a zip bomb). Here
+    such a delivery is wrapped without that step (its ``properties`` keep the header, which
+    the intake refuses by name) and handed to the consumer's ``on_message``: Celery's task
+    handler, whose intake sends it to the dead-letter queue still compressed. Consumers
+    without ``on_message`` (kombu's callbacks: events, remote control) are left to kombu.
+    """
+
+    def _receive_callback(self, message: Any) -> Any:
+        on_message = self.on_message
+        headers = getattr(message, "properties", {}).get("application_headers")
+        if on_message is None or not isinstance(headers, dict) or "compression" not in headers:
+            return super()._receive_callback(message)
+        return on_message(_undecompressed(message, self.channel))
+
+
+def _undecompressed(raw: Any, channel: Any) -> Message:
+    """``raw`` (a py-amqp message) as kombu wraps it, minus the decompression."""
+    properties = raw.properties
+    headers = properties["application_headers"]
+    wrapped = Message(
+        body=raw.body,
+        channel=channel,
+        delivery_tag=raw.delivery_tag,
+        content_type=properties.get("content_type"),
+        content_encoding=properties.get("content_encoding"),
+        delivery_info=raw.delivery_info,
+        properties=properties,
+        # kombu decompresses when its headers name a compression: given without it ...
+        headers={k: v for k, v in headers.items() if k != "compression"},
+    )
+    wrapped.headers = headers  # ... and told the truth afterwards.
+    return wrapped
+
+
 def _delivery(message: Any) -> intake.Delivery:
     return intake.Delivery(
         body=message.body,
@@ -279,16 +343,3 @@ def _delivery(message: Any) -> intake.Delivery:
         content_encoding=message.content_encoding,
         headers=message.properties.get("application_headers"),
     )
-
-
-def _properties(message: Any) -> dict[str, Any]:
-    """The delivery's properties, as it is stored in the dead-letter queue.
-
-    kombu has already decompressed a body with a ``compression`` header (if it could): the copy
-    keeps what the consumer received, so that header goes.
-    """
-    properties = dict(message.properties)
-    headers = properties.get("application_headers")
-    if isinstance(headers, dict) and "compression" in headers and not message.errors:
-        properties["application_headers"] = {k: v for k, v in headers.items() if k != "compression"}
-    return properties

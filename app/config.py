@@ -484,6 +484,8 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
         "broker_pool_acquire_timeout": float(timing.PUBLISH_CONFIRM_TIMEOUT_S),
         # Detect a dead broker machine (timeouts, not refusals) in ~2 heartbeats.
         "broker_heartbeat": timing.BROKER_HEARTBEAT_S,
+        # ... looked at once a second, so "2 heartbeats" is not stretched by the looks' spacing.
+        "broker_heartbeat_checkrate": timing.BROKER_HEARTBEAT_S // timing.BROKER_HEARTBEAT_CHECK_S,
         # A dead node costs this much per connection attempt before the next URL.
         "broker_connection_timeout": timing.BROKER_CONNECT_TIMEOUT_S,
         # Keep reconnecting after losing the broker, and at start too: the broker may come up after the workers.
@@ -548,8 +550,9 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
         # whole timeout; SIGTERM's warm shutdown waits for running tasks safely (contract.timing).
         "worker_soft_shutdown_timeout": float(timing.SOFT_SHUTDOWN_TIMEOUT_S),
         "worker_enable_soft_shutdown_on_idle": False,
-        # Remote control (celery inspect/control) stays on for operators; its pidbox queue is
-        # exclusive and transient by design (Celery 5.7 + RabbitMQ 4.3). Probes do not use it.
+        # Remote control (celery inspect/control) stays on for operators, with an exclusive pidbox
+        # queue per connection (the app's control_cls, app.failover): a failover never waits for a
+        # frozen node to release the old one. Probes do not use it.
         "worker_enable_remote_control": True,
         # No task events: nothing consumes them, and each would be another message per task.
         "worker_send_task_events": False,

@@ -10,8 +10,10 @@ from celery import Celery
 from celery.result import AsyncResult
 
 import app.tasks  # noqa: F401  (registers the shared tasks on every app)
-from app.bootsteps import HealthStep, MetricsStep
+from app import outgoing
+from app.bootsteps import HealthStep, MetricsStep, UndecompressedConsumer
 from app.config import AppConfig, celery_settings
+from app.tls import TlsAwareAMQP
 from contract import timing
 
 APP_NAME: Final = "ha-celery"
@@ -48,6 +50,21 @@ _ETA_ROUNDING_S: Final = 1e-3
 recomputed eta header at or after the one asked for."""
 
 
+class ProjectAMQP(TlsAwareAMQP):
+    """Celery's AMQP helper as this app uses it: every connection verifies its own broker host over
+    TLS (``app.tls``); every task message is checked against the intake's limits before it is sent
+    (``app.outgoing``: an oversized one raises ``MessageRefused``, never retried); the task
+    consumer hands a compressed delivery to the intake undecompressed (``UndecompressedConsumer``)."""
+
+    Consumer = UndecompressedConsumer
+
+    def _create_task_sender(self) -> outgoing.Sender:
+        # What Celery's cached ``send_task_message`` is made by (celery/app/amqp.py); not in the stubs.
+        stock = super()._create_task_sender()  # type: ignore[misc]
+        conf = self.app.conf
+        return outgoing.checked(stock, conf.task_serializer, conf.task_compression)
+
+
 class ConfirmedCelery(Celery):
     """The project's app: every publish (``.delay()``, ``apply_async``, ``send_task``, ``retry()``)
     waits for the broker's confirm at most ``timing.PUBLISH_CONFIRM_TIMEOUT_S``, and any delay
@@ -59,8 +76,10 @@ class ConfirmedCelery(Celery):
     call returns only with the message confirmed, and never blocks without bound.
     """
 
-    amqp_cls = "app.tls:TlsAwareAMQP"
-    """Every connection verifies its own broker host over TLS (see app.tls)."""
+    amqp_cls = "app.factory:ProjectAMQP"
+    """TLS per broker host, task messages checked before they are sent (see :class:`ProjectAMQP`)."""
+    control_cls = "app.failover:Control"
+    """Remote control with a pidbox queue per connection (see app.failover)."""
 
     def send_task(self, name: str, *args: Any, **options: Any) -> AsyncResult[Any]:
         if len(args) > len(_LEADING):

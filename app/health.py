@@ -2,8 +2,10 @@
 
 The worker side (``app.bootsteps.HealthStep``) touches a heartbeat file every
 ``timing.HEALTH_HEARTBEAT_INTERVAL_S`` from the worker's own event loop while
-its consumer is connected, and keeps a "ready" file while it consumes. This
-module checks them::
+its consumer is connected, and keeps a "ready" file while it consumes, which
+names the worker process that wrote it (its pid and start time): the files sit
+on the pod's ``/tmp`` emptyDir, which outlives a container, and a restarted
+container must not be Ready on its predecessor's file. This module checks them::
 
     python -m app.health --max-age 90     # liveness: heartbeat fresh?
     python -m app.health --ready          # readiness: consuming and fresh?
@@ -53,6 +55,51 @@ def remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+PROC = Path("/proc")
+
+
+def started_at(pid: int, proc: Path = PROC) -> int | None:
+    """Process ``pid``'s start time (clock ticks after boot, ``/proc/<pid>/stat`` field 22), None if gone.
+
+    With its pid it names one process for good: a pid reused later starts later.
+    """
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    fields = stat.rpartition(")")[2].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def claim(path: Path, proc: Path = PROC) -> None:
+    """Write ``path`` as this process's own (its pid and start time) and set its mtime to now.
+
+    The ready file is claimed: the pod's ``/tmp`` outlives a container, and a file a previous
+    container left must not vouch for a new one (see :func:`owner_alive`).
+    """
+    pid = os.getpid()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{pid}")
+    partial.write_text(f"{pid} {started_at(pid, proc)}\n")
+    partial.replace(path)
+
+
+def owner_alive(path: Path, proc: Path = PROC) -> bool:
+    """Whether the process that claimed ``path`` (:func:`claim`) still runs: the same pid, started at
+    the same time. The readiness probe runs in the worker's container, so it sees that container's
+    processes only; a previous container's worker is gone (or its pid now names a later process)."""
+    try:
+        pid_text, _, start_text = path.read_text().strip().partition(" ")
+        pid, start = int(pid_text), int(start_text)
+    except (OSError, ValueError):
+        return False
+    return started_at(pid, proc) == start
+
+
 def disconnected_marker(heartbeat_file: Path) -> Path:
     """The file that exists while the worker is not consuming (since its mtime)."""
     return heartbeat_file.with_name(heartbeat_file.name + ".disconnected")
@@ -74,11 +121,14 @@ def check(
     require_ready: bool,
     outage_budget_s: float = timing.OUTAGE_BUDGET_S,
     now: float | None = None,
+    proc: Path = PROC,
 ) -> Verdict:
-    """Judge the worker from its files; ``now`` (epoch seconds) is injectable for tests."""
+    """Judge the worker from its files; ``now`` (epoch seconds) and ``proc`` are injectable for tests."""
     current = time.time() if now is None else now
     if require_ready and not ready_file.exists():
         return Verdict(False, f"no ready file {ready_file}: the worker is not consuming")
+    if require_ready and not owner_alive(ready_file, proc):
+        return Verdict(False, f"ready file {ready_file} is not this container's worker's: not consuming yet")
     try:
         disconnected: float | None = current - disconnected_marker(heartbeat_file).stat().st_mtime
     except FileNotFoundError:

@@ -25,7 +25,7 @@ by the size limits below. It accepts exactly Celery's task protocol 2 as this pr
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -49,10 +49,14 @@ bytes); 1 MiB is then ~25 MB at worst, safe in the smallest worker pod the setti
 (``workerMemoryMiB`` >= 128) beside the pool processes. Celery's guidance is the same: pass
 large data by reference, not in the message."""
 MAX_HEADER_BYTES: Final = 32 * 1024
-"""32 KiB of header keys and values. Celery's own headers stay under ~3 KiB (``argsrepr`` and
-``kwargsrepr`` are cut at 1,024 characters each); every header is copied into each request and
-written into the worker's error logs. (RabbitMQ refuses a header frame over ``frame_max``,
-128 KiB, before any worker sees it.)"""
+"""32 KiB of headers as AMQP encodes them (:func:`headers_problem`: keys, values, type tags and
+lengths). Celery's own headers stay under ~3 KiB (``argsrepr`` and ``kwargsrepr`` are cut at
+1,024 characters each); every header is copied into each request and written into the worker's
+error logs. The same limit holds at the publisher (``app.outgoing``), where it also keeps the
+message's header frame inside the broker's ``frame_max`` (``contract.wire.AMQP_FRAME_MAX``,
+128 KiB): 32 KiB of headers plus at most ~2.6 KiB of the other properties (ten short strings of
+at most 255 bytes, a few numbers) is a quarter of it. A header frame over ``frame_max`` is a
+connection error to RabbitMQ: it closes the publisher's connection, never a worker's."""
 MAX_HEADER_DEPTH: Final = 8
 """Tables and arrays in headers nest at most this deep (Celery's nest 2: ``stamps``, ``timelimit``)."""
 MAX_NAME_CHARS: Final = 256
@@ -126,7 +130,7 @@ def _shown(value: object) -> str:
 
 
 def _headers_problem(headers: Mapping[Any, Any]) -> str | None:
-    why = _table_problem(headers)
+    why = headers_problem(headers)
     if why is not None:
         return why
     for name in ("task", "id"):
@@ -142,32 +146,73 @@ def _headers_problem(headers: Mapping[Any, Any]) -> str | None:
     return None
 
 
-def _table_problem(headers: Mapping[Any, Any]) -> str | None:
-    """Too big or too deep: walked without recursion, stopping at the first limit passed."""
+def headers_problem(headers: Mapping[Any, Any], *, whole: bool = False) -> str | None:
+    """Too big (:data:`MAX_HEADER_BYTES`) or too deep (:data:`MAX_HEADER_DEPTH`): the one size check
+    of the worker's intake and of the publisher (``app.outgoing``).
+
+    The size counted is at least what py-amqp writes for the table (exact for strings, tables and
+    arrays; 8 bytes for every number), so an array of empty strings is not free. Walked without
+    recursion; it stops at the first limit passed unless ``whole`` (the publisher's own message:
+    the refusal then says its whole size).
+    """
     total = 0
     stack: list[tuple[object, int]] = [(headers, 1)]
-    while stack:
+    while stack and (whole or total <= MAX_HEADER_BYTES):
         value, depth = stack.pop()
-        if isinstance(value, Mapping | list | tuple):
-            if depth > MAX_HEADER_DEPTH:
-                return f"headers nest deeper than {MAX_HEADER_DEPTH} levels; allowed: at most {MAX_HEADER_DEPTH}"
-            items = value.items() if isinstance(value, Mapping) else ((None, item) for item in value)
-            for key, item in items:
-                total += 0 if key is None else _size(key)
-                stack.append((item, depth + 1))
+        # Plain types before the ABC: the publisher runs this on every message it sends.
+        kind = type(value)
+        if kind in _PLAIN_SCALARS:
+            total += _SCALAR
+            continue
+        if kind is str or isinstance(value, _STRINGS):
+            total += _TABLE_LENGTH + _payload(value)
+            continue
+        if kind is dict or isinstance(value, Mapping):
+            items: Iterable[tuple[object, object]] = value.items()  # type: ignore[attr-defined]
+        elif isinstance(value, list | tuple):
+            items = ((None, item) for item in value)
         else:
-            total += _size(value)
-        if total > MAX_HEADER_BYTES:
-            return f"headers exceed {MAX_HEADER_BYTES // 1024} KiB; allowed: at most {MAX_HEADER_BYTES} bytes"
-    return None
+            total += _SCALAR
+            continue
+        if depth > MAX_HEADER_DEPTH:
+            return f"headers nest deeper than {MAX_HEADER_DEPTH} levels; allowed: at most {MAX_HEADER_DEPTH}"
+        total += _TABLE_LENGTH
+        for key, item in items:
+            total += _TYPE_TAG if key is None else _TYPE_TAG + _KEY_LENGTH + _payload(key)
+            stack.append((item, depth + 1))
+    if total <= MAX_HEADER_BYTES:
+        return None
+    measured = f" ({total} bytes as AMQP encodes them)" if whole else ""
+    return f"headers exceed {MAX_HEADER_BYTES // 1024} KiB{measured}; allowed: at most {MAX_HEADER_BYTES} bytes"
 
 
-def _size(value: object) -> int:
+_STRINGS: Final = (str, bytes, bytearray, memoryview)
+_PLAIN_SCALARS: Final = frozenset({type(None), bool, int, float})
+_TABLE_LENGTH: Final = 4
+"""A table, an array and a long string start with a 4-byte length (AMQP 0-9-1 field tables)."""
+_KEY_LENGTH: Final = 1
+"""A table's key is a short string: a 1-byte length, then its bytes."""
+_TYPE_TAG: Final = 1
+"""Every value in a table or an array starts with a 1-byte type tag."""
+_SCALAR: Final = 8
+"""What a number, a time, a bool or null takes after its type tag, at most (py-amqp: 0 to 8 bytes)."""
+
+
+def _payload(value: object) -> int:
     if isinstance(value, str):
-        return len(value.encode("utf-8", "surrogatepass"))
+        return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
     if isinstance(value, bytes | bytearray | memoryview):
         return len(value)
-    return 8
+    return _SCALAR
+
+
+def body_size_problem(size: int) -> str | None:
+    """A body of ``size`` bytes is empty or over :data:`MAX_BODY_BYTES` (the intake's and the publisher's check)."""
+    if size == 0:
+        return "empty body; allowed: a JSON array [args, kwargs, embed]"
+    if size > MAX_BODY_BYTES:
+        return f"body of {size} bytes; allowed: at most {MAX_BODY_BYTES} ({MAX_BODY_BYTES // 1024 // 1024} MiB)"
+    return None
 
 
 def _content_problem(delivery: Delivery) -> str | None:
@@ -179,12 +224,7 @@ def _content_problem(delivery: Delivery) -> str | None:
     if "compression" in delivery.headers:
         compression = _shown(delivery.headers["compression"])
         return f"header 'compression' is {compression}; allowed: none (uncompressed bodies only)"
-    size = _size(delivery.body)
-    if size == 0:
-        return "empty body; allowed: a JSON array [args, kwargs, embed]"
-    if size > MAX_BODY_BYTES:
-        return f"body of {size} bytes; allowed: at most {MAX_BODY_BYTES} ({MAX_BODY_BYTES // 1024 // 1024} MiB)"
-    return None
+    return body_size_problem(_payload(delivery.body))
 
 
 def _decode(body: bytes | str) -> object:

@@ -11,7 +11,7 @@ Names are ``contract.metrics``'s. Where each number comes from:
   rather than export counters that silently miss every task outcome;
 * received and rejected: ``task_received``, ``task_unknown`` and ``task_rejected``, in the main
   process (the consumer);
-* broker connected, reconnects: the consumer's own start/stop (``app.bootsteps.MetricsStep``);
+* broker connected, which broker, reconnects: the consumer's own start/stop (``app.bootsteps.MetricsStep``);
 * reserved and active tasks: the main process's own request sets, read at each scrape;
 * last heartbeat: the mtime of the heartbeat file ``app.bootsteps.HealthStep`` touches (before
   the first beat, the worker's start);
@@ -69,6 +69,8 @@ class WorkerMetrics:
         self.certificates = certificates
         self.started_at = time.time()
         self.connected = False
+        self.broker: str | None = None
+        """``host:port`` of the broker the consumer consumes from, None while it does not."""
         self.reconnects = 0
         self._consumed_before = False
         self._started: dict[str, float] = {}
@@ -114,15 +116,18 @@ class WorkerMetrics:
             signal.disconnect(receiver)
 
     # ------------------------------------------------------------------ the consumer's state
-    def consuming(self) -> None:
-        """The consumer (re)connected and consumes; every start after the first is a reconnect."""
+    def consuming(self, broker: str | None = None) -> None:
+        """The consumer (re)connected and consumes (from ``broker``, ``host:port``); every start after
+        the first is a reconnect."""
         if self._consumed_before:
             self.reconnects += 1
         self._consumed_before = True
         self.connected = True
+        self.broker = broker
 
     def disconnected(self) -> None:
         self.connected = False
+        self.broker = None
 
     # ------------------------------------------------------------------ signal receivers
     def _ours(self, sender: Any) -> bool:
@@ -183,6 +188,13 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily(
             metrics.BROKER_CONNECTED, "1 while the consumer holds a broker connection.", value=int(owner.connected)
         )
+        info = GaugeMetricFamily(
+            metrics.BROKER_INFO, "1 for the broker the consumer consumes from (host:port).", labels=["broker"]
+        )
+        broker = owner.broker
+        if owner.connected and broker is not None:
+            info.add_metric([broker], 1)
+        yield info
         yield CounterMetricFamily(
             metrics.BROKER_RECONNECTS, "Consumer restarts after a lost connection.", value=owner.reconnects
         )

@@ -28,6 +28,11 @@ logs each round. It gives up only when no new confirm arrived for ``outage_budge
 retrying cannot fix (an unroutable message, wrong credentials, a queue declared with other
 arguments).
 
+A task whose message passes the worker's limits (``app.outgoing``: headers over 32 KiB, a
+body over 1 MiB) is refused before a byte of it is written: it is no connection trouble, so
+it is neither retried nor failed over. The run records it (``PublishResult.refused``) and
+publishes the rest of the plan; past ``MAX_REFUSED`` refusals it stops, the plan being wrong.
+
 Task ids come from the plan (``PublishPlan.task_id``): a rerun of the same plan (same
 ``run_id``, e.g. a retried scheduler Job) publishes the same ids, which idempotent tasks
 recognise.
@@ -52,7 +57,8 @@ from celery import Celery
 from kombu import Connection, Producer, Queue
 from kombu.exceptions import OperationalError
 
-from app.batch import ConfirmedIds, ProgressCallback, PublishPlan, PublishResult
+from app.batch import MAX_REFUSED, ConfirmedIds, ProgressCallback, PublishPlan, PublishResult, RefusedTask
+from app.outgoing import MessageRefused
 from contract import timing
 
 logger = logging.getLogger(__name__)
@@ -146,6 +152,14 @@ class ConfirmWindow:
             if index is not None:
                 settled.append(index)
         return settled
+
+    def withdraw(self, tag: int) -> int:
+        """Take back the latest publish (``tag``): it never left, so the broker never numbered it."""
+        if tag != self.last_tag or tag not in self._index_of:
+            raise ValueError(f"only the latest publish ({self.last_tag}) can be withdrawn, not {tag}")
+        self._order.pop()
+        self._next_tag -= 1
+        return self._index_of.pop(tag)
 
     def pending(self) -> list[int]:
         """The indexes in flight (sent, not yet settled), in publish order."""
@@ -255,6 +269,7 @@ class _Pipeline:
         """The next index never published."""
         self.republished = 0
         self.failovers = 0
+        self.refused: list[RefusedTask] = []
         self._quiet_failovers = 0
         self._last_confirm = self.clock()
         """Last ack or nack: the broker is alive."""
@@ -284,7 +299,7 @@ class _Pipeline:
             *conn.channel_errors,
         )
         try:
-            while self.confirmed < self.plan.count:
+            while not self._finished():
                 try:
                     self._open(conn)
                     self._pump(conn)
@@ -298,13 +313,13 @@ class _Pipeline:
             # A polite close when every publish is confirmed; after an error the socket may
             # hold a half-written frame, so it is dropped instead.
             with contextlib.suppress(Exception):
-                if self.confirmed == self.plan.count:
+                if self._finished():
                     conn.release()
                 else:
                     conn.collect()
 
     def result(self, started: float, error: str | None) -> PublishResult:
-        unconfirmed = {*self.window.pending(), *self.retry}
+        unconfirmed = {*self.window.pending(), *self.retry, *(r.index for r in self.refused)}
         return PublishResult(
             self.plan.count,
             ConfirmedIds(self.plan, self.fresh, unconfirmed),
@@ -312,7 +327,12 @@ class _Pipeline:
             error,
             republished=self.republished,
             failovers=self.failovers,
+            refused=tuple(self.refused),
         )
+
+    def _finished(self) -> bool:
+        """Every task of the plan confirmed or refused."""
+        return self.confirmed + len(self.refused) >= self.plan.count
 
     def _open(self, conn: Connection) -> None:
         """Connect (kombu walks the URL list), then a fresh confirm-mode channel, declared."""
@@ -348,7 +368,7 @@ class _Pipeline:
     def _pump(self, conn: Connection) -> None:
         producer = self._producer
         assert producer is not None
-        while self.confirmed < self.plan.count:
+        while not self._finished():
             if self.clock() < self._pause_until:
                 # Backing off after a nack; acks keep being read meanwhile.
                 self._wait(conn, lambda: self.clock() >= self._pause_until, until=self._pause_until)
@@ -386,17 +406,31 @@ class _Pipeline:
             ignore_result=None,
         )
         # Registered before the bytes leave: a confirm can only follow the publish.
-        self.window.sent(index)
-        self._send(
-            producer,
-            self.plan.task_name,
-            message,
-            retry=False,
-            # Declared once per channel in _open(); Celery would re-check a cache per publish.
-            declare=[],
-            mandatory=True,
-            **self.route.options,
-        )
+        tag = self.window.sent(index)
+        try:
+            self._send(
+                producer,
+                self.plan.task_name,
+                message,
+                retry=False,
+                # Declared once per channel in _open(); Celery would re-check a cache per publish.
+                declare=[],
+                mandatory=True,
+                **self.route.options,
+            )
+        except MessageRefused as exc:
+            # Checked before anything was written (app.outgoing): the broker never numbered it.
+            self.window.withdraw(tag)
+            self._refuse(index, exc)
+
+    def _refuse(self, index: int, exc: MessageRefused) -> None:
+        self.refused.append(RefusedTask(index, exc.task_id, exc.reason))
+        logger.error("%s", exc)
+        if len(self.refused) > MAX_REFUSED:
+            raise PublishError(
+                f"stopped: {len(self.refused)} tasks refused (more than {MAX_REFUSED}): the plan itself is wrong; "
+                f"last: {exc.reason}"
+            )
 
     def _wait(self, conn: Connection, done: Callable[[], bool], until: float | None = None) -> None:
         while not done():

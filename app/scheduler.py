@@ -34,9 +34,10 @@ from celery import Celery
 from kombu import Producer
 
 from app import tasks
-from app.batch import ConfirmedIds, ProgressCallback, Publisher, PublishPlan, PublishResult
+from app.batch import MAX_REFUSED, ConfirmedIds, ProgressCallback, Publisher, PublishPlan, PublishResult, RefusedTask
 from app.config import ConfigError, check_files, from_env
 from app.factory import make_app
+from app.outgoing import MessageRefused
 from app.publish import publish_pipelined
 from contract import timing
 from contract.wire import ENV_SCHEDULER_RUN_ID
@@ -72,24 +73,38 @@ def publish_confirmed(app: Celery, plan: PublishPlan, on_progress: ProgressCallb
     the broker acks it (the quorum queue's majority has the message) and raise on
     a nack; ``confirm_timeout`` turns a silent, dead broker into an error that the
     retry policy handles by reconnecting (to the next URL) and republishing.
-    Stops at the first publish that still fails after the retry policy.
+    Stops at the first publish that still fails after the retry policy. A task the worker would
+    refuse (``app.outgoing.MessageRefused``, never sent) is recorded and the rest published, as
+    ``publish_pipelined`` does.
     """
-    # A count, not a list of ids: the confirmed ones are a prefix of the plan (ConfirmedIds).
-    confirmed = 0
+    # A count, not a list of ids: the confirmed ones are a prefix of the plan minus the refused (ConfirmedIds).
+    reached = 0
+    refused: list[RefusedTask] = []
     started = time.monotonic()
+
+    def result(error: str | None = None) -> PublishResult:
+        confirmed = ConfirmedIds(plan, reached, [r.index for r in refused])
+        return PublishResult(plan.count, confirmed, time.monotonic() - started, error, refused=tuple(refused))
+
     try:
         with app.producer_or_acquire() as producer:
             for index in range(plan.count):
-                # Explicit: the seed's plain Celery app has no default bound of its own.
-                send_one(app, plan, index, producer, confirm_timeout=timing.PUBLISH_CONFIRM_TIMEOUT_S)
-                confirmed += 1
-                on_progress(confirmed)
+                try:
+                    # Explicit: the seed's plain Celery app has no default bound of its own.
+                    send_one(app, plan, index, producer, confirm_timeout=timing.PUBLISH_CONFIRM_TIMEOUT_S)
+                except MessageRefused as exc:
+                    refused.append(RefusedTask(index, exc.task_id, exc.reason))
+                    reached = index + 1
+                    if len(refused) > MAX_REFUSED:
+                        raise
+                    continue
+                reached = index + 1
+                on_progress(reached - len(refused))
     except Exception as exc:
         # Anything (connection errors after all retries, nacks, timeouts) ends the run
         # and is reported: the caller decides; nothing is swallowed.
-        seconds = time.monotonic() - started
-        return PublishResult(plan.count, ConfirmedIds(plan, confirmed), seconds, f"{type(exc).__name__}: {exc}")
-    return PublishResult(plan.count, ConfirmedIds(plan, confirmed), time.monotonic() - started)
+        return result(f"{type(exc).__name__}: {exc}")
+    return result()
 
 
 PUBLISHERS: Final[Mapping[str, Publisher]] = MappingProxyType(
@@ -200,7 +215,9 @@ def main(
     if result.ok:
         print(f"ok: {summary}", flush=True)
         return 0
-    print(f"FAILED: {summary}; stopped by {result.error}", file=sys.stderr, flush=True)
+    refused = f"; {len(result.refused)} refused, not sent:\n{result.refusals()}" if result.refused else ""
+    stopped = f"; stopped by {result.error}" if result.error else ""
+    print(f"FAILED: {summary}{stopped}{refused}", file=sys.stderr, flush=True)
     return 1
 
 

@@ -286,10 +286,25 @@ def _pod_template(args: CeleryWorkersArgs) -> k8s.core.v1.PodTemplateSpecArgsDic
             "automount_service_account_token": False,
             "security_context": _pod_security(),
             "topology_spread_constraints": spread,
+            "tolerations": _node_tolerations(),
             "containers": [_container(args)],
             "volumes": [_tmp_volume(), *_tls_volumes(args)],
         },
     }
+
+
+def _node_tolerations() -> list[k8s.core.v1.TolerationArgsDict]:
+    # 30 s instead of the API server's 300 s: a dead node's workers come back elsewhere ~80 s after
+    # it stopped, not ~6 min (contract.timing.WORKER_NODE_TOLERATION_S says why not 0).
+    return [
+        {
+            "key": key,
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "toleration_seconds": timing.WORKER_NODE_TOLERATION_S,
+        }
+        for key in (timing.NODE_UNREACHABLE_TAINT, timing.NODE_NOT_READY_TAINT)
+    ]
 
 
 def _deployment(name: str, args: CeleryWorkersArgs, opts: pulumi.ResourceOptions) -> k8s.apps.v1.Deployment:

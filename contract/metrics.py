@@ -55,6 +55,10 @@ TASK_RUNTIME: Final = f"{PREFIX}task_runtime_seconds"
 """Histogram of task run time (``_bucket``, ``_sum``, ``_count``)."""
 BROKER_CONNECTED: Final = f"{PREFIX}broker_connected"
 """Gauge: 1 while the worker's consumer holds a broker connection, 0 while it reconnects."""
+BROKER_INFO: Final = f"{PREFIX}broker_info"
+"""Gauge, 1 with a ``broker`` label (``host:port``) while the consumer consumes from that broker; absent
+otherwise. Which node each worker is on: after a failover, whether they left a node (the freeze drill
+reads it, ``drill.held``)."""
 BROKER_RECONNECTS: Final = f"{PREFIX}broker_reconnects_total"
 """Counter: consumer restarts after a lost connection (a storm means flapping brokers or network)."""
 RESERVED_TASKS: Final = f"{PREFIX}reserved_tasks"
@@ -78,6 +82,7 @@ WORKER_METRICS: Final[tuple[str, ...]] = (
     TASKS_REJECTED,
     TASK_RUNTIME,
     BROKER_CONNECTED,
+    BROKER_INFO,
     BROKER_RECONNECTS,
     RESERVED_TASKS,
     ACTIVE_TASKS,

@@ -109,6 +109,20 @@ BROKER_HEARTBEAT_S: Final = 10
 connections; with heartbeats the worker notices within ~2 intervals (20 s)
 instead of waiting for TCP keepalive (minutes)."""
 
+BROKER_HEARTBEAT_CHECK_S: Final = 1
+"""How often the worker's consumer looks at its heartbeats (Celery's ``broker_heartbeat_checkrate``
+is ``BROKER_HEARTBEAT_S / BROKER_HEARTBEAT_CHECK_S`` checks per interval). py-amqp asks to be ticked
+"on the order of once per second": it notes a received frame only when it looks, and declares the
+broker dead at the first look after two silent intervals, so each look's spacing is added to the
+detection twice. Celery's default (3 per interval, 3.3 s apart) let a frozen broker hold a worker
+for up to ~27 s; a look costs two integer comparisons."""
+
+FROZEN_BROKER_HOLD_MAX_S: Final = 2 * BROKER_HEARTBEAT_S + 2 * BROKER_HEARTBEAT_CHECK_S + 2
+"""Longest a worker may stay on a frozen broker node (24 s), from the freeze until it consumes
+from a healthy node: two silent heartbeat intervals, the two check spacings above, and 2 s to
+connect to the next node (never the frozen one first, see ``app.failover``) and consume there.
+The freeze drill asserts it per worker (``drill.held``)."""
+
 TCP_USER_TIMEOUT_MS: Final = BROKER_HEARTBEAT_S * 1000
 """Every client socket's ``TCP_USER_TIMEOUT`` (workers, the scheduler, ``.delay()``). py-amqp's
 default (1 s) aborts the socket when the broker's flow control keeps its TCP window closed for a
@@ -175,3 +189,39 @@ NODE_CERT_VALIDITY_S: Final = 365 * 24 * 3600
 NODE_CERT_EARLY_RENEWAL_S: Final = 30 * 24 * 3600
 """pulumi-tls ``early_renewal_hours``: any ``pulumi up`` in a certificate's last 30 days renews it
 (a new certificate in the TLS Secret, updated in place, and a rolling restart of the brokers)."""
+
+# --- A node that stops answering: Kubernetes' defaults and the plan's answer to them ----------------
+
+NODE_UNREACHABLE_TAINT: Final = "node.kubernetes.io/unreachable"
+"""The NoExecute taint on a node whose kubelet has not reported for ``NODE_MONITOR_GRACE_S`` (Ready=Unknown)."""
+NODE_NOT_READY_TAINT: Final = "node.kubernetes.io/not-ready"
+"""The NoExecute taint on a node whose kubelet reports Ready=False (it runs, but says it cannot run pods)."""
+NODE_OUT_OF_SERVICE_TAINT: Final = "node.kubernetes.io/out-of-service"
+"""Set by an operator on a node known to be shut down: its pods are force-deleted and their disks
+detached at once, so a StatefulSet pod comes back elsewhere (docs/operate-broker.md)."""
+
+NODE_MONITOR_GRACE_S: Final = 50
+"""kube-controller-manager ``--node-monitor-grace-period``: a node whose kubelet renewed no status for
+this long is marked ``Ready=Unknown`` and tainted ``node.kubernetes.io/unreachable``. 40 s up to
+Kubernetes 1.31, 50 s from 1.32 (kubernetes/kubernetes#121793: 40 s left the kubelet's 10 s status
+updates too few retries); GKE runs the upstream default of its version, so 50 s on every GKE release
+channel today."""
+
+DEFAULT_TOLERATION_S: Final = 300
+"""The API server's ``DefaultTolerationSeconds`` admission plugin (``--default-not-ready-toleration-seconds``
+and ``--default-unreachable-toleration-seconds``, both 300): a pod that sets no toleration for the
+``not-ready`` or ``unreachable`` NoExecute taint gets one of 300 s, so it is evicted five minutes after
+its node went NotReady."""
+
+GKE_AUTO_REPAIR_S: Final = 600
+"""GKE node auto-repair: a node NotReady on consecutive checks for about 10 minutes is repaired (drained,
+its VM recreated, its Node object replaced). Only then does a StatefulSet pod left on a dead node
+come back elsewhere by itself (https://cloud.google.com/kubernetes-engine/docs/how-to/node-auto-repair)."""
+
+WORKER_NODE_TOLERATION_S: Final = 30
+"""The worker pods' ``tolerationSeconds`` for ``unreachable`` and ``not-ready`` (instead of 300): a dead
+machine's workers are replaced ``NODE_MONITOR_GRACE_S + 30`` s (~80 s) after it stopped, not ~6 min.
+Not 0: a node that misses its status updates for a moment (a kubelet restart, an API server hiccup)
+would have every worker on it evicted, their running tasks interrupted and run again. A worker is
+stateless and its unacked tasks are redelivered, so an early eviction costs nothing else; the old pod
+on a node that comes back is killed by its kubelet (a worker never runs twice *on a claim*: it has none)."""

@@ -55,6 +55,11 @@ DEAD_LETTER_EXCHANGE: Final = "celery.dlx"
 """Fanout exchange that receives tasks rejected past the delivery limit."""
 DEAD_LETTER_QUEUE: Final = "celery.dlq"
 """Quorum queue bound to the dead-letter exchange: poison tasks are kept, not dropped."""
+AMQP_FRAME_MAX: Final = 131_072
+"""The largest AMQP frame the broker accepts (``frame_max``, bytes): RabbitMQ's default (4.3.6 and
+3.10, ``rabbit.app``), which ``broker/`` leaves unset and py-amqp takes in ``connection.tune``. A
+message's properties and headers travel in one frame, so the publisher keeps them well under it
+(``app.intake.MAX_HEADER_BYTES``); its body is split across frames and is limited elsewhere."""
 DELAYED_LEVELS: Final = 28
 """Celery's native delayed delivery (countdown/eta on quorum queues, kombu
 ``native_delayed_delivery``): one topic exchange and one quorum queue per bit of the delay in

@@ -6,7 +6,8 @@ waits for the queue to drain and reports what was lost. ``--workload eta`` publi
 instead (``drill.workload``) and also counts the tasks that started before their ETA; ``--workload
 long`` runs tasks of minutes. ``--scenario update`` applies a second plan by plan-diff's steps
 (``drill.update``). Exit status 1 if any task was lost or early, an update left fewer Ready brokers
-than a majority, or the drill could not run; everything it started is stopped on exit, Ctrl-C included.
+than a majority, a frozen broker held a worker longer than ``timing.FROZEN_BROKER_HOLD_MAX_S`` or
+stayed Ready (``drill.held``), or the drill could not run; everything it started is stopped on exit, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         results = [run_drill(options, console) for options in all_options]
     _write_reports(results, args.out, console)
-    return 1 if any(r.lost or r.early or r.error or (r.update is not None and not r.update.ok) for r in results) else 0
+    return 1 if any(r.failed for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -12,15 +12,16 @@
   its preStop hook and grace period; the StatefulSet recreates them on their claims.
 * rolling-restart: delete the broker pods one by one, highest ordinal first, each waiting for
   its replacement to be Ready and back in the cluster (a StatefulSet rollout).
-* kill-node: the node running the queue leader vanishes (link cut, every pod on it SIGKILLed at
-  once, nothing scheduled on it) and comes back empty ``NODE_BACK_AFTER_S`` later; the
-  StatefulSet and the Deployment replace the pods where their scheduling rules allow.
+* kill-node, node-unreachable, delete-node: a whole machine, with Kubernetes' node lifecycle
+  (``drill.node_scenarios``).
 * drain-node: the seed's ``kubectl drain`` of the leader's node: cordon, evictions through the
   PDBs (a refused one waits and retries), each with its preStop hook and grace period; uncordon.
 * partition-node: ``partition-broker`` under its node-level name.
 * freeze-broker: SIGSTOP every process of the queue leader's pod for ``FREEZE_S``: its sockets stay
   open and silent (a paused VM, a stalled disk); clients must leave it on their own (AMQP
-  heartbeats, confirm timeouts), then SIGCONT and it rejoins.
+  heartbeats, confirm timeouts), each worker within ``timing.FROZEN_BROKER_HOLD_MAX_S`` (with one
+  put on it first if none was, ``drill.held``), and the pod must stop being Ready; then SIGCONT
+  and it rejoins.
 * lose-disk: the claim of the highest ordinal, then of rabbitmq-0 (the seed), is emptied while
   its pod is gone; each must come back as a blank member of the one cluster (seeing all of it,
   not a cluster of its own) and the quorum queue must have three live replicas again.
@@ -38,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from drill.held import BrokerWatch, FreezeReport, holds
 from drill.scenario import QUEUE, RECOVER_AFTER_S, Scenario
 from drill.update import ReadyWatch, UpdateReport, UpdateSpec
 from harness.kube.apply import SEQUENTIAL, Applier, Step, load_steps
@@ -107,19 +109,84 @@ def kill_broker(cluster: KubeCluster, mark: Mark) -> None:
 
 FREEZE_S = 60.0
 """As long as a paused VM's live migration or a stalled persistent disk may last; 6 heartbeats."""
+PLACE_TIMEOUT_S = 60.0
+"""For a worker whose connection was closed to consume again (from the next broker in its list)."""
 
 
-def freeze_broker(cluster: KubeCluster, mark: Mark) -> None:
-    victim = queue_leader(cluster)
-    cluster.freeze(victim)
-    mark(f"SIGSTOP broker pod {victim} (queue leader): sockets open, nothing answers")
-    try:
-        time.sleep(FREEZE_S)
-    finally:
-        cluster.freeze(victim, frozen=False)
-    mark(f"SIGCONT {victim} after {FREEZE_S:.0f}s")
+def freeze_broker(cluster: KubeCluster, mark: Mark) -> FreezeReport:
+    """The queue leader frozen for ``FREEZE_S``, a worker on it (see :func:`freeze_node`)."""
+    return freeze_node(cluster, mark, queue_leader(cluster), FREEZE_S)
+
+
+def freeze_node(cluster: KubeCluster, mark: Mark, victim: str, seconds: float) -> FreezeReport:
+    """SIGSTOP every process of broker pod ``victim`` for ``seconds``, with at least one worker on it,
+    and report how long it held each worker (``drill.held``) and when it stopped being Ready; then
+    SIGCONT and wait for it to be back in the cluster."""
+    report = FreezeReport(victim, "leader" if queue_leader(cluster) == victim else "follower", seconds)
+    with BrokerWatch(cluster, BROKERS, WORKERS) as watch:
+        report.placed = place_worker(cluster, victim, watch, mark)
+        time.sleep(2 * watch.interval)  # a look with every worker where it is when the node freezes
+        cluster.freeze(victim)
+        frozen_at = report.frozen_at = mark(
+            f"SIGSTOP broker pod {victim} ({report.role} of {QUEUE!r}): sockets open, nothing answers"
+        )
+        try:
+            time.sleep(seconds)
+        finally:
+            cluster.freeze(victim, frozen=False)
+        thawed_at = report.thawed_at = mark(f"SIGCONT {victim} after {seconds:.0f}s")
+    report.holds = holds(watch.looks, victim, frozen_at, thawed_at)
+    not_ready = [e.at for e in cluster.events_of(victim) if e.reason == "NotReady" and frozen_at <= e.at <= thawed_at]
+    report.not_ready_after_s = min(not_ready) - frozen_at if not_ready else None
+    for hold in report.holds:
+        where = "on the frozen node" if hold.on_frozen_node else "elsewhere"
+        gone = f"off a healthy broker for {hold.held_s:.1f}s" if hold.left else "never back on a healthy broker"
+        mark(f"worker {hold.worker} ({where} at the freeze): {gone} (limit {report.limit_s:g}s)")
     _wait_member(cluster, victim, f"{victim} to be back in the cluster after the freeze")
     mark(f"{victim} answering again, in the cluster")
+    return report
+
+
+def worker_connections(cluster: KubeCluster, broker: str, worker_ip: str) -> list[str]:
+    """The Erlang pids of the connections from ``worker_ip`` on broker pod ``broker``."""
+    out = cluster.exec(broker, "rabbitmqctl", "-q", "list_connections", "pid", "peer_host", "--no-table-headers")
+    found: list[str] = []
+    for line in out.splitlines():
+        pid, _, peer = line.strip().partition("\t")
+        if peer.strip() == worker_ip:
+            found.append(pid.strip())
+    return found
+
+
+def place_worker(cluster: KubeCluster, victim: str, watch: BrokerWatch, mark: Mark) -> list[str]:
+    """Make sure a worker consumes from ``victim``: otherwise close one worker's connection where it is,
+    and again, until its next broker (``app.failover.BrokerRotation``: the one after the lost one in
+    its own list) is ``victim``. Returns what was done; raises if no worker gets there."""
+    done: list[str] = []
+    tries = len(cluster.pods_of(BROKERS))
+    for attempt in range(tries + 1):
+        brokers = watch.look().brokers
+        if victim in brokers.values():
+            return done
+        if attempt == tries:
+            break
+        worker, broker = next(((w, b) for w, b in sorted(brokers.items()) if b is not None), ("", None))
+        ip = cluster.pod(worker).ip if worker else None
+        pids = [] if broker is None or ip is None else worker_connections(cluster, broker, ip)
+        if broker is None or not pids:
+            break
+        for pid in pids:
+            cluster.exec(
+                broker, "rabbitmqctl", "-q", "close_connection", pid, "drill: a worker onto the node to freeze"
+            )
+        done.append(f"closed {worker}'s connection on {broker}")
+        mark(f"{done[-1]}: it consumes from its next broker, to put a worker on {victim}")
+
+        def moved(w: str = worker, b: str = broker) -> bool:
+            return watch.look().brokers.get(w) not in (None, b)
+
+        poll(moved, PLACE_TIMEOUT_S, f"{worker} to consume again after its connection was closed", interval=0.5)
+    raise KubeError(f"no worker could be put on {victim} before freezing it: {'; '.join(done) or 'none consumes'}")
 
 
 def kill_worker(cluster: KubeCluster, mark: Mark) -> None:
@@ -160,7 +227,10 @@ def partition_broker(cluster: KubeCluster, mark: Mark) -> None:
         cluster.set_node_link(node, up=True)
     mark(f"{node}'s link restored")
     _wait_member(cluster, victim, f"{victim} to rejoin after the heal")
-    restarted = [p.name for p in on_node if cluster.running(p.name).restarts != p.restarts]
+    # The brokers only: a worker pod on the cut node is evicted (and replaced) if the cut outlasts the
+    # node-monitor grace and its toleration (harness.kube.nodes), as on GKE.
+    brokers = {p.name for p in cluster.pods_of(BROKERS)}
+    restarted = [p.name for p in on_node if p.name in brokers and cluster.running(p.name).restarts != p.restarts]
     if restarted:
         # 4.3 has no pause_minority: a healed node must rejoin as it is, with no container restart.
         raise KubeError(f"{', '.join(restarted)} restarted during the partition; expected a rejoin without one")
@@ -193,22 +263,7 @@ def rolling_restart(cluster: KubeCluster, mark: Mark) -> None:
         mark(f"{pod.name} back")
 
 
-NODE_BACK_AFTER_S = 10.0
-"""How long a killed node stays away (the issue's ~10 s: a VM recreated by its managed group is slower)."""
 DRAIN_TIMEOUT_S = 900.0
-
-
-def kill_node(cluster: KubeCluster, mark: Mark) -> None:
-    leader = queue_leader(cluster)
-    node = cluster.node_of(leader)
-    died = cluster.kill_node(node)
-    mark(f"{node} vanished with every pod on it: {', '.join(died)}")
-    time.sleep(NODE_BACK_AFTER_S)
-    cluster.restore_node(node)
-    mark(f"{node} back (empty); the controllers place pods on it again")
-    cluster.wait_ready(REJOIN_TIMEOUT_S)
-    _wait_member(cluster, leader, f"{leader} to be back in the cluster")
-    mark("every broker and worker pod Ready again")
 
 
 def drain_node(cluster: KubeCluster, mark: Mark) -> None:
@@ -321,14 +376,14 @@ def update(cluster: KubeCluster, mark: Mark, report: UpdateReport) -> None:
         mark(f"update applied: at least {watch.lowest} of {report.brokers_before} broker pods Ready throughout")
 
 
-FAULTS: dict[Scenario, Callable[[KubeCluster, Mark], None]] = {
+FAULTS: dict[Scenario, Callable[[KubeCluster, Mark], object]] = {
+    # What a fault returns is its report (freeze-broker's FreezeReport), kept by drill.targets.
     Scenario.BASELINE: baseline,
     Scenario.KILL_BROKER: kill_broker,
     Scenario.KILL_WORKER: kill_worker,
     Scenario.PARTITION_BROKER: partition_broker,
     Scenario.RESTART_CLUSTER: restart_cluster,
     Scenario.ROLLING_RESTART: rolling_restart,
-    Scenario.KILL_NODE: kill_node,
     Scenario.DRAIN_NODE: drain_node,
     Scenario.PARTITION_NODE: partition_broker,
     Scenario.LOSE_DISK: lose_disk,

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
+from drill.held import FreezeReport
 from drill.runner import DrillResult
 from drill.update import UpdateReport
 from drill.workload import Workload
@@ -42,6 +43,8 @@ def _verdict(r: DrillResult) -> str:
         return "[red]" + ", ".join(f"{n} {what}" for n, what in ((r.lost, "LOST"), (r.early, "EARLY")) if n) + "[/]"
     if r.update is not None and not r.update.ok:
         return f"[red]{_update_verdict(r.update)}[/]"
+    if r.freeze is not None and not r.freeze.ok:
+        return f"[red]{_freeze_verdict(r.freeze)}[/]"
     return "[green]no task lost[/]" + (", none early" if r.options.workload is Workload.ETA else "")
 
 
@@ -290,6 +293,17 @@ def timeline(result: DrillResult, path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _freeze_verdict(freeze: FreezeReport) -> str:
+    if freeze.error:
+        return "FREEZE FAILED"
+    if not freeze.on_frozen_node:
+        return "no worker on the frozen node"
+    held = [h.worker for h in freeze.holds if not h.left or h.held_s > freeze.limit_s]
+    if held:
+        return f"HELD {len(held)} worker(s) > {freeze.limit_s:g}s"
+    return "frozen broker stayed Ready"
 
 
 def _update_verdict(update: UpdateReport) -> str:

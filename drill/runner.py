@@ -24,6 +24,8 @@ from rich.console import Console
 from app.batch import PublishResult
 from drill import records
 from drill import watch as watching
+from drill.held import FreezeReport
+from drill.node_scenarios import NodeReport
 from drill.observe import Observed
 from drill.profiles import Profile
 from drill.scenario import QUEUE, Scenario
@@ -107,6 +109,17 @@ class DrillResult:
     """What the cluster's Prometheus saw: alerts, queue depth, broker nodes up (ha only)."""
     update: UpdateReport | None = None
     """``update`` scenario: the steps applied and the fewest Ready brokers during them."""
+    node: NodeReport | None = None
+    """Node drills (``drill.node_scenarios``): NotReady, taints, evictions, pods held, worker capacity."""
+    freeze: FreezeReport | None = None
+    """``freeze-broker``: how long the frozen node held each worker, when it stopped being Ready."""
+
+    @property
+    def failed(self) -> bool:
+        """A task lost or early, the drill not run, an update below a majority, a worker held by a frozen node."""
+        update_failed = self.update is not None and not self.update.ok
+        freeze_failed = self.freeze is not None and not self.freeze.ok
+        return bool(self.lost or self.early or self.error or update_failed or freeze_failed)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -153,6 +166,11 @@ class DrillResult:
                 else {"alerts": None, "alert_timing": None, "observation_error": "no Prometheus (seed config)"}
             ),
             "update": None if self.update is None else self.update.to_json(self.started_at),
+            "node": None if self.node is None else self.node.to_json(self.started_at),
+            "time_to_full_worker_capacity_s": (
+                None if self.node is None else self.node.to_json(self.started_at)["time_to_full_worker_capacity_s"]
+            ),
+            "freeze": None if self.freeze is None else self.freeze.to_json(self.started_at),
             "error": self.error,
         }
 
@@ -375,8 +393,8 @@ class Drill:
         def run() -> None:
             if self.eta:
                 first = published_before_workers(self.options.tasks)
-                self.progress.result = publish_delayed(
-                    app, plan, self.progress, pause_after=first, pause=self._workers_back
+                self.progress.result = self.target.in_cluster(
+                    lambda: publish_delayed(app, plan, self.progress, pause_after=first, pause=self._workers_back)
                 )
             else:
                 self.progress.result = publish(app, plan, self.progress)
@@ -443,6 +461,8 @@ class Drill:
             workload_events=self.workload_events,
             observed=observed,
             update=self.target.update_result(),
+            node=self.target.node_result(),
+            freeze=self.target.freeze_result(),
         )
 
     # ------------------------------------------------------- what the watch looks at ----

@@ -27,7 +27,11 @@ class Scenario(StrEnum):
     ROLLING_RESTART = "rolling-restart"
     """Restart the nodes one by one, as a GKE node-pool upgrade does."""
     KILL_NODE = "kill-node"
-    """The Kubernetes node running the queue leader vanishes: its broker and worker pods die at once."""
+    """The VM running the queue leader dies with its pods; its Node stays until auto-repair deletes it."""
+    NODE_UNREACHABLE = "node-unreachable"
+    """A node's network is cut for longer than the workers' toleration (its pods run on), then back."""
+    DELETE_NODE = "delete-node"
+    """The Node object is deleted (GKE auto-repair's step): its pods go, the broker comes back elsewhere."""
     DRAIN_NODE = "drain-node"
     """The seed's experiment: cordon and drain the leader's node through the PDBs, then uncordon."""
     PARTITION_NODE = "partition-node"
@@ -48,12 +52,19 @@ class Scenario(StrEnum):
         """Whole-node, disk and freeze faults exist only where pods run on nodes (the plan-booted cluster)."""
         return self in {
             Scenario.KILL_NODE,
+            Scenario.NODE_UNREACHABLE,
+            Scenario.DELETE_NODE,
             Scenario.DRAIN_NODE,
             Scenario.PARTITION_NODE,
             Scenario.LOSE_DISK,
             Scenario.FREEZE_BROKER,
             Scenario.UPDATE,
         }
+
+    @property
+    def is_node_fault(self) -> bool:
+        """A whole machine (``drill.node_scenarios``): its report says what the node lifecycle did."""
+        return self in {Scenario.KILL_NODE, Scenario.NODE_UNREACHABLE, Scenario.DELETE_NODE}
 
     @property
     def needs_update(self) -> bool:

@@ -18,22 +18,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import quote
 
 from celery import Celery
 
-from app.batch import Publisher
+from app.batch import ProgressCallback, Publisher, PublishPlan, PublishResult
 from app.config import from_env
 from app.factory import make_app
 from app.publish import publish_pipelined
 from contract import wire
 from contract.plan_dir import check_complete
-from drill import pod_scenarios, scenarios
+from drill import node_scenarios, pod_scenarios, scenarios
 from drill import tasks as drill_tasks
+from drill.held import FreezeReport
+from drill.node_scenarios import NodeReport
 from drill.observe import Observed, Observer, observing
 from drill.plan_secrets import plan_secret_rules
 from drill.pod_scenarios import BROKERS, WORKERS, Mark
@@ -42,13 +44,18 @@ from drill.scenario import QUEUE, Scenario
 from drill.scenarios import FaultContext
 from drill.update import UpdateReport, UpdateSpec
 from harness.kube.cluster import HostPeer, KubeCluster, PodAdditions
+from harness.kube.dns import resolv_conf
 from harness.kube.fields import Delta
 from harness.kube.objects import Secret
+from harness.kube.workloads import statefulset_ordinals, statefulset_pod_fqdn
 from harness.runtime import rootfs
 from harness.runtime.images import ensure_images
 from harness.runtime.poll import poll
+from harness.runtime.resolver import call_resolving_through
 from harness.seed.cluster import LocalCluster
 from harness.seed.workers import WorkerPool
+
+T = TypeVar("T")
 
 BOOT_TIMEOUT_S = 300.0
 WORKERS_TIMEOUT_S = 180.0
@@ -87,7 +94,14 @@ class Target(Protocol):
         """Messages waiting in Celery's native delayed-delivery queues, None if no node answers."""
         ...
 
-    def publisher(self) -> tuple[Celery, Publisher]: ...
+    def publisher(self) -> tuple[Celery, Publisher]:
+        """A Celery app and the publisher the drill uses; the app's broker names resolve only
+        within :meth:`in_cluster` (the publisher calls it itself)."""
+        ...
+
+    def in_cluster(self, fn: Callable[[], T]) -> T:
+        """``fn()`` as a client inside the cluster runs it: names resolve through the cluster DNS."""
+        ...
 
     def queue_stat(self, item: str) -> int | None:
         """One ``list_queues`` column of the task queue (0 when not declared), None if no node answers."""
@@ -109,6 +123,14 @@ class Target(Protocol):
 
     def update_result(self) -> UpdateReport | None:
         """What the ``update`` scenario applied (None for every other scenario)."""
+        ...
+
+    def node_result(self) -> NodeReport | None:
+        """What a node drill saw (``drill.node_scenarios``; None for every other scenario)."""
+        ...
+
+    def freeze_result(self) -> FreezeReport | None:
+        """How long the ``freeze-broker`` scenario's frozen node held each worker (None for every other)."""
         ...
 
 
@@ -159,6 +181,9 @@ class PlanTarget:
         self.update = update
         """The second plan and its steps (the ``update`` scenario)."""
         self.update_report: UpdateReport | None = None
+        self.node_report: NodeReport | None = None
+        """The node drill's report (emptied as each fault is injected: each drill reports only its own)."""
+        self.freeze_report: FreezeReport | None = None
         self.versions = versions
         self.observer = observer
         self.deltas = cluster.deltas
@@ -192,8 +217,18 @@ class PlanTarget:
         return len({e.pod for e in self.cluster.events_of() if e.pod.startswith(prefix)})
 
     def publisher(self) -> tuple[Celery, Publisher]:
-        # The scheduler's default publisher, from the host, to every broker pod.
-        return make_app(from_env(broker_env(self.cluster))), publish_pipelined
+        # The scheduler's default publisher, to every broker pod by its DNS name, as in the cluster.
+        def publish(app: Celery, plan: PublishPlan, progress: ProgressCallback) -> PublishResult:
+            return self.in_cluster(lambda: publish_pipelined(app, plan, progress))
+
+        return make_app(from_env(broker_env(self.cluster, by_name=True))), publish
+
+    def in_cluster(self, fn: Callable[[], T]) -> T:
+        # On a thread of its own whose resolv.conf is a pod's of the brokers' namespace.
+        namespace = next(s.namespace for s in self.cluster.plan.statefulsets if f"StatefulSet/{s.name}" == BROKERS)
+        resolv = self.cluster.workdir / "client-resolv.conf"
+        resolv.write_text(resolv_conf(namespace, self.cluster.dns.address))
+        return call_resolving_through(resolv, fn)
 
     def _list_queues(self, item: str) -> str | None:
         for pod in self.cluster.pods_of(BROKERS):
@@ -214,16 +249,30 @@ class PlanTarget:
         return None if out is None else parse_delayed(out)
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
+        self.node_report = None
+        self.freeze_report = None
         if scenario is Scenario.UPDATE:
             if self.update is None:
                 raise ValueError("scenario update needs a second plan and its steps (UPDATE=..., --update-plan)")
             self.update_report = pod_scenarios.new_update(self.cluster, self.update)
             pod_scenarios.update(self.cluster, mark, self.update_report)
             return
-        pod_scenarios.FAULTS[scenario](self.cluster, mark)
+        if scenario.is_node_fault:
+            self.node_report = NodeReport(scenario.value)
+            node_scenarios.NODE_FAULTS[scenario](self.cluster, mark, self.node_report)
+            return
+        outcome = pod_scenarios.FAULTS[scenario](self.cluster, mark)
+        if isinstance(outcome, FreezeReport):
+            self.freeze_report = outcome
 
     def update_result(self) -> UpdateReport | None:
         return self.update_report
+
+    def node_result(self) -> NodeReport | None:
+        return self.node_report
+
+    def freeze_result(self) -> FreezeReport | None:
+        return self.freeze_report
 
     def reset(self) -> None:
         # Every pod Ready, and no message queued or in flight: a redelivery from the previous
@@ -318,22 +367,27 @@ def boot_plan(
         yield PlanTarget(cluster, versions, workers_stopped=not workers, observer=observer, update=update)
 
 
-def broker_urls(cluster: KubeCluster, role: wire.BrokerRole = wire.BrokerRole.SCHEDULER) -> list[str]:
-    """AMQP URLs of the broker pods, by address, with the credentials of ``role``'s Secret in the plan
-    (amqps:// on AMQPS_PORT when the plan has broker TLS; see :func:`broker_env`).
+def broker_urls(
+    cluster: KubeCluster, role: wire.BrokerRole = wire.BrokerRole.SCHEDULER, *, by_name: bool = False
+) -> list[str]:
+    """AMQP URLs of the broker pods with the credentials of ``role``'s Secret in the plan (amqps:// on
+    AMQPS_PORT when the plan has broker TLS; see :func:`broker_env`).
 
-    The drill's publisher is the scheduler's (so it runs with the scheduler user's permissions);
-    what runs in a worker pod (``app.dlq``) uses the worker's.
+    By address (what a tool on the host can dial), or ``by_name``: every planned node's DNS name, as
+    the plan gives its scheduler and workers (``BROKER_HOSTS``), for a client that resolves through
+    the cluster DNS (:meth:`PlanTarget.in_cluster`). The drill's publisher is the scheduler's (so it
+    runs with the scheduler user's permissions); what runs in a worker pod (``app.dlq``) uses the worker's.
     """
     name = wire.role_secret_name(BROKER_APP, role)
     secret = next(s for s in cluster.plan.secrets if s.name == name)
     user, password = secret.data["username"].decode(), secret.data["password"].decode()
     scheme, port = ("amqps", wire.AMQPS_PORT) if broker_ca(cluster) is not None else ("amqp", wire.AMQP_PORT)
-    return [
-        f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{pod.ip}:{port}/%2F"
-        for pod in cluster.pods_of(BROKERS)
-        if pod.ip is not None
-    ]
+    if by_name:
+        sts = next(s for s in cluster.plan.statefulsets if f"StatefulSet/{s.name}" == BROKERS)
+        hosts = [statefulset_pod_fqdn(sts, i) for i in statefulset_ordinals(sts)]
+    else:
+        hosts = [pod.ip for pod in cluster.pods_of(BROKERS) if pod.ip is not None]
+    return [f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/%2F" for host in hosts]
 
 
 BROKER_APP = BROKERS.split("/", 1)[1]
@@ -346,18 +400,21 @@ def broker_ca(cluster: KubeCluster) -> Secret | None:
     return next((s for s in cluster.plan.secrets if s.name == name), None)
 
 
-def broker_env(cluster: KubeCluster, role: wire.BrokerRole = wire.BrokerRole.SCHEDULER) -> dict[str, str]:
-    """The app's environment for a client on the host as ``role`` (see :func:`broker_urls`): every
-    broker pod by address, and with TLS the plan's CA (written beside the cluster's files) and the
-    client Service's name, which every node's certificate carries (the host cannot resolve the pods'
-    names)."""
-    env = {wire.ENV_BROKER_URLS: ",".join(broker_urls(cluster, role))}
+def broker_env(
+    cluster: KubeCluster, role: wire.BrokerRole = wire.BrokerRole.SCHEDULER, *, by_name: bool = False
+) -> dict[str, str]:
+    """The app's environment for a client as ``role`` (see :func:`broker_urls`): every broker pod by
+    address or ``by_name``, and with TLS the plan's CA (written beside the cluster's files). By
+    address, also the client Service's name, which every node's certificate carries (an address is
+    in none); by name, each node's certificate is checked against its own name, as in the cluster."""
+    env = {wire.ENV_BROKER_URLS: ",".join(broker_urls(cluster, role, by_name=by_name))}
     ca = broker_ca(cluster)
     if ca is not None:
         ca_file = cluster.workdir / "broker-ca.crt"
         ca_file.write_bytes(ca.data[wire.TLS_CA_KEY])
         env[wire.ENV_BROKER_TLS_CA_FILE] = str(ca_file)
-        env[wire.ENV_BROKER_TLS_SERVER_NAME] = f"{BROKER_APP}.{ca.namespace}.svc.cluster.local"
+        if not by_name:
+            env[wire.ENV_BROKER_TLS_SERVER_NAME] = f"{BROKER_APP}.{ca.namespace}.svc.cluster.local"
     return env
 
 
@@ -399,6 +456,9 @@ class LocalTarget:
     def publisher(self) -> tuple[Celery, Publisher]:
         return self.runtime.publisher()
 
+    def in_cluster(self, fn: Callable[[], T]) -> T:
+        return fn()  # the seed's nodes are dialled by address: nothing to resolve
+
     def queue_stat(self, item: str) -> int | None:
         for via in range(self.cluster.nodes):
             with contextlib.suppress(Exception):
@@ -420,6 +480,12 @@ class LocalTarget:
 
     def update_result(self) -> UpdateReport | None:
         return None  # the seed runs no plan to update
+
+    def node_result(self) -> NodeReport | None:
+        return None  # the seed's nodes are processes, not Kubernetes nodes
+
+    def freeze_result(self) -> FreezeReport | None:
+        return None  # freeze-broker needs the pod runner
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
         if scenario not in scenarios.FAULTS:

@@ -9,7 +9,8 @@ shutdown, a PDB and a NetworkPolicy.
 
 One module per object kind, as the operator's ``internal/resource/``: ``tls``, ``secrets``,
 ``config``, ``pod``, ``services``, ``network_policy``, ``statefulset`` (and its StorageClass),
-``pdb``; ``meta`` holds what they share. ``RabbitMQCluster.__init__`` is the table of contents.
+``pdb``, ``priority`` (the PriorityClass and the tolerations of a lost node); ``meta`` holds what
+they share. ``RabbitMQCluster.__init__`` is the table of contents.
 Object names come from ``contract.wire.child_name``, which the harness reads too.
 """
 
@@ -20,7 +21,18 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.rabbitmq import config, meta, network_policy, pdb, pod, secrets, services, statefulset, tls
+from components.rabbitmq import (
+    config,
+    meta,
+    network_policy,
+    pdb,
+    pod,
+    priority,
+    secrets,
+    services,
+    statefulset,
+    tls,
+)
 from components.rabbitmq.network_policy import namespaces_peer
 from contract.wire import CA_SECRET, DEFAULT_USER_SECRET, GMP_NAMESPACE, BrokerRole, child_name, role_secret_name
 
@@ -103,6 +115,7 @@ class RabbitMQCluster(pulumi.ComponentResource):
         config_files = config.files(args)
         config_map = config.config_map(name, args, config_files, child)
         headless, client = services.services(name, args, child)
+        priority_class = priority.priority_class(name, args, child)
         credentials = {"default-user": self.password, "erlang-cookie": cookie} | {
             role.value: password for role, password in role_passwords.items()
         }
@@ -115,6 +128,7 @@ class RabbitMQCluster(pulumi.ComponentResource):
             annotations=_pod_annotations(config.config_checksum(config_files), credentials, material),
             mounts=[
                 storage_class,
+                priority_class,
                 headless,
                 config_map,
                 user_secret,

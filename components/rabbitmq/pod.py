@@ -8,9 +8,9 @@ import pulumi_kubernetes as k8s
 
 from broker.render import post_start_script, setup_script
 from broker.users import role_users, users_script
-from components.rabbitmq import meta
+from components.rabbitmq import meta, priority
 from components.rabbitmq.tls import BROKER_TLS, TLS_DIR, TLS_SOURCE
-from contract.metrics import BROKER_METRICS_PORT_NAME
+from contract.metrics import BROKER_DETAILED_METRICS_PATH, BROKER_METRICS_PORT_NAME
 from contract.wire import (
     CONFIG_MAP,
     DEFAULT_USER_SECRET,
@@ -72,7 +72,7 @@ def _cookie_setup_container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerA
         "image": args.image,
         "command": ["bash", "-c", script],
         "env": _env(args),
-        "security_context": _container_security(read_only_root=True),
+        "security_context": _container_security(),
         # requests = limits: one init container with requests below its limits makes the whole
         # pod Burstable instead of Guaranteed.
         "resources": {
@@ -176,6 +176,8 @@ def pod_spec(args: RabbitMQClusterArgs, volumes: list[k8s.core.v1.VolumeArgsDict
             "seccomp_profile": {"type": "RuntimeDefault"},
         },
         "affinity": {"pod_anti_affinity": _anti_affinity(selector, args.production)},
+        "priority_class_name": priority.priority_class_name(args),
+        "tolerations": priority.tolerations(),
         "topology_spread_constraints": [
             {
                 "max_skew": 1,
@@ -208,6 +210,12 @@ def _env(args: RabbitMQClusterArgs) -> list[k8s.core.v1.EnvVarArgsDict]:
         {"name": "RABBITMQ_ENABLED_PLUGINS_FILE", "value": PLUGINS_FILE},
     ]
 
+
+READINESS_PATH = BROKER_DETAILED_METRICS_PATH
+"""The readiness probe's request: rabbitmq_prometheus's detailed endpoint with no ``family`` asked
+for, which renders only the node's identity (no metric family, no peer asked, the same with and
+without TLS: the Prometheus listener is plain HTTP). It answers once the node has booted and its
+plugins run, and only while the node's processes run."""
 
 AWAIT_QUORUM_S = 300
 """preStop: how long to wait for every quorum queue to keep a majority without this node."""
@@ -253,11 +261,13 @@ def _container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
             "requests": {"cpu": f"{args.cpu_millis}m", "memory": f"{args.memory_mib}Mi"},
             "limits": {"cpu": f"{args.cpu_millis}m", "memory": f"{args.memory_mib}Mi"},
         },
-        # TCP, not a full health check: readiness gates the client Service only, and
-        # a check that needs the peers would keep a restarting cluster unready forever.
+        # Not a full health check: readiness gates the client Service only, and a check that
+        # needs the peers would keep a restarting cluster unready forever.
         "readiness_probe": {
-            # A TCP connect only, no handshake: the same check with and without TLS.
-            "tcp_socket": {"port": meta.amqp_port_name(args)},
+            # The node's own HTTP answer, not a TCP connect: a frozen node (a paused VM, a stalled
+            # disk) has its kernel complete the handshake and answers nothing, and must leave
+            # the Service. See READINESS_PATH for why this path.
+            "http_get": {"port": BROKER_METRICS_PORT_NAME, "path": READINESS_PATH},
             "initial_delay_seconds": 10,
             "period_seconds": 10,
             "timeout_seconds": 5,
@@ -291,12 +301,12 @@ def _anti_affinity(selector: dict[str, str], required: bool) -> k8s.core.v1.PodA
     return {"preferred_during_scheduling_ignored_during_execution": [{"weight": 100, "pod_affinity_term": term}]}
 
 
-def _container_security(read_only_root: bool = False) -> k8s.core.v1.SecurityContextArgsDict:
-    # The broker keeps a writable root, unlike the operator (which mounts it read-only and gives
-    # every writable path a volume): the local pod runner cannot enforce a read-only root, so a
-    # path the runtime writes outside the volumes would first fail on GKE.
+def _container_security() -> k8s.core.v1.SecurityContextArgsDict:
+    # A read-only root: the broker writes only to its volumes (HOME with the cookie and
+    # enabled_plugins, conf.d, the data disk). The local pod runner enforces it, so a write
+    # anywhere else fails in the drills before it fails on GKE.
     return {
         "allow_privilege_escalation": False,
-        "read_only_root_filesystem": read_only_root,
+        "read_only_root_filesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }

@@ -61,6 +61,7 @@ _FIELDS: Final = {
     "Namespace": "namespaces",
     "NetworkPolicy": "network_policies",
     "StorageClass": "storage_classes",
+    "PriorityClass": "priority_classes",
     "HorizontalPodAutoscaler": "autoscalers",
     "ScaledObject": "autoscalers",
     "TriggerAuthentication": "autoscalers",

@@ -13,7 +13,9 @@ of a Kubernetes control plane:
   at once by a new one; ``scale`` changes ``replicas`` (surplus pods deleted with their grace);
 * the scheduler: placement by the pod's anti-affinity and topology spread (``harness.kube.schedule``);
   a pod that fits nowhere stays Pending and is retried;
-* the kubelet of each pod: ``harness.kube.kubelet``;
+* the kubelet of each pod: ``harness.kube.kubelet``; a new pod gets a new address;
+* the cluster DNS: dnsmasq answering the Services' and the StatefulSet pods' names from the live
+  pods (``harness.kube.dns``, ``harness.kube.dns_server``), what every pod's resolv.conf names;
 * updates (``set_objects``, as ``harness.kube.apply`` writes an update's objects): a changed
   template rolled per the workload's strategy (``harness.kube.rollout``), the mounted files of a
   changed ConfigMap or Secret rewritten in the running pods, the pods of a deleted workload
@@ -39,10 +41,12 @@ from pathlib import Path
 from harness.kube import faults, kubectl
 from harness.kube.controllers import Controllers, PodAdditions
 from harness.kube.dataplane import HostPeer, PolicyDataplane
-from harness.kube.fields import Delta
+from harness.kube.dns_server import ClusterDns
+from harness.kube.fields import EMULATION_DELTAS, Delta
 from harness.kube.kubectl import DrainReport
 from harness.kube.kubelet import Event, PodWorker
 from harness.kube.netpol import parse_network_policy
+from harness.kube.nodes import NodeRecord, NodeTiming
 from harness.kube.objects import Plan, PodSpec, PodTemplate, StatefulSet, load_plan
 from harness.kube.rollout import PodView
 from harness.kube.schedule import Node
@@ -57,6 +61,39 @@ from harness.runtime.poll import poll
 __all__ = ["DrainReport", "HostPeer", "KubeCluster", "KubeError", "Pod", "PodAdditions", "plan_nodes"]
 
 log = logging.getLogger(__name__)
+
+
+NODE_DELTAS = (
+    Delta(
+        "Node",
+        "timing",
+        "Kubernetes' node-monitor grace, tolerationSeconds, GKE auto-repair",
+        "the same, divided by the drill's compression factor (report: node.compression)",
+        "a drill lasts seconds, not the ten minutes auto-repair takes",
+    ),
+    Delta(
+        "Node",
+        "binding during the grace period",
+        "a pod may be bound to a dead node until its taints land, and waits there",
+        "a node whose kubelet does not report takes no pod",
+        "the local kubelet of a dead node cannot hold a pod that never runs",
+    ),
+    Delta(
+        "Node",
+        "a machine that boots again",
+        "its kubelet restarts the containers of the pods still bound to it",
+        "their controllers recreate them (new pods, same names for a StatefulSet)",
+        "a local pod's processes are not kept across a node's restart",
+    ),
+    Delta(
+        "PersistentVolumeClaim",
+        "detach from a lost node",
+        "force-detached after 6 min (maxWaitForUnmountDuration) or at once when out-of-service",
+        "attached until the old pod's processes end (at once when its machine is dead)",
+        "a claim is a host directory: nothing can yank it from a running process",
+    ),
+)
+"""What the node lifecycle here does not reproduce (``harness.kube.nodes``)."""
 
 
 def plan_nodes(plan_dir: Path) -> list[Node]:
@@ -106,6 +143,7 @@ class KubeCluster:
             pods_dir=self.workdir / "pods",
             dataplane=self._dataplane,
             host_peers=list(host_peers or ()),
+            dns=ClusterDns(self.workdir / "dns"),
         )
         self.namespace_prefix = ""
         """The prefix of every network namespace this cluster creates (set by :meth:`start`)."""
@@ -139,6 +177,11 @@ class KubeCluster:
     def events(self) -> list[Event]:
         return self._store.events
 
+    @property
+    def dns(self) -> ClusterDns:
+        """The cluster DNS server (its ``address`` once started)."""
+        return self._controllers.dns
+
     # ------------------------------------------------------------------------------- lifecycle
 
     def __enter__(self) -> KubeCluster:
@@ -157,6 +200,11 @@ class KubeCluster:
         layout = netns.create(len(self.nodes))
         self._store.layout = layout
         self.namespace_prefix = f"{netns.PREFIX}{layout.tag}-"
+        try:
+            self._controllers.dns.start(layout)
+        except BaseException:
+            self.stop()  # a failed start has no __exit__: the namespaces go now
+            raise
         self._controllers.start()
         self._dataplane.start()
 
@@ -170,6 +218,7 @@ class KubeCluster:
         for worker in workers:
             worker.wait(timeout=30)
         self._dataplane.stop()
+        self._controllers.dns.stop()
         if self._store.layout is not None:
             layout, self._store.layout = self._store.layout, None
             netns.destroy(layout)
@@ -203,7 +252,7 @@ class KubeCluster:
     @property
     def deltas(self) -> list[Delta]:
         """Every difference between the plan and what runs here."""
-        out = list(self.plan.deltas)
+        out = [*self.plan.deltas, *EMULATION_DELTAS]
         policies = [parse_network_policy(o) for o in self.plan.network_policies]
         host = self._store.layout.root_ip if self._store.layout is not None else "of the host"
         out += self._dataplane.deltas(policies, host, self.host_peers)
@@ -212,16 +261,7 @@ class KubeCluster:
             out.append(Delta("image", ref, ref, f"{image.name}: {image.version}", "; ".join(image.differences)))
         for owner in self._jobs():
             out.append(Delta(owner, "spec", "run the Job", "not run", "the drills publish their own tasks"))
-        for sts in self.plan.statefulsets:
-            out.append(
-                Delta(
-                    f"StatefulSet/{sts.name}",
-                    "pod IP",
-                    "a new address per pod incarnation",
-                    "the same address when the pod is recreated",
-                    "the drill's publisher runs on the host and connects by address, not by DNS name",
-                )
-            )
+        out.extend(NODE_DELTAS)
         for workload, extra in sorted(self.additions.items()):
             for key, value in sorted(extra.env.items()):
                 out.append(Delta(workload, f"env {key}", "(absent)", value, extra.why))
@@ -266,8 +306,46 @@ class KubeCluster:
         return faults.kill_node(self._store, node)
 
     def restore_node(self, node: str) -> None:
-        """The machine is back, empty (:func:`harness.kube.faults.restore_node`)."""
+        """The machine boots again under its Node object (:func:`harness.kube.faults.restore_node`)."""
         faults.restore_node(self._store, node)
+
+    def register_node(self, node: str) -> None:
+        """A new machine registers under a deleted node's name (:func:`harness.kube.faults.register_node`)."""
+        faults.register_node(self._store, node)
+
+    # ------------------------------------------------------------------------------- nodes
+
+    @property
+    def node_timing(self) -> NodeTiming:
+        """The node lifecycle's timings (Kubernetes' unless a drill compressed them)."""
+        return self._store.node_timing
+
+    @node_timing.setter
+    def node_timing(self, timing: NodeTiming) -> None:
+        self._store.node_timing = timing
+
+    def node_record(self, node: str) -> NodeRecord:
+        """The node's condition, taints and their history (``harness.kube.nodes``)."""
+        return self._store.node_record(node)
+
+    def incarnations(self, name: str) -> int:
+        """How many copies of pod ``name`` have processes alive now: its record's and any force-deleted
+        one's still running (a StatefulSet pod must never have two: two brokers on one claim)."""
+        with self._store.lock:
+            pods = [self._store.pods.get(name), *(p for p in self._store.orphans if p.name == name)]
+            return sum(1 for p in pods if p is not None and p.worker is not None and not p.worker.finished)
+
+    def delete_node(self, node: str) -> list[str]:
+        """``kubectl delete node`` (:func:`harness.kube.kubectl.delete_node`); returns the pods bound to it."""
+        return kubectl.delete_node(self._store, node)
+
+    def taint_out_of_service(self, node: str) -> None:
+        """``kubectl taint node ... out-of-service`` (:func:`harness.kube.kubectl.taint_out_of_service`)."""
+        kubectl.taint_out_of_service(self._store, node)
+
+    def force_delete_pod(self, name: str) -> None:
+        """``kubectl delete pod --force --grace-period=0`` (:func:`harness.kube.kubectl.force_delete_pod`)."""
+        kubectl.force_delete_pod(self._store, name)
 
     def lose_disk(self, name: str, timeout: float = 120) -> None:
         """A StatefulSet pod comes back on blank claims (:func:`harness.kube.faults.lose_disk`)."""

@@ -4,6 +4,8 @@ The workload controllers' decisions are pure functions in :mod:`harness.kube.rol
 
 Every ``RECONCILE_S`` (one pass, under the store's lock):
 
+0. the node lifecycle (``harness.kube.node_control``): the kubelets' reports, NotReady and its
+   taints, the taint manager's evictions, the pod GC's force deletions;
 1. reap: a pod whose containers ended for good leaves the records, its address and volumes freed;
 2. the garbage collector: pods whose StatefulSet or Deployment is gone are deleted, with their grace;
 3. the StatefulSet controller (kubernetes ``pkg/controller/statefulset``, ``stateful_set_control.go``):
@@ -15,7 +17,10 @@ Every ``RECONCILE_S`` (one pass, under the store's lock):
    controller's order, a changed template rolled per ``strategy``;
 5. the scheduler (``pkg/scheduler``, ``schedule_one.go``): each Pending pod placed by
    :func:`harness.kube.schedule.schedule`, its claims bound to the node's zone, then launched on
-   the node: a network namespace (the CNI's part) and a :class:`~harness.kube.kubelet.PodWorker`.
+   the node: a network namespace (the CNI's part) with a new address per pod, and a
+   :class:`~harness.kube.kubelet.PodWorker`;
+6. the cluster DNS: the records of the Services and the pods now (:func:`harness.kube.dns.cluster_records`)
+   served by :class:`~harness.kube.dns_server.ClusterDns` when they changed.
 
 A new workload behaviour is one more ``_reconcile_*`` step called from :meth:`Controllers.reconcile`,
 reading and writing the store as these do.
@@ -27,14 +32,18 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from harness.kube import dns_server
 from harness.kube.dataplane import HostPeer, PolicyDataplane
+from harness.kube.dns import cluster_records
+from harness.kube.dns_server import ClusterDns
 from harness.kube.kubelet import PodContext, PodSandbox, PodWorker
+from harness.kube.node_control import reconcile_nodes
 from harness.kube.objects import Deployment, StatefulSet
 from harness.kube.rollout import Actions, deployment_sync, statefulset_sync
-from harness.kube.schedule import ZONE, PlacedPod, schedule
+from harness.kube.schedule import ZONE, Node, PlacedPod, schedule
 from harness.kube.store import Pod, Store
 from harness.kube.workloads import PodAddress, deployment_pod_name, etc_hosts
 from harness.runtime import netns, processes, rootfs
@@ -60,7 +69,8 @@ class Controllers:
 
     ``image`` resolves a container's image reference; ``additions`` (workload name -> what the
     drill adds to its pods) is read at each pod's launch, so a change applies to the pods launched
-    after it; ``record`` lists the pods' process groups for a later run's cleanup.
+    after it; ``record`` lists the pods' process groups for a later run's cleanup; ``dns`` is the
+    cluster DNS server (started with the nodes, before this loop).
     """
 
     def __init__(
@@ -72,10 +82,12 @@ class Controllers:
         rng: random.Random,
         record: processes.GroupRecord,
         pods_dir: Path,
+        dns: ClusterDns,
         dataplane: PolicyDataplane | None = None,
         host_peers: list[HostPeer] | None = None,
     ) -> None:
         self.store = store
+        self.dns = dns
         self.additions = additions
         self.dataplane = dataplane
         self.host_peers: list[HostPeer] = host_peers if host_peers is not None else []
@@ -87,13 +99,11 @@ class Controllers:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._reconcile_forever, name="controllers", daemon=True)
         self._free_slots: list[int] = []
-        self._sticky_slots: dict[str, int] = {}
-        """StatefulSet pod name -> its address slot, kept across recreations (see _slot_for)."""
         self._recorded: list[int] = []
 
     def start(self) -> None:
         """Start the loop (the store's ``layout`` is set: pods are launched on its nodes)."""
-        self._free_slots = list(range(240))
+        self._free_slots = list(range(netns.POD_SLOTS))
         self._thread.start()
 
     def stop(self) -> None:
@@ -119,6 +129,7 @@ class Controllers:
             if groups != self._recorded:
                 self._record.write(groups)
                 self._recorded = groups
+            reconcile_nodes(store)
             self._reap()
             self._collect_garbage()
             for sts in store.plan.statefulsets:
@@ -128,22 +139,31 @@ class Controllers:
             for pod in sorted(store.pods.values(), key=lambda p: p.name):
                 if pod.worker is None:
                     self._schedule(pod)
+            self.dns.publish(cluster_records(store.plan.services, self._addresses()))
             self._sync_policies()
 
     # ------------------------------------------------------------------------------- controllers
 
     def _reap(self) -> None:
+        # A pod on a node that does not report is not reaped: the API does not hear that it ended.
         store = self.store
-        gone = [p for p in store.pods.values() if p.worker is not None and p.worker.finished]
+        gone = [p for p in store.pods.values() if p.worker is not None and p.worker.finished and not p.lost]
         for pod in gone:
             del store.pods[pod.name]
-            if store.layout is not None and pod.slot is not None:
-                netns.remove_pod(store.layout, pod.slot)
-                self._free_slots.append(pod.slot)
-            store.volumes.remove_pod(pod.uid)
+            self._free(pod)
             store.event(pod.name, "Removed", f"pod gone from {pod.node}")
-        if gone:
-            self._refresh_hosts()
+        ended = [p for p in store.orphans if p.worker is not None and p.worker.finished]
+        for pod in ended:
+            store.orphans.remove(pod)
+            self._free(pod)
+            store.event(pod.name, "OrphanGone", f"force-deleted pod's processes ended on {pod.node}")
+
+    def _free(self, pod: Pod) -> None:
+        store = self.store
+        if store.layout is not None and pod.slot is not None:
+            netns.remove_pod(store.layout, pod.slot)
+            self._free_slots.append(pod.slot)
+        store.volumes.remove_pod(pod.uid)
 
     def _reconcile_statefulset(self, sts: StatefulSet) -> None:
         # The controller's decisions (creation, scale-down, rolling update): harness.kube.rollout.
@@ -207,8 +227,14 @@ class Controllers:
             for p in store.pods.values()
             if p.node is not None
         ]
+        attached = self._attached_elsewhere(pod)
+        if attached is not None:
+            if attached != pod.pending_reason:
+                pod.pending_reason = attached
+                store.event(pod.name, "FailedAttachVolume", attached)
+            return
         placement = schedule(
-            pod.namespace, pod.template.labels, pod.template.spec, store.nodes, placed, claim_zones=zones
+            pod.namespace, pod.template.labels, pod.template.spec, self._nodes(), placed, claim_zones=zones
         )
         if placement.node is None:
             if placement.reason != pod.pending_reason:
@@ -221,24 +247,37 @@ class Controllers:
                 store.volumes.bind_claim(sts.name, claim.name, pod.ordinal, zone)
         self._launch(pod, placement.node, claims)
 
-    def _slot_for(self, pod: Pod) -> int:
-        # A StatefulSet pod keeps its address when it is recreated. On a cluster it gets a new
-        # one and clients follow its DNS name; the drill's publisher, on the host, connects by
-        # address, so a stable one keeps it pointed at the pod (a reported delta).
-        if pod.ordinal is not None and pod.name in self._sticky_slots:
-            slot = self._sticky_slots[pod.name]
-            self._free_slots.remove(slot)
-            return slot
-        slot = self._free_slots.pop(0)
-        if pod.ordinal is not None:
-            self._sticky_slots[pod.name] = slot
-        return slot
+    def _nodes(self) -> list[Node]:
+        # Registered nodes, with their taints. A node whose kubelet stopped reporting takes no pod
+        # even before its taints land (a pod bound to it in that window would wait there on a
+        # cluster; here it waits unbound: a reported delta).
+        out = []
+        for node in self.store.nodes:
+            record = self.store.node_records[node.name]
+            if record.registered:
+                cordoned = node.cordoned or not record.reporting
+                out.append(replace(node, cordoned=cordoned, taints=record.schedulable_taints()))
+        return out
+
+    def _attached_elsewhere(self, pod: Pod) -> str | None:
+        # A ReadWriteOnce disk is attached to one node at a time: the claims of a force-deleted pod
+        # whose processes still run (its node cut off) stay attached until they end.
+        for orphan in self.store.orphans:
+            if orphan.owner == pod.owner and orphan.ordinal == pod.ordinal and pod.ordinal is not None:
+                return (
+                    f"Multi-Attach error: the claims of {pod.name} are still attached to {orphan.node} "
+                    "(its old pod was force-deleted and still runs there)"
+                )
+        return None
 
     def _launch(self, pod: Pod, node: str, claims: Mapping[str, Path]) -> None:
         layout = self.store.layout
         if layout is None:
             return
-        slot = self._slot_for(pod)
+        # A new pod gets a new address, as a CNI's IPAM hands them out: a freed slot goes to the
+        # back of the list, so a recreated StatefulSet pod comes back elsewhere and its clients
+        # find it again by its DNS name. A container restart keeps the pod, hence its address.
+        slot = self._free_slots.pop(0)
         try:
             pod_ns = netns.add_pod(layout, self.store.node_index(node), slot)
         except BaseException:
@@ -271,6 +310,7 @@ class Controllers:
             configmaps=store.plan.configmaps,
             volumes=store.volumes,
             hosts_file=self._hosts_for,
+            nameserver=self.dns.address,
             on_event=store.on_event,
             extra_env=extra.env,
             extra_binds=extra.binds,
@@ -287,7 +327,6 @@ class Controllers:
             claims=claims,
         )
         store.event(pod.name, "Scheduled", f"on {node} ({pod_ns}, {sandbox.ip})")
-        self._refresh_hosts()
         # Its NetworkPolicy rules before its first container: an isolated pod is never open.
         self._sync_policies()
         pod.worker.start()
@@ -296,12 +335,18 @@ class Controllers:
 
     def _sync_policies(self) -> None:
         # Every pass: a pod started, stopped or readdressed changes its peers' rules (harness.kube.dataplane).
-        if self.dataplane is not None:
-            self.dataplane.sync_store(self.store, self.host_peers)
+        # The cluster DNS stands where kube-system's kube-dns pods stand, the peer the clients' egress
+        # admits on port 53 (its own delta is the DNS server's).
+        if self.dataplane is None or self.store.layout is None:
+            return
+        dns = HostPeer(dns_server.NAMESPACE, dns_server.LABELS, "the cluster DNS", ip=self.store.layout.dns_ip)
+        self.dataplane.sync_store(self.store, [*self.host_peers, dns])
 
     def _addresses(self) -> list[PodAddress]:
         return [
-            PodAddress(p.name, p.namespace, p.ip, p.hostname, p.subdomain, p.ready)
+            PodAddress(
+                p.name, p.namespace, p.ip, p.hostname, p.subdomain, p.ready, dict(p.template.labels), p.terminating
+            )
             for p in self.store.pods.values()
             if p.ip is not None
         ]
@@ -309,13 +354,7 @@ class Controllers:
     def _hosts_for(self, name: str) -> str:
         with self.store.lock:
             pod = self.store.pods[name]
-            me = PodAddress(pod.name, pod.namespace, pod.ip or "", pod.hostname, pod.subdomain, pod.ready)
-            return etc_hosts(me, self._addresses(), self.store.plan.services)
-
-    def _refresh_hosts(self) -> None:
-        for pod in self.store.pods.values():
-            if pod.worker is not None and pod.worker.sandbox.directory.exists():
-                pod.worker.write_hosts()
+            return etc_hosts(PodAddress(pod.name, pod.namespace, pod.ip or "", pod.hostname, pod.subdomain))
 
     def _runner_groups(self) -> list[int]:
         groups: list[int] = []

@@ -10,8 +10,10 @@ Kubernetes has no module for this: it is what the node lifecycle controller
 from __future__ import annotations
 
 import signal
+import time
+from dataclasses import replace
 
-from harness.kube import kubectl
+from harness.kube.nodes import Condition
 from harness.kube.store import KubeError, Store
 from harness.runtime import netns
 from harness.runtime.poll import poll
@@ -23,24 +25,49 @@ def kill_container(store: Store, name: str) -> None:
 
 
 def kill_node(store: Store, node: str) -> list[str]:
-    """The machine vanishes: its link goes, every pod on it dies at the same instant (no preStop,
-    no grace), and it takes no pod until :func:`restore_node`. Its pods' controllers replace them
-    where the pods' scheduling rules allow. Returns the pods that died."""
-    kubectl.cordon(store, node)
+    """The machine dies (a VM stopped, a host failure): its link goes and every process on it dies at
+    the same instant (no preStop, no grace), its kubelet with them. The API server still holds the Node
+    and its pods as they were: what happens next is the node lifecycle's (``harness.kube.nodes``):
+    NotReady after the grace period, evictions by toleration, a StatefulSet pod held until the Node is
+    deleted (:func:`harness.kube.kubectl.delete_node`) or tainted out-of-service. Returns the pods that died."""
+    with store.lock:
+        record = store.node_record(node)
+        record.vm_up = False
+        store.lose_pods_on(node)
+        victims = [p for p in store.pods_on(node) if p.worker is not None]
     set_node_link(store, node, up=False)
-    victims = [p for p in store.pods_on(node) if p.worker is not None]
     for pod in victims:
         assert pod.worker is not None
         pod.worker.kill_hard()
-    store.event(node, "NodeDown", f"killed {', '.join(p.name for p in victims) or 'no pod'}")
+    store.event(node, "NodeDown", f"the machine stopped with {', '.join(p.name for p in victims) or 'no pod'}")
     return [p.name for p in victims]
 
 
 def restore_node(store: Store, node: str) -> None:
-    """The machine is back (empty): its link returns and it takes pods again."""
+    """The machine boots again under the same Node object (its kubelet reports again): pods the API
+    deleted meanwhile are cleaned up, the others are replaced (a kubelet would restart their containers
+    in place; here their controllers recreate them: a reported difference)."""
+    with store.lock:
+        store.node_record(node).vm_up = True
     set_node_link(store, node, up=True)
-    kubectl.cordon(store, node, cordoned=False)
-    store.event(node, "NodeUp", "back and schedulable")
+    store.event(node, "NodeUp", "the machine runs again; its kubelet reports")
+
+
+def register_node(store: Store, node: str) -> None:
+    """A new machine of that name registers (GKE auto-repair's recreated VM): an empty, Ready node."""
+    with store.lock:
+        record = store.node_record(node)
+        if record.registered:
+            raise KubeError(f"node {node!r} is registered: delete it first (kubectl delete node)")
+        if any(p.node == node for p in store.pods.values()):
+            raise KubeError(f"node {node!r} still has pods bound to it")
+        record.registered, record.vm_up, record.kubelet_ready = True, True, True
+        record.heard_at, record.taints = time.time(), ()
+        record.condition = Condition.TRUE
+        i = store.node_index(node)
+        store.nodes[i] = replace(store.nodes[i], cordoned=False)
+    set_node_link(store, node, up=True)
+    store.event(node, "RegisteredNode", "a new machine registered under this name: empty and Ready")
 
 
 def lose_disk(store: Store, name: str, timeout: float = 120) -> None:
@@ -90,4 +117,6 @@ def set_node_link(store: Store, node: str, up: bool) -> None:
     if store.layout is None:
         raise KubeError("the cluster is not started")
     netns.set_node_link(store.layout, store.node_index(node), up)
+    with store.lock:
+        store.node_record(node).link_up = up
     store.event(node, "NodeLink", "link up" if up else "link cut")

@@ -146,20 +146,11 @@ def _container_rules(prefix: str, *, init: bool) -> list[Rule]:
         _impl(c + "securityContext.runAsUser"),
         _impl(c + "securityContext.runAsGroup"),
         _impl(c + "securityContext.runAsNonRoot"),
-        _impl(c + "securityContext.readOnlyRootFilesystem", _vals(False)),
-        _delta(
-            c + "securityContext.readOnlyRootFilesystem",
-            "root filesystem stays writable",
-            "the local runtime does not remount the image root read-only",
-            _vals(True),
-        ),
-        # false: the runtime sets PR_SET_NO_NEW_PRIVS (setpriv --no-new-privs), as runc does.
+        # The securityContext as containerd applies it: harness/kube/security.py decides, harness/runtime/enter.py
+        # applies (read-only root remount, bounding set = the runtime's defaults less drop, no_new_privs).
+        _impl(c + "securityContext.readOnlyRootFilesystem"),
         _impl(c + "securityContext.allowPrivilegeEscalation", _vals(True, False)),
-        _delta(
-            c + "securityContext.capabilities.drop[*]",
-            "capabilities of a non-root uid (none effective) instead of an explicit drop",
-            "the local runtime does not edit capability sets",
-        ),
+        _impl(c + "securityContext.capabilities.drop[*]"),
     ]
     for key in ("configMapKeyRef", "secretKeyRef"):
         rules += [_impl(f"{c}env[*].valueFrom.{key}.{f}") for f in ("name", "key", "optional")]
@@ -210,8 +201,14 @@ def pod_spec_rules(p: str) -> list[Rule]:
     # The runner always re-owns (Always); the resulting ownership is the same for both values, since
     # a volume's files are written by the pod's own uid/gid, only the skip (a speed-up) is missing.
     rules.append(_impl(s + "fsGroupChangePolicy", _vals("Always", "OnRootMismatch")))
+    rules.append(_impl(s + "seccompProfile.type", _vals("Unconfined")))
     rules.append(
-        _delta(s + "seccompProfile.type", "no seccomp filter", "the local runtime installs no seccomp profile")
+        _delta(
+            s + "seccompProfile.type",
+            "a filter that refuses what the runtime default profile refuses (EPERM; clone3 ENOSYS)",
+            "a denylist, not containerd's allowlist of ~370 syscalls: a syscall neither lists is allowed here",
+            _vals("RuntimeDefault"),
+        )
     )
     rules += [
         _impl(p + ".terminationGracePeriodSeconds"),
@@ -228,6 +225,16 @@ def pod_spec_rules(p: str) -> list[Rule]:
         _impl(p + ".hostname"),
         _impl(p + ".subdomain"),
         _impl(p + ".nodeSelector.*"),
+        # Taints and tolerations: the node lifecycle (harness.kube.nodes) taints a node that stops
+        # answering, the taint manager evicts by tolerationSeconds, the scheduler filters by them.
+        *(_impl(f"{p}.tolerations[*].{f}") for f in ("key", "value", "tolerationSeconds")),
+        _impl(p + ".tolerations[*].operator", _vals("Equal", "Exists")),
+        _impl(p + ".tolerations[*].effect", _vals("NoExecute", "NoSchedule", "PreferNoSchedule")),
+        _delta(
+            p + ".priorityClassName",
+            "recorded, never acted on",
+            "local nodes have no capacity model: nothing is ever preempted or queued by priority",
+        ),
     ]
     aa = p + ".affinity.podAntiAffinity."
     rules += _affinity_term_rules(aa + "requiredDuringSchedulingIgnoredDuringExecution[*].")
@@ -314,7 +321,7 @@ def _service_rules() -> list[Rule]:
         _impl("spec.clusterIP", _vals("None")),
         _delta(
             "spec.type",
-            "no virtual IP or kube-proxy: the runner may resolve the name to ready pods' IPs",
+            "no virtual IP or kube-proxy: the cluster DNS answers the name with its ready pods' addresses",
             "no service dataplane between the local network namespaces",
             _vals("ClusterIP"),
         ),
@@ -392,6 +399,13 @@ TABLES: dict[str, list[Rule]] = {
     "Rules": [*_META, _delta("spec.*", "not read locally", "no GMP rule evaluator locally")],
     "PodMonitor": [*_META, _delta("spec.*", "not read locally", "no prometheus-operator locally")],
     "PrometheusRule": [*_META, _delta("spec.*", "not read locally", "no prometheus-operator locally")],
+    "PriorityClass": [
+        *_META,
+        _delta("value", "not acted on", "no capacity model locally: no preemption, no priority queue"),
+        _delta("preemptionPolicy", "not acted on", "no capacity model locally: no preemption"),
+        _impl("globalDefault", _vals(False)),
+        _impl("description"),
+    ],
     "StorageClass": [
         *_META,
         _delta("provisioner", "no provisioner: claims are host directories", "no cloud disks locally"),
@@ -519,15 +533,15 @@ EMULATION_DELTAS: list[Delta] = [
         "(pod)",
         "configMap/secret/projected volumes",
         "kubelet's ..data symlink swap, updated live within about a minute of an object change",
-        "plain files written at pod start, never updated",
-        "the local run never changes a ConfigMap or Secret under a running pod",
+        "each file replaced (a new inode) as soon as the object changes, one file after the other",
+        "no atomic writer locally: a reader may see old and new files side by side for a moment",
     ),
     Delta(
         "(pod)",
         "cluster DNS",
-        "CoreDNS: pod FQDNs, Service names, search path",
-        "/etc/hosts lines for pods published by headless Services (FQDN and search-path forms)",
-        "no DNS server locally; Service names (rabbitmq, rabbitmq-nodes) are not resolvable",
+        "kube-dns: A, PTR and SRV records of the Services and their pods",
+        "dnsmasq (harness.kube.dns_server): A and PTR records of the Services and their pods; no SRV",
+        "the plan's clients look up A records only; named-port SRV records are not served",
     ),
     Delta(
         "(scheduler)",

@@ -1,6 +1,6 @@
-"""What an operator does to a running cluster with ``kubectl``: delete a pod, scale, exec, cordon,
-evict and drain; each writes the store's records (or runs in a pod) and leaves the rest to the
-controllers, as the API server does.
+"""What an operator does to a running cluster with ``kubectl``: delete a pod (or force-delete it),
+scale, exec, cordon, evict and drain, delete a node or taint it out-of-service; each writes the
+store's records (or runs in a pod) and leaves the rest to the controllers, as the API server does.
 
 Kubernetes' own: ``kubectl/pkg/cmd`` (delete, scale, exec, cordon), ``kubectl/pkg/drain``
 (cordon, then evict every pod through the eviction API, retrying what a PDB refuses) and the
@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
+from harness.kube.node_control import force_delete
+from harness.kube.nodes import NO_EXECUTE, OUT_OF_SERVICE, Taint
 from harness.kube.store import KubeError, Store
 from harness.kube.workloads import eviction_allowed
 
@@ -109,3 +111,40 @@ def drain(store: Store, node: str, timeout: float) -> DrainReport:
         raise KubeError(f"drain of {node} not done after {timeout:.0f}s: {[p.name for p in store.pods_on(node)]}")
     report.seconds = time.monotonic() - started
     return report
+
+
+def force_delete_pod(store: Store, name: str) -> None:
+    """``kubectl delete pod --force --grace-period=0``: the object goes at once; the StatefulSet may then
+    recreate it elsewhere. Its processes, if its node is cut off and they still run, are killed by the
+    kubelet only when the node is back (until then its claims stay attached there)."""
+    with store.lock:
+        pod = store.pods.get(name)
+        if pod is None:
+            raise KubeError(f"no pod {name!r}")
+        force_delete(store, pod, "kubectl delete pod --force --grace-period=0")
+
+
+def delete_node(store: Store, node: str) -> list[str]:
+    """``kubectl delete node`` (what GKE auto-repair does before recreating the VM): the Node object
+    goes; the pod GC force-deletes every pod bound to it on its next pass (their controllers then
+    recreate them elsewhere). Returns the pods bound to it."""
+    with store.lock:
+        record = store.node_record(node)
+        if not record.registered:
+            raise KubeError(f"node {node!r} is already deleted")
+        record.registered = False
+        bound = [p.name for p in store.pods_on(node)]
+    store.event(node, "NodeDeleted", f"Node object deleted; bound pods: {', '.join(bound) or 'none'}")
+    return bound
+
+
+def taint_out_of_service(store: Store, node: str) -> None:
+    """``kubectl taint node <node> node.kubernetes.io/out-of-service=nodeshutdown:NoExecute``: every pod
+    on it is evicted (none tolerates it), and the pod GC force-deletes the Terminating ones while the
+    node is not Ready; their disks detach at once (no 6-minute wait)."""
+    with store.lock:
+        record = store.node_record(node)
+        if not record.has_taint(OUT_OF_SERVICE):
+            record.taints = (*record.taints, Taint(OUT_OF_SERVICE, NO_EXECUTE, time.time()))
+            record.history.append((time.time(), f"taint {OUT_OF_SERVICE}:{NO_EXECUTE} added"))
+    store.event(node, "Taint", f"{OUT_OF_SERVICE}=nodeshutdown:{NO_EXECUTE}")

@@ -2,8 +2,9 @@
 
 A pod here is what a kubelet makes of a pod spec: its own network namespace on its node (an
 address of its own, reachable from every node unless its node is cut off), its volumes as host
-directories (secrets and config maps written out, claims that outlive the pod), an /etc/hosts
-standing in for cluster DNS, the init containers run to completion in order, then the container
+directories (secrets and config maps written out, claims that outlive the pod), the kubelet's
+/etc/hosts (its own names) and /etc/resolv.conf (the cluster DNS, the namespace's search path,
+``ndots:5``; ``harness.kube.dns``), the init containers run to completion in order, then the container
 started from its image's local root filesystem (``harness.runtime.images``) with the env, argv, user,
 mounts and hostname the spec gives it. Then, as the kubelet does:
 
@@ -35,9 +36,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from harness.kube.dns import resolv_conf
 from harness.kube.env import PodFacts, argv, resolve_env
 from harness.kube.objects import ConfigMap, Container, PodTemplate, Probe, Secret
 from harness.kube.probes import ContainerProbes
+from harness.kube.security import ProcessSettings, SecurityContextError, process_settings
 from harness.kube.volumes import VolumeStore, container_mounts
 from harness.runtime import processes, rootfs
 from harness.runtime.images import Image
@@ -108,7 +111,9 @@ class PodContext:
     configmaps: Sequence[ConfigMap]
     volumes: VolumeStore
     hosts_file: Callable[[str], str]
-    """Pod name -> the /etc/hosts it gets (rewritten in place when peers move)."""
+    """Pod name -> the /etc/hosts the kubelet writes for it (its own names)."""
+    nameserver: str
+    """The cluster DNS server's address, for the pod's /etc/resolv.conf."""
     on_event: Callable[[Event], None]
     extra_env: Mapping[str, str] = field(default_factory=dict)
     """Env added to every container of this pod (the drills' own additions; each is a reported delta)."""
@@ -123,8 +128,8 @@ class _Incarnation:
     runner: subprocess.Popen[bytes]
     main_pid: int
     env: dict[str, str]
-    uid: int
-    gid: int
+    process: ProcessSettings
+    """Its uid, gids and confinement: an exec'd process gets the same."""
     workdir: str
     started: float
     probes: ContainerProbes
@@ -172,7 +177,6 @@ class PodWorker:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"pod-{name}", daemon=True)
         self._volume_paths: dict[str, Path] = {}
-        self._hosts_lock = threading.Lock()
         self._backoff = 0.0
         self.log_file = sandbox.directory / "container.log"
 
@@ -274,20 +278,9 @@ class PodWorker:
             configmaps=self.ctx.configmaps,
             claims=self.claims,
         )
-        self.write_hosts()
-
-    def write_hosts(self) -> None:
-        """(Re)write the pod's /etc/hosts in place: the bind mount keeps pointing at the same file.
-
-        Written over the old bytes, then cut to length: a reader never sees an empty file.
-        """
-        path = self.sandbox.directory / "hosts"
-        text = self.ctx.hosts_file(self.name).encode()
-        with self._hosts_lock:
-            path.touch(mode=0o644)
-            with path.open("r+b") as out:
-                out.write(text)
-                out.truncate(len(text))
+        # Written once, as the kubelet does: peers and Services resolve through the cluster DNS.
+        (directory / "hosts").write_text(self.ctx.hosts_file(self.name))
+        (directory / "resolv.conf").write_text(resolv_conf(self.namespace, self.ctx.nameserver))
 
     def _run_init_containers(self) -> bool:
         for index, init in enumerate(self.template.spec.init_containers):
@@ -362,16 +355,21 @@ class PodWorker:
         # The runtime sets HOSTNAME; a variable of the pod's own wins over it.
         env = {"HOSTNAME": self.hostname, **env, **self.ctx.extra_env}
         command = argv(container, env, image.entrypoint, image.cmd)
-        security = self.template.spec.security_context.merged(container.security_context)
-        uid = image.uid if security.run_as_user is None else security.run_as_user
-        gid = image.gid if security.run_as_group is None else security.run_as_group
-        if security.run_as_non_root and uid == 0:
-            raise PodError(f"{self.name}: runAsNonRoot is set but the container would run as uid 0")
+        try:
+            process = process_settings(
+                self.template.spec.security_context,
+                container.security_context,
+                image_uid=image.uid,
+                image_gid=image.gid,
+            )
+        except SecurityContextError as exc:
+            raise PodError(f"{self.name}: container {container.name}: {exc}") from exc
         workdir = container.working_dir or image.workdir
         binds = [
             *image.binds,
             *self._mounts(container),
             rootfs.Bind(self.sandbox.directory / "hosts", "/etc/hosts", read_only=False),
+            rootfs.Bind(self.sandbox.directory / "resolv.conf", "/etc/resolv.conf", read_only=False),
             *self.ctx.extra_binds,
         ]
         runner_argv = rootfs.container_argv(
@@ -379,13 +377,13 @@ class PodWorker:
             hostname=self.hostname,
             argv=command,
             netns=self.sandbox.netns,
-            uid=uid,
-            gid=gid,
+            uid=process.uid,
+            gid=process.gid,
+            groups=process.groups,
             env=env,
             binds=binds,
             workdir=workdir,
-            # Kubernetes allows escalation unless told not to (runc sets no_new_privs only then).
-            no_new_privs=security.allow_privilege_escalation is False,
+            confinement=process.confinement,
         )
         with self.log_file.open("ab") as out:
             runner = subprocess.Popen(
@@ -400,7 +398,7 @@ class PodWorker:
         self._event("Started", f"container {container.name} ({image.name} image) pid {main_pid}: {command[0]}")
         started = time.monotonic()
         incarnation = _Incarnation(
-            runner, main_pid, env, uid, gid, workdir, started, ContainerProbes.for_container(container, started)
+            runner, main_pid, env, process, workdir, started, ContainerProbes.for_container(container, started)
         )
         hook = container.post_start
         if hook is not None and main_pid and not self._post_start(incarnation, hook):
@@ -539,10 +537,12 @@ class PodWorker:
         exec_argv = rootfs.exec_argv(
             incarnation.main_pid,
             list(command),
-            uid=incarnation.uid,
-            gid=incarnation.gid,
+            uid=incarnation.process.uid,
+            gid=incarnation.process.gid,
+            groups=incarnation.process.groups,
             env=incarnation.env,
             workdir=incarnation.workdir,
+            confinement=incarnation.process.confinement,
         )
         proc = subprocess.Popen(
             exec_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True

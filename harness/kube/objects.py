@@ -164,6 +164,8 @@ class SecurityContext:
     read_only_root_filesystem: bool = False
     allow_privilege_escalation: bool | None = None
     drop_capabilities: tuple[str, ...] = ()
+    seccomp_profile: str | None = None
+    """seccompProfile.type: RuntimeDefault or Unconfined (None: unset, which Kubernetes runs Unconfined)."""
 
     def merged(self, container: SecurityContext) -> SecurityContext:
         """The effective context of a container: its own settings win over the pod's."""
@@ -177,6 +179,7 @@ class SecurityContext:
             read_only_root_filesystem=container.read_only_root_filesystem,
             allow_privilege_escalation=container.allow_privilege_escalation,
             drop_capabilities=container.drop_capabilities,
+            seccomp_profile=container.seccomp_profile or self.seccomp_profile,
         )
 
 
@@ -230,6 +233,26 @@ class SpreadConstraint:
 
 
 @dataclass(frozen=True)
+class Toleration:
+    """A ``tolerations`` entry. An empty ``effect`` matches every effect; an empty ``key`` with
+    ``Exists`` tolerates every taint (``k8s.io/api/core/v1`` ``Toleration.ToleratesTaint``)."""
+
+    key: str = ""
+    operator: str = "Equal"
+    value: str = ""
+    effect: str = ""
+    seconds: int | None = None
+    """``tolerationSeconds`` (NoExecute only): None tolerates the taint for ever."""
+
+    def tolerates(self, key: str, effect: str, value: str = "") -> bool:
+        if self.effect and self.effect != effect:
+            return False
+        if not self.key:
+            return self.operator == "Exists"
+        return self.key == key and (self.operator == "Exists" or self.value == value)
+
+
+@dataclass(frozen=True)
 class PodSpec:
     """A pod template's spec with defaults applied."""
 
@@ -246,6 +269,9 @@ class PodSpec:
     enable_service_links: bool = True
     hostname: str = ""
     subdomain: str = ""
+    tolerations: tuple[Toleration, ...] = ()
+    priority_class: str = ""
+    """``priorityClassName``: recorded, not acted on (no capacity model, so no preemption)."""
 
     def volume(self, name: str) -> Volume:
         """The volume called ``name``."""
@@ -399,6 +425,8 @@ class Plan:
     namespaces: list[Json] = field(default_factory=list)
     network_policies: list[Json] = field(default_factory=list)
     storage_classes: list[Json] = field(default_factory=list)
+    priority_classes: list[Json] = field(default_factory=list)
+    """Recorded (a pod's ``priorityClassName`` is a reported delta: nothing is preempted locally)."""
     autoscalers: list[Json] = field(default_factory=list)
     """HorizontalPodAutoscaler, KEDA ScaledObject and TriggerAuthentication: reported, not run."""
     monitoring: list[Json] = field(default_factory=list)
@@ -514,6 +542,7 @@ def _security(raw: Json | None) -> SecurityContext:
         read_only_root_filesystem=bool(raw.get("readOnlyRootFilesystem", False)),
         allow_privilege_escalation=None if ape is None else bool(ape),
         drop_capabilities=tuple((raw.get("capabilities") or {}).get("drop") or ()),
+        seccomp_profile=(raw.get("seccompProfile") or {}).get("type"),
     )
 
 
@@ -627,6 +656,19 @@ def parse_pod_spec(raw: Json, oid: str, path: str) -> PodSpec:
         enable_service_links=bool(raw.get("enableServiceLinks", True)),
         hostname=str(raw.get("hostname", "")),
         subdomain=str(raw.get("subdomain", "")),
+        tolerations=tuple(_toleration(t) for t in raw.get("tolerations") or ()),
+        priority_class=str(raw.get("priorityClassName", "")),
+    )
+
+
+def _toleration(raw: Json) -> Toleration:
+    seconds = raw.get("tolerationSeconds")
+    return Toleration(
+        str(raw.get("key", "")),
+        str(raw.get("operator", "Equal")),
+        str(raw.get("value", "")),
+        str(raw.get("effect", "")),
+        None if seconds is None else int(seconds),
     )
 
 
@@ -819,6 +861,7 @@ def add_object(plan: Plan, obj: Json) -> None:
         "Namespace": plan.namespaces,
         "NetworkPolicy": plan.network_policies,
         "StorageClass": plan.storage_classes,
+        "PriorityClass": plan.priority_classes,
         "HorizontalPodAutoscaler": plan.autoscalers,
         "ScaledObject": plan.autoscalers,
         "TriggerAuthentication": plan.autoscalers,

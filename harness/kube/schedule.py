@@ -1,10 +1,12 @@
 """Place a pod on a local node as kube-scheduler's default profile would, for the plugins the plan uses.
 
-Filters: cordon (NodeUnschedulable), nodeSelector, required pod anti-affinity (both the incoming
-pod's terms and already placed pods' terms against it), and hard topology spread (DoNotSchedule).
+Filters: cordon (NodeUnschedulable), taints (TaintToleration: a NoSchedule or NoExecute taint the
+pod does not tolerate, e.g. a NotReady node's ``node.kubernetes.io/unreachable``), nodeSelector,
+required pod anti-affinity (both the incoming pod's terms and already placed pods' terms against
+it), and hard topology spread (DoNotSchedule).
 Scores: preferred pod anti-affinity (InterPodAffinity, weight 2) and soft topology spread
 (PodTopologySpread, weight 2), each normalised to 0..100 as kube-scheduler does. Plugins that
-only look at capacity, images or taints are not modelled: local nodes are equal for them. Ties go to
+only look at capacity or images are not modelled: local nodes are equal for them. Ties go to
 the lowest node name (kube-scheduler picks at random) so that runs and tests are reproducible.
 """
 
@@ -31,6 +33,8 @@ class Node:
     name: str
     labels: Mapping[str, str]
     cordoned: bool = False
+    taints: tuple[tuple[str, str], ...] = ()
+    """(key, effect) of each taint (set by the node lifecycle, ``harness.kube.nodes``)."""
 
     @classmethod
     def make(cls, name: str, zone: str, cordoned: bool = False) -> Node:
@@ -164,6 +168,13 @@ def _spread_scores(candidates: Sequence[Node], ctx: _Ctx) -> dict[str, float]:
     return out
 
 
+def _untolerated(node: Node, spec: PodSpec) -> str | None:
+    for key, effect in node.taints:
+        if effect in ("NoSchedule", "NoExecute") and not any(t.tolerates(key, effect) for t in spec.tolerations):
+            return key
+    return None
+
+
 def schedule(
     namespace: str,
     labels: Mapping[str, str],
@@ -187,6 +198,8 @@ def schedule(
         reason = None
         if node.cordoned:
             reason = "were unschedulable"
+        elif untolerated := _untolerated(node, spec):
+            reason = f"had untolerated taint {{{untolerated}: }}"
         elif node not in eligible:
             reason = "didn't match Pod's node affinity/selector"
         elif any(node.labels.get(ZONE) != z for z in claim_zones):

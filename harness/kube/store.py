@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from harness.kube.kubelet import Event, PodWorker
+from harness.kube.nodes import NodeRecord, NodeTiming
 from harness.kube.objects import Plan, PodSpec, PodTemplate, StatefulSet
 from harness.kube.rollout import PodView
 from harness.kube.schedule import Node
@@ -47,6 +48,12 @@ class Pod:
     slot: int | None = None
     worker: PodWorker | None = None
     pending_reason: str = ""
+    lost: bool = False
+    """Its node's kubelet no longer reports: the API keeps the last status it heard (``lost_ready``,
+    ``deletion_requested``), whatever the processes do (dead with the VM, or running cut off)."""
+    lost_ready: bool = False
+    deletion_requested: bool = False
+    """A deletion the API accepted while the kubelet could not hear it (Terminating until it can)."""
 
     @property
     def ip(self) -> str | None:
@@ -54,11 +61,21 @@ class Pod:
 
     @property
     def ready(self) -> bool:
+        if self.lost:
+            return self.lost_ready and not self.deletion_requested
         return self.worker is not None and self.worker.ready and not self.worker.terminating
 
     @property
     def terminating(self) -> bool:
-        return self.worker is not None and self.worker.terminating
+        if self.lost:
+            return self.deletion_requested
+        return self.deletion_requested or (self.worker is not None and self.worker.terminating)
+
+    def lose(self) -> None:
+        """Its kubelet stops reporting: freeze what the API knows of it."""
+        if not self.lost:
+            self.lost_ready, self.deletion_requested = self.ready, self.terminating
+            self.lost = True
 
     def view(self, template: PodTemplate | None) -> PodView:
         """What its controller sees of it, ``template`` being the controller's current one."""
@@ -87,6 +104,14 @@ class Store:
         """StatefulSet pods not to recreate for now (their disk is being replaced)."""
         self.scaled: dict[str, int] = {}
         """Deployment -> replicas set by ``kubectl scale``, instead of the plan's."""
+        now = time.time()
+        self.node_records: dict[str, NodeRecord] = {n.name: NodeRecord(n.name, now) for n in nodes}
+        """Each node as its machine and the API server know it (``harness.kube.nodes``)."""
+        self.node_timing = NodeTiming()
+        """Kubernetes' node timings; a drill may compress them (``NodeTiming(factor=...)``)."""
+        self.orphans: list[Pod] = []
+        """Pods force-deleted from the API whose processes may still run (their node was cut off):
+        the kubelet kills them when it hears of it; until then their claims stay attached."""
         self._events_lock = threading.Lock()
         self.events_log = events_log
 
@@ -95,6 +120,19 @@ class Store:
     def pods_of(self, owner: str) -> list[Pod]:
         with self.lock:
             return sorted((p for p in self.pods.values() if p.owner == owner), key=lambda p: p.name)
+
+    def lose_pods_on(self, node: str) -> None:
+        """Its kubelet stopped reporting: the API keeps what it last heard of each pod on ``node``."""
+        with self.lock:
+            for pod in self.pods.values():
+                if pod.node == node:
+                    pod.lose()
+
+    def node_record(self, node: str) -> NodeRecord:
+        record = self.node_records.get(node)
+        if record is None:
+            raise KubeError(f"no node {node!r} (nodes: {sorted(self.node_records)})")
+        return record
 
     def pods_on(self, node: str) -> list[Pod]:
         with self.lock:

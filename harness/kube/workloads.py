@@ -1,4 +1,4 @@
-"""The arithmetic of the controllers: pod names, DNS names, /etc/hosts, PDB eviction, rollout order.
+"""The arithmetic of the controllers: pod names, DNS names, the kubelet's /etc/hosts, PDB eviction, rollout order.
 
 What the StatefulSet, Deployment and disruption controllers (and the eviction API) would decide,
 as pure functions of the objects and of which pods exist and are ready.
@@ -12,7 +12,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from harness.kube.objects import Deployment, PodDisruptionBudget, Service, StatefulSet
+from harness.kube.objects import Deployment, PodDisruptionBudget, StatefulSet
 
 CLUSTER_DOMAIN = "cluster.local"
 SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -72,7 +72,7 @@ def deployment_pod_name(deploy: Deployment, rng: random.Random | None = None) ->
 
 @dataclass(frozen=True)
 class PodAddress:
-    """A pod's identity as DNS would publish it."""
+    """A pod's identity as the endpoints and DNS would publish it."""
 
     name: str
     namespace: str
@@ -80,6 +80,8 @@ class PodAddress:
     hostname: str = ""
     subdomain: str = ""
     ready: bool = True
+    labels: Mapping[str, str] = field(default_factory=dict)
+    terminating: bool = False
 
     @property
     def host(self) -> str:
@@ -97,25 +99,10 @@ fe00::2\tip6-allrouters
 """
 
 
-def _published(peer: PodAddress, services: Mapping[str, Service]) -> bool:
-    svc = services.get(peer.subdomain)
-    return svc is not None and svc.headless and (svc.publish_not_ready_addresses or peer.ready)
+def etc_hosts(pod: PodAddress, cluster_domain: str = CLUSTER_DOMAIN) -> str:
+    """The pod's /etc/hosts as the kubelet writes it: localhost, and the pod's own address and names.
 
-
-def etc_hosts(
-    pod: PodAddress,
-    peers: Sequence[PodAddress],
-    services: Sequence[Service],
-    *,
-    peer_short_names: bool = False,
-    cluster_domain: str = CLUSTER_DOMAIN,
-) -> str:
-    """The pod's /etc/hosts: kubelet's own file, then lines standing in for cluster DNS.
-
-    Cluster DNS answers ``<host>.<subdomain>.<ns>.svc.<domain>`` for every pod a headless Service
-    publishes (all of them with publishNotReadyAddresses, else the ready ones); the search path makes
-    ``<host>.<subdomain>``, ``.<ns>`` and ``.<ns>.svc`` work too, so those are listed. A peer's bare
-    host name does NOT resolve in a cluster: ``peer_short_names`` adds it anyway (a local delta).
+    Its peers and the Services are not here: they resolve through the cluster DNS (harness.kube.dns).
     """
     lines = [_HOSTS_HEADER.rstrip("\n")]
     if pod.subdomain:
@@ -123,24 +110,6 @@ def etc_hosts(
         lines.append(f"{pod.ip}\t{fqdn}\t{pod.host}")
     else:
         lines.append(f"{pod.ip}\t{pod.host}")
-    by_name = {s.name: s for s in services if s.namespace == pod.namespace}
-    dns = []
-    for peer in sorted(peers, key=lambda p: p.name):
-        if peer.name == pod.name or peer.namespace != pod.namespace or not _published(peer, by_name):
-            continue
-        base = f"{peer.host}.{peer.subdomain}"
-        names = [
-            f"{base}.{peer.namespace}.svc.{cluster_domain}",
-            base,
-            f"{base}.{peer.namespace}",
-            f"{base}.{peer.namespace}.svc",
-        ]
-        if peer_short_names:
-            names.append(peer.host)
-        dns.append(f"{peer.ip}\t" + " ".join(names))
-    if dns:
-        lines.append("# Cluster DNS stand-in: pods published by headless Services.")
-        lines.extend(dns)
     return "\n".join(lines) + "\n"
 
 

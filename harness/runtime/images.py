@@ -234,7 +234,8 @@ WORKER_DIFFERENCES_STATIC: tuple[str, ...] = (
     (
         "Containers get an overlay (tmpfs upper) over the shared rootfs, /dev as a tmpfs with host null/zero/full/"
         "random/urandom/tty bound in, read-only sysfs, and RLIMIT_NOFILE as inherited (the host's): no cgroup limits, "
-        "no seccomp profile, no capability bounding beyond uid 10001 + no_new_privs."
+        "confined as the pod's securityContext says (harness/kube/security.py: bounding set, no_new_privs, seccomp, "
+        "read-only root)."
     ),
     (
         "The main process (celery) is PID 2 of the container; PID 1 is a root /bin/sh outside the chroot that "

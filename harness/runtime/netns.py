@@ -5,6 +5,7 @@ Layout (``tag`` is unique per cluster, ``X`` a free /24 inside 198.18.0.0/15)::
     hacel-<tag>-n0  br0 198.18.X.1 ─┐            (pods of node 0: hacel-<tag>-p<k>, eth0 198.18.X.(10+k),
     hacel-<tag>-n1  br0 198.18.X.2 ─┼─ br0 in    each a veth port of its node's br0)
     hacel-<tag>-n2  br0 198.18.X.3 ─┘  hacel-<tag>-br ─ "hc<short>" 198.18.X.254 (root ns)
+                                                    └─ hacel-<tag>-dns eth0 198.18.X.253 (cluster DNS)
 
 Every node namespace holds a bridge whose uplink (``eth0``) is its port on the hub bridge, so a
 node's pods reach each other through their node and everything else through the uplink: cutting
@@ -13,6 +14,9 @@ the uplink isolates a whole Kubernetes node, as a machine losing its network doe
 Only addresses from 198.18.0.0/15 (RFC 2544 benchmarking space) are used, and the only route
 added to the root namespace is the connected /24 of its own veth, so no packet can leave for a
 real network. The bridge lives in a namespace of its own, never among the root's interfaces.
+The cluster DNS server (``harness.kube.dns_server``) has a namespace of its own on the hub, off
+every node: like GKE's kube-dns, a managed add-on that no drill's node fault takes down.
+
 A partition sets the bridge-side port of a node's veth down: the node keeps its address and
 loopback (its own CLI still works), its peers and the clients see silence, not resets, which is
 what a dead switch port or a lost zone looks like.
@@ -41,9 +45,12 @@ from harness.runtime import processes
 PREFIX = "hacel-"
 TEST_NET = ipaddress.IPv4Network("198.18.0.0/15")
 _LOCK_FILE = Path("/run/lock/hacel-netns.lock")
-_NS_RE = re.compile(rf"^{PREFIX}(?P<pid>[0-9]+)-(?P<short>[0-9a-f]+)-(?:br|n[0-9]+|p[0-9]+)$")
+_NS_RE = re.compile(rf"^{PREFIX}(?P<pid>[0-9]+)-(?P<short>[0-9a-f]+)-(?:br|dns|n[0-9]+|p[0-9]+)$")
 FIRST_POD_HOST = 10
 """Pods get addresses from .10 up (nodes have .1.., the root namespace .254)."""
+DNS_HOST = 253
+"""The cluster DNS server's host number; pods get the ones between FIRST_POD_HOST and it."""
+POD_SLOTS = DNS_HOST - FIRST_POD_HOST
 _IP_TIMEOUT_S = 15.0
 
 
@@ -79,6 +86,15 @@ class NetnsLayout:
     def node_ns(self, i: int) -> str:
         return f"{PREFIX}{self.tag}-n{i}"
 
+    @property
+    def dns_ns(self) -> str:
+        return f"{PREFIX}{self.tag}-dns"
+
+    @property
+    def dns_ip(self) -> str:
+        """The cluster DNS server's address (the last one below the root namespace's)."""
+        return str(self.subnet.network_address + DNS_HOST)
+
     def node_ip(self, i: int) -> str:
         return str(self.subnet.network_address + i + 1)
 
@@ -96,7 +112,7 @@ class NetnsLayout:
         return f"p{i}"
 
     def all_ns(self) -> list[str]:
-        return [*(self.node_ns(i) for i in range(self.nodes)), self.bridge_ns]
+        return [*(self.node_ns(i) for i in range(self.nodes)), self.dns_ns, self.bridge_ns]
 
     def exec_prefix(self, i: int) -> list[str]:
         """argv prefix that runs a command inside node ``i``'s namespace."""
@@ -106,7 +122,7 @@ class NetnsLayout:
         return f"{PREFIX}{self.tag}-p{k}"
 
     def pod_ip(self, k: int) -> str:
-        if not 0 <= k < 254 - FIRST_POD_HOST:
+        if not 0 <= k < POD_SLOTS:
             raise NetnsError(f"pod slot {k} is outside the {self.subnet} pod range")
         return str(self.subnet.network_address + FIRST_POD_HOST + k)
 
@@ -178,6 +194,11 @@ def _build(layout: NetnsLayout) -> None:
         _ip("link", "set", "eth0", "master", "br0", "up", netns=ns)
         _ip("addr", "add", f"{layout.node_ip(i)}/24", "dev", "br0", netns=ns)
         _ip("link", "set", "br0", "up", netns=ns)
+    # The cluster DNS server's namespace hangs off the hub, as the root namespace does.
+    _ip("link", "add", "eth0", "netns", layout.dns_ns, "type", "veth", "peer", "name", "dns", "netns", br)
+    _ip("link", "set", "dns", "master", "br0", "up", netns=br)
+    _ip("addr", "add", f"{layout.dns_ip}/24", "dev", "eth0", netns=layout.dns_ns)
+    _ip("link", "set", "eth0", "up", netns=layout.dns_ns)
     # The clients (Celery workers, the drills) stay in the root namespace and reach the nodes
     # through this one veth; its /24 connected route is the only route the harness adds.
     _ip("link", "add", layout.root_if, "type", "veth", "peer", "name", "uplink", "netns", br)

@@ -8,9 +8,9 @@ Three things, stdlib only:
 * :func:`container_argv` returns the argv that runs one "container" of *any* image root filesystem (this one or the
   worker's, see harness/runtime/images.py): private mount/UTS/IPC/PID namespaces, optionally inside a named network
   namespace, an overlay over the shared rootfs (so a container never changes it), its own /proc, /dev, hostname, bind
-  mounts, then ``chroot --userspec``. It knows nothing of an image: the caller passes the image's uid/gid/workdir and
-  the complete environment (:func:`container_env`), so harness/runtime/images.py is the one place image facts are
-  chosen.
+  mounts, then the container's root, user and confinement (harness/runtime/confine.py). It knows nothing of an
+  image: the caller passes the image's uid/gid/workdir and the complete environment (:func:`container_env`), so
+  harness/runtime/images.py is the one place image facts are chosen.
 * :func:`exec_argv` is ``kubectl exec``: it enters a running container's namespaces and root.
 
 Everything a container mounts lives in its own mount namespace, so nothing stays mounted on the host when it dies,
@@ -35,6 +35,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from harness.runtime import confine
+from harness.runtime.confine import Confinement
 
 # --------------------------------------------------------------------------------------------------------------------
 # Build parameters
@@ -192,7 +195,8 @@ IMAGE_DIFFERENCES: list[str] = [
     (
         "Containers get an overlay (tmpfs upper) over the shared rootfs, /dev as a tmpfs with host null/zero/full/"
         "random/urandom/tty bound in, read-only sysfs, and RLIMIT_NOFILE as inherited (the host's): no cgroup limits, "
-        "no seccomp profile, no capability bounding beyond what uid 999 + no_new_privs give."
+        "confined as the pod's securityContext says (harness/kube/security.py: bounding set, no_new_privs, seccomp, "
+        "read-only root)."
     ),
     (
         "The main process (docker-entrypoint.sh -> rabbitmq-server -> beam.smp) is PID 2 of the container; PID 1 is a "
@@ -568,7 +572,8 @@ def container_argv(
     netns: str | None = None,
     binds: Sequence[Bind] = (),
     overlay: bool = True,
-    no_new_privs: bool = True,
+    confinement: Confinement = confine.DEFAULT,
+    groups: Sequence[int] | None = None,
 ) -> list[str]:
     """Argv that runs *argv* as one container of the image whose root filesystem is *rootfs* (run it as root).
 
@@ -586,13 +591,18 @@ def container_argv(
       (used while building it);
     * a fresh /proc (this PID namespace), a tmpfs /dev with the host's null/zero/full/random/urandom/tty, /dev/shm,
       read-only /sys, the hostname set in the new UTS namespace, *binds* in order (mount a parent before a child);
-    * ``setpriv --no-new-privs`` (allowPrivilegeEscalation: false), ``chroot --userspec=UID:GID --groups=GID``,
-      ``env -i`` with exactly *env* and ``--chdir=workdir``.
+    * with ``confinement.read_only_root`` the root remounted read-only once the binds are in place (runc's
+      readonly rootfs: the volumes, /dev and /dev/shm stay writable);
+    * :mod:`harness.runtime.enter` (see :mod:`harness.runtime.confine`): chroot, capability bounding set,
+      no_new_privs, seccomp, then uid:gid with *groups* (default: just *gid*), and ``env -i`` with exactly *env* and
+      ``--chdir=workdir``.
 
     *argv* is the full command (use :func:`pod_command` to combine the image's ENTRYPOINT/CMD as Kubernetes does).
     """
     if not argv:
         raise ValueError("argv must not be empty")
+    if confinement.read_only_root and not overlay:
+        raise ValueError("a read-only root needs the overlay (without it the root is the shared rootfs itself)")
     for b in binds:
         if not b.target.startswith("/") or ".." in b.target.split("/"):
             raise ValueError(f"bind target must be an absolute path without '..': {b.target!r}")
@@ -628,14 +638,24 @@ def container_argv(
         if b.read_only:
             lines.append(f"mount -o remount,bind,ro {tgt}")
     lines.append(f"hostname {q(hostname)}")
-    inner = _env_argv(env, workdir, argv)
-    prefix = "setpriv --no-new-privs " if no_new_privs else ""
-    # No `exec`: chroot --userspec changes the uid, which clears the parent-death signal that `unshare --kill-child`
+    if confinement.read_only_root:
+        # Only the root mount itself: the binds below it keep their own flags, as with runc.
+        lines.append('mount -o remount,bind,ro "$R"')
+    root = f"{CONTAINER_STAGE}/root" if overlay else str(rootfs)
+    inner = confine.enter_argv(
+        confinement,
+        root=root,
+        uid=uid,
+        gid=gid,
+        groups=[gid] if groups is None else groups,
+        argv=_env_argv(env, workdir, argv),
+    )
+    # No `exec`: the helper changes the uid, which clears the parent-death signal that `unshare --kill-child`
     # set, so an exec'd main process would outlive a SIGKILLed runner (seen: orphaned beams). This shell stays PID 1
     # of the PID namespace (keeps the death signal; when it dies the kernel kills the whole namespace), forwards
     # TERM/INT/HUP/QUIT/USR1/USR2 to the main process and exits with its status.
     lines += [
-        f'{prefix}chroot --userspec={uid}:{gid} --groups={gid} "$R" {shlex.join(inner)} <&0 &',
+        f"{shlex.join(inner)} <&0 &",
         "child=$!",
         *(f"trap 'kill -{sig} $child 2>/dev/null' {sig}" for sig in FORWARDED_SIGNALS),
         "set +e",
@@ -707,26 +727,24 @@ def exec_argv(
     uid: int,
     gid: int,
     workdir: str,
+    confinement: Confinement = confine.DEFAULT,
+    groups: Sequence[int] | None = None,
 ) -> list[str]:
     """``kubectl exec``: run *argv* in the running container whose main process is *init_pid* (see
-    :func:`container_main_pid`), in all its namespaces and its root, as uid:gid, with no_new_privs. *env* is the
-    container's complete environment (kubectl exec sees the same as the main process)."""
-    return [
-        "setpriv",
-        "--no-new-privs",
-        "nsenter",
-        f"--target={init_pid}",
-        "--mount",
-        "--uts",
-        "--ipc",
-        "--net",
-        "--pid",
-        "--root",
-        f"--setuid={uid}",
-        f"--setgid={gid}",
-        "--",
-        *_env_argv(env, workdir, argv),
-    ]
+    :func:`container_main_pid`), in all its namespaces and its root, as uid:gid, confined as the container is (its
+    capability bounding set, no_new_privs and seccomp filter, as runc gives an exec'd process the container's). *env*
+    is the container's complete environment (kubectl exec sees the same as the main process)."""
+    enter = confine.enter_argv(
+        confinement,
+        # After setns into the mount namespace the host tree is "/" again; the container's root is the main
+        # process's (a magic link the host's /proc, still mounted there, resolves).
+        root=f"/proc/{init_pid}/root",
+        uid=uid,
+        gid=gid,
+        groups=[gid] if groups is None else groups,
+        argv=_env_argv(env, workdir, argv),
+    )
+    return ["nsenter", f"--target={init_pid}", "--mount", "--uts", "--ipc", "--net", "--pid", "--", *enter]
 
 
 def stop_container(runner_pid: int, sig: int = 15) -> None:

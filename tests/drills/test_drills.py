@@ -9,9 +9,11 @@ scenario. The order matters:
 * the ``eta`` drill opens it: it needs a cluster on which no worker pod has ever run, so the
   cluster boots with the worker Deployment at 0 and the other drills find the pods it started;
 * baseline, kill-worker and kill-broker next: their alerts are asserted, before any longer fault;
-* partition-node before kill-node: dev's one-broker-per-node anti-affinity is only preferred, and
-  kill-node (like drain-node) leaves two brokers on one node (seen in a ``SCENARIO=all`` run):
-  cutting that node's link would take the majority with it.
+* partition-node and node-unreachable before delete-node and kill-node: dev's one-broker-per-node
+  anti-affinity is only preferred, and delete-node and kill-node (like drain-node) leave two brokers
+  on one node (seen in a ``SCENARIO=all`` run): cutting that node's link would take the majority
+  with it. (The node drills themselves pick a node with one broker: ``drill.node_scenarios``.)
+* the two day-2 updates close it: they leave the cluster on another plan.
 
 Elsewhere: drain-node on the prod plan shares prod's cluster with the TLS tests
 (``test_prod_plan.py``); the app's own paths on the dev plan (``dev_plan/``) share a dev cluster
@@ -24,18 +26,27 @@ reset between drills), run through the CLI as ``make demo CONFIG=seed`` runs the
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from contract.timing import GKE_AUTO_REPAIR_S
 from drill.__main__ import main
+from drill.node_scenarios import NODE_COMPRESSION
 from drill.observe import ALERT_COMPRESSION
-from drill.pod_scenarios import WORKERS
+from drill.pod_scenarios import BROKERS, WORKERS
+from drill.records import read
 from drill.runner import DrillOptions, DrillResult, run_plan_drills
 from drill.scenario import Scenario
+from drill.update import UpdateSpec
 from drill.workload import Workload, published_before_workers
+from harness.kube.nodes import NodeTiming
 from monitoring.rules import BROKER_NODE_DOWN
-from tests.conftest import Plan
+from plan import diff as plan_diff
+from tests.conftest import Plan, run_plan
 from tests.drills.conftest import REPORT_KEYS, TASK_MS, TASKS, assert_nothing_lost
 
 pytestmark = [pytest.mark.drill]
@@ -53,6 +64,8 @@ SHARED = (
     Scenario.ROLLING_RESTART,
     Scenario.LOSE_DISK,
     Scenario.PARTITION_NODE,
+    Scenario.NODE_UNREACHABLE,
+    Scenario.DELETE_NODE,
     Scenario.KILL_NODE,
 )
 """After the eta drill, in this order on the shared cluster (see the module docstring)."""
@@ -61,26 +74,93 @@ ON_PROD = (Scenario.DRAIN_NODE,)
 anti-affinity makes drain-node the stricter case (the evicted broker stays Pending until uncordon),
 and one drain per ``make test`` is enough to prove the PDBs and the drain path."""
 ALERTS_ASSERTED = (Scenario.BASELINE, Scenario.KILL_WORKER, Scenario.KILL_BROKER)
+NODE_DRILLS = (Scenario.NODE_UNREACHABLE, Scenario.DELETE_NODE, Scenario.KILL_NODE)
 SHARED_TIMEOUT_S = 1800
-"""The first test to ask for the shared cluster's results waits for all ten drills (~11 min)."""
+"""The first test to ask for the shared cluster's results waits for every drill (~11 min)."""
+UPDATE_CONFIG = "update-config"
+UPDATE_ROLLOUT = "update-rollout"
+"""Day 2, last on the shared cluster (they leave it on another plan): a broker config change that rolls
+the StatefulSet one pod at a time, highest ordinal first, then a worker rollout while long tasks run
+(each finishes within the grace period on its old pod, or is redelivered), applied step by step as
+the engine would (the steps file written as ``make plan-diff`` writes it, ``plan.diff.diff_plans``)."""
+LONG_TASKS = 12
+LONG_TASK_S = (20.0, 40.0)
+"""Within the plan's soft time limit (50 s) and the worker pods' grace period (75 s)."""
+BROKER_TASKS = 2000
+BROKER_TASK_MS = 100
+WORKERS_SET = "workerConcurrency=3"
+BROKER_SET = "brokerMemoryMiB=1536"
+
+
+def _plan(tmp: Path, *overrides: str) -> Path:
+    done = run_plan("dev", tmp, *overrides)
+    assert done.returncode == 0, done.stderr
+    return tmp / "dev"
+
+
+def write_steps(old_plan: Path, new_plan: Path, out: Path) -> Path:
+    """plan-diff's steps from one built plan to the other, as ``make plan-diff`` writes steps.json."""
+    steps = plan_diff.diff_plans(plan_diff.Plan.load(old_plan), plan_diff.Plan.load(new_plan))
+    out.write_text(json.dumps([s.as_json() for s in steps], indent=2) + "\n")
+    return out
+
+
+def _updates(base: Path, tmp_path_factory: pytest.TempPathFactory) -> list[DrillOptions]:
+    brokers = _plan(tmp_path_factory.mktemp("plan-brokers"), BROKER_SET)
+    workers = _plan(tmp_path_factory.mktemp("plan-workers"), BROKER_SET, WORKERS_SET)
+    steps = tmp_path_factory.mktemp("steps")
+    return [
+        DrillOptions(
+            scenario=Scenario.UPDATE,
+            tasks=BROKER_TASKS,
+            task_ms=BROKER_TASK_MS,
+            plan=base,
+            update=UpdateSpec(brokers, write_steps(base, brokers, steps / "brokers.json"), (BROKER_SET,)),
+        ),
+        DrillOptions(
+            scenario=Scenario.UPDATE,
+            tasks=LONG_TASKS,
+            plan=brokers,
+            workload=Workload.LONG,
+            long_task_s=LONG_TASK_S,
+            update=UpdateSpec(workers, write_steps(brokers, workers, steps / "workers.json"), (WORKERS_SET,)),
+        ),
+    ]
 
 
 @pytest.fixture(scope="module")
-def shared(plans: dict[str, Plan]) -> dict[str, DrillResult]:
-    """The eta drill and every drill of ``SHARED``, in turn on one dev-plan cluster, by scenario."""
+def workdir() -> Iterator[Path]:
+    """The shared cluster's directory, kept to read the last drill's records (the worker rollout's).
+    Traversable by the rabbitmq user (pytest's tmp_path is not: pytest resets its base to 0700
+    whenever a session starts)."""
+    work = Path(tempfile.mkdtemp(prefix="ha-celery-drills-"))
+    work.chmod(0o755)
+    yield work
+    shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shared(plans: dict[str, Plan], workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, DrillResult]:
+    """The eta drill, every drill of ``SHARED``, then the two updates, in turn on one dev-plan cluster."""
     dev = plans["dev"].directory
-    eta = DrillOptions(Scenario.KILL_BROKER, tasks=ETA_TASKS, task_ms=TASK_MS, plan=dev, workload=Workload.ETA)
-    # workdir None: the runner's own directory under /tmp, traversable by the rabbitmq user
-    # (pytest's tmp_path is not: pytest resets its base to 0700 whenever a session starts).
-    options = [eta, *(DrillOptions(s, tasks=TASKS, task_ms=TASK_MS, plan=dev) for s in SHARED)]
+    eta = DrillOptions(
+        Scenario.KILL_BROKER, tasks=ETA_TASKS, task_ms=TASK_MS, plan=dev, workload=Workload.ETA, workdir=workdir
+    )
+    drills = [DrillOptions(s, tasks=TASKS, task_ms=TASK_MS, plan=dev) for s in SHARED]
+    options = [eta, *drills, *_updates(dev, tmp_path_factory)]
     results = run_plan_drills(options)
     assert [r.options for r in results] == options
-    return {ETA: results[0], **{r.options.scenario.value: r for r in results[1:]}}
+    return {
+        ETA: results[0],
+        **{r.options.scenario.value: r for r in results[1:-2]},
+        UPDATE_CONFIG: results[-2],
+        UPDATE_ROLLOUT: results[-1],
+    }
 
 
 def test_the_shared_cluster_runs_every_scenario_of_the_pod_runner() -> None:
     # partition-broker is partition-node's older name on the pod runner: one run covers both;
-    # update needs a second plan: tests/drills/test_update.py.
+    # update (a second plan) closes the shared run.
     others = (s for s in Scenario if s is not Scenario.PARTITION_BROKER and not s.needs_update)
     assert sorted(SHARED + ON_PROD) == sorted(others)
 
@@ -92,6 +172,14 @@ def test_no_task_lost_on_the_dev_plan(scenario: Scenario, shared: dict[str, Dril
     # Emptied between drills, not carried over: each counts exactly its own tasks.
     assert_nothing_lost(result, scenario)
     assert result.observed is not None, "the plan-booted cluster runs a Prometheus"
+    if scenario is Scenario.FREEZE_BROKER:
+        # The queue leader frozen (dev_plan's test freezes a follower for longer than the liveness
+        # limit): every worker on a healthy node within the limit, the frozen pod not Ready.
+        assert result.freeze is not None, "freeze-broker reports each worker"
+        freeze = result.freeze.to_json(result.started_at)
+        assert result.freeze.role == "leader", freeze
+        assert result.freeze.ok, freeze
+    assert not result.failed, result.to_json()
 
 
 @pytest.mark.timeout(SHARED_TIMEOUT_S)
@@ -148,6 +236,35 @@ def test_the_prometheus_stays_quiet_through_a_clean_run_and_sees_the_broker_kill
     assert min(v for _, v in observed.brokers_up) < 3, observed.brokers_up
 
 
+@pytest.mark.timeout(SHARED_TIMEOUT_S)
+def test_a_dead_node_is_handled_as_kubernetes_does(shared: dict[str, DrillResult]) -> None:
+    """kill-node: the node NotReady after its (compressed) grace, its workers evicted at their
+    toleration and replaced, the broker held on it until auto-repair deletes the Node, never two
+    copies of a broker alive; node-unreachable: the evicted workers killed by the kubelet once the
+    node is back, the broker rejoined as it was; delete-node: its pods force-deleted by the pod GC."""
+    for scenario in NODE_DRILLS:
+        node = shared[scenario.value].to_json()["node"]
+        assert node is not None, f"{scenario}: no node report"
+        assert node["compression"] == NODE_COMPRESSION
+        assert set(node["max_incarnations"].values()) == {1}, f"{scenario}: {node['max_incarnations']}"
+    dead = shared[Scenario.KILL_NODE.value].to_json()
+    node = dead["node"]
+    timing = NodeTiming(factor=NODE_COMPRESSION)
+    # The node's last status report precedes the drill's mark by up to a reconcile pass and the kills.
+    assert node["not_ready_at"] - node["fault_at"] >= timing.grace - 0.5, node
+    evicted = {e["pod"] for e in node["evictions"] if "taint manager" in e["why"]}
+    assert any(p.startswith(WORKERS.split("/", 1)[1]) for p in evicted), node["evictions"]
+    (held,) = node["held_s"].values()
+    assert held >= timing.scaled(GKE_AUTO_REPAIR_S), node
+    assert node["node_deleted_at"] - node["fault_at"] >= held - 0.01, node  # each rounded to 1 ms
+    assert dead["time_to_full_worker_capacity_s"] is not None, node
+    assert dead["time_to_full_worker_capacity_s"] < held, node
+    cut = shared[Scenario.NODE_UNREACHABLE.value].to_json()["node"]
+    assert cut["not_ready_at"] is not None, cut
+    gone = shared[Scenario.DELETE_NODE.value].to_json()["node"]
+    assert any("pod GC" in e["why"] for e in gone["evictions"]), gone["evictions"]
+
+
 def test_seed_config_loses_tasks_when_a_worker_dies(tmp_path: Path) -> None:
     """The harness can see a loss: the seed's early acks drop the tasks a killed worker was running.
     Run as ``make demo CONFIG=seed`` runs it: the CLI exits 1 and writes the report and the timeline."""
@@ -165,3 +282,41 @@ def test_seed_config_loses_tasks_when_a_worker_dies(tmp_path: Path) -> None:
     assert report["rabbitmq_version"].startswith("3.10."), report["rabbitmq_version"]
     png = (out / "timeline.png").read_bytes()
     assert png.startswith(b"\x89PNG"), "timeline is not a PNG"
+
+
+def _ordered(result: DrillResult, prefix: str, reason: str) -> list[str]:
+    return [pod for _, pod, why, _ in result.pod_events if why == reason and pod.startswith(prefix)]
+
+
+@pytest.mark.timeout(SHARED_TIMEOUT_S)
+def test_a_broker_config_change_then_a_worker_rollout_lose_nothing(
+    shared: dict[str, DrillResult], workdir: Path
+) -> None:
+    config, rollout = shared[UPDATE_CONFIG], shared[UPDATE_ROLLOUT]
+    executions = read(workdir / "results")[0]
+    for result, tasks in ((config, BROKER_TASKS), (rollout, LONG_TASKS)):
+        report = result.to_json()
+        assert result.error is None, result.error
+        assert result.publish.ok, result.publish.error
+        assert (result.completed, result.lost) == (tasks, 0), report
+        assert result.update is not None, "the update scenario always reports its update"
+        assert result.update.ok, report["update"]
+
+    # The config change: the StatefulSet rolled highest ordinal first, one pod at a time.
+    assert config.update is not None
+    applied = [a.step.object for a in config.update.applied if a.step.step != "same"]
+    assert applied == ["ConfigMap/ha-celery/rabbitmq-config", "StatefulSet/ha-celery/rabbitmq"], applied
+    broker = BROKERS.split("/", 1)[1] + "-"
+    assert _ordered(config, broker, "Deleting") == ["rabbitmq-2", "rabbitmq-1", "rabbitmq-0"]
+    assert config.update.min_ready_brokers == 2, config.to_json()["update"]
+
+    # The worker rollout: three old pods deleted, no broker touched.
+    assert rollout.update is not None
+    applied = [a.step.object for a in rollout.update.applied if a.step.step != "same"]
+    assert applied == ["Deployment/ha-celery/celery-worker"], applied
+    assert rollout.update.min_ready_brokers == 3
+    deleting = {pod: t for t, pod, why, _ in rollout.pod_events if why == "Deleting"}
+    assert len([p for p in deleting if p.startswith(WORKERS.split("/", 1)[1] + "-")]) == 3, rollout.pod_events
+    # Long tasks met the rollout: some ran to their end on a pod already being deleted (warm shutdown).
+    on_old = [r for r in executions if r.host in deleting and r.finished_at > deleting[r.host]]
+    assert on_old, f"no task finished on a worker pod after its deletion began: {deleting}"

@@ -43,15 +43,9 @@ def rabbit_node() -> Iterator[LocalCluster]:
     yield from _run(LocalCluster(cluster_workdir("node"), nodes=1))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def rabbit_cluster() -> Iterator[LocalCluster]:
-    """A started 3-node cluster per test module; tests that kill a node must bring it back."""
+    """A started 3-node cluster shared by the modules here (one boot, ~25 s, instead of one per module);
+    a test that kills or stops a node must bring it back."""
     requires("rabbitmq-server")
     yield from _run(LocalCluster(cluster_workdir("cluster"), nodes=3))
-
-
-@pytest.fixture(scope="module")
-def netns_cluster() -> Iterator[LocalCluster]:
-    """A started 3-node cluster, one network namespace per node (root only)."""
-    requires("rabbitmq-server", "root")
-    yield from _run(LocalCluster(cluster_workdir("netns"), nodes=3, netns=True))

@@ -1,5 +1,9 @@
-"""The local cluster harness against real RabbitMQ 3.10 nodes: formation, crash and restart,
-partition (netns, root only), and the rendered policies doing their job (poison tasks kept)."""
+"""The local cluster harness against real RabbitMQ 3.10 nodes: formation, crash and restart, and the
+rendered policies doing their job (poison tasks kept).
+
+Not here any more: the seed's partition in network namespaces (a cluster of its own, ~60 s of every
+``make test``). What ships is partitioned on 4.3 by the ``partition-node`` drill
+(tests/drills/test_drills.py); the seed's ``partition-broker`` runs by ``make demo CONFIG=seed``."""
 
 from __future__ import annotations
 
@@ -177,32 +181,6 @@ def test_poison_task_is_dead_lettered_not_dropped(rabbit_node: LocalCluster) -> 
         assert headers.get("x-first-death-queue") == queue
         assert dead.delivery_tag is not None
         channel.basic_ack(dead.delivery_tag)
-
-
-@pytest.mark.drill
-def test_partitioned_node_pauses_and_heal_resumes_it(netns_cluster: LocalCluster) -> None:
-    cluster = netns_cluster
-    queue = "harness-partition"
-    with connect(cluster, 0) as conn:
-        declare_quorum(conn.channel(), queue)
-
-    cluster.partition(2)
-    cluster.wait_until(lambda: cluster.running_nodes(0) == {0, 1}, 40, "the majority to drop node 2")
-    # pause_minority: the cut-off node stops RabbitMQ (its Erlang VM lives on) instead of
-    # accepting writes the majority would never see.
-    cluster.wait_until(lambda: not cluster.is_running(2), 40, "node 2 to pause")
-    assert cluster.is_alive(2), "a paused node must not exit"
-    with connect(cluster, 0) as conn:
-        publish_confirmed(conn.channel(), queue, b"written by the majority")
-
-    cluster.heal(2)
-    cluster.wait_until(lambda: cluster.is_running(2), 60, "node 2 to resume after the heal")
-    cluster.wait_until(lambda: cluster.running_nodes(0) == {0, 1, 2}, 60, "node 2 back in the cluster")
-    assert not cluster.cluster_status(0).get("partitions"), "partition still reported after heal"
-    with connect(cluster, 2) as conn:
-        message = get_within(conn.channel(), queue, timeout=30)
-        assert message is not None, "the majority's write is not visible on the healed node"
-        message.channel.basic_ack(message.delivery_tag)
 
 
 def test_partition_outside_netns_mode_is_refused(rabbit_node: LocalCluster) -> None:

@@ -2,7 +2,7 @@
 
 * ``rabbit_node`` (one node, shared by the session): what the pipelined publisher sends is
   run by an unmodified ``celery worker`` of this app, every task exactly once.
-* ``rabbit_cluster`` (three nodes, this module's own): SIGKILL of the node holding the
+* ``rabbit_cluster`` (three nodes, shared with test_local_cluster.py): SIGKILL of the node holding the
   publisher's connection and the queue leader, in the middle of publishing, loses no task
   (duplicates allowed: at-least-once).
 

@@ -1,29 +1,37 @@
 """Hostile messages on the dev plan booted for real (RabbitMQ 4.3, the image's worker): every
 malformed delivery lands in ``celery.dlq`` with the worker's reason, no worker restarts, and the
-good tasks published among them all complete (issue 28, items 1 and 2).
+good tasks published among them all complete (issue 28, items 1 and 2). A task message too large
+to send is refused by the publisher itself, at once, on a connection that carries on.
 
 On the dev_plan package's cluster; each test starts from empty queues.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 import amqp
 import pytest
 
+from app.batch import PublishPlan, TaskArguments
+from app.config import from_env
 from app.dlq import ConfirmedPublisher, DeadTask, dead_letter_channel, list_dead
+from app.factory import make_app
 from app.intake import MAX_BODY_BYTES
-from contract.wire import DEAD_LETTER_QUEUE, QUEUE_NAME, BrokerRole
+from app.outgoing import MessageRefused
+from app.publish import publish_pipelined
+from contract.wire import AMQP_FRAME_MAX, DEAD_LETTER_QUEUE, QUEUE_NAME, BrokerRole
 from drill import failing, records
 from drill.pod_scenarios import WORKERS
-from drill.targets import PlanTarget, broker_urls
+from drill.targets import PlanTarget, broker_env, broker_urls
 from drill.tasks import RECORD
 from harness.runtime.poll import poll
 from tests.drills.conftest import Booted
@@ -132,7 +140,7 @@ def test_every_malformed_message_is_dead_lettered_with_its_reason_and_no_worker_
     target, results = fresh_target
     since = time.time()
     bad: dict[str, tuple[str, str]] = {}
-    app, _ = target.publisher()
+    app = make_app(from_env(broker_env(target.cluster)))  # on this thread: by address
     try:
         good = [app.send_task(RECORD, args=(n,)).id for n in range(GOOD_TASKS // 2)]
         for name, (reason, body, options) in MALFORMED.items():
@@ -171,7 +179,7 @@ def test_list_and_replay_see_the_same_messages_large_and_delivery_limited_includ
     fresh_target: tuple[PlanTarget, Path],
 ) -> None:
     target, results = fresh_target
-    app, _ = target.publisher()
+    app = make_app(from_env(broker_env(target.cluster)))  # on this thread: by address
     try:
         # Dead-lettered by the broker: past the delivery limit (the pool process dies each run), or raised once.
         crashed = [app.send_task(failing.CRASH, args=(n,)).id for n in range(2)]
@@ -235,3 +243,76 @@ def test_rabbitmq_hands_out_a_later_message_first_when_it_has_no_priority(
         # Not acked: the connection's close returns them (the next test purges the queue).
     print(f"\npublished {list(order)}, handed out {handed}")
     assert handed == ["no-priority", "celery-0-first", "celery-0-last"]
+
+
+def oversized_at(refused: int, count: int) -> PublishPlan:
+    """``count`` record tasks; the ``refused``-th carries a 2 MiB argument."""
+
+    def arguments(index: int) -> TaskArguments:
+        return (index + 1000,), ({"pad": "x" * 2 * MAX_BODY_BYTES} if index == refused else {})
+
+    return PublishPlan(RECORD, count, arguments)
+
+
+def test_a_1_mib_header_is_refused_by_the_publisher_on_a_connection_that_carries_on(
+    fresh_target: tuple[PlanTarget, Path],
+) -> None:
+    """Issue 28's last case: the publisher used to send a 1 MiB header, have its connection closed
+    by the broker (frame_max), retry for 63 s and end in "Connection reset by peer"."""
+    target, results = fresh_target
+    since = time.time()
+    app = make_app(from_env(broker_env(target.cluster)))  # on this thread: by address
+    try:
+        with app.producer_or_acquire() as producer:
+            good = [app.send_task(RECORD, args=(n,), producer=producer).id for n in range(5)]
+            amqp_connection = producer.connection.connection
+            assert amqp_connection.frame_max == AMQP_FRAME_MAX, "the frame size the publisher's limit is measured by"
+            started = time.monotonic()
+            with pytest.raises(MessageRefused, match=r"headers exceed 32 KiB \(10\d{5} bytes") as refused:
+                app.send_task(RECORD, args=(5,), headers={"big": "x" * 1024 * 1024}, producer=producer)
+            took = time.monotonic() - started
+            good += [app.send_task(RECORD, args=(n,), producer=producer).id for n in range(6, 11)]
+            assert producer.connection.connection is amqp_connection, "the same connection carried on"
+            assert amqp_connection.connected
+        # The scheduler's batch: the one refused, the rest published, no failover.
+        batch = publish_pipelined(app, oversized_at(7, 20), lambda _: None)
+    finally:
+        app.close()
+    assert took < 5, f"refused in {took:.1f}s: retried?"
+    assert [r.index for r in batch.refused] == [7], batch
+    assert batch.refused[0].reason.startswith("body of 20")
+    assert (batch.error, batch.confirmed, batch.failovers, batch.republished) == (None, 19, 0, 0)
+
+    # A compressed bomb (64 MiB of JSON as ~64 KB of zlib): refused as it came, never inflated.
+    bomb_id, bomb = raw(zlib.compress(b"[[" + b"0," * (32 * 1024 * 1024) + b"0], {}, {}]", 9))
+    bomb.properties["application_headers"]["compression"] = "application/x-gzip"
+    publish_raw(target, [bomb])
+
+    expected = {*good, *batch.task_ids}
+    poll(lambda: expected <= set(records.tally(results).per_task), 120, f"{len(expected)} good tasks to complete")
+    poll(lambda: bomb_id in dead(target), 60, f"the compressed message in {DEAD_LETTER_QUEUE}")
+    refusal = dead(target)[bomb_id].refusal
+    assert refusal is not None
+    assert refusal.reason.startswith("header 'compression' is 'application/x-gzip'; allowed: none"), refusal
+    assert not set(records.tally(results).per_task) & {refused.value.task_id, batch.refused[0].task_id}
+    assert not worker_trouble(target, since), "worker pods restarted or left service"
+    print(f"\nrefused in {took * 1000:.0f} ms: {refused.value}\npipelined: {batch.refusals()}")
+
+
+def test_the_broker_closes_a_connection_whose_header_frame_passes_frame_max(
+    fresh_target: tuple[PlanTarget, Path],
+) -> None:
+    """Why the publisher checks: what RabbitMQ 4.3 does with what it used to send (raw py-amqp)."""
+    target, _ = fresh_target
+    message = amqp.Message(b"[]", application_headers={"big": "x" * (AMQP_FRAME_MAX + 1)})
+    failure: BaseException | None = None
+    with contextlib.suppress(Exception), dead_letter_channel(worker_urls(target)) as channel:
+        try:
+            # To no queue: nothing is stored whatever happens.
+            channel.basic_publish(message, exchange="", routing_key=f"nowhere-{uuid.uuid4()}")
+            channel.connection.drain_events(timeout=10)
+        except Exception as exc:  # whichever way py-amqp reports the broker's close
+            failure = exc
+    print(f"\nbroker's answer: {type(failure).__name__}: {failure}")
+    assert failure is not None, "the broker took a header frame over frame_max"
+    assert not isinstance(failure, TimeoutError), f"no answer within 10 s: {failure!r}"

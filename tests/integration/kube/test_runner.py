@@ -13,13 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kombu import Connection
 
 from contract.wire import WORKER_UID, BrokerRole, role_username
 from drill.plan_secrets import plan_secret_rules
+from drill.targets import broker_urls
 from harness.kube.cluster import KubeCluster, KubeError
+from harness.kube.dns import resolv_conf
+from harness.kube.dns_server import query
 from harness.runtime import netns
 from harness.runtime.images import ensure_images
 from harness.runtime.poll import poll
+from harness.runtime.resolver import call_resolving_through
 from tests.conftest import Plan
 from tests.requires import requires
 
@@ -69,6 +74,42 @@ def test_workers_run_the_plans_deployment_and_consume(cluster: KubeCluster) -> N
     assert who.split() == [str(WORKER_UID), role_username(BrokerRole.WORKER)]
 
 
+def proc_status(text: str) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+UNSHARE_USERNS = (
+    "import ctypes; libc = ctypes.CDLL(None, use_errno=True);"
+    " print(libc.syscall(272, 0x10000000), ctypes.get_errno())"  # unshare(CLONE_NEWUSER) on x86_64
+)
+
+
+@pytest.mark.parametrize(("pod", "writable"), [("rabbitmq-0", "/var/lib/rabbitmq"), ("worker", "/tmp")])
+def test_containers_run_confined_as_their_security_context_says(cluster: KubeCluster, pod: str, writable: str) -> None:
+    if pod == "worker":
+        pod = cluster.pods_of(WORKERS)[0].name
+    assert cluster.pod(pod).ready
+    # readOnlyRootFilesystem: the root refuses writes, the volumes take them.
+    touch = "touch {0}/.probe 2>&1; echo rc=$?; rm -f {0}/.probe"
+    assert "Read-only file system" in cluster.exec(pod, "sh", "-c", touch.format(""))
+    assert cluster.exec(pod, "sh", "-c", touch.format(writable)).strip() == "rc=0"
+    # drop ALL, allowPrivilegeEscalation: false, seccomp RuntimeDefault: in the main process (read from the
+    # host) and in an exec'd one, as runc gives both.
+    main_pid = cluster.running(pod).main_pid
+    assert main_pid
+    for status in (Path(f"/proc/{main_pid}/status").read_text(), cluster.exec(pod, "cat", "/proc/self/status")):
+        fields = proc_status(status)
+        caps = {k: int(fields[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+        assert caps == dict.fromkeys(caps, 0), fields
+        assert (fields["NoNewPrivs"], fields["Seccomp"]) == ("1", "2"), fields
+
+
+def test_the_seccomp_filter_refuses_what_runtime_default_refuses(cluster: KubeCluster) -> None:
+    worker = cluster.pods_of(WORKERS)[0].name
+    # A user namespace needs no capability, so only the filter can refuse it: EPERM (1).
+    assert cluster.exec(worker, "python", "-c", UNSHARE_USERNS).split() == ["-1", "1"]
+
+
 def test_secrets_get_fresh_local_values(cluster: KubeCluster) -> None:
     secret = next(s for s in cluster.plan.secrets if s.name == "rabbitmq-default-user")
     assert b"[secret]" not in b"".join(secret.data.values())
@@ -87,14 +128,43 @@ def test_killed_broker_container_is_restarted_by_its_kubelet(cluster: KubeCluste
     poll(lambda: running_nodes(cluster, "rabbitmq-0") == 3, 120, "rabbitmq-1 to rejoin")
 
 
-def test_deleted_broker_pod_runs_prestop_and_comes_back_on_its_claim(cluster: KubeCluster) -> None:
-    old_uid = cluster.pod("rabbitmq-2").uid
+def test_deleted_broker_pod_comes_back_on_its_claim_at_a_new_address_and_rejoins_by_name(cluster: KubeCluster) -> None:
+    old = cluster.pod("rabbitmq-2")
+    old_uid, old_ip = old.uid, old.ip
     marker = cluster.exec("rabbitmq-2", "sh", "-c", "ls /var/lib/rabbitmq/mnesia")
     cluster.delete_pod("rabbitmq-2", wait=120)
     poll(lambda: cluster.pod("rabbitmq-2").uid != old_uid and cluster.pod("rabbitmq-2").ready, 180, "rabbitmq-2 back")
     hooks = [e for e in cluster.events_of("rabbitmq-2") if e.reason == "PreStopHook"]
     assert any("exit 0" in e.message for e in hooks), f"preStop did not succeed: {hooks}"
     assert cluster.exec("rabbitmq-2", "sh", "-c", "ls /var/lib/rabbitmq/mnesia") == marker, "the claim was not kept"
+    # A new pod, a new address: its peers and its clients find it again through the cluster DNS only.
+    new_ip = cluster.pod("rabbitmq-2").ip
+    assert new_ip is not None
+    assert new_ip != old_ip
+    assert query(cluster.dns.address, NODE_2) == [new_ip]
+    poll(lambda: running_nodes(cluster, "rabbitmq-0") == 3, 120, "rabbitmq-2 to rejoin by its name")
+    # The worker pods reconnected (through their own resolv.conf), and a client resolving as a pod
+    # of the namespace reaches the new pod by its name.
+    poll(lambda: "celery\t3" in consumers(cluster), 120, "the three workers to consume again")
+    resolv = cluster.workdir / "test-resolv.conf"
+    resolv.write_text(resolv_conf("ha-celery", cluster.dns.address))
+    [url] = [u for u in broker_urls(cluster, by_name=True) if "@rabbitmq-2." in u]
+    assert call_resolving_through(resolv, lambda: peer_of(url)) == new_ip
+
+
+NODE_2 = "rabbitmq-2.rabbitmq-nodes.ha-celery.svc.cluster.local"
+
+
+def consumers(cluster: KubeCluster) -> list[str]:
+    out = cluster.exec("rabbitmq-0", "rabbitmqctl", "-q", "list_queues", "name", "consumers", "--no-table-headers")
+    return out.splitlines()
+
+
+def peer_of(url: str) -> str:
+    """The address an AMQP connection to ``url`` reached (its host resolved by this thread's resolver)."""
+    with Connection(url, connect_timeout=10) as connection:
+        connection.connect()
+        return str(connection.connection.transport.sock.getpeername()[0])
 
 
 def test_scaling_the_deployment_to_zero_stops_its_pods_gracefully_and_back_restarts_them(cluster: KubeCluster) -> None:
@@ -128,18 +198,14 @@ def test_only_the_plans_deployments_scale(cluster: KubeCluster) -> None:
     assert len(cluster.pods_of(BROKERS)) == 3
 
 
-def test_stopping_leaves_nothing_behind(plans: dict[str, Plan]) -> None:
-    requires("root")
-    work = Path(tempfile.mkdtemp(prefix="ha-celery-kube-test-"))
-    running = KubeCluster(plans["dev"].directory, work, ensure_images(), secret_rules=plan_secret_rules)
-    try:
-        with running:
-            running.wait_ready(300, BROKERS)
-            pids = [p.worker.main_pid for p in running.pods_of(BROKERS) if p.worker is not None]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    assert running.namespace_prefix
-    left = [ns for ns in netns.existing_namespaces() if ns.startswith(running.namespace_prefix)]
+def test_stopping_leaves_nothing_behind(cluster: KubeCluster) -> None:
+    """Last in the module, on the module's own cluster (booting a second one cost ~50 s of every
+    ``make test``); ``stop`` is idempotent, so the fixture's own stop afterwards is a no-op."""
+    cluster.wait_ready(300, BROKERS)
+    pids = [p.worker.main_pid for p in cluster.pods_of(BROKERS) if p.worker is not None]
+    cluster.stop()
+    assert cluster.namespace_prefix
+    left = [ns for ns in netns.existing_namespaces() if ns.startswith(cluster.namespace_prefix)]
     assert left == [], f"namespaces left behind: {left}"
     assert len(pids) == 3
     for pid in pids:

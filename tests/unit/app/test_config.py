@@ -227,6 +227,7 @@ EXPECTED_SETTINGS: list[tuple[str, Any]] = [
     ("worker_soft_shutdown_timeout", 0.0),
     ("worker_enable_soft_shutdown_on_idle", False),
     ("broker_heartbeat", timing.BROKER_HEARTBEAT_S),
+    ("broker_heartbeat_checkrate", 10),
     ("broker_connection_timeout", timing.BROKER_CONNECT_TIMEOUT_S),
     ("broker_connection_retry", True),
     ("broker_connection_retry_on_startup", True),
@@ -358,6 +359,10 @@ def test_liveness_tolerates_a_failover() -> None:
 def test_heartbeat_detects_dead_broker_within_failover_window() -> None:
     detection_s = 2 * timing.BROKER_HEARTBEAT_S + timing.BROKER_CONNECT_TIMEOUT_S
     assert detection_s < timing.FAILOVER_WINDOW_S
+    # A frozen node holds a worker for about two heartbeats, never as long as the liveness limit.
+    assert 2 * timing.BROKER_HEARTBEAT_S < timing.FROZEN_BROKER_HOLD_MAX_S < 3 * timing.BROKER_HEARTBEAT_S
+    assert timing.FROZEN_BROKER_HOLD_MAX_S < timing.LIVENESS_MAX_AGE_S
+    assert timing.BROKER_HEARTBEAT_S % timing.BROKER_HEARTBEAT_CHECK_S == 0, "Celery's check rate is an int"
 
 
 # ------------------------------------------------------------------------ Dockerfile
@@ -406,7 +411,7 @@ def test_health_check_verdicts(tmp_path: Path) -> None:
     health.touch(hb)
     assert health.check(hb, ready, max_age_s=60, require_ready=False).healthy
     assert not health.check(hb, ready, max_age_s=60, require_ready=True).healthy
-    health.touch(ready)
+    health.claim(ready)
     assert health.check(hb, ready, max_age_s=60, require_ready=True).healthy
     stale = health.check(hb, ready, max_age_s=60, require_ready=False, now=time.time() + 61)
     assert not stale.healthy

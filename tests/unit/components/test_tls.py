@@ -60,7 +60,8 @@ def test_prod_listens_on_5671_only_with_tls(plans: dict[str, Plan]) -> None:
     assert 5671 in ports
     assert 5672 not in ports, "a Service, container port, probe or NetworkPolicy still names 5672"
     [container] = plans["prod"].object("StatefulSet")["spec"]["template"]["spec"]["containers"]
-    assert container["readinessProbe"]["tcpSocket"]["port"] == "amqps"
+    # Readiness asks the Prometheus listener (plain HTTP with and without TLS), not the AMQP port.
+    assert container["readinessProbe"]["httpGet"]["port"] == "prometheus"
     assert {"name": "amqps", "containerPort": 5671} in container["ports"]
 
 

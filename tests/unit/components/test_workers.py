@@ -253,3 +253,12 @@ def test_a_new_scheduler_run_setting_names_a_new_job(plan_runner: Callable[..., 
     """`pulumi config set schedulerRun 2 && pulumi up` publishes the batch again, once."""
     [job] = _objects(_plan_with(plan_runner, "schedulerRun=2"), "Job")
     assert job["metadata"]["name"] == "celery-scheduler-2"
+
+
+def test_workers_leave_a_lost_node_after_30s_not_the_default_300s(plan: Plan) -> None:
+    tolerations = {t["key"]: t for t in deployment(plan)["spec"]["template"]["spec"]["tolerations"]}
+    assert set(tolerations) == {timing.NODE_UNREACHABLE_TAINT, timing.NODE_NOT_READY_TAINT}
+    for toleration in tolerations.values():
+        assert (toleration["effect"], toleration["operator"]) == ("NoExecute", "Exists")
+        assert 0 < toleration["tolerationSeconds"] == timing.WORKER_NODE_TOLERATION_S < timing.DEFAULT_TOLERATION_S
+    assert "priorityClassName" not in deployment(plan)["spec"]["template"]["spec"], "workers are the ones preempted"

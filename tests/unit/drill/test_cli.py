@@ -12,6 +12,8 @@ from rich.console import Console
 
 import drill.__main__ as cli
 from app.batch import PublishResult
+from contract.timing import FROZEN_BROKER_HOLD_MAX_S
+from drill.held import FreezeReport, WorkerHold
 from drill.profiles import Profile
 from drill.runner import DrillOptions, DrillResult
 from drill.scenario import Scenario
@@ -142,3 +144,25 @@ def test_the_default_options_are_the_documented_ones(plan: Path, ran: dict[str, 
     parser = cli._parser()
     (options,) = cli._options(parser, parser.parse_args(["run", "--plan", str(plan)]), Console())
     assert options == DrillOptions(Scenario.KILL_BROKER, Profile.HA, plan=plan)
+
+
+def test_a_worker_held_by_a_frozen_node_fails_the_run_with_nothing_lost(
+    tmp_path: Path, plan: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make demo SCENARIO=freeze-broker`` exits 1 when a worker stayed off a healthy broker too long."""
+    held = WorkerHold("celery-worker-0", on_frozen_node=True, held_s=FROZEN_BROKER_HOLD_MAX_S + 1.0, left=True)
+
+    def run_drill(options: DrillOptions, console: Console | None = None) -> DrillResult:
+        del console
+        result = made_up(options)
+        result.freeze = FreezeReport("rabbitmq-0", "leader", 60.0, holds=[held], not_ready_after_s=31.0)
+        return result
+
+    monkeypatch.setattr(cli, "run_drill", run_drill)
+    monkeypatch.setattr(cli, "timeline", stub_timeline)
+    out = tmp_path / "out"
+    argv = ["run", "--scenario", "freeze-broker", "--tasks", "20", "--plan", str(plan), "--out", str(out)]
+    assert cli.main(argv) == 1
+    report = json.loads((out / "report.json").read_text())
+    assert (report["lost"], report["freeze"]["ok"]) == (0, False)
+    assert report["freeze"]["workers"][0]["held_s"] == FROZEN_BROKER_HOLD_MAX_S + 1.0

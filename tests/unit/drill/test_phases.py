@@ -5,9 +5,10 @@ the workers would write."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import pytest
 from celery import Celery
@@ -15,6 +16,8 @@ from rich.console import Console
 
 from app.batch import ConfirmedIds, ProgressCallback, Publisher, PublishPlan, PublishResult
 from drill import records
+from drill.held import FreezeReport
+from drill.node_scenarios import NodeReport
 from drill.observe import Observed
 from drill.pod_scenarios import Mark
 from drill.runner import Drill, DrillOptions, DrillResult, drive
@@ -23,6 +26,8 @@ from drill.targets import PodEvent
 from drill.update import UpdateReport
 from drill.watch import Done, Fault, Reason
 from harness.kube.fields import Delta
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,6 +68,9 @@ class FakeTarget:
     def publisher(self) -> tuple[Celery, Publisher]:
         return cast(Celery, None), self._publish
 
+    def in_cluster(self, fn: Callable[[], T]) -> T:
+        return fn()
+
     def _publish(self, app: Celery, plan: PublishPlan, on_progress: ProgressCallback) -> PublishResult:
         del app
         upto = plan.count if self.publish_upto is None else self.publish_upto
@@ -92,6 +100,12 @@ class FakeTarget:
         return None
 
     def update_result(self) -> UpdateReport | None:
+        return None
+
+    def node_result(self) -> NodeReport | None:
+        return None
+
+    def freeze_result(self) -> FreezeReport | None:
         return None
 
 

@@ -1,6 +1,6 @@
 """The dashboard and the alert rules query only metrics that exist, offline: every expression names a
 metric, and the worker's are the contract's (whose export helper the worker's integration test proves).
-The broker's are scraped from a plan-booted RabbitMQ 4.3.6 in tests/integration/test_dashboard_metrics.py."""
+The broker's are scraped from a plan-booted RabbitMQ 4.3.6 in tests/drills/dev_plan/test_broker_metrics.py."""
 
 from __future__ import annotations
 

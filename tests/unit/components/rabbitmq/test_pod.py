@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from components.rabbitmq.pod import READINESS_PATH
 from tests.conftest import Plan
 from tests.unit.components.rabbitmq.helpers import (
     broker_config_map,
@@ -27,7 +28,13 @@ def test_long_node_names_from_headless_dns(plan: Plan) -> None:
 
 def test_probes_and_shutdown(plan: Plan) -> None:
     container = broker_container(plan)
-    assert "tcpSocket" in container["readinessProbe"]
+    # The node's own HTTP answer: a frozen node's kernel still completes a TCP connect.
+    readiness = container["readinessProbe"]
+    assert "tcpSocket" not in readiness
+    assert readiness["httpGet"] == {"port": "prometheus", "path": READINESS_PATH}
+    assert {"name": "prometheus", "containerPort": 15692} in container["ports"]
+    assert READINESS_PATH == "/metrics/detailed", "no family asked for: the identity only, no peer asked"
+    assert readiness["timeoutSeconds"] < readiness["periodSeconds"]
     assert "livenessProbe" not in container
     pre_stop = " ".join(container["lifecycle"]["preStop"]["exec"]["command"])
     assert "await_online_quorum_plus_one" in pre_stop
@@ -89,6 +96,8 @@ def test_non_root_and_pinned_image(plan: Plan) -> None:
     assert spec["automountServiceAccountToken"] is False, "4.1+ peer discovery needs no API access"
     for container in spec["containers"] + spec["initContainers"]:
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        # Writable only where a volume is mounted (the pod runner enforces it in every drill).
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert container["image"].startswith("rabbitmq:4.3.")
         assert container["image"].split(":")[1].count(".") == 2
     assert not plan.objects("Role"), "no RBAC: 4.3 peer discovery makes no API calls"

@@ -207,11 +207,18 @@ def test_unknown_kind_is_refused() -> None:
 def test_value_limited_rules_pick_delta_by_value(deploy: dict[str, Any]) -> None:
     container(deploy)["securityContext"] = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False}
     pod_spec(deploy)["automountServiceAccountToken"] = True
+    pod_spec(deploy)["securityContext"] = {"seccompProfile": {"type": "RuntimeDefault"}}
     paths = delta_paths(deploy)
-    assert f"{P}.containers[0].securityContext.readOnlyRootFilesystem" in paths
-    # no_new_privs is what the runtime does for allowPrivilegeEscalation: false, so it is no delta.
+    # The runtime applies these as containerd does (harness/kube/security.py), so they are no delta.
+    assert f"{P}.containers[0].securityContext.readOnlyRootFilesystem" not in paths
     assert f"{P}.containers[0].securityContext.allowPrivilegeEscalation" not in paths
     assert f"{P}.automountServiceAccountToken" in paths
+    # The local filter is a denylist, not the runtime's allowlist: reported.
+    assert f"{P}.securityContext.seccompProfile.type" in paths
+    pod_spec(deploy)["securityContext"] = {"seccompProfile": {"type": "Unconfined"}}
+    assert f"{P}.securityContext.seccompProfile.type" not in delta_paths(deploy)
+    pod_spec(deploy)["securityContext"] = {"seccompProfile": {"type": "Localhost"}}
+    assert f"{P}.securityContext.seccompProfile.type" in refused_paths(deploy)
 
 
 def test_bool_and_int_do_not_match_each_other(deploy: dict[str, Any]) -> None:

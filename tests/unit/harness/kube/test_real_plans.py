@@ -24,8 +24,6 @@ EXPECTED_DELTA_KINDS = {
     "limits.memory",
     "requests.cpu",
     "requests.memory",
-    "capabilities.drop[0]",
-    "readOnlyRootFilesystem",
     "seccompProfile.type",
     "emptyDir.medium",
     "emptyDir.sizeLimit",
@@ -40,6 +38,9 @@ EXPECTED_DELTA_KINDS = {
     "reclaimPolicy",
     "volumeBindingMode",
     "allowVolumeExpansion",
+    "priorityClassName",
+    "value",
+    "preemptionPolicy",
 }
 
 

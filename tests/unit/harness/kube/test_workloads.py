@@ -1,4 +1,4 @@
-"""Controller arithmetic: names, FQDNs, /etc/hosts, PDB eviction, rollout orders."""
+"""Controller arithmetic: names, FQDNs, the kubelet's /etc/hosts, PDB eviction, rollout orders."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from harness.kube.objects import LabelSelector, PodDisruptionBudget, Service, parse_deployment, parse_statefulset
+from harness.kube.objects import LabelSelector, PodDisruptionBudget, parse_deployment, parse_statefulset
 from harness.kube.workloads import (
     PodAddress,
     PodState,
@@ -83,42 +83,14 @@ def test_rolling_bounds_recreate(deploy: dict[str, Any]) -> None:
     assert rolling_bounds(parse_deployment(deploy)) == (0, 3)
 
 
-HEADLESS = Service("rabbitmq-nodes", "ha-celery", LABELS, (), headless=True, publish_not_ready_addresses=True)
-
-
-def pods(ready: bool = False) -> list[PodAddress]:
-    return [
-        PodAddress(f"rabbitmq-{i}", "ha-celery", f"10.0.0.{i + 1}", f"rabbitmq-{i}", "rabbitmq-nodes", ready)
-        for i in range(3)
-    ]
-
-
-def test_etc_hosts_lists_every_published_pod() -> None:
-    all_pods = pods()
-    text = etc_hosts(all_pods[0], all_pods, [HEADLESS])
-    lines = text.splitlines()
+def test_etc_hosts_is_the_kubelets_own_file() -> None:
+    broker = PodAddress("rabbitmq-0", "ha-celery", "10.0.0.1", "rabbitmq-0", "rabbitmq-nodes")
+    lines = etc_hosts(broker).splitlines()
     assert lines[0] == "# Kubernetes-managed hosts file."
     assert "127.0.0.1\tlocalhost" in lines
-    assert "10.0.0.1\trabbitmq-0.rabbitmq-nodes.ha-celery.svc.cluster.local\trabbitmq-0" in lines
-    assert (
-        "10.0.0.2\trabbitmq-1.rabbitmq-nodes.ha-celery.svc.cluster.local rabbitmq-1.rabbitmq-nodes "
-        "rabbitmq-1.rabbitmq-nodes.ha-celery rabbitmq-1.rabbitmq-nodes.ha-celery.svc"
-    ) in lines
-    assert any(line.startswith("10.0.0.3\t") for line in lines)
-    assert " rabbitmq-1\n" not in text
-    assert not text.rstrip().endswith(" rabbitmq-2")
-    with_short = etc_hosts(all_pods[0], all_pods, [HEADLESS], peer_short_names=True)
-    assert with_short.rstrip().endswith(" rabbitmq-2")
-
-
-def test_etc_hosts_hides_unready_without_publish_not_ready() -> None:
-    strict = Service("rabbitmq-nodes", "ha-celery", LABELS, (), headless=True, publish_not_ready_addresses=False)
-    all_pods = pods(ready=False)
-    text = etc_hosts(all_pods[0], all_pods, [strict])
-    assert "10.0.0.2" not in text
-    assert "10.0.0.2" not in etc_hosts(all_pods[0], all_pods, [])
+    assert lines[-1] == "10.0.0.1\trabbitmq-0.rabbitmq-nodes.ha-celery.svc.cluster.local\trabbitmq-0"
     worker = PodAddress("celery-worker-abc-xyz12", "ha-celery", "10.0.1.1")
-    assert "10.0.1.1\tcelery-worker-abc-xyz12" in etc_hosts(worker, all_pods, [HEADLESS])
+    assert etc_hosts(worker).splitlines()[-1] == "10.0.1.1\tcelery-worker-abc-xyz12"
 
 
 def pdb(max_unavailable: int | str | None = None, min_available: int | str | None = None) -> PodDisruptionBudget:

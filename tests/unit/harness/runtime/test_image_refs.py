@@ -176,4 +176,4 @@ def test_image_helpers() -> None:
     argv = worker.container_argv(hostname="w-1", argv=["x"], env=env, pod_binds=[Bind(Path("/h/tmp"), "/tmp")])
     script = argv[-1]
     assert script.index("/srv/app") < script.index("/srv/contract") < script.index('"$R"/tmp')
-    assert "chroot --userspec=1:1 --groups=1" in script
+    assert "--uid=1 --gid=1 --groups=1" in script

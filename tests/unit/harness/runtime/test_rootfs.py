@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.runtime import rootfs
+from harness.runtime.confine import Confinement
 
 RABBITMQ_ENV = rootfs.IMAGE_ENV
 
@@ -46,7 +47,8 @@ def test_container_argv_shape() -> None:
     assert "lowerdir='/r o/fs'" in script
     assert 'mount -o remount,bind,ro "$R"/etc/hosts' in script
     assert "hostname rabbitmq-0" in script
-    assert "chroot --userspec=999:999 --groups=999" in script
+    assert "enter.py --root=/run/ha-celery-rootfs/root --uid=999 --gid=999 --groups=999 --no-new-privs --" in script
+    assert 'remount,bind,ro "$R"\n' not in script  # the root stays writable unless asked
     assert "HOME=/x" in script
     assert "RUNNING_UNDER_SYSTEMD=true" in script
     assert "--chdir=/tmp" in script
@@ -59,7 +61,7 @@ def test_container_argv_takes_exactly_the_given_env_and_user() -> None:
     script = rootfs.container_argv(
         Path("/w"), hostname="w-0", argv=["celery", "worker"], env={"A": "1"}, uid=10001, gid=10001, workdir="/tmp"
     )[-1]
-    assert "chroot --userspec=10001:10001 --groups=10001" in script
+    assert "--uid=10001 --gid=10001 --groups=10001" in script
     assert "/usr/bin/env -i --chdir=/tmp A=1 celery worker" in script
     assert "RABBITMQ" not in script  # no image's values sneak in
     assert "HOSTNAME" not in script
@@ -90,12 +92,45 @@ def test_container_env_precedence() -> None:
     assert rootfs.container_env({"HOSTNAME": "image"}, "pod") == {"HOSTNAME": "pod"}
 
 
-def test_exec_argv() -> None:
-    argv = rootfs.exec_argv(42, ["rabbitmqctl", "status"], env={"A": "1"}, uid=999, gid=998, workdir="/")
-    assert argv[:4] == ["setpriv", "--no-new-privs", "nsenter", "--target=42"]
-    assert "--setuid=999" in argv
-    assert "--setgid=998" in argv
+def test_exec_argv_joins_the_container_confined_as_it_is() -> None:
+    confinement = Confinement(bounding_caps=frozenset(), seccomp=True)
+    argv = rootfs.exec_argv(
+        42, ["rabbitmqctl", "status"], env={"A": "1"}, uid=999, gid=998, workdir="/", confinement=confinement
+    )
+    assert argv[:8] == ["nsenter", "--target=42", "--mount", "--uts", "--ipc", "--net", "--pid", "--"]
+    assert "--root=/proc/42/root" in argv
+    assert "--uid=999" in argv
+    assert "--gid=998" in argv
+    assert "--bounding-caps=" in argv
+    assert any(a.startswith("--seccomp-deny=") for a in argv)
     assert argv[-4:] == ["--chdir=/", "A=1", "rabbitmqctl", "status"]
+
+
+def test_read_only_root_is_remounted_after_the_binds() -> None:
+    script = rootfs.container_argv(
+        Path("/r"),
+        hostname="h",
+        argv=["x"],
+        env={},
+        uid=1,
+        gid=1,
+        workdir="/",
+        binds=[rootfs.Bind(Path("/h/tmp"), "/tmp")],
+        confinement=Confinement(read_only_root=True),
+    )[-1]
+    assert script.index('mount --bind /h/tmp "$R"/tmp') < script.index('mount -o remount,bind,ro "$R"\n')
+    with pytest.raises(ValueError, match="read-only root needs the overlay"):
+        rootfs.container_argv(
+            Path("/r"),
+            hostname="h",
+            argv=["x"],
+            env={},
+            uid=1,
+            gid=1,
+            workdir="/",
+            overlay=False,
+            confinement=Confinement(read_only_root=True),
+        )
 
 
 def test_cache_key_is_filename_safe() -> None:

@@ -1,6 +1,9 @@
 """The dashboard and the alert rules query only broker metrics that exist: scraped here from a
 plan-booted RabbitMQ 4.3.6 cluster through the very endpoints and families the scrape objects name
-(the offline half, worker metrics included, is tests/unit/monitoring/test_dashboard.py)."""
+(the offline half, worker metrics included, is tests/unit/monitoring/test_dashboard.py).
+
+On the package's dev cluster (it booted one of its own before: ~60 s of every ``make test``), first
+of the package by name, so no fault of the other modules has touched it yet."""
 
 from __future__ import annotations
 
@@ -8,17 +11,16 @@ import re
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from contract import metrics, wire
-from tests.conftest import Plan
-from tests.requires import requires
+from drill.pod_scenarios import BROKERS
+from tests.drills.conftest import Booted
 from tests.unit.monitoring.test_dashboard import referenced
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.drill
 
 SYNTHETIC = {"up"}
 """Written by Prometheus itself for every scrape target, not by an exporter."""
@@ -39,32 +41,28 @@ def _scrape(url: str) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def broker_metrics(plans: dict[str, Plan]) -> Iterator[dict[str, list[str]]]:
-    from drill.pod_scenarios import BROKERS
-    from drill.runner import booted_plan
+def broker_metrics(booted: Booted) -> dict[str, list[str]]:
+    booted.clean()
+    pods = [p for p in booted.target.cluster.pods_of(BROKERS) if p.ip is not None]
+    assert len(pods) == 3
+    query = urllib.parse.urlencode([("family", f) for f in metrics.BROKER_DETAILED_FAMILIES])
 
-    requires("root", "prometheus")
-    with booted_plan(plans["dev"].directory) as (target, _results):
-        pods = [p for p in target.cluster.pods_of(BROKERS) if p.ip is not None]
-        assert len(pods) == 3
-        query = urllib.parse.urlencode([("family", f) for f in metrics.BROKER_DETAILED_FAMILIES])
+    def scrape_all() -> dict[str, list[str]]:
+        exposed: dict[str, list[str]] = {}
+        for pod in pods:
+            base = f"http://{pod.ip}:{wire.PROMETHEUS_PORT}"
+            for path in (metrics.BROKER_METRICS_PATH, f"{metrics.BROKER_DETAILED_METRICS_PATH}?{query}"):
+                for name, labels in _scrape(base + path).items():
+                    exposed.setdefault(name, []).extend(labels)
+        return exposed
 
-        def scrape_all() -> dict[str, list[str]]:
-            exposed: dict[str, list[str]] = {}
-            for pod in pods:
-                base = f"http://{pod.ip}:{wire.PROMETHEUS_PORT}"
-                for path in (metrics.BROKER_METRICS_PATH, f"{metrics.BROKER_DETAILED_METRICS_PATH}?{query}"):
-                    for name, labels in _scrape(base + path).items():
-                        exposed.setdefault(name, []).extend(labels)
-            return exposed
-
-        # Booted means Ready; the task queue's replicas start on each node a little later.
-        deadline = time.monotonic() + 60
+    # Booted means Ready; the task queue's replicas start on each node a little later.
+    deadline = time.monotonic() + 60
+    exposed = scrape_all()
+    while len(_replicas(exposed, wire.QUEUE_NAME)) < len(pods) and time.monotonic() < deadline:
+        time.sleep(1)
         exposed = scrape_all()
-        while len(_replicas(exposed, wire.QUEUE_NAME)) < len(pods) and time.monotonic() < deadline:
-            time.sleep(1)
-            exposed = scrape_all()
-        yield exposed
+    return exposed
 
 
 def _replicas(exposed: dict[str, list[str]], queue: str) -> list[str]:
