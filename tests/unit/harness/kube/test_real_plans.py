@@ -74,7 +74,14 @@ def test_broker_pod_end_to_end(plan_dir: Path, tmp_path: Path) -> None:
     assert c.readiness_probe is not None
     tls = plan.secret("rabbitmq-tls") is not None
     assert tls == (plan_dir.name == "prod"), "brokerTls: on in prod, off in dev"
-    assert (c.readiness_probe.port, c.readiness_probe.initial_delay_seconds) == (5671 if tls else 5672, 10)
+    # The node's own Prometheus listener, plain HTTP whether AMQP is TLS or not: a frozen broker never answers it.
+    probe = c.readiness_probe
+    assert (probe.kind, probe.port, probe.path, probe.initial_delay_seconds) == (
+        "httpGet",
+        15692,
+        "/metrics/detailed",
+        10,
+    )
     assert c.post_start is not None
     assert c.pre_stop is not None
     assert spec.termination_grace_period_seconds == 600
