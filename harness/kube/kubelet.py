@@ -36,10 +36,12 @@ from enum import StrEnum
 from pathlib import Path
 
 from harness.kube.env import PodFacts, argv, resolve_env
+from harness.kube.limits import PodLimits, Termination, host_hierarchy, termination
 from harness.kube.objects import ConfigMap, Container, PodTemplate, Probe, Secret
 from harness.kube.probes import ContainerProbes
 from harness.kube.volumes import VolumeStore, container_mounts
 from harness.runtime import processes, rootfs
+from harness.runtime.cgroups import Group
 from harness.runtime.images import Image
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,11 @@ class _Incarnation:
     workdir: str
     started: float
     probes: ContainerProbes
+    group: Group | None = None
+    """Its memory, cpu and pids group (None where the host's cgroups are not writable)."""
+
+    def oom_killed(self) -> bool:
+        return self.group is not None and self.group.oom_kills() > 0
 
 
 class PodError(RuntimeError):
@@ -165,6 +172,10 @@ class PodWorker:
         self.ready = False
         self.restarts = 0
         self.exit_codes: list[int] = []
+        self.last_termination: Termination | None = None
+        """The last container's terminated state (``lastState.terminated``: reason and exit code)."""
+        self.limits = PodLimits(uid, spec, host_hierarchy())
+        self._incarnations = 0
         self._current: _Incarnation | None = None
         self._lock = threading.Lock()
         self._delete = threading.Event()
@@ -267,6 +278,10 @@ class PodWorker:
     def _set_up(self) -> None:
         directory = self.sandbox.directory
         directory.mkdir(parents=True, exist_ok=True)
+        self.limits.make_pod_group()
+        if not self.limits.enforced:
+            self._event("LimitsNotEnforced", "no writable cgroup hierarchy: resources.limits not applied")
+        self.limits.mount_memory_volumes(self.ctx.volumes.pod_dir(self.uid) / "volumes")
         self._volume_paths = self.ctx.volumes.materialise(
             self.template.spec,
             self.uid,
@@ -319,7 +334,10 @@ class PodWorker:
             with self._lock:
                 self._current = None
             self.ready = False
+            ended = self._finish(incarnation, code)
             if code is not None:
+                # The runtime's code: 128 + N for death by signal N, 137 after an OOM kill.
+                code = ended.exit_code
                 self.exit_codes.append(code)
             if self._deleting():
                 return
@@ -387,6 +405,10 @@ class PodWorker:
             # Kubernetes allows escalation unless told not to (runc sets no_new_privs only then).
             no_new_privs=security.allow_privilege_escalation is False,
         )
+        self._incarnations += 1
+        group = self.limits.container_group(container, self._incarnations)
+        if group is not None:
+            runner_argv = group.enter_argv(runner_argv)
         with self.log_file.open("ab") as out:
             runner = subprocess.Popen(
                 runner_argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -394,13 +416,14 @@ class PodWorker:
         main_pid = self._wait_main_pid(runner)
         if main_pid is None and runner.poll() is None:
             processes.kill_group(runner)
+            self.limits.drop_container_group(group)
             raise PodError(f"{self.name}: container {container.name} did not start; see {self.log_file}")
         # A container that already exited (a quick init container) has no process to exec into.
         main_pid = main_pid or 0
         self._event("Started", f"container {container.name} ({image.name} image) pid {main_pid}: {command[0]}")
         started = time.monotonic()
         incarnation = _Incarnation(
-            runner, main_pid, env, uid, gid, workdir, started, ContainerProbes.for_container(container, started)
+            runner, main_pid, env, uid, gid, workdir, started, ContainerProbes.for_container(container, started), group
         )
         hook = container.post_start
         if hook is not None and main_pid and not self._post_start(incarnation, hook):
@@ -411,7 +434,7 @@ class PodWorker:
                 self._terminate(incarnation)
                 return None
             processes.kill_group(runner)
-            self.exit_codes.append(-signal.SIGKILL)
+            self.exit_codes.append(self._finish(incarnation, -signal.SIGKILL).exit_code)
             return None
         # Probes count from when the container runs, i.e. after the hook returned.
         incarnation.probes = ContainerProbes.for_container(container, time.monotonic())
@@ -449,7 +472,8 @@ class PodWorker:
         finally:
             with self._lock:
                 self._current = None
-        self._event("Completed" if code == 0 else "Error", f"{what} exited with {code}")
+        ended = self._finish(incarnation, code)
+        self._event("Completed" if code == 0 else "Error", f"{what} exited with {ended.exit_code} ({ended.reason})")
         return -1 if code is None else code
 
     def _post_start(self, incarnation: _Incarnation, command: Sequence[str]) -> bool:
@@ -472,11 +496,39 @@ class PodWorker:
                 return code
             if self._deleting():
                 return self._terminate(incarnation)
+            if incarnation.oom_killed():
+                return self._oom_kill(incarnation)
             self._probe(incarnation)
             if incarnation.probes.must_restart:
                 self._event("Unhealthy", "startup/liveness probe failed: killing the container")
                 return self._stop(incarnation, self.template.spec.termination_grace_period_seconds, run_pre_stop=True)
             time.sleep(TICK_S)
+
+    def _oom_kill(self, incarnation: _Incarnation) -> int | None:
+        """The container's group recorded an OOM kill: the whole container dies, as on GKE.
+
+        cgroup v2 nodes (GKE's) with kubelet >= 1.28 set ``memory.oom.group``: the kernel kills
+        every process of the container, not only the largest. On v1 the kernel kills one; the
+        pod runner kills the rest, so a prefork child's OOM restarts the container either way.
+        """
+        self._event("OOMKilled", f"container {self.container.name} hit its memory limit: killing the container")
+        processes.kill_group(incarnation.runner, timeout=15)
+        return incarnation.runner.poll()
+
+    def _finish(self, incarnation: _Incarnation, code: int | None) -> Termination:
+        """Record how a container run ended (its lastState) and drop its group."""
+        ended = termination(code, incarnation.oom_killed())
+        if incarnation.group is not None:
+            peak = incarnation.group.peak_memory_bytes()
+            if ended.reason == "OOMKilled" or peak is not None:
+                self._event(
+                    "Terminated",
+                    f"reason {ended.reason}, exit code {ended.exit_code}, memory peak "
+                    f"{'?' if peak is None else f'{peak / 2**20:.0f}Mi'}",
+                )
+        self.last_termination = ended
+        self.limits.drop_container_group(incarnation.group)
+        return ended
 
     def _probe(self, incarnation: _Incarnation) -> None:
         now = time.monotonic()
@@ -544,6 +596,9 @@ class PodWorker:
             env=incarnation.env,
             workdir=incarnation.workdir,
         )
+        if incarnation.group is not None:
+            # runc exec joins the container's cgroups: what an exec (a probe) uses counts against its limits.
+            exec_argv = incarnation.group.enter_argv(exec_argv)
         proc = subprocess.Popen(
             exec_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
         )
@@ -564,6 +619,10 @@ class PodWorker:
             current, self._current = self._current, None
         if current is not None:
             processes.kill_group(current.runner, timeout=15)
+            self.limits.drop_container_group(current.group)
+        left = self.limits.release()
+        if left:
+            self._event("LimitsLeftover", f"could not remove {left}")
 
     def _event(self, reason: str, message: str) -> None:
         self.ctx.on_event(Event(time.time(), self.name, reason, message))

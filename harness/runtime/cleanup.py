@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
+from harness.runtime import cgroups, processes
 from harness.runtime import netns as nsmod
-from harness.runtime import processes
 
 
 def _group_is_a_broker(pgid: int) -> bool:
@@ -32,4 +32,6 @@ def cleanup_stale() -> list[str]:
     cleaned = processes.cleanup_stale(_group_is_a_broker)
     if os.geteuid() == 0:
         cleaned += nsmod.cleanup_stale()
+        # Only groups left empty: a live run's pods still hold theirs.
+        cleaned += cgroups.cleanup_stale()
     return cleaned
