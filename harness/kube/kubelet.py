@@ -36,7 +36,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from harness.kube.env import PodFacts, argv, resolve_env
-from harness.kube.limits import PodLimits, Termination, host_hierarchy, termination
+from harness.kube.limits import OOM_REASON, PodLimits, Termination, host_hierarchy, termination
 from harness.kube.objects import ConfigMap, Container, PodTemplate, Probe, Secret
 from harness.kube.probes import ContainerProbes
 from harness.kube.volumes import VolumeStore, container_mounts
@@ -252,6 +252,12 @@ class PodWorker:
         """The container runner's process group (recorded so a crashed harness's leftovers can be found)."""
         with self._lock:
             return None if self._current is None else self._current.runner.pid
+
+    @property
+    def cgroup(self) -> Group | None:
+        """The running container's group (its memory and cpu statistics), None between runs or without cgroups."""
+        with self._lock:
+            return None if self._current is None else self._current.group
 
     @property
     def main_pid(self) -> int | None:
@@ -511,7 +517,7 @@ class PodWorker:
         every process of the container, not only the largest. On v1 the kernel kills one; the
         pod runner kills the rest, so a prefork child's OOM restarts the container either way.
         """
-        self._event("OOMKilled", f"container {self.container.name} hit its memory limit: killing the container")
+        self._event("Killing", f"container {self.container.name} had a process OOM-killed: killing the rest of it")
         processes.kill_group(incarnation.runner, timeout=15)
         return incarnation.runner.poll()
 
@@ -520,12 +526,11 @@ class PodWorker:
         ended = termination(code, incarnation.oom_killed())
         if incarnation.group is not None:
             peak = incarnation.group.peak_memory_bytes()
-            if ended.reason == "OOMKilled" or peak is not None:
-                self._event(
-                    "Terminated",
-                    f"reason {ended.reason}, exit code {ended.exit_code}, memory peak "
-                    f"{'?' if peak is None else f'{peak / 2**20:.0f}Mi'}",
-                )
+            self._event(
+                ended.reason if ended.reason == OOM_REASON else "Terminated",
+                f"reason {ended.reason}, exit code {ended.exit_code}, memory peak "
+                f"{'?' if peak is None else f'{peak / 2**20:.0f}Mi'}",
+            )
         self.last_termination = ended
         self.limits.drop_container_group(incarnation.group)
         return ended
