@@ -47,9 +47,11 @@ MAX_CONCURRENCY: Final = 64
 ENV_MAX_MEMORY_PER_CHILD_KIB: Final = "WORKER_MAX_MEMORY_PER_CHILD_KIB"
 """Celery's ``worker_max_memory_per_child`` (KiB): a pool process whose resident memory passed it
 after a task is replaced. Set from the pod's memory limit (:func:`max_memory_per_child_kib`)."""
-WORKER_MAIN_PROCESS_MIB: Final = 80
-"""The worker's main process and what every pool process shares with it (the imports before the
-fork), rounded up from the resident sizes measured on the plan's worker (docs/operate-workers.md)."""
+WORKER_MAIN_PROCESS_MIB: Final = 48
+"""The worker's main process, and the resident size every pool process starts from (the imports
+it shares with the main process since the fork). Measured on the dev plan's worker under the pod
+runner's cgroups (2 pool processes, idle after a drill): main 47 MiB resident, each pool process
+39 MiB of which 8 MiB its own, 64 MiB charged to the container in all."""
 WORKER_TMP_MIB: Final = 64
 """The worker pod's ``/tmp``: a memory-backed emptyDir, charged to the pod's memory as it fills."""
 MEMORY_PER_CHILD_SHARE: Final = 0.8
