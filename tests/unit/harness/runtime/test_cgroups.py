@@ -92,3 +92,16 @@ def test_make_skips_a_missing_swap_knob(tmp_path: Path) -> None:
     assert (group.dirs["memory"] / "memory.limit_in_bytes").read_text() == str(MI)
     assert not (group.dirs["memory"] / "memory.memsw.limit_in_bytes").exists()
     assert (group.dirs["pids"] / "pids.max").read_text() == "max"
+
+
+def test_v2_group_hands_the_controllers_down_and_writes_the_unified_knobs(tmp_path: Path) -> None:
+    group = Hierarchy(2, tmp_path).make("podx/c-1", Limits(memory_bytes=MI, cpu_limit_millis=500))
+    assert group.dirs == {"": tmp_path / "ha-celery" / "podx" / "c-1"}
+    # Each ancestor's subtree_control enables the controllers for the level below (the file's last write here).
+    for parent in (tmp_path, tmp_path / "ha-celery", tmp_path / "ha-celery" / "podx"):
+        assert (parent / "cgroup.subtree_control").read_text() == "+pids"
+    assert (group.dirs[""] / "memory.max").read_text() == str(MI)
+    assert (group.dirs[""] / "cpu.max").read_text() == "50000 100000"
+    assert (group.dirs[""] / "memory.oom.group").read_text() == "1"
+    # No swap knob on this host: skipped, not an error.
+    assert not (group.dirs[""] / "memory.swap.max").exists()
