@@ -132,9 +132,12 @@ class _Incarnation:
     probes: ContainerProbes
     group: Group | None = None
     """Its memory, cpu and pids group (None where the host's cgroups are not writable)."""
+    oom: bool = False
+    """Its group ran out of memory (v1: seen while it waited at the limit, before the pod runner killed it)."""
 
     def oom_killed(self) -> bool:
-        return self.group is not None and self.group.oom_kills() > 0
+        self.oom = self.oom or (self.group is not None and self.group.out_of_memory())
+        return self.oom
 
 
 class PodError(RuntimeError):
@@ -502,7 +505,9 @@ class PodWorker:
                 return code
             if self._deleting():
                 return self._terminate(incarnation)
-            if incarnation.oom_killed():
+            # The pod group too: pages an earlier run left (its tmpfs writes) may fill it before the container's.
+            if incarnation.oom_killed() or self.limits.pod_out_of_memory():
+                incarnation.oom = True
                 return self._oom_kill(incarnation)
             self._probe(incarnation)
             if incarnation.probes.must_restart:
@@ -514,10 +519,11 @@ class PodWorker:
         """The container's group recorded an OOM kill: the whole container dies, as on GKE.
 
         cgroup v2 nodes (GKE's) with kubelet >= 1.28 set ``memory.oom.group``: the kernel kills
-        every process of the container, not only the largest. On v1 the kernel kills one; the
-        pod runner kills the rest, so a prefork child's OOM restarts the container either way.
+        every process of the container, not only the largest. On v1 the group's kernel kills are
+        off (harness.runtime.cgroups): its processes wait at the limit and the pod runner kills
+        them all, so no process of it (a Celery main process rejecting a task) runs on after the OOM.
         """
-        self._event("Killing", f"container {self.container.name} had a process OOM-killed: killing the rest of it")
+        self._event("Killing", f"container {self.container.name} is out of memory: killing all of it")
         processes.kill_group(incarnation.runner, timeout=15)
         return incarnation.runner.poll()
 

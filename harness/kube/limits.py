@@ -122,6 +122,7 @@ class PodLimits:
         self.pod_path = f"pod{uid}"
         self.limits = pod_limits(spec)
         self._mounted: list[Path] = []
+        self._pod_kills_before = 0
 
     @property
     def enforced(self) -> bool:
@@ -131,10 +132,21 @@ class PodLimits:
         if self.hierarchy is not None:
             self.hierarchy.make(self.pod_path, self.limits)
 
+    def pod_out_of_memory(self) -> bool:
+        """Whether the pod group waits at its own memory limit (v1) or had a kill since the current run started.
+
+        v2 counts kills over the subtree: an earlier run's count must not condemn this one.
+        """
+        if self.hierarchy is None:
+            return False
+        group = self.hierarchy.group(self.pod_path)
+        return group.under_oom() or group.oom_kills() > self._pod_kills_before
+
     def container_group(self, container: Container, incarnation: int) -> Group | None:
         """A fresh group for one run of ``container`` (a restart is a new container, a new group)."""
         if self.hierarchy is None:
             return None
+        self._pod_kills_before = self.hierarchy.group(self.pod_path).oom_kills()
         return self.hierarchy.make(f"{self.pod_path}/{container.name}-{incarnation}", container_limits(container))
 
     def drop_container_group(self, group: Group | None) -> None:

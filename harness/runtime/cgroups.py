@@ -19,7 +19,9 @@ What the kubelet writes (pkg/kubelet/cm, helpers_linux.go, and runc's v1/v2 writ
   ``podPidsLimit``, so the pod runner counts pids per pod and limits them only when asked.
 * cgroup v2 and kubelet >= 1.28: ``memory.oom.group`` is 1, so an OOM kill takes the whole
   container, not one process of it (GKE nodes run v2). v1 has no such knob; the pod runner
-  reproduces it by killing the container when its group records an OOM kill (see the kubelet).
+  reproduces it with ``memory.oom_control`` 1 (the kernel kills nothing: a process that hits the
+  limit waits, ``under_oom`` 1) and kills the whole container as soon as it sees that (the
+  kubelet), so no process of it runs on after the OOM, as with the group kill.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ def knobs(limits: Limits, version: Version) -> dict[str, dict[str, str]]:
     memory = {"memory.limit_in_bytes": "-1" if limits.memory_bytes is None else str(limits.memory_bytes)}
     # memsw (memory + swap) equal to the limit: swap off for the group. Written after the limit (memsw >= limit).
     memory["memory.memsw.limit_in_bytes"] = memory["memory.limit_in_bytes"]
+    # No kernel kill of one process: the group waits at its limit until the whole container is killed (v2's oom.group).
+    memory["memory.oom_control"] = "1"
     cpu = {
         "cpu.cfs_period_us": str(CFS_PERIOD_US),
         "cpu.cfs_quota_us": "-1" if limits.cpu_limit_millis is None else str(quota_us(limits.cpu_limit_millis)),
@@ -103,13 +107,27 @@ def knobs(limits: Limits, version: Version) -> dict[str, dict[str, str]]:
     return {"memory": memory, "cpu": cpu, "pids": pids}
 
 
-def oom_kills(text: str) -> int:
-    """The OOM-kill count from ``memory.oom_control`` (v1) or ``memory.events`` (v2): both say ``oom_kill N``."""
+def _counter(text: str, name: str) -> int:
     for line in text.splitlines():
         key, _, value = line.partition(" ")
-        if key == "oom_kill":
+        if key == name:
             return int(value)
     return 0
+
+
+def oom_kills(text: str) -> int:
+    """The OOM-kill count from ``memory.oom_control`` (v1) or ``memory.events`` (v2): both say ``oom_kill N``."""
+    return _counter(text, "oom_kill")
+
+
+def under_oom(text: str) -> bool:
+    """Whether a v1 group with kernel kills off waits at its limit (``under_oom 1``); v2 never says so."""
+    return _counter(text, "under_oom") > 0
+
+
+def out_of_memory(text: str) -> bool:
+    """Whether the group hit its limit for good: the kernel killed in it, or (v1, kills off) it waits at it."""
+    return oom_kills(text) > 0 or under_oom(text)
 
 
 @dataclass(frozen=True)
@@ -128,12 +146,23 @@ class Group:
     def procs_files(self) -> list[Path]:
         return [d / "cgroup.procs" for d in self.dirs.values()]
 
-    def oom_kills(self) -> int:
+    def _oom_text(self) -> str:
         name = "memory.events" if self.version == 2 else "memory.oom_control"
         try:
-            return oom_kills((self.memory_dir / name).read_text())
-        except OSError:
-            return 0
+            return (self.memory_dir / name).read_text()
+        except OSError:  # the group is gone
+            return ""
+
+    def out_of_memory(self) -> bool:
+        """See :func:`out_of_memory`."""
+        return out_of_memory(self._oom_text())
+
+    def oom_kills(self) -> int:
+        """Kernel OOM kills in the group (v2: its whole subtree)."""
+        return oom_kills(self._oom_text())
+
+    def under_oom(self) -> bool:
+        return under_oom(self._oom_text())
 
     def read(self, controller: str, name: str) -> str:
         """A knob's or statistic's text (``memory.max_usage_in_bytes``, ``cpu.stat``)."""
@@ -264,7 +293,9 @@ __all__ = [
     "detect_version",
     "knobs",
     "oom_kills",
+    "out_of_memory",
     "quota_us",
     "shares",
+    "under_oom",
     "weight",
 ]

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from harness.runtime.cgroups import Hierarchy, Limits, detect_version, knobs, oom_kills, quota_us, shares, weight
+from harness.runtime.cgroups import (
+    Hierarchy,
+    Limits,
+    detect_version,
+    knobs,
+    oom_kills,
+    out_of_memory,
+    quota_us,
+    shares,
+    weight,
+)
 
 MI = 2**20
 
@@ -17,6 +27,8 @@ def test_v1_knobs_as_the_kubelet_writes_them() -> None:
         "memory.limit_in_bytes": str(256 * MI),
         # Swap off for the group: memory + swap capped at the memory limit.
         "memory.memsw.limit_in_bytes": str(256 * MI),
+        # Kernel kills off: the pod runner kills the whole container, as v2's memory.oom.group does.
+        "memory.oom_control": "1",
     }
     assert got["cpu"] == {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "50000", "cpu.shares": "102"}
     assert got["pids"] == {"pids.max": "max"}
@@ -64,6 +76,20 @@ def test_oom_kill_count_from_either_file() -> None:
     assert oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n") == 3
     assert oom_kills("low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\noom_group_kill 1\n") == 1
     assert oom_kills("") == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("oom_kill_disable 1\nunder_oom 0\noom_kill 0\n", False),
+        ("oom_kill_disable 1\nunder_oom 1\noom_kill 0\n", True),
+        ("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n", True),
+        ("low 0\nhigh 0\nmax 9\noom 3\noom_kill 0\n", False),
+        ("low 0\nhigh 0\nmax 9\noom 3\noom_kill 2\noom_group_kill 1\n", True),
+    ],
+)
+def test_out_of_memory_from_either_file(text: str, expected: bool) -> None:
+    assert out_of_memory(text) is expected
 
 
 def test_detect_version(tmp_path: Path) -> None:
