@@ -28,9 +28,9 @@ from tests.drills.conftest import Booted
 pytestmark = [pytest.mark.drill]
 
 GOOD_TASKS = 60
-DEAD_LETTER_WAIT_S = 480.0
+DEAD_LETTER_WAIT_S = 600.0
 """21 attempts at the plan's delivery limit of 20, each costing a worker container whose restarts
-back off per pod (0, 10, 20, 40, 80, 160 s): about 7 kills per pod of 3."""
+back off per pod (0, 10, 20, 40, 80, 160 s): about 7 kills per pod of 3, measured 327 s."""
 
 
 def publish_good(target: PlanTarget, first: int, count: int) -> list[str]:
