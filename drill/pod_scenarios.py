@@ -49,6 +49,7 @@ from drill.scenario import QUEUE, RECOVER_AFTER_S, Scenario
 from drill.update import ReadyWatch, UpdateReport, UpdateSpec
 from harness.kube.apply import SEQUENTIAL, Applier, Step, load_steps
 from harness.kube.cluster import KubeCluster, KubeError
+from harness.kube.kubelet import BACKOFF_MAX_S
 from harness.kube.limits import OOM_REASON
 from harness.runtime.poll import NOT_YET, PollTimeout, poll
 
@@ -378,8 +379,13 @@ def oom(
     mark(f"{failing.HOG} dead-lettered after {len(oom_kills(cluster, since))} OOM kill(s)")
     if not wait_ready:
         return
-    # The last pods killed sit in their back-off (up to 160 s after 6 restarts) before they run again.
-    poll(lambda: all(p.ready for p in cluster.pods_of(WORKERS)), REJOIN_TIMEOUT_S, "every worker pod Ready again")
+    # The last pods killed sit in their back-off before they run again: 21 kills over 3 pods can
+    # take one to its 7th restart, the kubelet's 300 s maximum (seen: 240 s were not enough).
+    poll(
+        lambda: all(p.ready for p in cluster.pods_of(WORKERS)),
+        BACKOFF_MAX_S + REJOIN_TIMEOUT_S,
+        "every worker pod Ready again",
+    )
     mark("every worker pod Ready again")
 
 
