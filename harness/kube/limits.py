@@ -14,12 +14,12 @@ its container's and its pod's limit, as on a node.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 OOM_EXIT_CODE = 128 + signal.SIGKILL
 """What the runtime reports for a container the OOM killer (or anything) SIGKILLed."""
 OOM_REASON = "OOMKilled"
+RELEASE_TIMEOUT_S = 5.0
+"""How long a deleted pod's groups may stay busy before the leftover is reported."""
 
 
 def _millis(quantity: str) -> int:
@@ -176,9 +178,15 @@ class PodLimits:
                 left.append(str(path))
         self._mounted.clear()
         if self.hierarchy is not None:
-            with contextlib.suppress(OSError):
-                for directory in self.hierarchy.group(self.pod_path).dirs.values():
-                    left += [str(p) for p in cgroups.remove_tree(directory)]
+            directories = list(self.hierarchy.group(self.pod_path).dirs.values())
+            # A killed container's last processes may take a moment to leave its group (seen: a broker's).
+            deadline = time.monotonic() + RELEASE_TIMEOUT_S
+            while True:
+                busy = [p for d in directories for p in cgroups.remove_tree(d)]
+                if not busy or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            left += [str(p) for p in busy]
         return left
 
 
