@@ -26,7 +26,14 @@ import yaml
 
 from contract import machines
 from contract.image import ImagePlatforms
-from contract.wire import GMP_NAMESPACE, MAX_CONCURRENCY, SCHEDULER_RUN_PATTERN, Autoscaling, quorum_safe
+from contract.wire import (
+    GMP_NAMESPACE,
+    MAX_CONCURRENCY,
+    SCHEDULER_RUN_PATTERN,
+    Autoscaling,
+    max_memory_per_child_kib,
+    quorum_safe,
+)
 from monitoring.scrape import MetricsCollection
 
 PROJECT = "ha-celery"
@@ -655,13 +662,20 @@ def _workers(r: _Reader) -> WorkerSettings:
     max_replicas = r.integer("autoscalingMaxReplicas")
     if autoscaling is not Autoscaling.NONE and max_replicas < replicas:
         r.fail(f"{PROJECT}:autoscalingMaxReplicas", max_replicas, f">= workerReplicas ({replicas})")
+    concurrency = r.integer(
+        "workerConcurrency", maximum=MAX_CONCURRENCY, why="the worker refuses more: contract.wire.MAX_CONCURRENCY"
+    )
+    memory_mib = r.integer("workerMemoryMiB", minimum=128)
+    try:
+        # The pool's recycling threshold comes from the limit: it must leave each pool process room.
+        max_memory_per_child_kib(memory_mib, concurrency)
+    except ValueError as exc:
+        r.fail(f"{PROJECT}:workerMemoryMiB", memory_mib, f"with workerConcurrency {concurrency}: {exc}")
     return WorkerSettings(
         replicas=replicas,
-        concurrency=r.integer(
-            "workerConcurrency", maximum=MAX_CONCURRENCY, why="the worker refuses more: contract.wire.MAX_CONCURRENCY"
-        ),
+        concurrency=concurrency,
         cpu_millis=r.integer("workerCpuMillis", minimum=50),
-        memory_mib=r.integer("workerMemoryMiB", minimum=128),
+        memory_mib=memory_mib,
         scheduler_enabled=r.boolean("schedulerEnabled"),
         scheduler_tasks=r.integer(
             "schedulerTasks",

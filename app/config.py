@@ -48,6 +48,12 @@ Worker tuning:
 ``WORKER_CONCURRENCY``
     Pool processes per worker, 1..64 (default 2). Explicit because in a container
     Celery's default, the CPU count, is the *node's* count, not the pod's limit.
+``WORKER_MAX_MEMORY_PER_CHILD_KIB``
+    ``worker_max_memory_per_child``: a pool process whose resident memory passed this many KiB
+    after a task is replaced by a fresh one, before it grows into the pod's memory limit (an
+    OOM kill restarts the whole container). 1024..``MAX_MEMORY_PER_CHILD_KIB``; unset: never
+    recycled. The worker Deployment derives it from its memory limit
+    (``contract.wire.max_memory_per_child_kib``).
 
 Probes:
 
@@ -124,6 +130,8 @@ DEFAULT_BROKER_PORT: Final = wire.AMQP_PORT
 DEFAULT_BROKER_TLS_PORT: Final = wire.AMQPS_PORT
 _DEFAULT_HEARTBEAT_PATH: Final = PurePosixPath(DEFAULT_HEARTBEAT_FILE)
 _DEFAULT_READY_PATH: Final = PurePosixPath(DEFAULT_READY_FILE)
+MAX_MEMORY_PER_CHILD_KIB: Final = 64 * 1024 * 1024
+"""64 GiB: more than any pod here may hold; a larger value is a unit mistake (bytes for KiB)."""
 
 _HOST_RE: Final = re.compile(
     r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -148,6 +156,8 @@ class AppConfig:
     """``worker_prefetch_multiplier``; see ``WORKER_PREFETCH_MULTIPLIER``."""
     concurrency: int = DEFAULT_CONCURRENCY
     """``worker_concurrency``; see ``WORKER_CONCURRENCY``."""
+    max_memory_per_child_kib: int | None = None
+    """``worker_max_memory_per_child`` (None: never recycled); see ``WORKER_MAX_MEMORY_PER_CHILD_KIB``."""
     heartbeat_file: PurePosixPath = _DEFAULT_HEARTBEAT_PATH
     """Liveness heartbeat file; see ``HEALTH_HEARTBEAT_FILE``."""
     ready_file: PurePosixPath = _DEFAULT_READY_PATH
@@ -234,6 +244,9 @@ def from_env(environ: Mapping[str, str]) -> AppConfig:
             timing.MAX_PREFETCH_MULTIPLIER,
         ),
         concurrency=_int_env(environ, ENV_CONCURRENCY, DEFAULT_CONCURRENCY, 1, MAX_CONCURRENCY),
+        max_memory_per_child_kib=_optional_int_env(
+            environ, wire.ENV_MAX_MEMORY_PER_CHILD_KIB, 1024, MAX_MEMORY_PER_CHILD_KIB
+        ),
         heartbeat_file=_abs_path_env(environ, ENV_HEARTBEAT_FILE, DEFAULT_HEARTBEAT_FILE),
         ready_file=_abs_path_env(environ, ENV_READY_FILE, DEFAULT_READY_FILE),
         tls_ca_file=tls_ca_file,
@@ -293,6 +306,11 @@ def _tls_server_name(environ: Mapping[str, str], ca_file: PurePosixPath | None) 
     if not _HOST_RE.match(raw):
         raise ConfigError(f"{ENV_BROKER_TLS_SERVER_NAME}={raw!r} is not a DNS name; allowed: a name such as rmq.ns.svc")
     return raw
+
+
+def _optional_int_env(environ: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    raw = environ.get(name)
+    return None if raw is None or raw.strip() == "" else _int_env(environ, name, low, low, high)
 
 
 def _int_env(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -541,6 +559,8 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
         # Few messages in flight per worker: fewer redeliveries when it dies, fair spread of long tasks.
         "worker_prefetch_multiplier": config.prefetch_multiplier,
         "worker_concurrency": config.concurrency,
+        # Recycle a pool process grown past its share of the pod's memory limit (checked after each task).
+        "worker_max_memory_per_child": config.max_memory_per_child_kib,
         # Quorum queues reject global QoS; Celery detects them and uses per-consumer prefetch.
         "worker_detect_quorum_queues": True,
         # After a connection loss the running tasks' acks cannot succeed (delivery tags belong

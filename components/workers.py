@@ -199,7 +199,8 @@ def _pod_security() -> k8s.core.v1.PodSecurityContextArgsDict:
 
 def _tmp_volume() -> k8s.core.v1.VolumeArgsDict:
     # The only writable place: heartbeat and ready files, celery's scratch space.
-    return {"name": "tmp", "empty_dir": {"medium": "Memory", "size_limit": "64Mi"}}
+    # Memory-backed: charged to the pod's limit, which wire.max_memory_per_child_kib leaves room for.
+    return {"name": "tmp", "empty_dir": {"medium": "Memory", "size_limit": f"{wire.WORKER_TMP_MIB}Mi"}}
 
 
 def _tmp_mount() -> k8s.core.v1.VolumeMountArgsDict:
@@ -244,6 +245,10 @@ def _container(args: CeleryWorkersArgs) -> k8s.core.v1.ContainerArgsDict:
             *_broker_env(args, args.credentials_secret),
             *_tls_env(args),
             {"name": wire.ENV_CONCURRENCY, "value": str(args.concurrency)},
+            {
+                "name": wire.ENV_MAX_MEMORY_PER_CHILD_KIB,
+                "value": str(wire.max_memory_per_child_kib(args.memory_mib, args.concurrency)),
+            },
             {"name": wire.ENV_PREFETCH_MULTIPLIER, "value": str(wire.DEFAULT_PREFETCH_MULTIPLIER)},
             {"name": wire.ENV_HEARTBEAT_FILE, "value": wire.DEFAULT_HEARTBEAT_FILE},
             {"name": wire.ENV_READY_FILE, "value": wire.DEFAULT_READY_FILE},

@@ -44,6 +44,38 @@ DEFAULT_BROKER_VHOST: Final = "/"
 DEFAULT_PREFETCH_MULTIPLIER: Final = 1
 DEFAULT_CONCURRENCY: Final = 2
 MAX_CONCURRENCY: Final = 64
+ENV_MAX_MEMORY_PER_CHILD_KIB: Final = "WORKER_MAX_MEMORY_PER_CHILD_KIB"
+"""Celery's ``worker_max_memory_per_child`` (KiB): a pool process whose resident memory passed it
+after a task is replaced. Set from the pod's memory limit (:func:`max_memory_per_child_kib`)."""
+WORKER_MAIN_PROCESS_MIB: Final = 48
+"""The worker's main process, and the resident size every pool process starts from (the imports
+it shares with the main process since the fork). Measured on the dev plan's worker under the pod
+runner's cgroups (2 pool processes, idle after a drill): main 47 MiB resident, each pool process
+39 MiB of which 8 MiB its own, 64 MiB charged to the container in all."""
+WORKER_TMP_MIB: Final = 64
+"""The worker pod's ``/tmp``: a memory-backed emptyDir, charged to the pod's memory as it fills."""
+MEMORY_PER_CHILD_SHARE: Final = 0.8
+"""The part of each pool process's share of the limit it may reach before it is recycled: the
+check runs after a task, so a task may overshoot it by what it allocates."""
+
+
+def max_memory_per_child_kib(memory_mib: int, concurrency: int) -> int:
+    """``worker_max_memory_per_child`` for a pod of ``memory_mib`` MiB running ``concurrency`` pool processes.
+
+    A pool process's resident size counts the pages it shares with the main process, which the
+    cgroup charges once: it may reach the shared part plus its share of what the main process and
+    ``/tmp`` leave of the limit. ValueError when nothing is left: the pod cannot hold the pool.
+    """
+    left = memory_mib - WORKER_MAIN_PROCESS_MIB - WORKER_TMP_MIB
+    if left < 8 * concurrency:
+        raise ValueError(
+            f"{memory_mib} MiB leaves {left} MiB for {concurrency} pool process(es) after the main process "
+            f"({WORKER_MAIN_PROCESS_MIB} MiB) and /tmp ({WORKER_TMP_MIB} MiB); allowed: at least "
+            f"{WORKER_MAIN_PROCESS_MIB + WORKER_TMP_MIB + 8 * concurrency} MiB"
+        )
+    return int((WORKER_MAIN_PROCESS_MIB + MEMORY_PER_CHILD_SHARE * left / concurrency) * 1024)
+
+
 """Upper bound of ``WORKER_CONCURRENCY``; the stack setting ``workerConcurrency`` uses the same."""
 DEFAULT_HEARTBEAT_FILE: Final = "/tmp/worker-heartbeat"
 DEFAULT_READY_FILE: Final = "/tmp/worker-ready"

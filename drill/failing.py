@@ -20,6 +20,10 @@ itself (what ``drill.records.tally`` of the results directory counts as complete
     that is dead-lettered, then fixed, then replayed from the dead-letter queue.
 ``retry_once``
     Asks for a retry (``Task.retry``, one second later) on its first run, completes on the second.
+``hog``
+    Allocates memory 16 MiB at a time, every page touched, up to ``HOG_MAX_MIB``: far past any
+    worker pod's memory limit, so the OOM killer ends it (the ``oom`` scenario). Where nothing
+    limits it, it completes, and the scenario sees no OOM kill and fails.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ FAIL: Final = "drill.failing.fail"
 CRASH: Final = "drill.failing.crash"
 OVERRUN: Final = "drill.failing.overrun"
 FAIL_WHILE_MARKED: Final = "drill.failing.fail_while_marked"
+HOG: Final = "drill.failing.hog"
+HOG_STEP_MIB: Final = 16
+HOG_MAX_MIB: Final = 4096
 RETRY_ONCE: Final = "drill.failing.retry_once"
 
 ATTEMPTS_DIR: Final = "attempts"
@@ -125,4 +132,13 @@ def retry_once(self: Task[Any, Any], n: int) -> None:
     directory = _attempt(self, n)
     if self.request.retries == 0:
         raise self.retry(countdown=1)
+    _completed(self, n, directory)
+
+
+@shared_task(name=HOG, bind=True)
+def hog(self: Task[Any, Any], n: int) -> None:
+    """Record the attempt, then hold ever more memory (a leak, a huge input read whole) until killed."""
+    directory = _attempt(self, n)
+    held = [bytearray(HOG_STEP_MIB << 20) for _ in range(HOG_MAX_MIB // HOG_STEP_MIB)]
+    del held
     _completed(self, n, directory)

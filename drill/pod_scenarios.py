@@ -25,6 +25,11 @@
 * lose-disk: the claim of the highest ordinal, then of rabbitmq-0 (the seed), is emptied while
   its pod is gone; each must come back as a blank member of the one cluster (seeing all of it,
   not a cluster of its own) and the quorum queue must have three live replicas again.
+* oom: a worker pod publishes ``drill.failing.hog``, a task that allocates far past the worker's
+  memory limit: the pod runner's kubelet OOM-kills the container (``OOMKilled``, exit 137, the
+  whole container as on GKE's cgroup v2 nodes) and restarts it with its back-off; the task goes
+  back to the queue and the next worker takes it, until the broker dead-letters it past the
+  queue's delivery limit (``celery.dlq``). The good tasks of the drill's load all complete.
 * update: a second plan applied step by step as the Pulumi engine would (``harness.kube.apply``,
   the steps from plan-diff), the Ready broker pods counted throughout; then every broker pod must
   be Ready and in the cluster (``drill.update``).
@@ -39,11 +44,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from contract.wire import DEAD_LETTER_QUEUE
+from drill import failing
 from drill.held import BrokerWatch, FreezeReport, holds
 from drill.scenario import QUEUE, RECOVER_AFTER_S, Scenario
 from drill.update import ReadyWatch, UpdateReport, UpdateSpec
 from harness.kube.apply import SEQUENTIAL, Applier, Step, load_steps
 from harness.kube.cluster import KubeCluster, KubeError
+from harness.kube.kubelet import BACKOFF_MAX_S
+from harness.kube.limits import OOM_REASON
 from harness.runtime.poll import NOT_YET, PollTimeout, poll
 
 BROKERS = "StatefulSet/rabbitmq"
@@ -376,6 +385,65 @@ def update(cluster: KubeCluster, mark: Mark, report: UpdateReport) -> None:
         mark(f"update applied: at least {watch.lowest} of {report.brokers_before} broker pods Ready throughout")
 
 
+OOM_DEAD_LETTER_TIMEOUT_S = 900.0
+"""How long the poison task may take to reach the dead-letter queue: each attempt costs a worker
+container, whose restarts back off (0, 10, 20, 40 s... per pod)."""
+PUBLISH_HOG = (
+    "from app.config import from_env; from app.factory import make_app; import os; "
+    f"print(make_app(from_env(os.environ)).send_task({failing.HOG!r}, args=(0,)).id)"
+)
+"""Run in a worker container: its own broker settings, as an in-cluster client publishes."""
+
+
+def dead_lettered(cluster: KubeCluster) -> int:
+    """Messages in the dead-letter queue (its ``messages`` from ``rabbitmqctl list_queues``)."""
+    out = _broker_exec(cluster, "rabbitmqctl", "-q", "list_queues", "name", "messages", "--no-table-headers")
+    for line in out.splitlines():
+        name, _, count = line.partition("\t")
+        if name == DEAD_LETTER_QUEUE:
+            return int(count)
+    raise KubeError(f"no {DEAD_LETTER_QUEUE} queue in {out!r}")
+
+
+def oom_kills(cluster: KubeCluster, since: float) -> list[str]:
+    """The worker pods' OOM kills since ``since`` (one pod name per kill)."""
+    prefix = WORKERS.split("/", 1)[1] + "-"
+    events = cluster.events_of()
+    return [e.pod for e in events if e.at >= since and e.pod.startswith(prefix) and e.reason == OOM_REASON]
+
+
+def oom(
+    cluster: KubeCluster, mark: Mark, timeout: float = OOM_DEAD_LETTER_TIMEOUT_S, *, wait_ready: bool = True
+) -> None:
+    ready = [p.name for p in cluster.pods_of(WORKERS) if p.ready]
+    if not ready:
+        raise KubeError("no ready worker pod to publish from")
+    dead_before = dead_lettered(cluster)
+    since = time.time()
+    task_id = cluster.exec(ready[0], "python", "-c", PUBLISH_HOG, timeout=60).strip()
+    mark(f"{ready[0]} published {failing.HOG} {task_id}: it allocates past the worker's memory limit")
+    poll(lambda: oom_kills(cluster, since), 120, "a worker container OOM-killed", not_yet=(KubeError,))
+    mark(f"worker {oom_kills(cluster, since)[0]}'s container OOM-killed (exit 137); its kubelet restarts it")
+    poll(
+        lambda: dead_lettered(cluster) > dead_before,
+        timeout,
+        f"{failing.HOG} in {DEAD_LETTER_QUEUE} after the delivery limit",
+        interval=2.0,
+        not_yet=(KubeError, *NOT_YET),
+    )
+    mark(f"{failing.HOG} dead-lettered after {len(oom_kills(cluster, since))} OOM kill(s)")
+    if not wait_ready:
+        return
+    # The last pods killed sit in their back-off before they run again: 21 kills over 3 pods can
+    # take one to its 7th restart, the kubelet's 300 s maximum (seen: 240 s were not enough).
+    poll(
+        lambda: all(p.ready for p in cluster.pods_of(WORKERS)),
+        BACKOFF_MAX_S + REJOIN_TIMEOUT_S,
+        "every worker pod Ready again",
+    )
+    mark("every worker pod Ready again")
+
+
 FAULTS: dict[Scenario, Callable[[KubeCluster, Mark], object]] = {
     # What a fault returns is its report (freeze-broker's FreezeReport), kept by drill.targets.
     Scenario.BASELINE: baseline,
@@ -388,4 +456,5 @@ FAULTS: dict[Scenario, Callable[[KubeCluster, Mark], object]] = {
     Scenario.PARTITION_NODE: partition_broker,
     Scenario.LOSE_DISK: lose_disk,
     Scenario.FREEZE_BROKER: freeze_broker,
+    Scenario.OOM: oom,
 }

@@ -121,6 +121,7 @@ POD_MARKS = {
     "Killing": ("v", "#c44e52"),
     "Killed": ("X", "#c44e52"),
     "Exited": ("x", "#c44e52"),
+    "OOMKilled": ("X", "#8c1c13"),
     "Evicted": ("D", "#dd8452"),
     "Scheduled": ("|", "#4c72b0"),
 }

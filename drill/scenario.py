@@ -40,6 +40,8 @@ class Scenario(StrEnum):
     """A broker pod comes back with an empty volume."""
     FREEZE_BROKER = "freeze-broker"
     """The queue leader stops answering with its sockets open (SIGSTOP: a paused VM, a stalled disk), then resumes."""
+    OOM = "oom"
+    """A task allocates past the worker pod's memory limit: the container is OOM-killed and restarts."""
     UPDATE = "update"
     """A second plan (the same stack with other settings) applied to the running cluster as ``pulumi up`` would."""
 
@@ -58,6 +60,7 @@ class Scenario(StrEnum):
             Scenario.PARTITION_NODE,
             Scenario.LOSE_DISK,
             Scenario.FREEZE_BROKER,
+            Scenario.OOM,
             Scenario.UPDATE,
         }
 

@@ -112,8 +112,7 @@ _PROBE_FIELDS = [
 
 _KEY_TO_PATH = ["items[*].key", "items[*].path", "items[*].mode", "defaultMode", "optional"]
 
-_NOT_ENFORCED_RES = "no cgroup limit: the local runtime does not constrain the process"
-_NO_CAPACITY = "local nodes have no capacity model; requests neither gate placement nor set cpu weight"
+_NO_CAPACITY = "local nodes have no capacity model: requests do not gate placement"
 
 
 def _container_rules(prefix: str, *, init: bool) -> list[Rule]:
@@ -139,9 +138,10 @@ def _container_rules(prefix: str, *, init: bool) -> list[Rule]:
         _impl(c + "volumeMounts[*].mountPath"),
         _impl(c + "volumeMounts[*].readOnly"),
         _impl(c + "volumeMounts[*].subPath"),
-        _delta(c + "resources.limits.cpu", "unlimited CPU", _NOT_ENFORCED_RES),
-        _delta(c + "resources.limits.memory", "unlimited memory; no OOM kill at the limit", _NOT_ENFORCED_RES),
-        _delta(c + "resources.requests.cpu", "ignored", _NO_CAPACITY),
+        # harness.kube.limits: container and pod cgroups as the kubelet writes them, OOM kills as it reports them.
+        _impl(c + "resources.limits.cpu"),
+        _impl(c + "resources.limits.memory"),
+        _delta(c + "resources.requests.cpu", "sets cpu.shares only", _NO_CAPACITY),
         _delta(c + "resources.requests.memory", "ignored", _NO_CAPACITY),
         _impl(c + "securityContext.runAsUser"),
         _impl(c + "securityContext.runAsGroup"),
@@ -178,14 +178,13 @@ def pod_spec_rules(p: str) -> list[Rule]:
     rules += [
         _impl(v + "name"),
         _impl(v + "emptyDir"),
-        _impl(v + "emptyDir.medium", _vals("")),
+        # Memory: a tmpfs sized as the kubelet sizes it, its pages charged to the writer (harness.kube.limits).
+        _impl(v + "emptyDir.medium", _vals("", "Memory")),
         _delta(
-            v + "emptyDir.medium",
-            "a plain directory on the host disk",
-            "no tmpfs per pod locally; its pages are not charged to the pod's memory",
-            _vals("Memory"),
+            v + "emptyDir.sizeLimit",
+            "the tmpfs size of a medium: Memory emptyDir (writes past it fail, as on a node); no limit on a disk one",
+            "no kubelet eviction of a pod whose disk-backed emptyDir outgrows its sizeLimit",
         ),
-        _delta(v + "emptyDir.sizeLimit", "no size limit", "no per-volume quota or eviction locally"),
         _impl(v + "configMap.name"),
         _impl(v + "secret.secretName"),
         _impl(v + "projected.defaultMode"),

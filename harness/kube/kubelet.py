@@ -38,11 +38,13 @@ from pathlib import Path
 
 from harness.kube.dns import resolv_conf
 from harness.kube.env import PodFacts, argv, resolve_env
+from harness.kube.limits import OOM_REASON, PodLimits, Termination, host_hierarchy, termination
 from harness.kube.objects import ConfigMap, Container, PodTemplate, Probe, Secret
 from harness.kube.probes import ContainerProbes
 from harness.kube.security import ProcessSettings, SecurityContextError, process_settings
 from harness.kube.volumes import VolumeStore, container_mounts
 from harness.runtime import processes, rootfs
+from harness.runtime.cgroups import Group
 from harness.runtime.images import Image
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,14 @@ class _Incarnation:
     workdir: str
     started: float
     probes: ContainerProbes
+    group: Group | None = None
+    """Its memory, cpu and pids group (None where the host's cgroups are not writable)."""
+    oom: bool = False
+    """Its group ran out of memory (v1: seen while it waited at the limit, before the pod runner killed it)."""
+
+    def oom_killed(self) -> bool:
+        self.oom = self.oom or (self.group is not None and self.group.out_of_memory())
+        return self.oom
 
 
 class PodError(RuntimeError):
@@ -170,6 +180,10 @@ class PodWorker:
         self.ready = False
         self.restarts = 0
         self.exit_codes: list[int] = []
+        self.last_termination: Termination | None = None
+        """The last container's terminated state (``lastState.terminated``: reason and exit code)."""
+        self.limits = PodLimits(uid, spec, host_hierarchy())
+        self._incarnations = 0
         self._current: _Incarnation | None = None
         self._lock = threading.Lock()
         self._delete = threading.Event()
@@ -247,6 +261,12 @@ class PodWorker:
             return None if self._current is None else self._current.runner.pid
 
     @property
+    def cgroup(self) -> Group | None:
+        """The running container's group (its memory and cpu statistics), None between runs or without cgroups."""
+        with self._lock:
+            return None if self._current is None else self._current.group
+
+    @property
     def main_pid(self) -> int | None:
         with self._lock:
             return None if self._current is None else self._current.main_pid
@@ -271,6 +291,10 @@ class PodWorker:
     def _set_up(self) -> None:
         directory = self.sandbox.directory
         directory.mkdir(parents=True, exist_ok=True)
+        self.limits.make_pod_group()
+        if not self.limits.enforced:
+            self._event("LimitsNotEnforced", "no writable cgroup hierarchy: resources.limits not applied")
+        self.limits.mount_memory_volumes(self.ctx.volumes.pod_dir(self.uid) / "volumes")
         self._volume_paths = self.ctx.volumes.materialise(
             self.template.spec,
             self.uid,
@@ -312,7 +336,10 @@ class PodWorker:
             with self._lock:
                 self._current = None
             self.ready = False
+            ended = self._finish(incarnation, code)
             if code is not None:
+                # The runtime's code: 128 + N for death by signal N, 137 after an OOM kill.
+                code = ended.exit_code
                 self.exit_codes.append(code)
             if self._deleting():
                 return
@@ -385,6 +412,10 @@ class PodWorker:
             workdir=workdir,
             confinement=process.confinement,
         )
+        self._incarnations += 1
+        group = self.limits.container_group(container, self._incarnations)
+        if group is not None:
+            runner_argv = group.enter_argv(runner_argv)
         with self.log_file.open("ab") as out:
             runner = subprocess.Popen(
                 runner_argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -392,13 +423,14 @@ class PodWorker:
         main_pid = self._wait_main_pid(runner)
         if main_pid is None and runner.poll() is None:
             processes.kill_group(runner)
+            self.limits.drop_container_group(group)
             raise PodError(f"{self.name}: container {container.name} did not start; see {self.log_file}")
         # A container that already exited (a quick init container) has no process to exec into.
         main_pid = main_pid or 0
         self._event("Started", f"container {container.name} ({image.name} image) pid {main_pid}: {command[0]}")
         started = time.monotonic()
         incarnation = _Incarnation(
-            runner, main_pid, env, process, workdir, started, ContainerProbes.for_container(container, started)
+            runner, main_pid, env, process, workdir, started, ContainerProbes.for_container(container, started), group
         )
         hook = container.post_start
         if hook is not None and main_pid and not self._post_start(incarnation, hook):
@@ -409,7 +441,7 @@ class PodWorker:
                 self._terminate(incarnation)
                 return None
             processes.kill_group(runner)
-            self.exit_codes.append(-signal.SIGKILL)
+            self.exit_codes.append(self._finish(incarnation, -signal.SIGKILL).exit_code)
             return None
         # Probes count from when the container runs, i.e. after the hook returned.
         incarnation.probes = ContainerProbes.for_container(container, time.monotonic())
@@ -447,7 +479,8 @@ class PodWorker:
         finally:
             with self._lock:
                 self._current = None
-        self._event("Completed" if code == 0 else "Error", f"{what} exited with {code}")
+        ended = self._finish(incarnation, code)
+        self._event("Completed" if code == 0 else "Error", f"{what} exited with {ended.exit_code} ({ended.reason})")
         return -1 if code is None else code
 
     def _post_start(self, incarnation: _Incarnation, command: Sequence[str]) -> bool:
@@ -470,11 +503,41 @@ class PodWorker:
                 return code
             if self._deleting():
                 return self._terminate(incarnation)
+            # The pod group too: pages an earlier run left (its tmpfs writes) may fill it before the container's.
+            if incarnation.oom_killed() or self.limits.pod_out_of_memory():
+                incarnation.oom = True
+                return self._oom_kill(incarnation)
             self._probe(incarnation)
             if incarnation.probes.must_restart:
                 self._event("Unhealthy", "startup/liveness probe failed: killing the container")
                 return self._stop(incarnation, self.template.spec.termination_grace_period_seconds, run_pre_stop=True)
             time.sleep(TICK_S)
+
+    def _oom_kill(self, incarnation: _Incarnation) -> int | None:
+        """The container's group recorded an OOM kill: the whole container dies, as on GKE.
+
+        cgroup v2 nodes (GKE's) with kubelet >= 1.28 set ``memory.oom.group``: the kernel kills
+        every process of the container, not only the largest. On v1 the group's kernel kills are
+        off (harness.runtime.cgroups): its processes wait at the limit and the pod runner kills
+        them all, so no process of it (a Celery main process rejecting a task) runs on after the OOM.
+        """
+        self._event("Killing", f"container {self.container.name} is out of memory: killing all of it")
+        processes.kill_group(incarnation.runner, timeout=15)
+        return incarnation.runner.poll()
+
+    def _finish(self, incarnation: _Incarnation, code: int | None) -> Termination:
+        """Record how a container run ended (its lastState) and drop its group."""
+        ended = termination(code, incarnation.oom_killed())
+        if incarnation.group is not None:
+            peak = incarnation.group.peak_memory_bytes()
+            self._event(
+                ended.reason if ended.reason == OOM_REASON else "Terminated",
+                f"reason {ended.reason}, exit code {ended.exit_code}, memory peak "
+                f"{'?' if peak is None else f'{peak / 2**20:.0f}Mi'}",
+            )
+        self.last_termination = ended
+        self.limits.drop_container_group(incarnation.group)
+        return ended
 
     def _probe(self, incarnation: _Incarnation) -> None:
         now = time.monotonic()
@@ -544,6 +607,9 @@ class PodWorker:
             workdir=incarnation.workdir,
             confinement=incarnation.process.confinement,
         )
+        if incarnation.group is not None:
+            # runc exec joins the container's cgroups: what an exec (a probe) uses counts against its limits.
+            exec_argv = incarnation.group.enter_argv(exec_argv)
         proc = subprocess.Popen(
             exec_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
         )
@@ -564,6 +630,10 @@ class PodWorker:
             current, self._current = self._current, None
         if current is not None:
             processes.kill_group(current.runner, timeout=15)
+            self.limits.drop_container_group(current.group)
+        left = self.limits.release()
+        if left:
+            self._event("LimitsLeftover", f"could not remove {left}")
 
     def _event(self, reason: str, message: str) -> None:
         self.ctx.on_event(Event(time.time(), self.name, reason, message))

@@ -7,9 +7,10 @@ and ``netns`` already imports ``processes``.
 from __future__ import annotations
 
 import os
+import subprocess
 
+from harness.runtime import cgroups, processes, rootfs
 from harness.runtime import netns as nsmod
-from harness.runtime import processes
 
 
 def _group_is_a_broker(pgid: int) -> bool:
@@ -31,5 +32,10 @@ def cleanup_stale() -> list[str]:
     """
     cleaned = processes.cleanup_stale(_group_is_a_broker)
     if os.geteuid() == 0:
+        # A dead run's memory-backed emptyDirs (tmpfs, harness.kube.limits) stay mounted under its workdir.
+        for point in (p for workdir in cleaned for p in sorted(rootfs.mounts_under(workdir), reverse=True)):
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
         cleaned += nsmod.cleanup_stale()
+        # Only groups left empty: a live run's pods still hold theirs.
+        cleaned += cgroups.cleanup_stale()
     return cleaned

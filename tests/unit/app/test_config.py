@@ -120,6 +120,12 @@ INVALID: list[tuple[str, dict[str, str], list[str]]] = [
     ("prefetch big", {**HOSTS_ENV, "WORKER_PREFETCH_MULTIPLIER": "17"}, ["WORKER_PREFETCH_MULTIPLIER='17'", "1..16"]),
     ("prefetch text", {**HOSTS_ENV, "WORKER_PREFETCH_MULTIPLIER": "one"}, ["WORKER_PREFETCH_MULTIPLIER='one'"]),
     ("concurrency", {**HOSTS_ENV, "WORKER_CONCURRENCY": "0"}, ["WORKER_CONCURRENCY='0'", "1..64"]),
+    (
+        "memory per child in bytes",
+        {**HOSTS_ENV, "WORKER_MAX_MEMORY_PER_CHILD_KIB": "268435456"},
+        ["WORKER_MAX_MEMORY_PER_CHILD_KIB='268435456'", "1024..67108864"],
+    ),
+    ("memory per child tiny", {**HOSTS_ENV, "WORKER_MAX_MEMORY_PER_CHILD_KIB": "10"}, ["1024..67108864"]),
     ("relative hb", {**HOSTS_ENV, "HEALTH_HEARTBEAT_FILE": "hb"}, ["HEALTH_HEARTBEAT_FILE='hb'", "absolute"]),
     ("relative ready file", {**HOSTS_ENV, "HEALTH_READY_FILE": "ready"}, ["HEALTH_READY_FILE='ready'", "absolute"]),
     ("remap sigterm", {**HOSTS_ENV, "REMAP_SIGTERM": "SIGQUIT"}, ["REMAP_SIGTERM='SIGQUIT'", "unset"]),
@@ -275,6 +281,12 @@ def test_broker_url_is_the_whole_shuffled_failover_list() -> None:
     app = make_app(config, random.Random(3))
     # Indexing, not the attribute: celery-types declares broker_url a str, Celery also takes a failover list.
     assert app.conf["broker_url"] == list(config.shuffled_urls(random.Random(3)))
+
+
+def test_max_memory_per_child_from_env_reaches_the_app() -> None:
+    app = build_app({**HOSTS_ENV, "WORKER_MAX_MEMORY_PER_CHILD_KIB": "120000"})
+    assert app.conf.worker_max_memory_per_child == 120000
+    assert build_app(HOSTS_ENV).conf.worker_max_memory_per_child is None
 
 
 def test_prefetch_multiplier_from_env_reaches_the_app() -> None:

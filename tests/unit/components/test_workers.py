@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from contract import metrics, timing
+from contract import metrics, timing, wire
 from contract.wire import CLIENT_LABEL, Autoscaling
 from tests.conftest import Plan
 from tests.unit.components.test_cloud import one, registered
@@ -105,6 +105,23 @@ def test_replicas_and_resources_per_stack(plans: dict[str, Plan]) -> None:
     assert worker(plans["prod"])["resources"]["limits"]["memory"] == "512Mi"
     env = {e["name"]: e.get("value") for e in worker(plans["prod"])["env"]}
     assert env["WORKER_CONCURRENCY"] == "4"
+
+
+@pytest.mark.parametrize(("stack", "memory_mib", "concurrency"), [("dev", 256, 2), ("prod", 512, 4)])
+def test_pool_recycling_follows_the_memory_limit(
+    plans: dict[str, Plan], stack: str, memory_mib: int, concurrency: int
+) -> None:
+    container = worker(plans[stack])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert container["resources"]["limits"]["memory"] == f"{memory_mib}Mi"
+    per_child = int(env["WORKER_MAX_MEMORY_PER_CHILD_KIB"])
+    assert per_child == wire.max_memory_per_child_kib(memory_mib, concurrency)
+    # What the pool may reach before recycling, plus the main process and a full /tmp, fits the limit
+    # (each pool process's resident size counts the pages it shares with the main process).
+    shared = wire.WORKER_MAIN_PROCESS_MIB * 1024
+    assert shared + concurrency * (per_child - shared) + wire.WORKER_TMP_MIB * 1024 < memory_mib * 1024
+    volume = deployment(plans[stack])["spec"]["template"]["spec"]["volumes"][0]
+    assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": f"{wire.WORKER_TMP_MIB}Mi"}
 
 
 def test_workers_may_reach_the_broker(plan: Plan) -> None:

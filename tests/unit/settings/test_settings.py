@@ -131,6 +131,14 @@ BAD: list[tuple[str, dict[str, str], dict[str, Any], str, str]] = [
         "ha-celery:workerConcurrency",
         f"a whole number >= 1 and <= {MAX_CONCURRENCY}",
     ),
+    # The pool's recycling threshold (worker_max_memory_per_child) needs room under the limit.
+    (
+        "worker-memory-too-small-for-the-pool",
+        DEV,
+        {"workerMemoryMiB": 160, "workerConcurrency": 4},
+        "ha-celery:workerMemoryMiB",
+        "with workerConcurrency 4: 160 MiB leaves 16 MiB for 4 pool process(es)",
+    ),
     # Required one-broker-per-node anti-affinity in prod: more brokers than nodes never schedule.
     ("more-brokers-than-nodes-prod", PROD, {"brokerReplicas": 5}, "ha-celery:brokerReplicas", "<= nodeCount (3)"),
     # The images are linux/amd64 only: an Arm node runs none of them.
@@ -323,7 +331,8 @@ def test_make_plan_fails_before_any_resource(
     ("stack", "overrides"),
     [
         ("dev", ("brokerReplicas=5",)),
-        ("dev", (f"workerConcurrency={MAX_CONCURRENCY}",)),
+        # 64 pool processes need room under the memory limit (contract.wire.max_memory_per_child_kib).
+        ("dev", (f"workerConcurrency={MAX_CONCURRENCY}", "workerMemoryMiB=1024")),
         ("prod", ("brokerReplicas=5", "nodeCount=6")),
     ],
 )
@@ -412,7 +421,8 @@ def test_settings_accept_exactly_the_concurrency_the_worker_runs(concurrency: in
     except ConfigError:
         runs = False
     try:
-        parse(DEV, workerConcurrency=concurrency)
+        # Memory enough for any concurrency the worker runs: only the concurrency bound is under test.
+        parse(DEV, workerConcurrency=concurrency, workerMemoryMiB=1024)
         accepted = True
     except SettingsError:
         accepted = False

@@ -91,7 +91,8 @@ def delta_paths_of_claims() -> list[str]:
     [
         ({"emptyDir": {}}, []),
         ({"emptyDir": {"medium": ""}}, []),
-        ({"emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}, ["emptyDir.medium", "emptyDir.sizeLimit"]),
+        ({"emptyDir": {"medium": "Memory"}}, []),
+        ({"emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}, ["emptyDir.sizeLimit"]),
         ({"configMap": {"name": "c", "items": [{"key": "k", "path": "p", "mode": 256}], "defaultMode": 420}}, []),
         ({"secret": {"secretName": "s", "defaultMode": 256, "optional": True}}, []),
         (

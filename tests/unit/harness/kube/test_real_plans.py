@@ -20,12 +20,9 @@ from tests.conftest import Plan
 
 EXPECTED_DELTA_KINDS = {
     "image",
-    "limits.cpu",
-    "limits.memory",
     "requests.cpu",
     "requests.memory",
     "seccompProfile.type",
-    "emptyDir.medium",
     "emptyDir.sizeLimit",
     "accessModes[0]",
     "requests.storage",
@@ -56,7 +53,9 @@ def test_zero_refused_fields_and_deltas_listed(plan_dir: Path) -> None:
     seen = {k for d in plan.deltas for k in EXPECTED_DELTA_KINDS if d.path.endswith(k)}
     unexpected = [d.path for d in plan.deltas if not any(d.path.endswith(k) for k in EXPECTED_DELTA_KINDS)]
     assert unexpected == []
-    assert {"image", "seccompProfile.type", "storageClassName", "emptyDir.medium", "spec.*"} <= seen
+    assert {"image", "seccompProfile.type", "storageClassName", "emptyDir.sizeLimit", "spec.*"} <= seen
+    # Enforced (harness.kube.limits): none may come back as a delta.
+    assert not [d.path for d in plan.deltas if d.path.endswith(("limits.memory", "limits.cpu", "emptyDir.medium"))]
     table = format_deltas(plan.deltas).splitlines()
     assert table[0] == f"{len(plan.deltas)} delta(s) between the plan and the local run:"
     assert len(table) == 1 + 3 * len(plan.deltas), "each delta: its path, the local behaviour and why"
