@@ -226,12 +226,7 @@ def kill_node(cluster: KubeCluster, mark: Mark, report: NodeReport) -> None:
             report.node_deleted_at = time.time()
             cluster.delete_node(node)
             mark(f"auto-repair: Node {node} deleted; the pod GC force-deletes its pods")
-            _back_elsewhere(cluster, broker, node, mark)
-            cluster.register_node(node)
-            mark(f"auto-repair: a new VM registered as {node}, empty")
-            cluster.wait_ready(REJOIN_TIMEOUT_S)
-            _wait_member(cluster, broker, f"{broker} to be back in the cluster")
-            mark("every broker and worker pod Ready again")
+            _new_vm(cluster, broker, node, mark, ("auto-repair: a new VM", time.time()))
     finally:
         _collect(cluster, report)
         cluster.node_timing = NodeTiming()
@@ -257,6 +252,19 @@ def _back_elsewhere(cluster: KubeCluster, broker: str, node: str, mark: Mark) ->
 
     poll(recreated, REJOIN_TIMEOUT_S, f"{broker} recreated on another node", interval=0.5, not_yet=(KubeError,))
     mark(f"{broker} recreated on {cluster.node_of(broker)} on its own claim; Ready")
+
+
+def _new_vm(cluster: KubeCluster, broker: str, node: str, mark: Mark, vm: tuple[str, float]) -> None:
+    """After the Node's deletion: the broker recreated elsewhere, then ``vm`` (what registers, and
+    when) under the node's name, empty, and every pod Ready again with the broker back in the cluster."""
+    what, at = vm
+    _back_elsewhere(cluster, broker, node, mark)
+    time.sleep(max(0.0, at - time.time()))
+    cluster.register_node(node)
+    mark(f"{what} registered as {node}, empty")
+    cluster.wait_ready(REJOIN_TIMEOUT_S)
+    _wait_member(cluster, broker, f"{broker} to be back in the cluster")
+    mark("every broker and worker pod Ready again")
 
 
 def node_unreachable(cluster: KubeCluster, mark: Mark, report: NodeReport) -> None:
@@ -302,13 +310,7 @@ def delete_node(cluster: KubeCluster, mark: Mark, report: NodeReport) -> None:
         with _Watch(cluster, report):
             bound = cluster.delete_node(node)
             report.fault_at = report.node_deleted_at = mark(f"kubectl delete node {node} (bound: {', '.join(bound)})")
-            _back_elsewhere(cluster, broker, node, mark)
-            time.sleep(max(0.0, report.fault_at + NODE_BACK_AFTER_S - time.time()))
-            cluster.register_node(node)
-            mark(f"the recreated VM registered as {node}, empty")
-            cluster.wait_ready(REJOIN_TIMEOUT_S)
-            _wait_member(cluster, broker, f"{broker} to be back in the cluster")
-            mark("every broker and worker pod Ready again")
+            _new_vm(cluster, broker, node, mark, ("the recreated VM", report.fault_at + NODE_BACK_AFTER_S))
     finally:
         _collect(cluster, report)
         cluster.node_timing = NodeTiming()
