@@ -225,10 +225,31 @@ class PlanTarget:
 
     def in_cluster(self, fn: Callable[[], T]) -> T:
         # On a thread of its own whose resolv.conf is a pod's of the brokers' namespace.
+        return call_resolving_through(self.client_resolv_conf(), fn)
+
+    def client_resolv_conf(self) -> Path:
+        """A pod's ``/etc/resolv.conf`` in the brokers' namespace: the cluster DNS, its search path."""
         namespace = next(s.namespace for s in self.cluster.plan.statefulsets if f"StatefulSet/{s.name}" == BROKERS)
         resolv = self.cluster.workdir / "client-resolv.conf"
         resolv.write_text(resolv_conf(namespace, self.cluster.dns.address))
-        return call_resolving_through(resolv, fn)
+        return resolv
+
+    def in_cluster_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` run as a client inside the cluster: in a mount namespace of its own whose
+        ``/etc/resolv.conf`` is :meth:`client_resolv_conf` (names resolve through the cluster DNS,
+        so a broker pod recreated at a new address is found again, as by the plan's own clients)."""
+        bind = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            bind,
+            str(self.client_resolv_conf()),
+            *argv,
+        ]
 
     def _list_queues(self, item: str) -> str | None:
         for pod in self.cluster.pods_of(BROKERS):

@@ -178,9 +178,12 @@ def test_a_frozen_broker_node_holds_neither_the_worker_nor_delay(booted: Booted)
 
 
 def scheduler(booted: Booted, *argv: str) -> subprocess.Popen[str]:
-    env = {**os.environ, wire.ENV_BROKER_URLS: ",".join(broker_urls(booted.target.cluster))}
+    """The scheduler as the plan runs it: every broker by its DNS name, resolved through the cluster
+    DNS (a broker pod powered off and on comes back at a new address)."""
+    target = booted.target
+    env = {**os.environ, wire.ENV_BROKER_URLS: ",".join(broker_urls(target.cluster, by_name=True))}
     return subprocess.Popen(
-        [sys.executable, "-m", "drill.scheduler", *argv],
+        target.in_cluster_argv([sys.executable, "-m", "drill.scheduler", *argv]),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
