@@ -44,6 +44,7 @@ DEFAULT_BROKER_VHOST: Final = "/"
 DEFAULT_PREFETCH_MULTIPLIER: Final = 1
 DEFAULT_CONCURRENCY: Final = 2
 MAX_CONCURRENCY: Final = 64
+"""Upper bound of ``WORKER_CONCURRENCY``; the stack setting ``workerConcurrency`` uses the same."""
 ENV_MAX_MEMORY_PER_CHILD_KIB: Final = "WORKER_MAX_MEMORY_PER_CHILD_KIB"
 """Celery's ``worker_max_memory_per_child`` (KiB): a pool process whose resident memory passed it
 after a task is replaced. Set from the pod's memory limit (:func:`max_memory_per_child_kib`)."""
@@ -76,7 +77,6 @@ def max_memory_per_child_kib(memory_mib: int, concurrency: int) -> int:
     return int((WORKER_MAIN_PROCESS_MIB + MEMORY_PER_CHILD_SHARE * left / concurrency) * 1024)
 
 
-"""Upper bound of ``WORKER_CONCURRENCY``; the stack setting ``workerConcurrency`` uses the same."""
 DEFAULT_HEARTBEAT_FILE: Final = "/tmp/worker-heartbeat"
 DEFAULT_READY_FILE: Final = "/tmp/worker-ready"
 

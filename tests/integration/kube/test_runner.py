@@ -13,18 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kombu import Connection
 
 from contract.wire import WORKER_UID, BrokerRole, role_username
 from drill.plan_secrets import plan_secret_rules
 from drill.targets import broker_urls
 from harness.kube.cluster import KubeCluster, KubeError
-from harness.kube.dns import resolv_conf
 from harness.kube.dns_server import query
 from harness.runtime import netns
 from harness.runtime.images import ensure_images
 from harness.runtime.poll import poll
-from harness.runtime.resolver import call_resolving_through
 from tests.conftest import Plan
 from tests.requires import requires
 
@@ -143,13 +140,11 @@ def test_deleted_broker_pod_comes_back_on_its_claim_at_a_new_address_and_rejoins
     assert new_ip != old_ip
     assert query(cluster.dns.address, NODE_2) == [new_ip]
     poll(lambda: running_nodes(cluster, "rabbitmq-0") == 3, 120, "rabbitmq-2 to rejoin by its name")
-    # The worker pods reconnected (through their own resolv.conf), and a client resolving as a pod
-    # of the namespace reaches the new pod by its name.
+    # The worker pods reconnected (through their own resolv.conf), and a client in a worker pod (the
+    # NetworkPolicy admits no other here) reaches the new pod by its name.
     poll(lambda: "celery\t3" in consumers(cluster), 120, "the three workers to consume again")
-    resolv = cluster.workdir / "test-resolv.conf"
-    resolv.write_text(resolv_conf("ha-celery", cluster.dns.address))
-    [url] = [u for u in broker_urls(cluster, by_name=True) if "@rabbitmq-2." in u]
-    assert call_resolving_through(resolv, lambda: peer_of(url)) == new_ip
+    [url] = [u for u in broker_urls(cluster, BrokerRole.WORKER, by_name=True) if "@rabbitmq-2." in u]
+    assert peer_from_a_worker_pod(cluster, url) == new_ip
 
 
 NODE_2 = "rabbitmq-2.rabbitmq-nodes.ha-celery.svc.cluster.local"
@@ -160,11 +155,16 @@ def consumers(cluster: KubeCluster) -> list[str]:
     return out.splitlines()
 
 
-def peer_of(url: str) -> str:
-    """The address an AMQP connection to ``url`` reached (its host resolved by this thread's resolver)."""
-    with Connection(url, connect_timeout=10) as connection:
-        connection.connect()
-        return str(connection.connection.transport.sock.getpeername()[0])
+PEER = (
+    "import sys; from kombu import Connection; c = Connection(sys.argv[1], connect_timeout=10); "
+    "c.connect(); print(c.connection.transport.sock.getpeername()[0]); c.release()"
+)
+
+
+def peer_from_a_worker_pod(cluster: KubeCluster, url: str) -> str:
+    """The address an AMQP connection to ``url`` reached from a worker pod (its host resolved there)."""
+    worker = cluster.pods_of(WORKERS)[0].name
+    return cluster.exec(worker, "python", "-c", PEER, url, timeout=60).strip()
 
 
 def test_scaling_the_deployment_to_zero_stops_its_pods_gracefully_and_back_restarts_them(cluster: KubeCluster) -> None:

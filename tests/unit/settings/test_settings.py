@@ -135,9 +135,9 @@ BAD: list[tuple[str, dict[str, str], dict[str, Any], str, str]] = [
     (
         "worker-memory-too-small-for-the-pool",
         DEV,
-        {"workerMemoryMiB": 160, "workerConcurrency": 4},
+        {"workerMemoryMiB": 128, "workerConcurrency": 4},
         "ha-celery:workerMemoryMiB",
-        "with workerConcurrency 4: 160 MiB leaves 16 MiB for 4 pool process(es)",
+        "with workerConcurrency 4: 128 MiB leaves 16 MiB for 4 pool process(es)",
     ),
     # Required one-broker-per-node anti-affinity in prod: more brokers than nodes never schedule.
     ("more-brokers-than-nodes-prod", PROD, {"brokerReplicas": 5}, "ha-celery:brokerReplicas", "<= nodeCount (3)"),
