@@ -233,7 +233,8 @@ WORKER_DIFFERENCES_STATIC: tuple[str, ...] = (
     ),
     (
         "Containers get an overlay (tmpfs upper) over the shared rootfs, /dev as a tmpfs with host null/zero/full/"
-        "random/urandom/tty bound in, read-only sysfs, and RLIMIT_NOFILE as inherited (the host's): no cgroup limits, "
+        "random/urandom/tty bound in, read-only sysfs, and RLIMIT_NOFILE as inherited (the host's); in cgroups "
+        "of their limits (harness/kube/limits.py), "
         "confined as the pod's securityContext says (harness/kube/security.py: bounding set, no_new_privs, seccomp, "
         "read-only root)."
     ),
