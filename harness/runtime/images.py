@@ -231,13 +231,7 @@ WORKER_DIFFERENCES_STATIC: tuple[str, ...] = (
         "ENV PYTHON_SHA256 (the image's source tarball checksum) is not set: its 3.11.16 value was not verified "
         "here. HOME=/nonexistent is in the image ENV as the runtime would derive it from /etc/passwd."
     ),
-    (
-        "Containers get an overlay (tmpfs upper) over the shared rootfs, /dev as a tmpfs with host null/zero/full/"
-        "random/urandom/tty bound in, read-only sysfs, and RLIMIT_NOFILE as inherited (the host's); in cgroups "
-        "of their limits (harness/kube/limits.py), "
-        "confined as the pod's securityContext says (harness/kube/security.py: bounding set, no_new_privs, seccomp, "
-        "read-only root)."
-    ),
+    rootfs.CONTAINER_RUNTIME,
     (
         "The main process (celery) is PID 2 of the container; PID 1 is a root /bin/sh outside the chroot that "
         "forwards TERM/INT/HUP/QUIT/USR1/USR2 (image: celery is PID 1, exec-form CMD). Visible in /proc only."

@@ -163,6 +163,13 @@ exec "$@"
 """
 
 #: What still differs from rabbitmq:4.3.x-management after reshaping (for reports).
+CONTAINER_RUNTIME = (
+    "Containers get an overlay (tmpfs upper) over the shared rootfs, /dev as a tmpfs with host null/zero/full/"
+    "random/urandom/tty bound in, read-only sysfs, and RLIMIT_NOFILE as inherited (the host's); in cgroups "
+    "of their limits (harness/kube/limits.py), confined as the pod's securityContext says "
+    "(harness/kube/security.py: bounding set, no_new_privs, seccomp, read-only root)."
+)
+"""How every container of either image runs here (listed among both images' differences)."""
 IMAGE_DIFFERENCES: list[str] = [
     (
         "Base OS is Debian forky (minbase), not Ubuntu 24.04; RabbitMQ is Debian's rabbitmq-server package, not the "
@@ -192,13 +199,7 @@ IMAGE_DIFFERENCES: list[str] = [
     "No rabbitmqadmin (the management image downloads the rabbitmqadmin-ng binary); no tzdata/ca-certificates.",
     "Group id 999 belonged to forky's `lpadmin` group; lpadmin was renumbered to a free system gid.",
     "The rabbitmq account's shell is /bin/sh (image: useradd default /bin/sh); Debian's was /usr/sbin/nologin.",
-    (
-        "Containers get an overlay (tmpfs upper) over the shared rootfs, /dev as a tmpfs with host null/zero/full/"
-        "random/urandom/tty bound in, read-only sysfs, and RLIMIT_NOFILE as inherited (the host's); in cgroups "
-        "of their limits (harness/kube/limits.py), "
-        "confined as the pod's securityContext says (harness/kube/security.py: bounding set, no_new_privs, seccomp, "
-        "read-only root)."
-    ),
+    CONTAINER_RUNTIME,
     (
         "The main process (docker-entrypoint.sh -> rabbitmq-server -> beam.smp) is PID 2 of the container; PID 1 is a "
         "root /bin/sh outside the chroot that forwards TERM/INT/HUP/QUIT/USR1/USR2 (image: beam.smp is PID 1 thanks "

@@ -11,6 +11,8 @@ it lands with ~700 queued or running. ``make demo`` runs the same code with 10,0
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from drill.runner import DrillResult, empty_results
 from drill.scenario import Scenario
 from drill.targets import PlanTarget
+from harness.kube.store import Pod
 from tests.requires import requires
 
 TASKS = 1000
@@ -71,3 +74,11 @@ def assert_nothing_lost(result: DrillResult, scenario: Scenario) -> None:
     assert result.failover_seconds is not None
     assert str(result.versions["rabbitmq"]).startswith("4.3."), result.versions
     assert any(d.obj == "image" for d in result.deltas), "the report must say which local image ran the plan's"
+
+
+def python_in_pod_namespace(pod: Pod, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The host's Python running ``code`` inside ``pod``'s own network namespace, as ``kubectl
+    port-forward`` reaches a pod: no NetworkPolicy stands between it and the pod's listeners."""
+    assert pod.worker is not None, f"{pod.name} is not running"
+    argv = ["ip", "netns", "exec", pod.worker.sandbox.netns, sys.executable, "-c", code, *args]
+    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)

@@ -38,7 +38,7 @@ from harness.kube.cluster import KubeCluster
 from harness.kube.secretfill import LocalCa
 from harness.runtime.poll import poll
 from tests.conftest import Plan
-from tests.drills.conftest import REPORT_KEYS, TASK_MS, TASKS, Booted, assert_nothing_lost
+from tests.drills.conftest import REPORT_KEYS, TASK_MS, TASKS, Booted, assert_nothing_lost, python_in_pod_namespace
 
 # The first test pays for the whole boot.
 pytestmark = [pytest.mark.drill, pytest.mark.timeout(600)]
@@ -122,10 +122,8 @@ def test_the_plain_amqp_port_refuses_connections(prod: Booted) -> None:
     # elsewhere the NetworkPolicy drops 5672 before the broker could say anything; here the broker
     # itself answers, and nothing listens.
     for pod in prod.target.cluster.pods_of(BROKERS):
-        assert pod.worker is not None, f"{pod.name} is not running"
         assert pod.ip is not None, f"{pod.name} has no address"
-        argv = ["ip", "netns", "exec", pod.worker.sandbox.netns, sys.executable, "-c", CONNECT, pod.ip]
-        done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
+        done = python_in_pod_namespace(pod, CONNECT, pod.ip)
         assert done.returncode != 0, f"{pod.name}: 5672 accepted a connection"
         assert "ConnectionRefusedError" in done.stderr, done.stderr[-500:]
         print(f"{pod.name} ({pod.ip}): 5672 refused")

@@ -8,8 +8,6 @@ exercises its permissions; here each role is also held to what it must *not* do.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import unquote, urlsplit
@@ -28,7 +26,7 @@ from drill import tasks as drill_tasks
 from drill.pod_scenarios import BROKERS
 from drill.targets import broker_urls
 from harness.runtime.poll import poll
-from tests.drills.conftest import Booted
+from tests.drills.conftest import Booted, python_in_pod_namespace
 
 pytestmark = [pytest.mark.drill]
 
@@ -89,9 +87,7 @@ try:
         status, body = response.status, response.read()
 except urllib.error.HTTPError as exc:
     status, body = exc.code, b""
-sys.stdout.write(f"{status}\\n")
-sys.stdout.flush()
-sys.stdout.buffer.write(body)
+sys.stdout.write(f"{status}\\n{body.decode()}")
 """
 
 
@@ -101,12 +97,10 @@ def management_status(booted: Booted, role: BrokerRole, path: str) -> tuple[int,
     in the way (the plan lets only ops pods and KEDA in; test_network_policy.py checks that)."""
     host, user, password = login(booted, role)
     pod = next(p for p in booted.target.cluster.pods_of(BROKERS) if p.ip == host)
-    assert pod.worker is not None, f"{pod.name} is not running"
-    url = f"http://{host}:{MANAGEMENT_PORT}{path}"
-    argv = ["ip", "netns", "exec", pod.worker.sandbox.netns, sys.executable, "-c", _GET, url, user, password]
-    done = subprocess.run(argv, capture_output=True, timeout=60, check=True)
-    status, _, body = done.stdout.partition(b"\n")
-    return int(status), body
+    done = python_in_pod_namespace(pod, _GET, f"http://{host}:{MANAGEMENT_PORT}{path}", user, password)
+    assert done.returncode == 0, done.stderr[-800:]
+    status, _, body = done.stdout.partition("\n")
+    return int(status), body.encode()
 
 
 def test_the_roles_have_their_users_and_no_workload_logs_in_as_the_administrator(booted: Booted) -> None:
