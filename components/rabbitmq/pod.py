@@ -228,7 +228,7 @@ def _lifecycle() -> k8s.core.v1.LifecycleArgsDict:
     return {
         # Definitions (DLX, dead-letter queue, policy) after boot: importing them
         # at boot would skip creating the default user (see broker.render).
-        # Then the role users from their Secrets (see broker.users for why not as definitions).
+        # Then the role users from their Secrets, in one import (see broker.users for why there).
         "post_start": {"exec_": {"command": ["sh", "-c", post_start_script(DEFINITIONS_PATH, then=users_script())]}},
         # Leave only when every quorum queue keeps a majority without this node,
         # then hand leadership and clients over before the process stops.
@@ -268,7 +268,8 @@ def _container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
             # disk) has its kernel complete the handshake and answers nothing, and must leave
             # the Service. See READINESS_PATH for why this path.
             "http_get": {"port": BROKER_METRICS_PORT_NAME, "path": READINESS_PATH},
-            "initial_delay_seconds": 10,
+            # No initial delay: no probe runs before the postStart hook returns, and the hook has
+            # already waited for the boot; a delay would only hold a restarted broker out longer.
             "period_seconds": 10,
             "timeout_seconds": 5,
             "failure_threshold": 3,

@@ -4,13 +4,17 @@ tests/drills/dev_plan/test_broker_users.py."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from broker.users import password_file, role_user, role_users, users_script
+from broker.users import Permissions, role_user, role_users, users_script
 from contract.wire import (
     BROKER_CA_SECRET_SUFFIX,
     BROKER_USERNAME,
@@ -83,9 +87,7 @@ def test_the_broker_pods_mount_every_role_password_and_the_admin_only_as_conf(pl
     (container,) = sts["spec"]["template"]["spec"]["containers"]
     assert {"name": "role-passwords", "mountPath": ROLE_PASSWORDS_DIR} in container["volumeMounts"]
     hook = " ".join(container["lifecycle"]["postStart"]["exec"]["command"])
-    for user in role_users():
-        assert f"add_user {user.username} < {password_file(user.username)}" in hook, user.username
-        assert f"set_permissions -p / {user.username} " in hook, user.username
+    assert users_script() in hook
     # The administrator's credential reaches the broker only as its conf.d file.
     admin = [s for s in volumes["rabbitmq-confd-source"]["projected"]["sources"] if "secret" in s]
     assert [s["secret"]["items"] for s in admin] == [[{"key": "default_user.conf", "path": "30-default-user.conf"}]]
@@ -104,14 +106,41 @@ def test_each_role_secret_names_its_user_and_has_a_password_of_its_own(plan: Pla
     assert len(passwords) == len(BrokerRole) + 1, "roles must not share a password"
 
 
-def test_users_script_keeps_passwords_off_and_runs_after_the_import() -> None:
-    script = users_script()
-    assert "$deadline" in script
-    for user in role_users():
-        # New users read their password from stdin; only the update path names it, from the file.
-        assert f"rabbitmqctl add_user {user.username} < {password_file(user.username)}" in script
-        assert f'change_password {user.username} "$(cat {password_file(user.username)})"' in script
-        assert ("set_user_tags " + user.username in script) == bool(user.tags), user.username
+def test_users_script_imports_every_user_and_permission_in_one_call_passwords_from_their_files(
+    tmp_path: Path,
+) -> None:
+    # Run as the hook runs it (sh), with a rabbitmqctl that keeps what it was given.
+    passwords = {u.username: f"{u.role.value}-\"q\\b's p" for u in role_users()}
+    for name, password in passwords.items():
+        (tmp_path / name).write_text(password + "\n")  # a Secret file may end with a newline
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "rabbitmqctl"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/argv\ncat >> {tmp_path}/stdin\n')
+    fake.chmod(0o755)
+    script = "deadline=$(( $(date +%s) + 5 ))\n" + users_script(directory=str(tmp_path))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    subprocess.run(["sh", "-c", script], check=True, env=env, timeout=30)
+    assert (tmp_path / "argv").read_text() == "import_definitions\n", "one call, no password in its arguments"
+    doc = json.loads((tmp_path / "stdin").read_text())
+    assert {u["name"]: u["password"] for u in doc["users"]} == passwords
+    assert {u["name"]: u["tags"] for u in doc["users"]} == {u.username: list(u.tags) for u in role_users()}
+    granted = {p["user"]: Permissions(p["configure"], p["write"], p["read"]) for p in doc["permissions"]}
+    assert granted == {u.username: u.permissions for u in role_users()}
+    assert {p["vhost"] for p in doc["permissions"]} == {"/"}
+    assert all(password not in script for password in passwords.values())
+
+
+def test_users_script_gives_up_at_the_deadline_naming_it(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "rabbitmqctl").write_text("#!/bin/sh\nexit 69\n")
+    (bin_dir / "rabbitmqctl").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    script = "deadline=0\n" + users_script(directory=str(tmp_path))  # past: the first failure is the last
+    done = subprocess.run(["sh", "-c", script], check=False, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "role users not set up in time" in done.stderr
 
 
 WORKER_OWN = [QUEUE_NAME, DELAYED_DELIVERY_EXCHANGE, *(delayed_level(n) for n in range(28)), "celery.pidbox"]

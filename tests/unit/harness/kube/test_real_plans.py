@@ -79,7 +79,7 @@ def test_broker_pod_end_to_end(plan_dir: Path, tmp_path: Path) -> None:
         "httpGet",
         15692,
         "/metrics/detailed",
-        10,
+        0,
     )
     assert c.post_start is not None
     assert c.pre_stop is not None
