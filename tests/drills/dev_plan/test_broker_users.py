@@ -19,6 +19,7 @@ from amqp.exceptions import AccessRefused
 from app.config import from_env
 from app.dlq import dead_letter_channel, list_dead
 from app.factory import make_app
+from broker.users import users_script
 from contract import wire
 from contract.wire import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, MANAGEMENT_PORT, QUEUE_NAME, BrokerRole
 from drill import failing, records
@@ -178,3 +179,38 @@ def test_the_monitoring_user_reads_the_management_api_and_cannot_publish(booted:
     with connection(booted, BrokerRole.MONITORING) as conn:
         for action in ("publish a task", "consume the task queue", "read the DLQ", "delete the DLQ"):
             assert refused(conn, action), f"the monitoring user may {action}"
+
+
+def test_the_hooks_import_sets_a_rotated_password_on_an_existing_user_and_back(booted: Booted) -> None:
+    """The postStart hook's users import run again, as a broker pod rolled after a password rotation
+    runs it: the existing user's password becomes the new one (RabbitMQ's put_user update path), the
+    old one stops working; then the Secret's own password again, as the other tests expect it."""
+    cluster = booted.target.cluster
+    broker = cluster.pods_of(BROKERS)[0].name
+    user = wire.role_username(BrokerRole.SCHEDULER)
+    _, _, old = login(booted, BrokerRole.SCHEDULER)
+    rotated = "/var/lib/rabbitmq/rotated"  # writable (an emptyDir) and outside the read-only Secret mount
+
+    def run_hook(directory: str) -> None:
+        cluster.exec(broker, "sh", "-c", "deadline=$(( $(date +%s) + 60 ))\n" + users_script(directory=directory))
+
+    def authenticates(password: str) -> bool:
+        argv = ["sh", "-c", 'rabbitmqctl -q authenticate_user "$1" "$2" >/dev/null 2>&1 && echo yes || echo no']
+        return cluster.exec(broker, *argv, "-", user, password).strip() == "yes"
+
+    new = "rotated-" + old[::-1]
+    cluster.exec(
+        broker,
+        "sh",
+        "-c",
+        f'mkdir -p {rotated} && cp {wire.ROLE_PASSWORDS_DIR}/* {rotated}/ && printf %s "$1" > {rotated}/{user}',
+        "-",
+        new,
+    )
+    try:
+        run_hook(rotated)
+        assert (authenticates(new), authenticates(old)) == (True, False)
+    finally:
+        run_hook(wire.ROLE_PASSWORDS_DIR)
+        cluster.exec(broker, "rm", "-rf", rotated)
+    assert (authenticates(old), authenticates(new)) == (True, False)
