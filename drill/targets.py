@@ -339,7 +339,7 @@ def host_peers(plan_dir: Path, workers_namespace: str, scheduler_labels: dict[st
         HostPeer(
             workers_namespace,
             scheduler_labels or {wire.CLIENT_LABEL: "true"},
-            "the drill's publisher runs on the host and connects by address as the scheduler's pods would",
+            "the drill's publisher runs on the host (names through the cluster DNS), admitted as the scheduler's pods",
         ),
         HostPeer(metrics[-1], {}, "the drill's Prometheus runs on the host and scrapes as the plan's collector"),
     ]
