@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.config import BrokerConfig, BrokerTls, PeerDiscovery, RabbitVersion
+from contract import timing
 from contract.wire import (
     DELAYED_DELIVERY_EXCHANGE,
     DELAYED_LEVELS,
@@ -188,6 +189,14 @@ def _settings(cfg: BrokerConfig) -> list[_Setting]:
             _Setting(
                 "quorum_queue.continuous_membership_reconciliation.target_group_size",
                 str(cfg.cluster_size),
+            )
+        )
+        add(
+            _Setting(
+                "consumer_disconnected_timeout",
+                str(timing.CONSUMER_DISCONNECTED_TIMEOUT_MS),
+                "ms a quorum queue keeps the deliveries of a consumer on a node it lost, counted once that "
+                "node is declared down (net_ticktime): 60000 by default held a dead VM's tasks ~2 min.",
             )
         )
         add(

@@ -225,3 +225,13 @@ Not 0: a node that misses its status updates for a moment (a kubelet restart, an
 would have every worker on it evicted, their running tasks interrupted and run again. A worker is
 stateless and its unacked tasks are redelivered, so an early eviction costs nothing else; the old pod
 on a node that comes back is killed by its kubelet (a worker never runs twice *on a claim*: it has none)."""
+
+CONSUMER_DISCONNECTED_TIMEOUT_MS: Final = 10_000
+"""RabbitMQ 4.x ``consumer_disconnected_timeout`` (default 60,000): how long a quorum queue keeps the
+deliveries of a consumer whose node it lost before it returns them to the queue. It starts only once
+that node was declared down, so it was already silent for Erlang's ``net_ticktime`` (60 s by default,
+which the plan keeps: declared down after 45-75 s):
+at the default, a dead VM's worker that consumed through the broker on the same VM had its in-flight
+tasks held ~2 min (the kill-node drill: 2 tasks of 1,000 back after more than 110 s). A consumer
+silent that long is gone; if it was only cut off and still runs the task, the task runs twice,
+which late acks already allow."""

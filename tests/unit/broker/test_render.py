@@ -55,6 +55,8 @@ def test_4_3_on_kubernetes_uses_k8s_discovery_and_no_partition_handling() -> Non
     assert conf["quorum_queue.continuous_membership_reconciliation.enabled"] == "true"
     assert conf["quorum_queue.continuous_membership_reconciliation.target_group_size"] == "3"
     assert conf["quorum_queue.continuous_membership_reconciliation.auto_remove"] == "false"
+    # A lost consumer's deliveries back 10 s after its node is declared down, not 60 (4.x's default).
+    assert conf["consumer_disconnected_timeout"] == "10000"
     assert conf["total_memory_available_override_value"] == str(2 * GIB - 2 * GIB // 5)
     assert conf["log.console"] == "true"
     assert conf["log.file"] == "false"
@@ -94,6 +96,7 @@ def test_3_10_local_uses_classic_config_and_pause_minority() -> None:
     assert conf["cluster_partition_handling"] == "pause_minority"
     # 3.10's schema has no such keys: rendering them would stop the node at boot.
     assert not [k for k in conf if k.startswith(("quorum_queue.", "cluster_formation.k8s"))]
+    assert "consumer_disconnected_timeout" not in conf
     assert "total_memory_available_override_value" not in conf
     assert "raft.wal_max_size_bytes" not in conf, "no memory limit locally: RabbitMQ's default WAL"
 
