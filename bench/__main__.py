@@ -14,7 +14,8 @@ confirm per task, 4.3), ``consume`` (the raw consume-and-ack ceiling of 4.3, no 
 ``throughput`` (the plan's worker pod vs the seed's worker, no-op and 10 ms tasks), ``scale``
 (the scheduler CLI and the plan's workers, N tasks), ``failover`` (kill-broker repeated and,
 in the full run, partition-node, both drills on the plan). Writes ``build/bench/results.json``
-and prints a table; the full run also rewrites the table in BENCHMARKS.md. Nothing here asserts.
+and prints a table; the full run also rewrites the table in BENCHMARKS.md, unless the machine was
+busy at start (``bench.busy``: then only with ``--noisy``, and the table says so). Nothing here asserts.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from rich.table import Table
 from app.config import from_env
 from app.factory import make_app
 from app.publish import DEFAULT_WINDOW, publish_pipelined
+from bench import busy
 from bench import ceiling as bench_ceiling
 from bench import pods as bench_pods
 from bench import profile as bench_profile
@@ -285,17 +287,35 @@ class Bench:
 
 
 def machine_facts() -> dict[str, Any]:
+    """The machine, its load and the other heavy processes on it (a 1 s sample) as a run starts."""
     cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
     meminfo = Path("/proc/meminfo").read_text()
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
     total = re.search(r"^MemTotal:\s+(\d+) kB", meminfo, re.MULTILINE)
+    load, cores = [round(x, 2) for x in os.getloadavg()], os.cpu_count() or 1
     return {
-        "nproc": os.cpu_count(),
+        "nproc": cores,
         "cpu_model": model[1].strip() if model else platform.processor() or "unknown",
         "memory_mib": int(total[1]) // 1024 if total else None,
         "kernel": platform.release(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "load_average_at_start": load,
+        "busy_load_threshold": busy.busy_threshold(cores),
+        "busy_at_start": busy.is_busy(load[0], cores),
+        "other_processes_at_start": [o.to_json() for o in busy.sample_others()],
     }
+
+
+def load_at_start(bench: Bench) -> float:
+    """The 1-minute load average as the run started."""
+    return float(bench.machine["load_average_at_start"][0])
+
+
+def others_summary(bench: Bench, when: str) -> str:
+    """``other_processes_at_<when>`` in one line (``busy.summary``)."""
+    listed = bench.machine.get(f"other_processes_at_{when}")
+    if listed is None:
+        return "not recorded"
+    return busy.summary(busy.OtherProcess(o["pid"], o["name"], o["cpu_percent"]) for o in listed)
 
 
 def record_versions(bench: Bench, ha: PlanTarget | dict[str, str], seed: LocalCluster | str) -> None:
@@ -727,16 +747,23 @@ def print_table(bench: Bench, console: Console) -> None:
     console.print("versions: " + ", ".join(f"{k} {v}" for k, v in bench.versions.items()))
     m = bench.machine
     console.print(f"machine: {m.get('nproc')} cores, {m.get('memory_mib')} MiB, {m.get('cpu_model')}")
+    console.print(
+        f"load average at start {m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}; "
+        f"other heavy processes at start: {others_summary(bench, 'start')}; at end: {others_summary(bench, 'end')}"
+    )
 
 
-def markdown_table(bench: Bench) -> str:
+def markdown_table(bench: Bench, note: str = "") -> str:
+    """The table between the markers; ``note`` (a busy machine's, ``busy.Verdict``) opens its header line."""
     m, v = bench.machine, bench.versions
     lines = [
         MARK_BEGIN,
         "",
-        f"Measured {datetime.fromtimestamp(bench.started, UTC):%Y-%m-%d %H:%M} UTC by `make bench` on "
+        (f"**{note}** " if note else "")
+        + f"Measured {datetime.fromtimestamp(bench.started, UTC):%Y-%m-%d %H:%M} UTC by `make bench` on "
         f"{m.get('nproc')} cores ({m.get('cpu_model')}), {m.get('memory_mib')} MiB; load average at start "
-        f"{m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}. "
+        f"{m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}; other heavy processes at "
+        f"start: {others_summary(bench, 'start')}; at end: {others_summary(bench, 'end')}. "
         f"ha: RabbitMQ {v.get('rabbitmq_ha')} (the plan's pods), worker image {v.get('worker_image')}; "
         f"seed: RabbitMQ {v.get('rabbitmq_seed')} ({v.get('erlang_seed')}); host clients: Celery {v.get('celery')}, "
         f"kombu {v.get('kombu')}, py-amqp {v.get('amqp')}, Python {v.get('python')}.",
@@ -753,12 +780,24 @@ def markdown_table(bench: Bench) -> str:
     return "\n".join(lines)
 
 
-def rewrite_benchmarks_md(path: Path, bench: Bench) -> None:
+def rewrite_benchmarks_md(path: Path, bench: Bench, note: str = "") -> None:
     text = path.read_text()
     begin, end = text.find(MARK_BEGIN), text.find(MARK_END)
     if begin < 0 or end < begin:
         raise RuntimeError(f"{path} lacks the markers {MARK_BEGIN!r} ... {MARK_END!r}: not rewriting it")
-    path.write_text(text[:begin] + markdown_table(bench) + text[end + len(MARK_END) :])
+    path.write_text(text[:begin] + markdown_table(bench, note) + text[end + len(MARK_END) :])
+
+
+def publish_markdown(path: Path, bench: Bench, noisy: bool, console: Console) -> bool:
+    """A full run's table into ``path``, unless the machine was busy at start and not ``noisy``
+    (then ``path`` is left as it was and the console says why). Whether it was rewritten."""
+    verdict = busy.benchmarks_verdict(load_at_start(bench), bench.machine.get("nproc") or 1, noisy)
+    if verdict.rewrite:
+        rewrite_benchmarks_md(path, bench, verdict.header_note)
+        console.print(f"table rewritten in {path} ({verdict.message})")
+    else:
+        console.print(f"[bold yellow]{verdict.message}[/]")
+    return verdict.rewrite
 
 
 # ---------------------------------------------------------------------- driving ----
@@ -789,6 +828,11 @@ def run(  # noqa: PLR0917 - one call site, in main
     def say(text: str) -> None:
         console.print(f"[dim]{time.time() - bench.started:6.1f}s[/] {text}")
 
+    if bench.machine["busy_at_start"]:
+        say(
+            f"[yellow]busy machine: load average {load_at_start(bench)} at start, above "
+            f"{bench.machine['busy_load_threshold']}; other heavy processes: {others_summary(bench, 'start')}[/]"
+        )
     try:
         check_complete(plan)
     except IncompletePlanError as error:
@@ -833,6 +877,7 @@ def run(  # noqa: PLR0917 - one call site, in main
         if "failover" in sections:
             bench_failover_section(bench, target, plan, results, sizes, console=console, say=say)
     bench.machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    bench.machine["other_processes_at_end"] = [o.to_json() for o in busy.sample_others()]
     return bench
 
 
@@ -858,6 +903,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--markdown", type=Path, default=ROOT / "BENCHMARKS.md", help="file whose table a full run rewrites"
     )
+    parser.add_argument(
+        "--noisy",
+        action="store_true",
+        help=f"rewrite --markdown even when the 1-minute load average at start was above "
+        f"{busy.BUSY_LOAD_PER_CORE} x cores (the table's header then says the machine was busy)",
+    )
     args = parser.parse_args(argv)
     if args.scale is not None and (args.quick or args.only):
         parser.error("--scale runs the scale section alone: not with --quick or --only")
@@ -871,13 +922,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The full run explains its worker-vs-ceiling ratio with a profile; others only when asked.
     profile = args.out if args.profile or full else None
     bench = run(sections, sizes, args.quick, args.plan, profile, console)
+    bench.settings["noisy"] = args.noisy
     out = args.out / ("results.json" if args.scale is None else f"results-scale-{args.scale}.json")
     out.write_text(json.dumps(bench.to_json(), indent=2) + "\n")
     print_table(bench, console)
     console.print(f"results: {out}")
     if full:
-        rewrite_benchmarks_md(args.markdown, bench)
-        console.print(f"table rewritten in {args.markdown}")
+        publish_markdown(args.markdown, bench, args.noisy, console)
     return 0
 
 

@@ -7,10 +7,12 @@ Measurements here are made-up inputs; what is checked is that the quick run's se
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from app.batch import PublishResult
 from bench import __main__ as bench_main
@@ -116,6 +118,66 @@ def test_the_full_run_rewrites_only_between_the_markers(tmp_path: Path) -> None:
     assert "4.3.6" in text
     assert "3.10.8" in text
     assert "| raw consume-and-ack (prefetch" in text
+
+
+def _machine(load: float) -> dict[str, object]:
+    return {
+        "nproc": 2,
+        "load_average_at_start": [load, 1.5, 1.2],
+        "load_average_at_end": [0.9, 1.4, 1.2],
+        "other_processes_at_start": [
+            {"pid": 200, "name": "pytest", "cpu_percent": 95.0},
+            {"pid": 300, "name": "beam.smp", "cpu_percent": 3.0},
+            {"pid": 301, "name": "beam.smp", "cpu_percent": 2.0},
+        ],
+        "other_processes_at_end": [],
+    }
+
+
+def _publish(tmp_path: Path, load: float, noisy: bool) -> tuple[bool, str, str]:
+    """(rewritten, the file's text, what the console said) for a full run that started at ``load``."""
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text(f"intro\n{bench_main.MARK_BEGIN}\nold table\n{bench_main.MARK_END}\n")
+    bench = quick_bench()
+    bench.machine = _machine(load)
+    out = io.StringIO()
+    rewritten = bench_main.publish_markdown(doc, bench, noisy, Console(file=out, width=400))
+    return rewritten, doc.read_text(), out.getvalue()
+
+
+def test_an_idle_machine_s_run_rewrites_the_table_with_the_other_processes(tmp_path: Path) -> None:
+    rewritten, text, said = _publish(tmp_path, load=0.6, noisy=False)
+    assert rewritten
+    assert "old table" not in text
+    [header] = [line for line in text.splitlines() if "load average at start" in line]
+    assert header.startswith("Measured ")
+    assert "other heavy processes at start: pytest 95% CPU, 2 beam.smp 5% CPU; at end: none." in header
+    assert "table rewritten" in said
+
+
+def test_a_busy_machine_s_run_leaves_the_table_and_says_why(tmp_path: Path) -> None:
+    rewritten, text, said = _publish(tmp_path, load=2.7, noisy=False)
+    assert not rewritten
+    assert "old table" in text
+    for named in ("not rewritten", "2.70", "1.00", "--noisy"):
+        assert named in said
+
+
+def test_a_busy_machine_s_run_with_noisy_says_so_in_the_header(tmp_path: Path) -> None:
+    rewritten, text, _ = _publish(tmp_path, load=2.7, noisy=True)
+    assert rewritten
+    assert "old table" not in text
+    [header] = [line for line in text.splitlines() if "load average at start" in line]
+    assert header.startswith("**Measured on a busy machine: load 2.70 at start")
+
+
+def test_noisy_is_an_option_of_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        bench_main.main(["--noisy", "--scale", "1M", "--quick"])
+    # --noisy parsed: the refusal is --scale's, which comes after parsing (nothing is booted).
+    error = capsys.readouterr().err
+    assert "--scale runs the scale section alone" in error
+    assert "unrecognized" not in error
 
 
 @pytest.mark.parametrize(("text", "count"), [("1M", 1_000_000), ("100k", 100_000), ("2500", 2_500)])
