@@ -310,6 +310,15 @@ def load_at_start(bench: Bench) -> float:
     return float(bench.machine["load_average_at_start"][0])
 
 
+def load_line(bench: Bench) -> str:
+    """The load and the other heavy processes at start and end, as the console and the table say them."""
+    m = bench.machine
+    return (
+        f"load average at start {m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}; "
+        f"other heavy processes at start: {others_summary(bench, 'start')}; at end: {others_summary(bench, 'end')}"
+    )
+
+
 def others_summary(bench: Bench, when: str) -> str:
     """``other_processes_at_<when>`` in one line (``busy.summary``)."""
     listed = bench.machine.get(f"other_processes_at_{when}")
@@ -747,10 +756,7 @@ def print_table(bench: Bench, console: Console) -> None:
     console.print("versions: " + ", ".join(f"{k} {v}" for k, v in bench.versions.items()))
     m = bench.machine
     console.print(f"machine: {m.get('nproc')} cores, {m.get('memory_mib')} MiB, {m.get('cpu_model')}")
-    console.print(
-        f"load average at start {m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}; "
-        f"other heavy processes at start: {others_summary(bench, 'start')}; at end: {others_summary(bench, 'end')}"
-    )
+    console.print(load_line(bench))
 
 
 def markdown_table(bench: Bench, note: str = "") -> str:
@@ -761,9 +767,7 @@ def markdown_table(bench: Bench, note: str = "") -> str:
         "",
         (f"**{note}** " if note else "")
         + f"Measured {datetime.fromtimestamp(bench.started, UTC):%Y-%m-%d %H:%M} UTC by `make bench` on "
-        f"{m.get('nproc')} cores ({m.get('cpu_model')}), {m.get('memory_mib')} MiB; load average at start "
-        f"{m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}; other heavy processes at "
-        f"start: {others_summary(bench, 'start')}; at end: {others_summary(bench, 'end')}. "
+        f"{m.get('nproc')} cores ({m.get('cpu_model')}), {m.get('memory_mib')} MiB; {load_line(bench)}. "
         f"ha: RabbitMQ {v.get('rabbitmq_ha')} (the plan's pods), worker image {v.get('worker_image')}; "
         f"seed: RabbitMQ {v.get('rabbitmq_seed')} ({v.get('erlang_seed')}); host clients: Celery {v.get('celery')}, "
         f"kombu {v.get('kombu')}, py-amqp {v.get('amqp')}, Python {v.get('python')}.",

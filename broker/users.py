@@ -142,6 +142,12 @@ def password_file(username: str, directory: str = ROLE_PASSWORDS_DIR) -> str:
     return f"{directory}/{username}"
 
 
+_PASSWORD_SLOT = "@password@"
+"""Where a password goes in the users document (no user name or permission contains it)."""
+_JSON_ESCAPED = r"""sed 's/[\\"]/\\&/g'"""
+"""A file's text with JSON's two string specials escaped (backslash and double quote)."""
+
+
 def users_script(vhost: str = DEFAULT_BROKER_VHOST, directory: str = ROLE_PASSWORDS_DIR) -> str:
     """Shell lines that create or update every role's user from its password file, in one import.
 
@@ -173,9 +179,3 @@ def users_script(vhost: str = DEFAULT_BROKER_VHOST, directory: str = ROLE_PASSWO
         "  sleep 2\n"
         "done\n"
     )
-
-
-_PASSWORD_SLOT = "@password@"
-"""Where a password goes in the users document (no user name or permission contains it)."""
-_JSON_ESCAPED = r"""sed 's/[\\"]/\\&/g'"""
-"""A file's text with JSON's two string specials escaped (backslash and double quote)."""
