@@ -4,6 +4,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 import settings
+from broker.config import TaskQueue
 from components.gke import CLUSTER_APIS, GkeCluster, GkeClusterArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.rabbitmq import RabbitMQCluster, RabbitMQClusterArgs
@@ -84,6 +85,10 @@ broker = RabbitMQCluster(
         memory_mib=config.broker.memory_mib,
         production=config.production,
         consumer_timeout_ms=timing.CONSUMER_TIMEOUT_MS,
+        # Each lane's queue with its own consumer timeout (a policy per queue: above the global is fine).
+        task_queues=tuple(
+            TaskQueue(lane.queue, lane.timing.consumer_timeout_s * 1000) for lane in config.workers.lanes
+        ),
         cluster_name=f"ha-celery-{config.stack}",
         ops_namespace=config.network.ops_namespace,
         metrics_namespaces=config.network.metrics_namespaces,
@@ -104,15 +109,11 @@ workers = CeleryWorkers(
         credentials_secret=broker.worker_credentials_secret,
         scheduler_credentials_secret=broker.scheduler_credentials_secret,
         management_url=broker.management_url,
-        replicas=config.workers.replicas,
-        concurrency=config.workers.concurrency,
-        cpu_millis=config.workers.cpu_millis,
-        memory_mib=config.workers.memory_mib,
+        lanes=config.workers.lanes,
         scheduler_enabled=config.workers.scheduler_enabled,
         scheduler_tasks=config.workers.scheduler_tasks,
         scheduler_run=config.workers.scheduler_run,
         autoscaling=config.workers.autoscaling,
-        autoscaling_max_replicas=config.workers.autoscaling_max_replicas,
         broker_selector=broker.pod_selector,
         metrics_namespaces=config.network.metrics_namespaces,
         pod_annotations=broker.worker_pod_annotations,
@@ -153,6 +154,7 @@ pulumi.export("broker_hosts", broker.hosts)
 pulumi.export("broker_service", broker.service_name)
 pulumi.export("broker_credentials_secret", broker.credentials_secret)
 pulumi.export("worker_deployment", workers.deployment_name)
+pulumi.export("worker_lanes", {lane.name: lane.deployment for lane in config.workers.lanes})
 pulumi.export("monitoring_objects", monitoring.object_names)
 if config.broker.tls:
     # Each node certificate's notAfter (RFC 3339): renewal needs a `pulumi up` in its last 30 days

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from contract import machines
+from contract import lanes as lane_contract
+from contract import machines, timing
 from contract.image import ImagePlatforms
 from contract.wire import (
     GMP_NAMESPACE,
@@ -286,6 +287,13 @@ class WorkerSettings:
     scheduler_run: str
     autoscaling: Autoscaling
     autoscaling_max_replicas: int
+    lanes: tuple[lane_contract.Lane, ...] = ()
+    """Every lane, the default one first (its pods, concurrency and size are the four keys above)."""
+
+    @property
+    def routes(self) -> tuple[tuple[str, str], ...]:
+        """(task pattern, lane) in the order the lanes list them: Celery's ``task_routes``."""
+        return tuple((pattern, lane.name) for lane in self.lanes for pattern in lane.tasks)
 
 
 @dataclass(frozen=True)
@@ -671,10 +679,21 @@ def _workers(r: _Reader) -> WorkerSettings:
         max_memory_per_child_kib(memory_mib, concurrency)
     except ValueError as exc:
         r.fail(f"{PROJECT}:workerMemoryMiB", memory_mib, f"with workerConcurrency {concurrency}: {exc}")
+    cpu_millis = r.integer("workerCpuMillis", minimum=50)
+    default = lane_contract.Lane(
+        lane_contract.DEFAULT_LANE,
+        replicas,
+        concurrency,
+        cpu_millis,
+        memory_mib,
+        max_replicas,
+        lane_contract.default_timing(lane_contract.DEFAULT_LANE),
+        (),
+    )
     return WorkerSettings(
         replicas=replicas,
         concurrency=concurrency,
-        cpu_millis=r.integer("workerCpuMillis", minimum=50),
+        cpu_millis=cpu_millis,
         memory_mib=memory_mib,
         scheduler_enabled=r.boolean("schedulerEnabled"),
         scheduler_tasks=r.integer(
@@ -685,7 +704,136 @@ def _workers(r: _Reader) -> WorkerSettings:
         scheduler_run=_scheduler_run(r),
         autoscaling=autoscaling,
         autoscaling_max_replicas=max_replicas,
+        lanes=_lanes(r, default, autoscaling),
     )
+
+
+LANE_FIELDS: dict[str, str] = {
+    "name": "the lane's name",
+    "replicas": "worker pods",
+    "concurrency": "pool processes per pod",
+    "cpuMillis": "CPU request per pod",
+    "memoryMiB": "memory request and limit per pod",
+    "maxReplicas": "pods at most, when autoscaling",
+    "prefetch": "messages reserved per pool process",
+    "softTimeLimitS": "seconds before SoftTimeLimitExceeded is raised in a task",
+    "timeLimitS": "seconds before a task's process is killed",
+    "consumerTimeoutS": "the queue's consumer timeout",
+    "tasks": "task names or *-globs routed to the lane",
+}
+"""A ``workerLanes`` entry's fields (the README's lane table says more)."""
+DEFAULT_LANE_KEYS: dict[str, str] = {
+    "replicas": "workerReplicas",
+    "concurrency": "workerConcurrency",
+    "cpuMillis": "workerCpuMillis",
+    "memoryMiB": "workerMemoryMiB",
+    "maxReplicas": "autoscalingMaxReplicas",
+}
+"""The default lane's size comes from the keys a stack had before lanes: one place per value."""
+
+
+def _lanes(r: _Reader, default: lane_contract.Lane, autoscaling: Autoscaling) -> tuple[lane_contract.Lane, ...]:
+    """``workerLanes``: a list of ``{name, ...}`` objects, one named ``default``."""
+    key = f"{PROJECT}:workerLanes"
+    entries = r._value("workerLanes")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        r.fail(key, entries, 'a list of lane objects such as [{"name": "default"}, {"name": "long"}]')
+        return (default,)
+    names = [e.get("name") for e in entries]
+    if len(entries) > lane_contract.MAX_LANES or names.count(lane_contract.DEFAULT_LANE) != 1:
+        r.fail(
+            key,
+            names,
+            f"1-{lane_contract.MAX_LANES} lanes, exactly one named {lane_contract.DEFAULT_LANE!r} (its queue is"
+            f" {lane_contract.queue_name(lane_contract.DEFAULT_LANE)!r}: every task no lane names goes there)",
+        )
+        return (default,)
+    parsed = [(index, _lane(r, f"{key}[{index}]", entry, default, autoscaling)) for index, entry in enumerate(entries)]
+    numbered = [(index, lane) for index, lane in parsed if lane is not None]
+    lanes = [lane for _, lane in numbered]
+    lane_names = [lane.name for lane in lanes]
+    if len(set(lane_names)) != len(lane_names):
+        r.fail(key, lane_names, "lanes with distinct names")
+    indexed = [(index, pattern, lane.name) for index, lane in numbered for pattern in lane.tasks]
+    for at, allowed in lane_contract.route_problems([(p, lane) for _, p, lane in indexed], lane_names):
+        index, pattern, _ = indexed[at]
+        r.fail(f"{key}[{index}].tasks", pattern, allowed)
+    if r.failed(key) or any(p.startswith(f"{key}[") for p in r.problems):
+        return (default,)
+    return tuple(sorted(lanes, key=lambda lane: lane.name != lane_contract.DEFAULT_LANE))
+
+
+def _lane(
+    r: _Reader, key: str, entry: dict[str, Any], default: lane_contract.Lane, autoscaling: Autoscaling
+) -> lane_contract.Lane | None:
+    unknown = sorted(set(entry) - set(LANE_FIELDS))
+    if unknown:
+        r.fail(f"{key}.{unknown[0]}", entry[unknown[0]], f"a lane field: {', '.join(LANE_FIELDS)}")
+        return None
+    name = entry.get("name")
+    problem = lane_contract.lane_name_problem(name) if isinstance(name, str) else "a lane name (a string)"
+    if problem is not None or not isinstance(name, str):
+        r.fail(f"{key}.name", name, problem or "a string")
+        return None
+    is_default = name == lane_contract.DEFAULT_LANE
+    if is_default:
+        for field_name, legacy in DEFAULT_LANE_KEYS.items():
+            if field_name in entry:
+                r.fail(f"{key}.{field_name}", entry[field_name], f"unset: the default lane's is {PROJECT}:{legacy}")
+                return None
+
+    def number(field_name: str, fallback: int, minimum: int = 1, maximum: int | None = None) -> int:
+        value = entry.get(field_name, fallback)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum and value > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"{minimum}..{maximum}"
+            r.fail(f"{key}.{field_name}", value, f"a whole number {bounds} ({LANE_FIELDS[field_name]})")
+            return fallback
+        return value
+
+    prefetch = number("prefetch", default.timing.prefetch_multiplier, maximum=timing.MAX_PREFETCH_MULTIPLIER)
+    base = lane_contract.default_timing(name, prefetch)
+    time_limit = number("timeLimitS", base.time_limit_s, maximum=lane_contract.MAX_TIME_LIMIT_S)
+    soft = number("softTimeLimitS", lane_contract.soft_limit_for(time_limit))
+    # Unset: what the lane's own prefetch and hard limit need; never below RabbitMQ's 30 minutes on
+    # the default lane, which had it before lanes.
+    needed = lane_contract.min_consumer_timeout_s(prefetch, time_limit)
+    consumer_timeout = number("consumerTimeoutS", max(base.consumer_timeout_s, needed) if is_default else needed)
+    lane_timing = lane_contract.LaneTiming(prefetch, soft, time_limit, consumer_timeout)
+    for field_name, allowed in lane_timing.problems():
+        r.fail(f"{key}.{field_name}", entry.get(field_name, getattr(lane_timing, _TIMING_ATTR[field_name])), allowed)
+    replicas = number("replicas", default.replicas if is_default else lane_contract.LANE_REPLICAS)
+    concurrency = number("concurrency", default.concurrency, maximum=MAX_CONCURRENCY)
+    memory = number("memoryMiB", default.memory_mib, minimum=128)
+    try:
+        max_memory_per_child_kib(memory, concurrency)
+    except ValueError as exc:
+        r.fail(f"{key}.memoryMiB", memory, f"with concurrency {concurrency}: {exc}")
+    # Another lane grows only when told how far: the workers' autoscalingMaxReplicas is sized for the default lane.
+    max_replicas = number("maxReplicas", default.max_replicas if is_default else replicas)
+    if autoscaling is not Autoscaling.NONE and max_replicas < replicas:
+        r.fail(f"{key}.maxReplicas", max_replicas, f">= the lane's replicas ({replicas})")
+    tasks = entry.get("tasks", [])
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        r.fail(f"{key}.tasks", tasks, "a list of task names or *-globs such as [reports.*]")
+        tasks = []
+    return lane_contract.Lane(
+        name=name,
+        replicas=replicas,
+        concurrency=concurrency,
+        cpu_millis=number("cpuMillis", default.cpu_millis, minimum=50),
+        memory_mib=memory,
+        max_replicas=max_replicas,
+        timing=lane_timing,
+        tasks=tuple(tasks),
+    )
+
+
+_TIMING_ATTR = {
+    "prefetch": "prefetch_multiplier",
+    "softTimeLimitS": "soft_time_limit_s",
+    "timeLimitS": "time_limit_s",
+    "consumerTimeoutS": "consumer_timeout_s",
+}
 
 
 def _monitoring(r: _Reader) -> MonitoringSettings:
@@ -770,6 +918,13 @@ def _cross_field_rules(
         r.fail(
             f"{PROJECT}:workerReplicas", workers.replicas, ">= 2 in prod (one worker is one machine away from a stop)"
         )
+    for index, lane in enumerate(workers.lanes):
+        if prod and not lane.default and lane.replicas < 2:
+            r.fail(
+                f"{PROJECT}:workerLanes[{index}].replicas",
+                lane.replicas,
+                f">= 2 in prod (lane {lane.name!r}: one worker is one machine away from a stop)",
+            )
 
 
 def _hardening_rules(r: _Reader, cluster: ClusterSettings, registry: RegistrySettings, broker: BrokerSettings) -> None:
@@ -805,11 +960,20 @@ def _capacity_rules(r: _Reader, cluster: ClusterSettings, broker: BrokerSettings
         f"one {machine.name} node leaves {cpu}m CPU and {memory} MiB for pods (GKE reserves the rest:"
         " cloud.google.com/kubernetes-engine/docs/concepts/plan-node-sizes)"
     )
+    extra = [(index, lane) for index, lane in enumerate(workers.lanes) if not lane.default]
+    # A lane field nobody set is blamed on the list itself (its default is in Pulumi.yaml).
+    given = f"{PROJECT}:workerLanes" in r.raw or "workerLanes" in r.raw
+
+    def lane_key(index: int, field_name: str) -> str:
+        return f"workerLanes[{index}].{field_name}" if given else "workerLanes"
+
     for key, value, room in (
         ("brokerCpuMillis", broker.cpu_millis, cpu),
         ("brokerMemoryMiB", broker.memory_mib, memory),
         ("workerCpuMillis", workers.cpu_millis, cpu),
         ("workerMemoryMiB", workers.memory_mib, memory),
+        *((lane_key(i, "cpuMillis"), lane.cpu_millis, cpu) for i, lane in extra),
+        *((lane_key(i, "memoryMiB"), lane.memory_mib, memory) for i, lane in extra),
     ):
         if value > room:
             r.fail(f"{PROJECT}:{key}", value, f"<= {room}: {node}; a bigger pod is never scheduled")
@@ -822,6 +986,14 @@ def _capacity_rules(r: _Reader, cluster: ClusterSettings, broker: BrokerSettings
     pods = {
         "brokerReplicas": (broker.replicas, broker.cpu_millis, broker.memory_mib),
         worker_key: (worker_count, workers.cpu_millis, workers.memory_mib),
+        **{
+            lane_key(i, "maxReplicas" if scaling else "replicas"): (
+                lane.max_replicas if scaling else lane.replicas,
+                lane.cpu_millis,
+                lane.memory_mib,
+            )
+            for i, lane in extra
+        },
         "schedulerEnabled": (1 if workers.scheduler_enabled else 0, *SCHEDULER_POD),
     }
     nodes = cluster.node_count

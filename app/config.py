@@ -55,6 +55,19 @@ Worker tuning:
     recycled. The worker Deployment derives it from its memory limit
     (``contract.wire.max_memory_per_child_kib``).
 
+Lanes (``contract.lanes``; the worker Deployment of each lane sets them, and its command adds
+``--queues=<its queue>``, so a worker consumes its lane's queue only):
+
+``TASK_QUEUES``
+    Every lane's queue, comma-separated, ``celery`` first (default: ``celery`` alone). Every
+    client declares them all, so a task routed to any lane has its queue and exchange.
+``TASK_ROUTES``
+    A JSON object of task name or ``*``-glob to queue (Celery's ``task_routes``; default none:
+    every task goes to ``celery`` unless its code names a queue). Each queue must be in ``TASK_QUEUES``.
+``TASK_SOFT_TIME_LIMIT_S``, ``TASK_TIME_LIMIT_S``
+    The lane's soft and hard time limits, the soft one below the hard one (default
+    ``contract.timing``'s 50 and 60 s).
+
 Probes:
 
 ``HEALTH_HEARTBEAT_FILE``
@@ -88,6 +101,7 @@ objects, so they live in ``contract.wire``.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -96,10 +110,10 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from contract import metrics, timing, wire
+from contract import lanes, metrics, timing, wire
 from contract.wire import (
     DEFAULT_BROKER_VHOST,
     DEFAULT_CONCURRENCY,
@@ -119,6 +133,10 @@ from contract.wire import (
     ENV_PREFETCH_MULTIPLIER,
     ENV_READY_FILE,
     ENV_REMAP_SIGTERM,
+    ENV_TASK_QUEUES,
+    ENV_TASK_ROUTES,
+    ENV_TASK_SOFT_TIME_LIMIT_S,
+    ENV_TASK_TIME_LIMIT_S,
     MAX_CONCURRENCY,
     QUEUE_NAME,
 )
@@ -170,6 +188,14 @@ class AppConfig:
     """Port of the worker's ``/metrics`` (0: none); see ``WORKER_METRICS_PORT``."""
     metrics_dir: PurePosixPath | None = None
     """prometheus-client's multiprocess directory; see ``PROMETHEUS_MULTIPROC_DIR``."""
+    queues: tuple[str, ...] = (QUEUE_NAME,)
+    """Every lane's queue, the default lane's first; see ``TASK_QUEUES``."""
+    routes: tuple[tuple[str, str], ...] = ()
+    """(task name or *-glob, queue) in order; see ``TASK_ROUTES``."""
+    soft_time_limit_s: int = timing.TASK_SOFT_TIME_LIMIT_S
+    """``task_soft_time_limit``; see ``TASK_SOFT_TIME_LIMIT_S``."""
+    time_limit_s: int = timing.TASK_TIME_LIMIT_S
+    """``task_time_limit``; see ``TASK_TIME_LIMIT_S``."""
 
     def redacted_urls(self) -> tuple[str, ...]:
         """The broker URLs with passwords masked, for logs and reports."""
@@ -253,7 +279,47 @@ def from_env(environ: Mapping[str, str]) -> AppConfig:
         tls_server_name=tls_server_name,
         metrics_port=_int_env(environ, metrics.ENV_METRICS_PORT, metrics.WORKER_METRICS_PORT, 0, 65535),
         metrics_dir=_optional_abs_path_env(environ, metrics.ENV_MULTIPROC_DIR),
+        **_lane_env(environ),
     )
+
+
+def _lane_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The lane's queues, routes and time limits (see the module doc), checked together."""
+    raw = environ.get(ENV_TASK_QUEUES, "").strip()
+    queues = tuple(_split_list(ENV_TASK_QUEUES, raw, raw)) if raw else (QUEUE_NAME,)
+    if queues[0] != QUEUE_NAME or not all(_QUEUE_RE.fullmatch(q) for q in queues):
+        raise ConfigError(
+            f"{ENV_TASK_QUEUES}={raw[:200]!r}; allowed: comma-separated queue names ({QUEUE_NAME} first, then"
+            f" {QUEUE_NAME}.<lane>), such as {QUEUE_NAME},{QUEUE_NAME}.long"
+        )
+    routes = _routes(environ.get(ENV_TASK_ROUTES, "").strip(), queues)
+    hard = _int_env(environ, ENV_TASK_TIME_LIMIT_S, timing.TASK_TIME_LIMIT_S, 1, lanes.MAX_TIME_LIMIT_S)
+    soft = _int_env(environ, ENV_TASK_SOFT_TIME_LIMIT_S, lanes.soft_limit_for(hard), 1, lanes.MAX_TIME_LIMIT_S)
+    if soft >= hard:
+        raise ConfigError(
+            f"{ENV_TASK_SOFT_TIME_LIMIT_S}={soft} is not below {ENV_TASK_TIME_LIMIT_S}={hard}; allowed: 1..{hard - 1}"
+            " (the task is told before its process is killed)"
+        )
+    return {"queues": queues, "routes": routes, "soft_time_limit_s": soft, "time_limit_s": hard}
+
+
+_QUEUE_RE: Final = re.compile(rf"{re.escape(QUEUE_NAME)}(?:\.[a-z][a-z0-9-]{{0,19}})?")
+"""A lane's queue (contract.lanes.queue_name)."""
+
+
+def _routes(raw: str, queues: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    if not raw:
+        return ()
+    allowed = f'a JSON object of task name or *-glob to one of {list(queues)}, such as {{"reports.*": "{queues[-1]}"}}'
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ConfigError(f"{ENV_TASK_ROUTES}={raw[:200]!r} is not JSON; allowed: {allowed}") from None
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and lanes.TASK_PATTERN_RE.fullmatch(k) and v in queues for k, v in parsed.items()
+    ):
+        raise ConfigError(f"{ENV_TASK_ROUTES}={raw[:200]!r}; allowed: {allowed}")
+    return tuple(parsed.items())
 
 
 def check_files(config: AppConfig) -> AppConfig:
@@ -437,18 +503,18 @@ def _credentials(user: str | None, password: str | None, form: str) -> str:
     return f"{quote(user, safe='')}:{quote(password, safe='')}"
 
 
-def task_queue() -> Queue:
-    """The task queue: durable, quorum-type, bound to a topic exchange of the same name."""
+def task_queue(name: str = QUEUE_NAME) -> Queue:
+    """A lane's task queue: durable, quorum-type, bound to a topic exchange of the same name."""
     # Imported here: kombu.entity costs ~0.25 s, and the liveness probe imports this module.
     from kombu import Exchange, Queue
 
     return Queue(
-        QUEUE_NAME,
+        name,
         # Topic, not direct: Celery's native delayed delivery (ETA/countdown on
         # quorum queues) only routes through topic/fanout exchanges; with a
         # direct one an ETA task would sit unacked in a worker's memory.
-        Exchange(QUEUE_NAME, type="topic", durable=True),
-        routing_key=QUEUE_NAME,
+        Exchange(name, type="topic", durable=True),
+        routing_key=name,
         durable=True,
         # Replicated over a Raft majority of the cluster: survives losing a node.
         queue_arguments={"x-queue-type": "quorum"},
@@ -515,7 +581,11 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
         "broker_channel_error_retry": True,
         # Delayed-delivery queues (ETA/countdown) must be replicated like the task queue.
         "broker_native_delayed_delivery_queue_type": "quorum",
-        "task_queues": (task_queue(),),
+        # Every lane's queue: declared by every client, so a task routed to any lane has somewhere
+        # to go; a worker consumes only its own lane's (its Deployment's --queues).
+        "task_queues": tuple(task_queue(name) for name in config.queues),
+        # Tasks named by a lane's routes go to its queue; the rest to the default lane's.
+        "task_routes": {pattern: {"queue": queue} for pattern, queue in config.routes},
         "task_default_queue": QUEUE_NAME,
         # Any queue Celery declares by default is a quorum queue: classic queues live on one node only.
         "task_default_queue_type": "quorum",
@@ -539,8 +609,8 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
         # queue's delivery-limit then dead-letters it, so a poison task cannot loop forever.
         "task_acks_on_timeout": False,
         # Bounded executions keep unacked deliveries under the broker's consumer_timeout (contract.timing).
-        "task_soft_time_limit": timing.TASK_SOFT_TIME_LIMIT_S,
-        "task_time_limit": timing.TASK_TIME_LIMIT_S,
+        "task_soft_time_limit": config.soft_time_limit_s,
+        "task_time_limit": config.time_limit_s,
         # Publishing retries across reconnects for longer than a failover takes (contract.timing).
         "task_publish_retry": True,
         "task_publish_retry_policy": {

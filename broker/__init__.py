@@ -10,6 +10,7 @@ from broker.config import (
     BrokerConfig,
     PeerDiscovery,
     RabbitVersion,
+    TaskQueue,
 )
 from broker.render import (
     enabled_plugins,
@@ -30,6 +31,7 @@ __all__ = [
     "BrokerConfig",
     "PeerDiscovery",
     "RabbitVersion",
+    "TaskQueue",
     "enabled_plugins",
     "policy_commands",
     "policy_definition",

@@ -21,6 +21,7 @@ from contract.wire import (
     DEAD_LETTER_QUEUE,
     MANAGEMENT_PORT,
     PROMETHEUS_PORT,
+    QUEUE_NAME,
     quorum_safe,
 )
 
@@ -88,6 +89,15 @@ class BrokerTls:
 
 
 @dataclass(frozen=True)
+class TaskQueue:
+    """A worker lane's quorum queue (contract.lanes) as the broker sees it: a name and the
+    per-queue consumer timeout its lane's policy sets."""
+
+    name: str
+    consumer_timeout_ms: int
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """Everything that decides how a RabbitMQ node behaves, minus secrets.
 
@@ -118,6 +128,9 @@ class BrokerConfig:
     """Max time a delivery may stay unacked before the broker closes the channel, ms. Must be
     above Celery's task_time_limit x (prefetch + 1), or tasks are redelivered while still
     running; the default is contract.timing.CONSUMER_TIMEOUT_MS, >= contract.timing.MIN_CONSUMER_TIMEOUT_MS."""
+    task_queues: tuple[TaskQueue, ...] = (TaskQueue(QUEUE_NAME, DEFAULT_CONSUMER_TIMEOUT_MS),)
+    """The worker lanes' queues (4.3 only): each is declared with its topic exchange and delayed-delivery
+    bindings, and gets a policy of its own with the dead-letter rules and its consumer timeout."""
     amqp_port: int = AMQP_PORT
     """The plain AMQP listener; not rendered with ``tls`` (no plain listener then)."""
     tls: BrokerTls | None = None
@@ -194,6 +207,14 @@ class BrokerConfig:
             problems.append(f"disk_free_limit_bytes must be >= 50 MB, got {self.disk_free_limit_bytes}")
         if self.consumer_timeout_ms < 60_000:
             problems.append(f"consumer_timeout_ms must be >= 60000, got {self.consumer_timeout_ms}")
+        names = [queue.name for queue in self.task_queues]
+        if QUEUE_NAME not in names or len(set(names)) != len(names):
+            problems.append(f"task_queues must name {QUEUE_NAME!r} once and each queue once, got {names}")
+        for queue in self.task_queues:
+            if queue.consumer_timeout_ms < 60_000:
+                problems.append(f"task_queues: {queue.name} consumer_timeout_ms must be >= 60000, got {queue}")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", queue.name) or queue.name == self.dead_letter_queue:
+                problems.append(f"task_queues: {queue.name!r} is not a task queue name")
         ports = {"amqps_port" if self.tls else "amqp_port": self.amqps_port if self.tls else self.amqp_port}
         ports["management_port"] = self.management_port
         ports["prometheus_port"] = self.prometheus_port

@@ -38,16 +38,16 @@ rendered explicitly.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from broker.config import BrokerConfig, BrokerTls, PeerDiscovery, RabbitVersion
+from broker.config import BrokerConfig, BrokerTls, PeerDiscovery, RabbitVersion, TaskQueue
 from contract import timing
 from contract.wire import (
     DELAYED_DELIVERY_EXCHANGE,
     DELAYED_LEVELS,
-    QUEUE_NAME,
     TLS_CA_KEY,
     delayed_level,
     import_definitions_command,
@@ -398,8 +398,10 @@ def _binding(vhost: str, source: str, destination: str, kind: str, routing_key: 
     }
 
 
-def _delayed_delivery(vhost: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Celery's native delayed-delivery topology, as kombu declares it, plus the task queue's binding.
+def _delayed_delivery(
+    vhost: str, task_queues: tuple[str, ...]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Celery's native delayed-delivery topology, as kombu declares it, plus the task queues' bindings.
 
     Without it a countdown/eta task published before any worker has run its
     ``DelayedDelivery`` step is refused (no ``celery_delayed_27``) or, worse, confirmed and
@@ -434,16 +436,17 @@ def _delayed_delivery(vhost: str) -> tuple[list[dict[str, Any]], list[dict[str, 
     bindings.append(
         _binding(vhost, delayed_level(0), DELAYED_DELIVERY_EXCHANGE, "exchange", "*." * (DELAYED_LEVELS - 1) + "0.#")
     )
-    # The task queue, its exchange and both of its bindings, exactly as the workers declare them
-    # (app.config.task_queue): the delayed tail "#.celery" must exist before the first countdown.
-    delayed_key = f"#.{QUEUE_NAME}"
-    exchanges.append(_exchange(vhost, QUEUE_NAME, "topic"))
-    queues.append(_queue(vhost, QUEUE_NAME, {"x-queue-type": "quorum"}))
-    bindings += [
-        _binding(vhost, QUEUE_NAME, QUEUE_NAME, "queue", QUEUE_NAME),
-        _binding(vhost, DELAYED_DELIVERY_EXCHANGE, QUEUE_NAME, "exchange", delayed_key),
-        _binding(vhost, QUEUE_NAME, QUEUE_NAME, "queue", delayed_key),
-    ]
+    # Each lane's task queue, its exchange and both of its bindings, exactly as the workers declare
+    # them (app.config.task_queue): the delayed tail "#.<queue>" must exist before the first countdown.
+    for queue in task_queues:
+        delayed_key = f"#.{queue}"
+        exchanges.append(_exchange(vhost, queue, "topic"))
+        queues.append(_queue(vhost, queue, {"x-queue-type": "quorum"}))
+        bindings += [
+            _binding(vhost, queue, queue, "queue", queue),
+            _binding(vhost, DELAYED_DELIVERY_EXCHANGE, queue, "exchange", delayed_key),
+            _binding(vhost, queue, queue, "queue", delayed_key),
+        ]
     return exchanges, queues, bindings
 
 
@@ -471,7 +474,10 @@ def render_definitions(cfg: BrokerConfig) -> dict[str, Any]:
     # On 4.3 only: the 3.10 harness also runs the seed's 2018 app, whose `celery` queue is a
     # classic one on a direct exchange, which a pre-declared quorum queue on a topic exchange of
     # the same names would refuse (PRECONDITION_FAILED). The ha workers declare it there.
-    exchanges, queues, bindings = _delayed_delivery(vhost) if cfg.version is RabbitVersion.V4_3 else ([], [], [])
+    v4 = cfg.version is RabbitVersion.V4_3
+    exchanges, queues, bindings = (
+        _delayed_delivery(vhost, tuple(q.name for q in cfg.task_queues)) if v4 else ([], [], [])
+    )
     # No "vhosts" section: the vhost exists (seeded with the default user on first boot), and
     # re-importing it could overwrite metadata such as its default queue type.
     return {
@@ -487,8 +493,38 @@ def render_definitions(cfg: BrokerConfig) -> dict[str, Any]:
                 "apply-to": _policy_apply_to(cfg),
                 "priority": 0,
                 "definition": policy_definition(cfg),
-            }
+            },
+            *(_lane_policy(cfg, queue) for queue in cfg.task_queues if v4),
         ],
+    }
+
+
+LANE_POLICY_PRIORITY = 1
+"""Above the catch-all task policy: a queue takes the one policy of highest priority that matches."""
+
+
+def lane_policy_name(queue: str) -> str:
+    return f"lane-{queue}"
+
+
+def _lane_policy(cfg: BrokerConfig, queue: TaskQueue) -> dict[str, Any]:
+    """A lane's queue: the task policy's dead-letter rules, plus its own consumer timeout (4.3's
+    per-queue setting, contract.lanes) and the retry backoff (contract.timing.RETRY_DELAY_MIN_MS).
+    A queue gets one policy, so this one repeats the rules."""
+    return {
+        "vhost": cfg.default_vhost,
+        "name": lane_policy_name(queue.name),
+        "pattern": f"^{re.escape(queue.name)}$",
+        "apply-to": _policy_apply_to(cfg),
+        "priority": LANE_POLICY_PRIORITY,
+        "definition": {
+            **policy_definition(cfg),
+            "consumer-timeout": queue.consumer_timeout_ms,
+            # Failed deliveries come back after a growing pause (policy keys need 4.3.1+).
+            "delayed-retry-type": "failed",
+            "delayed-retry-min": timing.RETRY_DELAY_MIN_MS,
+            "delayed-retry-max": timing.RETRY_DELAY_MAX_MS,
+        },
     }
 
 
@@ -624,22 +660,23 @@ def render_default_user_conf(username: str, password: str) -> str:
 
 
 def policy_commands(cfg: BrokerConfig) -> list[list[str]]:
-    """``rabbitmqctl set_policy`` argv that (re)apply the same policy at runtime.
+    """``rabbitmqctl set_policy`` argv that (re)apply the same policies at runtime.
 
-    Only the policy: the dead-letter exchange and queue need :func:`contract.wire.import_definitions_command`.
+    Only the policies: the dead-letter exchange and queue need :func:`contract.wire.import_definitions_command`.
     """
     return [
         [
             "rabbitmqctl",
             "set_policy",
             "-p",
-            cfg.default_vhost,
+            policy["vhost"],
             "--apply-to",
-            _policy_apply_to(cfg),
+            policy["apply-to"],
             "--priority",
-            "0",
-            cfg.policy_name,
-            cfg.policy_pattern,
-            json.dumps(policy_definition(cfg), sort_keys=True),
+            str(policy["priority"]),
+            policy["name"],
+            policy["pattern"],
+            json.dumps(policy["definition"], sort_keys=True),
         ]
+        for policy in render_definitions(cfg)["policies"]
     ]

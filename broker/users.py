@@ -8,7 +8,8 @@ it against a user with these permissions on RabbitMQ 4.3 (tests/drills/dev_plan/
 and every drill, which boot the plan with them):
 
 worker
-    Declares the task queue and its topic exchange (``celery``), Celery's delayed-delivery
+    Declares every lane's task queue and its topic exchange (``celery``, ``celery.<lane>``:
+    contract.lanes; a worker declares them all, and may publish a task to any lane), Celery's delayed-delivery
     topology (``celery_delayed_*``: every level's exchange and quorum queue, with a dead-letter
     exchange argument, which RabbitMQ checks as *write* on that exchange), and its remote-control
     objects: the ``celery.pidbox`` fanout exchange, its own exclusive ``<hostname>.celery.pidbox``
@@ -18,9 +19,9 @@ worker
     Not: configure on ``celery.dlq``/``celery.dlx`` (so no deleting or purging-by-redeclare of
     the dead letters; both come from the definitions), no management tag.
 scheduler
-    Declares the task queue, its exchange and their binding on every new channel before
+    Declares the lanes' task queues, their exchanges and bindings on every new channel before
     publishing (``app.publish``, and Celery's own ``send_task`` for ``.delay()``), publishes to
-    ``celery`` and, for countdown/eta tasks, to the first delayed level (``celery_delayed_27``).
+    them and, for countdown/eta tasks, to the first delayed level (``celery_delayed_27``).
     The binding takes *read* on the exchange ``celery``, and RabbitMQ's permissions match names
     only, not kinds: so the scheduler may also read (and, by configure, delete) the queue
     ``celery``. Closing that needs publishers that declare nothing (or only passively) and
@@ -93,16 +94,16 @@ def _names(*patterns: str) -> str:
     return "^(" + "|".join(patterns) + ")$"
 
 
-_TASK = re.escape(QUEUE_NAME)
 _DELAYED = re.escape(DELAYED_DELIVERY_EXCHANGE.removesuffix("delivery")) + r"(delivery|[0-9]+)"
 _PIDBOX = re.escape(f"{QUEUE_NAME}.pidbox")
 _REPLY = re.escape(f"reply.{QUEUE_NAME}.pidbox")
 _OWN_PIDBOX = r".+\." + _PIDBOX
 
 
-def role_users() -> tuple[RoleUser, ...]:
-    """Every role's user, in creation order."""
-    worker_configure = (_TASK, _DELAYED, _PIDBOX, _OWN_PIDBOX, _REPLY)
+def role_users(task_queues: tuple[str, ...] = (QUEUE_NAME,)) -> tuple[RoleUser, ...]:
+    """Every role's user, in creation order, for the lanes' ``task_queues`` (each a queue and its exchange)."""
+    tasks = "|".join(re.escape(queue) for queue in task_queues)
+    worker_configure = (tasks, _DELAYED, _PIDBOX, _OWN_PIDBOX, _REPLY)
     return (
         RoleUser(
             BrokerRole.WORKER,
@@ -111,7 +112,7 @@ def role_users() -> tuple[RoleUser, ...]:
             Permissions(
                 configure=_names(*worker_configure),
                 write=_names(*worker_configure, re.escape("amq.default")),
-                read=_names(_TASK, _DELAYED, _PIDBOX, _OWN_PIDBOX, re.escape(DEAD_LETTER_QUEUE)),
+                read=_names(tasks, _DELAYED, _PIDBOX, _OWN_PIDBOX, re.escape(DEAD_LETTER_QUEUE)),
             ),
         ),
         RoleUser(
@@ -119,9 +120,9 @@ def role_users() -> tuple[RoleUser, ...]:
             role_username(BrokerRole.SCHEDULER),
             (),
             Permissions(
-                configure=_names(_TASK),
-                write=_names(_TASK, re.escape(delayed_level(DELAYED_LEVELS - 1))),
-                read=_names(_TASK),
+                configure=_names(tasks),
+                write=_names(tasks, re.escape(delayed_level(DELAYED_LEVELS - 1))),
+                read=_names(tasks),
             ),
         ),
         RoleUser(
@@ -148,7 +149,9 @@ _JSON_ESCAPED = r"""sed 's/[\\"]/\\&/g'"""
 """A file's text with JSON's two string specials escaped (backslash and double quote)."""
 
 
-def users_script(vhost: str = DEFAULT_BROKER_VHOST, directory: str = ROLE_PASSWORDS_DIR) -> str:
+def users_script(
+    task_queues: tuple[str, ...] = (QUEUE_NAME,), vhost: str = DEFAULT_BROKER_VHOST, directory: str = ROLE_PASSWORDS_DIR
+) -> str:
     """Shell lines that create or update every role's user from its password file, in one import.
 
     Meant for :func:`broker.render.post_start_script`'s ``then``: it runs after the node has
@@ -158,17 +161,16 @@ def users_script(vhost: str = DEFAULT_BROKER_VHOST, directory: str = ROLE_PASSWO
     """
     # The document is static JSON but for the passwords, each spliced in from its file with
     # JSON's two specials escaped (the generated passwords are alphanumeric; a pasted one may not be).
+    users = role_users(task_queues)
     doc = json.dumps(
         {
-            "users": [{"name": u.username, "password": _PASSWORD_SLOT, "tags": list(u.tags)} for u in role_users()],
-            "permissions": [
-                {"user": u.username, "vhost": vhost, **dataclasses.asdict(u.permissions)} for u in role_users()
-            ],
+            "users": [{"name": u.username, "password": _PASSWORD_SLOT, "tags": list(u.tags)} for u in users],
+            "permissions": [{"user": u.username, "vhost": vhost, **dataclasses.asdict(u.permissions)} for u in users],
         },
         separators=(",", ":"),
     )
     parts = doc.split(_PASSWORD_SLOT)
-    files = [shlex.quote(password_file(u.username, directory)) for u in role_users()]
+    files = [shlex.quote(password_file(u.username, directory)) for u in users]
     spliced = "".join(
         shlex.quote(part) + (f'"$({_JSON_ESCAPED} {path})"' if path else "")
         for part, path in zip(parts, [*files, ""], strict=True)

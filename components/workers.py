@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.rabbitmq import namespaces_peer
-from contract import metrics, timing, wire
+from contract import lanes, metrics, timing, wire
+from contract.lanes import Lane
 from contract.wire import (
     CLIENT_LABEL,
     ENV_SCHEDULER_RUN_ID,
@@ -44,22 +47,15 @@ class CeleryWorkersArgs:
     management_url: pulumi.Input[str]
     """http://user:password@host:15672/ (secret, the monitoring user): KEDA's rabbitmq trigger
     reads queue depth there."""
-    replicas: int
-    """Worker pods (the minimum when autoscaling)."""
-    concurrency: int
-    """Prefork processes per pod."""
-    cpu_millis: int
-    """CPU request per pod, millicores (no CPU limit: throttling a worker only slows the queue)."""
-    memory_mib: int
-    """Memory request = limit per pod, MiB."""
+    lanes: tuple[Lane, ...]
+    """The worker lanes (contract.lanes), the default one first: a Deployment, a PDB and an
+    autoscaler each, consuming its own queue with its own timing."""
     scheduler_enabled: bool
     """Create the scheduler Job that enqueues scheduler_tasks tasks (the seed's experiment)."""
     scheduler_tasks: int
     """Tasks the scheduler Job publishes, every one confirmed by the broker."""
     autoscaling: Autoscaling
     """none, hpa (CPU) or keda (queue length; KEDA must be installed in the cluster)."""
-    autoscaling_max_replicas: int
-    """Upper bound of worker pods when autoscaling."""
     broker_ca_secret: pulumi.Input[str] | None = None
     """With broker TLS: the Secret holding the broker CA certificate (key TLS_CA_KEY), mounted read-only
     into the worker and scheduler pods (never the broker's keys); None: plain AMQP."""
@@ -76,12 +72,11 @@ class CeleryWorkersArgs:
     """Annotations of the worker pod template: checksums of what a worker reads at start from the
     broker (its user's password, the CA; RabbitMQCluster.worker_pod_annotations), so that a
     rotation rolls the workers. Not on the scheduler Job (its spec is never updated)."""
-    queue: str = wire.QUEUE_NAME
-    """The task queue the workers consume (and KEDA measures)."""
-    name: str = "celery-worker"
-    """Fixed object name, so `kubectl logs deploy/celery-worker` works in every stack."""
 
     def __post_init__(self) -> None:
+        names = [lane.name for lane in self.lanes]
+        if not names or names[0] != lanes.DEFAULT_LANE or len(set(names)) != len(names):
+            raise ValueError(f"lanes: got {names}; allowed: distinct lanes, {lanes.DEFAULT_LANE!r} first")
         if not _RUN_ID.fullmatch(self.scheduler_run):
             raise ValueError(
                 f"scheduler_run: got {self.scheduler_run!r}; allowed: lower-case letters, digits and '-',"
@@ -102,22 +97,36 @@ class CeleryWorkers(pulumi.ComponentResource):
         # engine records the edge there: a component's own depends_on only delays its registration.
         connects = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on if opts else None)
 
-        self.deployment = _deployment(name, args, connects)
-        self.pod_selector = _selector(args)
-        """Labels of the worker pods (what scrapes them selects)."""
-        _pdb(name, args, child)
+        self.deployments = {lane.name: _deployment(name, args, lane, connects) for lane in args.lanes}
+        """Each lane's Deployment, by lane name."""
+        self.deployment = self.deployments[lanes.DEFAULT_LANE]
+        self.pod_selector = dict(WORKER_POD_SELECTOR)
+        """Labels of every lane's worker pods (what scrapes them selects)."""
+        for lane in args.lanes:
+            _pdb(name, args, lane, child)
+            _autoscaling(name, args, lane, child)
         if args.scheduler_enabled:
             _scheduler_job(name, args, connects)
-        _autoscaling(name, args, child)
         _network_policy(name, args, child)
 
-        app = args.name
+        app = lanes.deployment_name(lanes.DEFAULT_LANE)
         self.deployment_name = self.deployment.metadata.apply(lambda m: m["name"] if m else app)
         self.register_outputs({"deployment_name": self.deployment_name})
 
 
-def _selector(args: CeleryWorkersArgs) -> dict[str, str]:
-    return {"app.kubernetes.io/name": args.name}
+WORKER_POD_SELECTOR: Final = {"app.kubernetes.io/component": "worker", "app.kubernetes.io/part-of": "ha-celery"}
+"""The pods of every lane (not the scheduler's): what the metrics scrape selects."""
+
+
+def _prefix(name: str, lane: Lane) -> str:
+    """Logical names of a lane's objects: the default lane keeps those it had before lanes, so a
+    stack's next `pulumi up` updates its Deployment instead of replacing it."""
+    return name if lane.default else f"{name}-{lane.name}"
+
+
+def _selector(lane: Lane) -> dict[str, str]:
+    # The default lane's is the selector its Deployment always had (a selector is immutable).
+    return {"app.kubernetes.io/name": lane.deployment}
 
 
 def _labels(app: str, component: str) -> dict[str, str]:
@@ -134,8 +143,20 @@ def _pod_labels(app: str, component: str) -> dict[str, str]:
     return {**_labels(app, component), CLIENT_LABEL: "true"}
 
 
-def _metadata(args: CeleryWorkersArgs, component: str = "worker") -> k8s.meta.v1.ObjectMetaArgsDict:
-    return {"name": args.name, "namespace": args.namespace, "labels": _labels(args.name, component)}
+def _metadata(args: CeleryWorkersArgs, lane: Lane, component: str = "worker") -> k8s.meta.v1.ObjectMetaArgsDict:
+    return {"name": lane.deployment, "namespace": args.namespace, "labels": _labels(lane.deployment, component)}
+
+
+def _lanes_env(args: CeleryWorkersArgs) -> list[k8s.core.v1.EnvVarArgsDict]:
+    """Every lane's queue and the routes: what any client of the broker (worker or scheduler) needs
+    to publish a task to the lane that runs it."""
+    env: list[k8s.core.v1.EnvVarArgsDict] = [
+        {"name": wire.ENV_TASK_QUEUES, "value": ",".join(lanes.lane_queues([lane.name for lane in args.lanes]))}
+    ]
+    routes = {pattern: lane.queue for lane in args.lanes for pattern in lane.tasks}
+    if routes:
+        env.append({"name": wire.ENV_TASK_ROUTES, "value": json.dumps(routes, separators=(",", ":"))})
+    return env
 
 
 def _broker_env(args: CeleryWorkersArgs, credentials_secret: pulumi.Input[str]) -> list[k8s.core.v1.EnvVarArgsDict]:
@@ -234,22 +255,26 @@ def _probes() -> tuple[k8s.core.v1.ProbeArgsDict, k8s.core.v1.ProbeArgsDict, k8s
     return startup, liveness, readiness
 
 
-def _container(args: CeleryWorkersArgs) -> k8s.core.v1.ContainerArgsDict:
+def _container(args: CeleryWorkersArgs, lane: Lane) -> k8s.core.v1.ContainerArgsDict:
     startup, liveness, readiness = _probes()
     return {
         "name": "worker",
         "image": args.image,
         # Exec form, no shell: celery is PID 1 and gets the kubelet's SIGTERM (warm shutdown).
-        "command": list(wire.WORKER_COMMAND),
+        # --queues: this lane's queue only (a worker would otherwise consume every lane's).
+        "command": [*wire.WORKER_COMMAND, f"--queues={lane.queue}"],
         "env": [
             *_broker_env(args, args.credentials_secret),
             *_tls_env(args),
-            {"name": wire.ENV_CONCURRENCY, "value": str(args.concurrency)},
+            *_lanes_env(args),
+            {"name": wire.ENV_CONCURRENCY, "value": str(lane.concurrency)},
             {
                 "name": wire.ENV_MAX_MEMORY_PER_CHILD_KIB,
-                "value": str(wire.max_memory_per_child_kib(args.memory_mib, args.concurrency)),
+                "value": str(wire.max_memory_per_child_kib(lane.memory_mib, lane.concurrency)),
             },
-            {"name": wire.ENV_PREFETCH_MULTIPLIER, "value": str(wire.DEFAULT_PREFETCH_MULTIPLIER)},
+            {"name": wire.ENV_PREFETCH_MULTIPLIER, "value": str(lane.timing.prefetch_multiplier)},
+            {"name": wire.ENV_TASK_SOFT_TIME_LIMIT_S, "value": str(lane.timing.soft_time_limit_s)},
+            {"name": wire.ENV_TASK_TIME_LIMIT_S, "value": str(lane.timing.time_limit_s)},
             {"name": wire.ENV_HEARTBEAT_FILE, "value": wire.DEFAULT_HEARTBEAT_FILE},
             {"name": wire.ENV_READY_FILE, "value": wire.DEFAULT_READY_FILE},
             {"name": metrics.ENV_METRICS_PORT, "value": str(metrics.WORKER_METRICS_PORT)},
@@ -260,8 +285,8 @@ def _container(args: CeleryWorkersArgs) -> k8s.core.v1.ContainerArgsDict:
             {"name": metrics.WORKER_METRICS_PORT_NAME, "container_port": metrics.WORKER_METRICS_PORT, "protocol": "TCP"}
         ],
         "resources": {
-            "requests": {"cpu": f"{args.cpu_millis}m", "memory": f"{args.memory_mib}Mi"},
-            "limits": {"memory": f"{args.memory_mib}Mi"},
+            "requests": {"cpu": f"{lane.cpu_millis}m", "memory": f"{lane.memory_mib}Mi"},
+            "limits": {"memory": f"{lane.memory_mib}Mi"},
         },
         "startup_probe": startup,
         "liveness_probe": liveness,
@@ -271,28 +296,28 @@ def _container(args: CeleryWorkersArgs) -> k8s.core.v1.ContainerArgsDict:
     }
 
 
-def _pod_template(args: CeleryWorkersArgs) -> k8s.core.v1.PodTemplateSpecArgsDict:
+def _pod_template(args: CeleryWorkersArgs, lane: Lane) -> k8s.core.v1.PodTemplateSpecArgsDict:
     spread: list[k8s.core.v1.TopologySpreadConstraintArgsDict] = [
         {
             "max_skew": 1,
             "topology_key": key,
             # Anyway: stateless workers must still schedule while a zone or node is down.
             "when_unsatisfiable": "ScheduleAnyway",
-            "label_selector": {"match_labels": _selector(args)},
+            "label_selector": {"match_labels": _selector(lane)},
         }
         for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
     ]
     return {
-        "metadata": {"labels": _pod_labels(args.name, "worker"), "annotations": dict(args.pod_annotations)},
+        "metadata": {"labels": _pod_labels(lane.deployment, "worker"), "annotations": dict(args.pod_annotations)},
         "spec": {
-            # Above the hard task time limit plus the shutdown margin: a warm shutdown
+            # The lane's hard task time limit plus the shutdown margin: a warm shutdown
             # lets running tasks finish and ack before the kubelet's SIGKILL.
-            "termination_grace_period_seconds": timing.MIN_TERMINATION_GRACE_S,
+            "termination_grace_period_seconds": lane.timing.termination_grace_s,
             "automount_service_account_token": False,
             "security_context": _pod_security(),
             "topology_spread_constraints": spread,
             "tolerations": _node_tolerations(),
-            "containers": [_container(args)],
+            "containers": [_container(args, lane)],
             "volumes": [_tmp_volume(), *_tls_volumes(args)],
         },
     }
@@ -312,17 +337,17 @@ def _node_tolerations() -> list[k8s.core.v1.TolerationArgsDict]:
     ]
 
 
-def _deployment(name: str, args: CeleryWorkersArgs, opts: pulumi.ResourceOptions) -> k8s.apps.v1.Deployment:
+def _deployment(name: str, args: CeleryWorkersArgs, lane: Lane, opts: pulumi.ResourceOptions) -> k8s.apps.v1.Deployment:
     autoscaled = args.autoscaling != "none"
     return k8s.apps.v1.Deployment(
-        f"{name}-deployment",
-        metadata=_metadata(args),
+        f"{_prefix(name, lane)}-deployment",
+        metadata=_metadata(args, lane),
         spec={
-            "replicas": args.replicas,
-            "selector": {"match_labels": _selector(args)},
+            "replicas": lane.replicas,
+            "selector": {"match_labels": _selector(lane)},
             # Surge first: a rollout never lowers the number of consumers.
             "strategy": {"type": "RollingUpdate", "rolling_update": {"max_surge": 1, "max_unavailable": 0}},
-            "template": _pod_template(args),
+            "template": _pod_template(args, lane),
         },
         # The autoscaler owns the replica count; Pulumi would otherwise reset it on every up.
         opts=pulumi.ResourceOptions.merge(
@@ -331,11 +356,13 @@ def _deployment(name: str, args: CeleryWorkersArgs, opts: pulumi.ResourceOptions
     )
 
 
-def _pdb(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> k8s.policy.v1.PodDisruptionBudget:
+def _pdb(
+    name: str, args: CeleryWorkersArgs, lane: Lane, child: pulumi.ResourceOptions
+) -> k8s.policy.v1.PodDisruptionBudget:
     return k8s.policy.v1.PodDisruptionBudget(
-        f"{name}-pdb",
-        metadata=_metadata(args),
-        spec={"max_unavailable": 1, "selector": {"match_labels": _selector(args)}},
+        f"{_prefix(name, lane)}-pdb",
+        metadata=_metadata(args, lane),
+        spec={"max_unavailable": 1, "selector": {"match_labels": _selector(lane)}},
         opts=child,
     )
 
@@ -381,6 +408,7 @@ def _scheduler_job(name: str, args: CeleryWorkersArgs, opts: pulumi.ResourceOpti
                             "env": [
                                 *_broker_env(args, args.scheduler_credentials_secret),
                                 *_tls_env(args),
+                                *_lanes_env(args),
                                 {
                                     "name": ENV_SCHEDULER_RUN_ID,
                                     "value_from": {"field_ref": {"field_path": JOB_UID_FIELD}},
@@ -402,21 +430,21 @@ def _scheduler_job(name: str, args: CeleryWorkersArgs, opts: pulumi.ResourceOpti
     )
 
 
-def _autoscaling(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> None:
+def _autoscaling(name: str, args: CeleryWorkersArgs, lane: Lane, child: pulumi.ResourceOptions) -> None:
     if args.autoscaling == "hpa":
-        _hpa(name, args, child)
+        _hpa(name, args, lane, child)
     elif args.autoscaling == "keda":
-        _keda(name, args, child)
+        _keda(name, args, lane, child)
 
 
-def _hpa(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> None:
+def _hpa(name: str, args: CeleryWorkersArgs, lane: Lane, child: pulumi.ResourceOptions) -> None:
     k8s.autoscaling.v2.HorizontalPodAutoscaler(
-        f"{name}-hpa",
-        metadata=_metadata(args, "autoscaler"),
+        f"{_prefix(name, lane)}-hpa",
+        metadata=_metadata(args, lane, "autoscaler"),
         spec={
-            "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment", "name": args.name},
-            "min_replicas": args.replicas,
-            "max_replicas": args.autoscaling_max_replicas,
+            "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment", "name": lane.deployment},
+            "min_replicas": lane.replicas,
+            "max_replicas": lane.max_replicas,
             "metrics": [
                 {
                     "type": "Resource",
@@ -428,10 +456,18 @@ def _hpa(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> N
     )
 
 
-def _keda(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> None:
+def keda_queue_length(lane: Lane) -> int:
+    """Messages per pod KEDA aims at (its QueueLength target): the default lane's 20, as before
+    lanes; one per pool process for any other, whose tasks are long (20 tasks of an hour queued
+    behind one pod would be 20 hours of waiting)."""
+    return 20 if lane.default else lane.concurrency
+
+
+def _keda(name: str, args: CeleryWorkersArgs, lane: Lane, child: pulumi.ResourceOptions) -> None:
     # The scaler's own objects: no pod of theirs talks AMQP (KEDA reads the management API from
     # its own namespace, which the broker's NetworkPolicy admits by namespace).
-    app, labels = args.name, _labels(args.name, "autoscaler")
+    name = _prefix(name, lane)
+    app, labels = lane.deployment, _labels(lane.deployment, "autoscaler")
     auth_secret = k8s.core.v1.Secret(
         f"{name}-keda-rabbitmq",
         metadata={
@@ -458,14 +494,19 @@ def _keda(name: str, args: CeleryWorkersArgs, child: pulumi.ResourceOptions) -> 
         metadata={"name": app, "namespace": args.namespace, "labels": labels},
         spec={
             "scaleTargetRef": {"name": app},
-            "minReplicaCount": args.replicas,
-            "maxReplicaCount": args.autoscaling_max_replicas,
+            "minReplicaCount": lane.replicas,
+            "maxReplicaCount": lane.max_replicas,
             "triggers": [
                 {
                     "type": "rabbitmq",
-                    # http: the management API counts unacked (running) tasks too, so a busy
-                    # cluster is not scaled down under its own running work.
-                    "metadata": {"protocol": "http", "mode": "QueueLength", "value": "20", "queueName": args.queue},
+                    # http: the management API counts unacked (running) tasks and those waiting out a
+                    # retry delay too, so a busy cluster is not scaled down under its own running work.
+                    "metadata": {
+                        "protocol": "http",
+                        "mode": "QueueLength",
+                        "value": str(keda_queue_length(lane)),
+                        "queueName": lane.queue,
+                    },
                     "authenticationRef": {"name": app},
                 }
             ],
@@ -509,7 +550,11 @@ def _network_policy(
         ]
     return k8s.networking.v1.NetworkPolicy(
         f"{name}-netpol",
-        metadata={"name": "broker-clients", "namespace": args.namespace, "labels": _labels(args.name, "worker")},
+        metadata={
+            "name": "broker-clients",
+            "namespace": args.namespace,
+            "labels": _labels(lanes.deployment_name(lanes.DEFAULT_LANE), "worker"),
+        },
         spec=spec,
         opts=child,
     )

@@ -235,3 +235,14 @@ at the default, a dead VM's worker that consumed through the broker on the same 
 tasks held ~2 min (the kill-node drill: 2 tasks of 1,000 back after more than 110 s). A consumer
 silent that long is gone; if it was only cut off and still runs the task, the task runs twice,
 which late acks already allow."""
+
+RETRY_DELAY_MIN_MS: Final = 2_000
+"""RabbitMQ 4.3's delayed retry (``delayed-retry-type: failed`` on every lane's queue): a delivery that
+failed (Celery's ``basic.reject`` with requeue: a pool process killed or past its hard limit; or a
+channel closed with it unacked: a worker or its node gone) waits ``min(this x delivery count,
+RETRY_DELAY_MAX_MS)`` before it is delivered again, instead of coming straight back. A poison task that
+kills every process it reaches then spends ~7 minutes on its 20 deliveries, not seconds, before it is
+dead-lettered; a task orphaned once by a killed worker waits 2 s. Returns that are not failures (a
+consumer timeout, a partitioned consumer's node) are not delayed."""
+RETRY_DELAY_MAX_MS: Final = 60_000
+"""The longest wait between two deliveries of a failing task (its 30th and later failures)."""

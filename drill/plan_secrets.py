@@ -6,10 +6,11 @@ handed to ``KubeCluster(..., secret_rules=plan_secret_rules)``).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache
 
 from broker.render import render_default_user_conf
+from contract.lanes import DEFAULT_LANE, LONG_LANE, deployment_name
 from contract.wire import (
     BROKER_USERNAME,
     CA_SECRET,
@@ -77,7 +78,7 @@ def ha_celery_rules(
     *,
     broker_nodes: int = 3,
     app: str = "rabbitmq",
-    workers: str = "celery-worker",
+    workers: Sequence[str] = (deployment_name(DEFAULT_LANE), deployment_name(LONG_LANE)),
     namespace: str = "ha-celery",
     # Not secret, but the plan masks the whole stringData of a Secret that holds any secret value.
     username: str = BROKER_USERNAME,
@@ -109,7 +110,7 @@ def ha_celery_rules(
         ),
         # length=64, special=False.
         (child_name(app, ERLANG_COOKIE_SECRET), ".erlang.cookie"): lambda _: random_alnum(64, rng),
-        # autoscaling=keda only: what KEDA's rabbitmq trigger reads the queue length with.
-        (child_name(workers, KEDA_RABBITMQ_SECRET), "host"): keda_host,
+        # autoscaling=keda only: what KEDA's rabbitmq trigger reads each lane's queue length with.
+        **{(child_name(lane, KEDA_RABBITMQ_SECRET), "host"): keda_host for lane in workers},
         **tls_rules(app, namespace, broker_nodes),
     }

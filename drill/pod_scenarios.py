@@ -63,7 +63,8 @@ Mark = Callable[[str], float]
 """Records a fault event (its label) and returns its epoch time."""
 
 
-def _broker_exec(cluster: KubeCluster, *command: str, avoid: str = "", only: str = "") -> str:
+def broker_exec(cluster: KubeCluster, *command: str, avoid: str = "", only: str = "") -> str:
+    """``command``'s output, run in a ready broker pod (``only`` that one, else any but ``avoid``)."""
     for pod in cluster.pods_of(BROKERS):
         if pod.ready and pod.name != avoid and pod.name == (only or pod.name):
             return cluster.exec(pod.name, *command, timeout=60)
@@ -73,14 +74,14 @@ def _broker_exec(cluster: KubeCluster, *command: str, avoid: str = "", only: str
 def running_members(cluster: KubeCluster, avoid: str = "", only: str = "") -> set[str]:
     """Pod names of the nodes a ready broker (``only`` that one, else any but ``avoid``) sees
     running in its cluster."""
-    out = _broker_exec(cluster, "rabbitmqctl", "-q", "cluster_status", "--formatter", "json", avoid=avoid, only=only)
+    out = broker_exec(cluster, "rabbitmqctl", "-q", "cluster_status", "--formatter", "json", avoid=avoid, only=only)
     status = json.loads(out)
     return {str(node).split("@", 1)[1].split(".", 1)[0] for node in status.get("running_nodes", [])}
 
 
 def queue_leader(cluster: KubeCluster, queue: str = QUEUE) -> str:
     """The broker pod leading the quorum queue ``queue``."""
-    out = _broker_exec(cluster, "rabbitmqctl", "-q", "list_queues", "name", "leader", "--formatter", "json")
+    out = broker_exec(cluster, "rabbitmqctl", "-q", "list_queues", "name", "leader", "--formatter", "json")
     for row in json.loads(out or "[]"):
         if row.get("name") == queue and row.get("leader"):
             return str(row["leader"]).split("@", 1)[1].split(".", 1)[0]
@@ -326,7 +327,7 @@ def lose_disk(cluster: KubeCluster, mark: Mark) -> None:
 def quorum_members(cluster: KubeCluster, queue: str = QUEUE) -> int:
     """Replicas of the quorum queue ``queue`` that run Raft as leader or follower (a member whose
     node lost its data shows as ``noproc`` until it is grown back)."""
-    out = _broker_exec(cluster, "rabbitmq-queues", "-q", "quorum_status", queue, "--formatter", "json")
+    out = broker_exec(cluster, "rabbitmq-queues", "-q", "quorum_status", queue, "--formatter", "json")
     return sum(1 for row in json.loads(out or "[]") if row.get("Raft State") in ("leader", "follower"))
 
 
@@ -397,7 +398,7 @@ PUBLISH_HOG = (
 
 def dead_lettered(cluster: KubeCluster) -> int:
     """Messages in the dead-letter queue (its ``messages`` from ``rabbitmqctl list_queues``)."""
-    out = _broker_exec(cluster, "rabbitmqctl", "-q", "list_queues", "name", "messages", "--no-table-headers")
+    out = broker_exec(cluster, "rabbitmqctl", "-q", "list_queues", "name", "messages", "--no-table-headers")
     for line in out.splitlines():
         name, _, count = line.partition("\t")
         if name == DEAD_LETTER_QUEUE:

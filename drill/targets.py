@@ -31,6 +31,7 @@ from app.config import from_env
 from app.factory import make_app
 from app.publish import publish_pipelined
 from contract import wire
+from contract.lanes import DEFAULT_LANE, LONG_LANE, deployment_name
 from contract.plan_dir import check_complete
 from drill import node_scenarios, pod_scenarios, scenarios
 from drill import tasks as drill_tasks
@@ -319,13 +320,13 @@ def worker_additions(results: Path) -> dict[str, PodAdditions]:
     """The drill's additions to the worker pods: its task module, and its results directory mounted."""
     # Written by the pods' own user (the image's 10001), not by the host's.
     os.chmod(results, 0o777)
-    return {
-        WORKERS.split("/", 1)[1]: PodAdditions(
-            env=drill_tasks.worker_env(Path(CONTAINER_RESULTS)),
-            binds=(rootfs.Bind(results, CONTAINER_RESULTS),),
-            why="the drill counts executions: its task module and its results directory",
-        )
-    }
+    additions = PodAdditions(
+        env=drill_tasks.worker_env(Path(CONTAINER_RESULTS)),
+        binds=(rootfs.Bind(results, CONTAINER_RESULTS),),
+        why="the drill counts executions: its task module and its results directory",
+    )
+    # Every lane's workers (contract.lanes: the dev plan's default and long lanes).
+    return {deployment_name(lane): additions for lane in (DEFAULT_LANE, LONG_LANE)}
 
 
 def host_peers(plan_dir: Path, workers_namespace: str, scheduler_labels: dict[str, str] | None) -> list[HostPeer]:

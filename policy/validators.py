@@ -368,8 +368,8 @@ def check_grace_covers_hooks(resource_type: str, props: Props) -> list[str]:
     if is_broker(resource_type, props):
         stop_s, stop_why = BROKER_STOP_MARGIN_S, "a minute for the node to stop"
     elif is_worker(resource_type, props):
-        stop_s = timing.MIN_TERMINATION_GRACE_S
-        stop_why = "the warm shutdown: task hard time limit + shutdown margin (contract.timing)"
+        stop_s = _worker_time_limit_s(spec) + timing.SHUTDOWN_MARGIN_S
+        stop_why = "the warm shutdown: its lane's task hard time limit + shutdown margin (contract.lanes)"
     else:
         stop_s, stop_why = 0, "nothing"
     problems: list[str] = []
@@ -391,6 +391,19 @@ def check_grace_covers_hooks(resource_type: str, props: Props) -> list[str]:
             f"{stop_why} ({stop_s} s) need {hooks + stop_s} s; the kubelet SIGKILLs at the grace period"
         )
     return problems
+
+
+def _worker_time_limit_s(spec: Mapping[str, Any]) -> int:
+    """The hard task time limit a worker pod runs with: its ``TASK_TIME_LIMIT_S``, else the worker's
+    default (contract.timing); the longest of its containers'."""
+    limits = [
+        int(value) if isinstance(value := _get(env, "value"), str) and value.isascii() and value.isdigit() else 0
+        for container in containers(spec)
+        for env in _list(container, "env")
+        if _get(env, "name") == wire.ENV_TASK_TIME_LIMIT_S
+    ]
+    # An unreadable value counts as the default: the worker itself refuses to start with it (app.config).
+    return max([limit for limit in limits if limit] or [timing.TASK_TIME_LIMIT_S])
 
 
 def check_deletion_protection(resource_type: str, props: Props) -> list[str]:
@@ -473,8 +486,21 @@ def check_broker_definitions(resources: Sequence[Resource]) -> list[Violation]:
     return [
         Violation(f"{kind_and_name(r.type, r.props)}: {DEFINITIONS_KEY}: {problem}", r)
         for r in maps
-        for problem in definitions_problems(_get(r.props, "data", DEFINITIONS_KEY))
+        for queue in lane_queues(_get(r.props, "data", DEFINITIONS_KEY))
+        for problem in definitions_problems(_get(r.props, "data", DEFINITIONS_KEY), queue)
     ]
+
+
+def lane_queues(text: object) -> list[str]:
+    """The task queues a definitions document declares (``celery`` and each lane's ``celery.<name>``,
+    contract.lanes): each must dead-letter. ``celery`` always, declared or not."""
+    try:
+        definitions = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError:
+        definitions = None
+    declared = [_get(q, "name") for q in _list(definitions, "queues")] if _is_map(definitions) else []
+    lanes = [q for q in declared if isinstance(q, str) and q.startswith(f"{wire.QUEUE_NAME}.")]
+    return [wire.QUEUE_NAME, *(q for q in lanes if q != wire.DEAD_LETTER_QUEUE)]
 
 
 def _max_unavailable(pdb: Props, replicas: int) -> int | None:

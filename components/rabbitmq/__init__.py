@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from broker.config import TaskQueue
 from components.rabbitmq import (
     config,
     meta,
@@ -34,7 +35,16 @@ from components.rabbitmq import (
     tls,
 )
 from components.rabbitmq.network_policy import namespaces_peer
-from contract.wire import CA_SECRET, DEFAULT_USER_SECRET, GMP_NAMESPACE, BrokerRole, child_name, role_secret_name
+from contract.timing import CONSUMER_TIMEOUT_MS
+from contract.wire import (
+    CA_SECRET,
+    DEFAULT_USER_SECRET,
+    GMP_NAMESPACE,
+    QUEUE_NAME,
+    BrokerRole,
+    child_name,
+    role_secret_name,
+)
 
 __all__ = ["RabbitMQCluster", "RabbitMQClusterArgs", "namespaces_peer"]
 
@@ -65,6 +75,8 @@ class RabbitMQClusterArgs:
     """Broker-side limit on an unacked delivery; must exceed the workers' task time limit."""
     cluster_name: str
     """Shown in the management UI and on metrics."""
+    task_queues: tuple[TaskQueue, ...] = (TaskQueue(QUEUE_NAME, CONSUMER_TIMEOUT_MS),)
+    """The worker lanes' queues, each declared with its own policy and consumer timeout."""
     ops_namespace: str = "ha-celery"
     """Namespace whose pods labelled ``ha-celery/ops=true`` reach AMQP and the management API; the
     label counts nowhere else (any namespace's owner could set it)."""

@@ -24,6 +24,7 @@ def files(args: RabbitMQClusterArgs) -> dict[str, str]:
         cluster_size=args.replicas,
         memory_limit_bytes=args.memory_mib * 1024 * 1024,
         consumer_timeout_ms=args.consumer_timeout_ms,
+        task_queues=args.task_queues,
         amqp_port=AMQP_PORT,
         tls=BROKER_TLS if args.tls else None,
         amqps_port=AMQPS_PORT,

@@ -224,12 +224,20 @@ DRAIN_S = GRACE_SECONDS - AWAIT_QUORUM_S - 60
 (the kubelet counts the grace from the start of the hook and SIGKILLs when it runs out)."""
 
 
-def _lifecycle() -> k8s.core.v1.LifecycleArgsDict:
+def _lifecycle(args: RabbitMQClusterArgs) -> k8s.core.v1.LifecycleArgsDict:
     return {
         # Definitions (DLX, dead-letter queue, policy) after boot: importing them
         # at boot would skip creating the default user (see broker.render).
         # Then the role users from their Secrets, in one import (see broker.users for why there).
-        "post_start": {"exec_": {"command": ["sh", "-c", post_start_script(DEFINITIONS_PATH, then=users_script())]}},
+        "post_start": {
+            "exec_": {
+                "command": [
+                    "sh",
+                    "-c",
+                    post_start_script(DEFINITIONS_PATH, then=users_script(tuple(q.name for q in args.task_queues))),
+                ]
+            }
+        },
         # Leave only when every quorum queue keeps a majority without this node,
         # then hand leadership and clients over before the process stops.
         "pre_stop": {
@@ -278,7 +286,7 @@ def _container(args: RabbitMQClusterArgs) -> k8s.core.v1.ContainerArgsDict:
         # waiting for its peers looks dead to any cheap check, and a restart then
         # throws that work away: a slow boot becomes a crash loop. A hung BEAM is
         # rare; a restart loop under load is not.
-        "lifecycle": _lifecycle(),
+        "lifecycle": _lifecycle(args),
         "security_context": _container_security(),
         "volume_mounts": [
             {"name": "persistence", "mount_path": "/var/lib/rabbitmq/mnesia"},

@@ -191,8 +191,19 @@ def test_the_hooks_import_sets_a_rotated_password_on_an_existing_user_and_back(b
     _, _, old = login(booted, BrokerRole.SCHEDULER)
     rotated = "/var/lib/rabbitmq/rotated"  # writable (an emptyDir) and outside the read-only Secret mount
 
+    # The plan's lanes: the hook re-grants every lane's queue (a hook for `celery` alone would take
+    # the long lane's workers' permissions away).
+    [queues] = {
+        e.value
+        for d in cluster.plan.deployments
+        for e in d.template.spec.containers[0].env
+        if e.name == wire.ENV_TASK_QUEUES
+    }
+    assert queues is not None
+
     def run_hook(directory: str) -> None:
-        cluster.exec(broker, "sh", "-c", "deadline=$(( $(date +%s) + 60 ))\n" + users_script(directory=directory))
+        script = users_script(tuple(queues.split(",")), directory=directory)
+        cluster.exec(broker, "sh", "-c", "deadline=$(( $(date +%s) + 60 ))\n" + script)
 
     def authenticates(password: str) -> bool:
         argv = ["sh", "-c", 'rabbitmqctl -q authenticate_user "$1" "$2" >/dev/null 2>&1 && echo yes || echo no']

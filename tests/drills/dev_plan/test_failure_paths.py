@@ -27,6 +27,7 @@ import pytest
 from app.config import from_env
 from app.dlq import DeadTask, dead_letter_channel, list_dead
 from app.factory import make_app
+from contract import timing
 from contract.wire import DEAD_LETTER_QUEUE, QUEUE_NAME, BrokerRole
 from drill import failing, records
 from drill.targets import PlanTarget, broker_env, broker_urls
@@ -136,10 +137,13 @@ REQUEUED = {
 """The ways a task is requeued without end, and the least time between two of its runs."""
 
 
-def test_a_task_requeued_past_the_delivery_limit_is_dead_lettered(fresh: Booted) -> None:
-    """Both ways at once (in different pool processes; one wait instead of two: ~40 s of ``make test``)."""
+def test_a_task_requeued_past_the_delivery_limit_is_dead_lettered(fresh: Booted, low_delivery_limit: int) -> None:
+    """Both ways at once (in different pool processes; one wait instead of two), each delivery later than
+    the one before by the lane policy's retry backoff (contract.timing.RETRY_DELAY_MIN_MS), with the
+    limit lowered for the test (the plan's is asserted above: 21 runs would take ~7 minutes)."""
     target = fresh.target
-    limit = plan_delivery_limit(target)
+    assert plan_delivery_limit(target) > low_delivery_limit
+    limit = low_delivery_limit
     started = time.monotonic()
     ids = {task: publish(target, task, 1)[0] for task in REQUEUED}
     found = wait_dead(target, list(ids.values()))
@@ -156,8 +160,12 @@ def test_a_task_requeued_past_the_delivery_limit_is_dead_lettered(fresh: Booted)
         # So the task runs once, then once per counted return up to the limit: limit + 1 times.
         assert len(starts) == limit + 1, f"{task}: ran {len(starts)} times with delivery-limit {limit}"
         gaps = [b - a for a, b in itertools.pairwise(starts)]
-        min_gap_s = REQUEUED[task]
-        assert min(gaps) >= min_gap_s * 0.9, f"{task}: runs only {min(gaps):.2f} s apart, expected >= {min_gap_s} s"
+        # The k-th failed delivery waits min(RETRY_DELAY_MIN_MS x k, RETRY_DELAY_MAX_MS) before the next.
+        backoff = [min(timing.RETRY_DELAY_MIN_MS * k, timing.RETRY_DELAY_MAX_MS) / 1000 for k in range(1, limit + 1)]
+        expected = [REQUEUED[task] + pause for pause in backoff]
+        short = [(round(gap, 2), want) for gap, want in zip(gaps, expected, strict=True) if gap < want * 0.9]
+        assert not short, f"{task}: runs closer than the retry backoff: (gap s, expected s) {short}"
+        print(f"\n{task}: runs {', '.join(f'{gap:.1f}' for gap in gaps)} s apart")
         assert not records.tally(fresh.results).per_task[task_id], f"{task} completed, it must not"
     print(f"\ndelivery-limit {limit}: {', '.join(REQUEUED)} dead-lettered within {seconds:.1f} s")
 

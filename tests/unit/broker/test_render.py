@@ -14,6 +14,7 @@ from broker import (
     BrokerConfig,
     PeerDiscovery,
     RabbitVersion,
+    TaskQueue,
     enabled_plugins,
     policy_commands,
     policy_definition,
@@ -203,15 +204,29 @@ def test_definitions_keep_poison_tasks_in_a_dead_letter_queue(cfg: BrokerConfig,
         "celery.dlq",
         "queue",
     )
-    (policy,) = defs["policies"]
+    policy, *lane_policies = defs["policies"]
     assert policy["apply-to"] == apply_to
     assert policy["vhost"] == "/"
-    assert policy["definition"] == {
+    dead_letter_rules = {
         "dead-letter-exchange": "celery.dlx",
         "dead-letter-strategy": "at-least-once",
         "overflow": "reject-publish",
         "delivery-limit": 20,
     }
+    assert policy["definition"] == dead_letter_rules
+    if apply_to == "quorum_queues":
+        # 4.3: the task queue's own policy wins (priority 1) and keeps the same dead-letter rules.
+        (lane,) = lane_policies
+        assert (lane["name"], lane["pattern"], lane["priority"]) == ("lane-celery", "^celery$", 1)
+        assert lane["definition"] == {
+            **dead_letter_rules,
+            "consumer-timeout": timing.CONSUMER_TIMEOUT_MS,
+            "delayed-retry-type": "failed",
+            "delayed-retry-min": timing.RETRY_DELAY_MIN_MS,
+            "delayed-retry-max": timing.RETRY_DELAY_MAX_MS,
+        }
+    else:
+        assert lane_policies == [], "3.10 has no per-queue consumer timeout nor delayed retry"
     assert json.loads(render_definitions_json(cfg)) == defs
 
 
@@ -295,11 +310,54 @@ def test_policy_pattern_follows_a_renamed_dead_letter_queue() -> None:
 
 
 def test_policy_commands_match_the_definitions() -> None:
-    cfg = k8s()
-    ((*head, name, pattern, body),) = policy_commands(cfg)
+    cfg = k8s(task_queues=(TaskQueue("celery", 1_800_000), TaskQueue("celery.long", 7_260_000)))
+    commands = policy_commands(cfg)
+    policies = render_definitions(cfg)["policies"]
+    assert len(commands) == len(policies) == 3, "the catch-all policy, then one per lane's queue"
+    (*head, name, pattern, body) = commands[0]
     assert head == ["rabbitmqctl", "set_policy", "-p", "/", "--apply-to", "quorum_queues", "--priority", "0"]
     assert (name, pattern) == (cfg.policy_name, cfg.policy_pattern)
     assert json.loads(body) == policy_definition(cfg)
+    for command, policy in zip(commands[1:], policies[1:], strict=True):
+        assert command[-4:-3] == [str(policy["priority"])]
+        assert command[-3:-1] == [policy["name"], policy["pattern"]]
+        assert json.loads(command[-1]) == policy["definition"]
+    assert json.loads(commands[2][-1])["consumer-timeout"] == 7_260_000
+    assert re.search(commands[2][-2], "celery.long")
+    assert not re.search(commands[2][-2], "celery.longer")
+
+
+def test_each_lane_queue_is_declared_with_its_delayed_delivery_bindings() -> None:
+    cfg = k8s(task_queues=(TaskQueue("celery", 1_800_000), TaskQueue("celery.long", 7_260_000)))
+    defs = render_definitions(cfg)
+    for queue in ("celery", "celery.long"):
+        assert {
+            "name": queue,
+            "vhost": "/",
+            "durable": True,
+            "auto_delete": False,
+            "arguments": {"x-queue-type": "quorum"},
+        } in defs["queues"]
+        routes = {(b["source"], b["destination"], b["routing_key"]) for b in defs["bindings"]}
+        assert {
+            (queue, queue, queue),
+            ("celery_delayed_delivery", queue, f"#.{queue}"),
+            (queue, queue, f"#.{queue}"),
+        } <= routes
+
+
+@pytest.mark.parametrize(
+    "queues",
+    [
+        (TaskQueue("celery.long", 7_260_000),),
+        (TaskQueue("celery", 1_800_000), TaskQueue("celery", 1_800_000)),
+        (TaskQueue("celery", 1_800_000), TaskQueue("celery.x", 59_999)),
+        (TaskQueue("celery", 1_800_000), TaskQueue("celery.dlq", 1_800_000)),
+    ],
+)
+def test_bad_task_queues_are_refused(queues: tuple[TaskQueue, ...]) -> None:
+    with pytest.raises(ValueError, match="task_queues"):
+        k8s(task_queues=queues)
 
 
 # ---------------------------------------------------------------- validation ----

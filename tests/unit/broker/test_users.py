@@ -87,7 +87,7 @@ def test_the_broker_pods_mount_every_role_password_and_the_admin_only_as_conf(pl
     (container,) = sts["spec"]["template"]["spec"]["containers"]
     assert {"name": "role-passwords", "mountPath": ROLE_PASSWORDS_DIR} in container["volumeMounts"]
     hook = " ".join(container["lifecycle"]["postStart"]["exec"]["command"])
-    assert users_script() in hook
+    assert users_script(("celery", "celery.long")) in hook, "every lane of the stack"
     # The administrator's credential reaches the broker only as its conf.d file.
     admin = [s for s in volumes["rabbitmq-confd-source"]["projected"]["sources"] if "secret" in s]
     assert [s["secret"]["items"] for s in admin] == [[{"key": "default_user.conf", "path": "30-default-user.conf"}]]
@@ -168,3 +168,15 @@ def test_monitoring_has_no_amqp_permission_and_the_clients_no_tag() -> None:
         for name in (QUEUE_NAME, DEAD_LETTER_QUEUE, "amq.default"):
             assert not monitoring.permissions.allows(kind, name), (kind, name)
     assert role_user(BrokerRole.WORKER).tags == role_user(BrokerRole.SCHEDULER).tags == ()
+
+
+def test_every_lanes_queue_is_the_workers_and_the_schedulers_and_no_other_name() -> None:
+    """Lanes (contract.lanes): each lane's queue and exchange, exactly; not the dead-letter objects."""
+    users = {u.role: u.permissions for u in role_users(("celery", "celery.long"))}
+    for role in (BrokerRole.WORKER, BrokerRole.SCHEDULER):
+        for kind in ("configure", "write", "read"):
+            assert users[role].allows(kind, "celery.long"), (role, kind)
+            assert not users[role].allows(kind, "celery.longer"), (role, kind)
+            assert not users[role].allows(kind, "celery.dlx"), (role, kind)
+        assert not users[role].allows("configure", "celery.dlq"), role
+    assert not role_user(BrokerRole.WORKER).permissions.allows("configure", "celery.long"), "only lanes it is given"

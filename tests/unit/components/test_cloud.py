@@ -304,7 +304,7 @@ def test_gcr_domain_repository_and_image_names(plan_runner: object) -> None:
     assert (repo["repositoryId"], repo["location"], repo["format"]) == ("gcr.io", "us", "DOCKER")
     assert "cleanupPolicies" not in repo, "the project-wide gcr.io repository holds others' images too"
     project = repo["project"]
-    deployment = plan.object("Deployment")
+    deployment = next(d for d in plan.objects("Deployment") if d["metadata"]["name"] == "celery-worker")
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert re.fullmatch(
         rf"gcr\.io/{project}/ha-celery-worker:[0-9a-f]{{16}}-amd64@sha256:[0-9a-f]{{64}}", container["image"]

@@ -46,7 +46,10 @@ def test_pod_monitorings_select_the_pods_by_port_name(plan: Plan) -> None:
     monitors = _by_name(plan.objects("PodMonitoring"))
     assert sorted(monitors) == sorted(JOBS), f"{plan.stack}: one PodMonitoring per scrape job"
     brokers = _pod_template_labels(plan, "StatefulSet")
-    workers = _pod_template_labels(plan, "Deployment")
+    # Every lane's pods: the worker job selects labels they all carry.
+    lanes = [d["spec"]["template"]["metadata"]["labels"] for d in plan.objects("Deployment")]
+    assert len(lanes) == 2, "dev and prod: the default and the long lane"
+    workers = {k: v for k, v in lanes[0].items() if all(labels.get(k) == v for labels in lanes)}
     broker_ports = {
         p["name"]
         for c in plan.object("StatefulSet")["spec"]["template"]["spec"]["containers"]

@@ -133,8 +133,8 @@ def reachable(policies: list[Object], src: Pod, dst: Pod, port: int, protocol: s
     )
 
 
-def _template_labels(objects: list[Object], kind: str) -> Mapping[str, str] | None:
-    found = [o for o in objects if o["kind"] == kind]
+def _template_labels(objects: list[Object], kind: str, name: str | None = None) -> Mapping[str, str] | None:
+    found = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
     if not found:
         return None
     (obj,) = found
@@ -150,7 +150,8 @@ def catalogue(objects: list[Object], ops_namespace: str) -> dict[str, Pod]:
     """The pods of the plan (labels from its own templates) and the ones around it."""
     pods = {
         "broker": Pod("broker", NS, _template_labels(objects, "StatefulSet") or {}),
-        "worker": Pod("worker", NS, _template_labels(objects, "Deployment") or {}),
+        "worker": Pod("worker", NS, _template_labels(objects, "Deployment", "celery-worker") or {}),
+        "worker-long": Pod("worker-long", NS, _template_labels(objects, "Deployment", "celery-worker-long") or {}),
         "ops": Pod("ops", ops_namespace, {OPS_LABEL: "true"}),
         "ops-elsewhere": Pod("ops-elsewhere", "default", {OPS_LABEL: "true"}),
         "client-elsewhere": Pod("client-elsewhere", "default", {CLIENT_LABEL: "true"}),
@@ -174,13 +175,15 @@ PORTS: dict[str, list[tuple[int, str]]] = {
         for p in (AMQP_PORT, MANAGEMENT_PORT, PROMETHEUS_PORT, EPMD_PORT, DIST_PORT, *CLI_PORTS, 35683, 22, 5671)
     ],
     "worker": [(WORKER_METRICS_PORT, "TCP"), (8080, "TCP")],
+    "worker-long": [(WORKER_METRICS_PORT, "TCP"), (8080, "TCP")],
     "scheduler": [(WORKER_METRICS_PORT, "TCP"), (8080, "TCP")],
     "dns": [(53, "UDP"), (53, "TCP")],
     "internet": [(443, "TCP")],
     "plain": [(8080, "TCP")],
 }
 """Destinations and the ports tried on each (including neighbours of every allowed range)."""
-CLIENTS = ("worker", "scheduler")
+CLIENTS = ("worker", "worker-long", "scheduler")
+"""Every lane's workers (dev and prod: default and long) and the scheduler: the same rules."""
 
 
 def spec_table(

@@ -121,9 +121,10 @@ def test_workers_and_scheduler_mount_the_ca_not_the_keys(
     done = plan_runner("prod", "schedulerEnabled=true")
     assert done.returncode == 0, done.stderr
     plan = Plan("prod", Path(done.stdout.split("-> ")[-1].strip()), [])
-    [deployment] = plan.objects("Deployment")
+    deployments = plan.objects("Deployment")
+    assert len(deployments) == 2, "one per lane"
     [job] = plan.objects("Job")
-    for obj in (deployment, job):
+    for obj in (*deployments, job):
         spec = obj["spec"]["template"]["spec"]
         volumes, mounts = volumes_and_mounts(spec)
         assert mounts["/etc/ha-celery/broker-ca"] == "broker-ca", obj["kind"]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from contract import metrics, timing, wire
+from contract import lanes, metrics, timing, wire
 from contract.wire import CLIENT_LABEL, Autoscaling
 from tests.conftest import Plan
 from tests.unit.components.test_cloud import one, registered
@@ -18,14 +18,15 @@ from tests.unit.components.test_cloud import one, registered
 STATEFULSET = "kubernetes:apps/v1:StatefulSet"
 
 
-def deployment(plan: Plan) -> dict[str, Any]:
-    found = plan.objects("Deployment")
-    assert len(found) == 1, f"{plan.stack}: one worker Deployment"
+def deployment(plan: Plan, lane: str = lanes.DEFAULT_LANE) -> dict[str, Any]:
+    """The lane's worker Deployment (one per lane, by its fixed name)."""
+    found = [d for d in plan.objects("Deployment") if d["metadata"]["name"] == lanes.deployment_name(lane)]
+    assert len(found) == 1, f"{plan.stack}: one worker Deployment for lane {lane}"
     return found[0]
 
 
-def worker(plan: Plan) -> dict[str, Any]:
-    containers: list[dict[str, Any]] = deployment(plan)["spec"]["template"]["spec"]["containers"]
+def worker(plan: Plan, lane: str = lanes.DEFAULT_LANE) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = deployment(plan, lane)["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return containers[0]
 
@@ -157,6 +158,7 @@ def test_scheduler_job_runs_once_per_run_id_not_per_deploy(plans: dict[str, Plan
 @pytest.mark.parametrize("run", ["", "Run_2", "-2", "x" * 33])
 def test_scheduler_run_id_must_fit_the_job_name(run: str) -> None:
     from components.workers import CeleryWorkersArgs
+    from contract.lanes import Lane, default_timing
 
     with pytest.raises(ValueError, match="scheduler_run"):
         CeleryWorkersArgs(
@@ -167,14 +169,10 @@ def test_scheduler_run_id_must_fit_the_job_name(run: str) -> None:
             credentials_secret="s",
             scheduler_credentials_secret="s2",
             management_url="u",
-            replicas=1,
-            concurrency=1,
-            cpu_millis=100,
-            memory_mib=128,
+            lanes=(Lane("default", 1, 1, 100, 128, 1, default_timing("default")),),
             scheduler_enabled=True,
             scheduler_tasks=1,
             autoscaling=Autoscaling.NONE,
-            autoscaling_max_replicas=1,
             scheduler_run=run,
         )
 
@@ -183,9 +181,13 @@ def test_workers_and_scheduler_wait_for_the_brokers() -> None:
     """Pulumi awaits the StatefulSet's readiness; whatever connects to it is created after."""
     graph = registered()
     brokers = (STATEFULSET, one(graph, STATEFULSET).name)
-    for token in ("ha-celery:index:CeleryWorkers", "kubernetes:apps/v1:Deployment", "kubernetes:batch/v1:Job"):
+    for token in ("ha-celery:index:CeleryWorkers", "kubernetes:batch/v1:Job"):
         resource = one(graph, token)
         assert brokers in resource.dependencies, f"{token} {resource.name} starts before the brokers exist"
+    deployments = [r for r in graph.values() if r.type == "kubernetes:apps/v1:Deployment"]
+    assert len(deployments) == 2, "one per lane of the dev stack"
+    for resource in deployments:
+        assert brokers in resource.dependencies, f"{resource.name} starts before the brokers exist"
 
 
 def _labelled(obj: dict[str, Any], path: str = "") -> list[str]:
@@ -214,6 +216,7 @@ def test_only_pods_that_reach_the_broker_carry_the_client_label(
             where = _labelled(obj)
             if (obj["kind"], obj["metadata"]["name"]) in {
                 ("Deployment", "celery-worker"),
+                ("Deployment", "celery-worker-long"),
                 ("Job", "celery-scheduler-1"),
             }:
                 assert where == ["spec.template.metadata.labels"], f"{path.name}: on the pods only, got {where}"
@@ -242,22 +245,31 @@ def _objects(directory: Path, kind: str) -> list[dict[str, Any]]:
 
 def test_keda_autoscaling(plan_runner: Callable[..., CompletedProcess[str]]) -> None:
     out = _plan_with(plan_runner, "autoscaling=keda", "autoscalingMaxReplicas=12")
-    [scaled] = _objects(out, "ScaledObject")
-    assert scaled["spec"]["maxReplicaCount"] == 12
-    [trigger] = scaled["spec"]["triggers"]
-    assert trigger["type"] == "rabbitmq"
-    assert trigger["metadata"]["mode"] == "QueueLength"
-    assert trigger["metadata"]["protocol"] == "http", "http counts unacked tasks too"
-    assert _objects(out, "TriggerAuthentication")
+    scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in _objects(out, "ScaledObject")}
+    assert set(scaled) == {"celery-worker", "celery-worker-long"}, "one per lane"
+    assert scaled["celery-worker"]["spec"]["maxReplicaCount"] == 12
+    assert scaled["celery-worker-long"]["spec"]["maxReplicaCount"] == 1, "another lane grows only when told"
+    for name, queue, target in (("celery-worker", "celery", "20"), ("celery-worker-long", "celery.long", "2")):
+        [trigger] = scaled[name]["spec"]["triggers"]
+        assert trigger["type"] == "rabbitmq"
+        assert trigger["metadata"]["mode"] == "QueueLength"
+        assert trigger["metadata"]["protocol"] == "http", "http counts unacked tasks too"
+        assert (trigger["metadata"]["queueName"], trigger["metadata"]["value"]) == (queue, target)
+    assert len(_objects(out, "TriggerAuthentication")) == 2
     assert not _objects(out, "HorizontalPodAutoscaler")
-    [secret] = [s for s in _objects(out, "Secret") if "keda" in s["metadata"]["name"]]
-    assert secret["stringData"] == {"host": "[secret]"}, "the management URL carries the password"
+    secrets = [s for s in _objects(out, "Secret") if "keda" in s["metadata"]["name"]]
+    assert len(secrets) == 2
+    for secret in secrets:
+        assert secret["stringData"] == {"host": "[secret]"}, "the management URL carries the password"
 
 
 def test_hpa_autoscaling(plan_runner: Callable[..., CompletedProcess[str]]) -> None:
     out = _plan_with(plan_runner, "autoscaling=hpa")
-    [hpa] = _objects(out, "HorizontalPodAutoscaler")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "celery-worker"}
+    hpas = _objects(out, "HorizontalPodAutoscaler")
+    assert sorted((h["spec"]["scaleTargetRef"] for h in hpas), key=str) == [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        for name in ("celery-worker", "celery-worker-long")
+    ]
     assert not _objects(out, "ScaledObject")
 
 

@@ -101,7 +101,8 @@ def broker(resources: list[Resource]) -> Resource:
 
 
 def worker(resources: list[Resource]) -> Resource:
-    return find(resources, DEPLOYMENT)
+    """The default lane's worker Deployment."""
+    return find(resources, DEPLOYMENT, "celery-deployment")
 
 
 def definitions(resources: list[Resource]) -> tuple[Resource, dict[str, Any]]:
@@ -191,9 +192,13 @@ def test_a_policy_without_dead_letter_exchange_is_refused(plans: dict[str, Plan]
     for policy in document["policies"]:
         del policy["definition"]["dead-letter-exchange"]
     set_definitions(config, document)
-    [message] = run("broker-quorum-dead-letter", resources)
-    assert "ConfigMap rabbitmq" in message, message
-    assert "policy 'celery-quorum-dlx' (the one applied to 'celery') sets no dead-letter-exchange" in message
+    messages = run("broker-quorum-dead-letter", resources)
+    assert len(messages) == 2, "one per lane's queue"
+    for message, (policy, queue) in zip(
+        messages, [("lane-celery", "celery"), ("lane-celery.long", "celery.long")], strict=True
+    ):
+        assert "ConfigMap rabbitmq" in message, message
+        assert f"policy {policy!r} (the one applied to {queue!r}) sets no dead-letter-exchange" in message
 
 
 def test_a_higher_priority_policy_without_dead_letter_exchange_wins(plans: dict[str, Plan]) -> None:
@@ -212,8 +217,10 @@ def test_no_quorum_policy_for_the_task_queue_is_refused(plans: dict[str, Plan]) 
     config, document = definitions(resources)
     document["policies"] = [{**p, "apply-to": "classic_queues"} for p in document["policies"]]
     set_definitions(config, document)
-    [message] = run("broker-quorum-dead-letter", resources)
-    assert "no policy applies to quorum queues matching the task queue 'celery'" in message, message
+    messages = run("broker-quorum-dead-letter", resources)
+    assert len(messages) == 2, messages
+    for message, queue in zip(messages, ["celery", "celery.long"], strict=True):
+        assert f"no policy applies to quorum queues matching the task queue {queue!r}" in message, message
 
 
 def test_an_undeclared_dead_letter_exchange_and_queue_are_refused(plans: dict[str, Plan]) -> None:
@@ -223,10 +230,14 @@ def test_an_undeclared_dead_letter_exchange_and_queue_are_refused(plans: dict[st
     document["bindings"] = [b for b in document["bindings"] if b["source"] != "celery.dlx"]
     set_definitions(config, document)
     assert run("broker-quorum-dead-letter", resources) == [
-        "ConfigMap rabbitmq-config: definitions.json: dead-letter exchange 'celery.dlx' "
-        "(policy 'celery-quorum-dlx') is not declared",
-        "ConfigMap rabbitmq-config: definitions.json: no declared queue is bound to the dead-letter exchange "
-        "'celery.dlx': dead letters would be dropped",
+        message
+        for policy in ("lane-celery", "lane-celery.long")
+        for message in (
+            f"ConfigMap rabbitmq-config: definitions.json: dead-letter exchange 'celery.dlx' (policy {policy!r})"
+            " is not declared",
+            "ConfigMap rabbitmq-config: definitions.json: no declared queue is bound to the dead-letter exchange "
+            "'celery.dlx': dead letters would be dropped",
+        )
     ]
 
 
@@ -457,8 +468,19 @@ def test_a_worker_grace_below_the_task_time_limit_is_refused(plans: dict[str, Pl
         spec["terminationGracePeriodSeconds"] = grace
     assert run("grace-covers-hooks", resources) == [
         "Deployment celery-worker: terminationGracePeriodSeconds is 30 s, but the preStop waits (0 s) plus the warm "
-        "shutdown: task hard time limit + shutdown margin (contract.timing) (75 s) need 75 s; "
+        "shutdown: its lane's task hard time limit + shutdown margin (contract.lanes) (75 s) need 75 s; "
         "the kubelet SIGKILLs at the grace period"
+    ]
+
+
+def test_a_long_lane_worker_needs_its_own_time_limit_in_its_grace(plans: dict[str, Plan]) -> None:
+    """The long lane's hour-long tasks: a grace sized for the default lane's 60 s would cut them."""
+    resources = resources_of(plans["prod"])
+    pod_spec(find(resources, DEPLOYMENT, "celery-long-deployment"))["terminationGracePeriodSeconds"] = 75
+    assert run("grace-covers-hooks", resources) == [
+        "Deployment celery-worker-long: terminationGracePeriodSeconds is 75 s, but the preStop waits (0 s) plus the"
+        " warm shutdown: its lane's task hard time limit + shutdown margin (contract.lanes) (3615 s) need 3615 s;"
+        " the kubelet SIGKILLs at the grace period"
     ]
 
 

@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 
 import settings
 from plan.__main__ import stack_config
@@ -55,3 +56,18 @@ def test_the_broker_scaling_recipe_raises_nodecount_first_in_prod() -> None:
     assert _parse("prod", changes).broker.replicas == 5
     with pytest.raises(SettingsError, match=r"brokerReplicas: got 5; allowed: <= nodeCount \(3\) in prod"):
         _parse("prod", {f"{PROJECT}:brokerReplicas": "5"})
+
+
+def test_the_lanes_example_is_accepted_with_the_limits_it_promises() -> None:
+    text = (DOCS / "operate-workers.md").read_text()
+    section = text.split("### Sending a task to a lane")[1].split("```yaml")[1].split("```")[0]
+    entries = yaml.safe_load(section)[f"{PROJECT}:workerLanes"]
+    lanes = {lane.name: lane for lane in _parse("dev", {f"{PROJECT}:workerLanes": json.dumps(entries)}).workers.lanes}
+    assert list(lanes) == ["default", "long", "video"]
+    video = lanes["video"]
+    assert (video.queue, video.deployment) == ("celery.video", "celery-worker-video")
+    assert (video.timing.soft_time_limit_s, video.timing.consumer_timeout_s) == (7140, 4 * 3600 + 60), (
+        "as the comment says"
+    )
+    assert lanes["default"].timing.prefetch_multiplier == 4
+    assert lanes["long"].tasks == ("reports.*", "app.tasks.export")

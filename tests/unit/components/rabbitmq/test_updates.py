@@ -77,14 +77,16 @@ def test_no_pod_template_depends_on_an_object_that_can_be_replaced(
     """The cascade: a replaced ConfigMap/Secret/Service/StorageClass must not replace the brokers or
     the workers. Their names are plain strings; the objects are waited for through depends_on."""
     for stack in STACKS:
-        [(name, workload)] = [(n, r) for (t, n), r in options[stack].items() if t == token]
-        from_objects = {
-            urn_name(urn)
-            for urns in workload.property_dependencies.values()
-            for urn in urns
-            if urn_type(urn).startswith(REPLACED_WITH_A_FIXED_NAME) and urn_type(urn) not in NEVER_REPLACED
-        }
-        assert not from_objects, f"{stack}: {name}'s inputs come from {sorted(from_objects)}"
+        workloads = [(n, r) for (t, n), r in options[stack].items() if t == token]
+        assert workloads, f"{stack}: no {token}"
+        for name, workload in workloads:  # the brokers; each lane's workers
+            from_objects = {
+                urn_name(urn)
+                for urns in workload.property_dependencies.values()
+                for urn in urns
+                if urn_type(urn).startswith(REPLACED_WITH_A_FIXED_NAME) and urn_type(urn) not in NEVER_REPLACED
+            }
+            assert not from_objects, f"{stack}: {name}'s inputs come from {sorted(from_objects)}"
     statefulset = next(r for (t, _), r in options["prod"].items() if t == STATEFULSET)
     waits_for = {urn_name(u) for u in statefulset.dependencies}
     assert {"rabbitmq-config", "rabbitmq-default-user", "rabbitmq-erlang-cookie", "rabbitmq-tls"} <= waits_for
@@ -95,8 +97,9 @@ def test_a_role_password_rotation_rolls_the_brokers_and_the_workers_and_replaces
     before = _program("dev")
     after = _program("dev", {"rabbitmq-worker-password": {"result": "mock-secret-rotated"}})
     # The Secret's data is masked in the records: it changes too, in place (mutable Secrets).
-    assert _changed(before, after) == {"rabbitmq-statefulset", "celery-deployment"}
-    for token, name in ((STATEFULSET, "rabbitmq-statefulset"), (DEPLOYMENT, "celery-deployment")):
+    workers = ("celery-deployment", "celery-long-deployment")  # every lane's workers log in as the worker user
+    assert _changed(before, after) == {"rabbitmq-statefulset", *workers}
+    for token, name in ((STATEFULSET, "rabbitmq-statefulset"), *((DEPLOYMENT, w) for w in workers)):
         differ = _only_annotations_differ(before[(token, name)], after[(token, name)])
         assert differ == {"ha-celery/credentials-sha256"}, name
     # The digest is of the value, never the value.
@@ -115,8 +118,9 @@ def test_a_node_certificate_renewal_rolls_the_brokers_only() -> None:
 def test_a_ca_rotation_rolls_the_brokers_and_the_workers() -> None:
     before = _program("prod")
     after = _program("prod", {"rabbitmq-ca-cert": {"certPem": "mock-certificate-new-ca"}})
-    assert {"rabbitmq-statefulset", "celery-deployment"} <= _changed(before, after)
-    for token, name in ((STATEFULSET, "rabbitmq-statefulset"), (DEPLOYMENT, "celery-deployment")):
+    workers = ("celery-deployment", "celery-long-deployment")
+    assert {"rabbitmq-statefulset", *workers} <= _changed(before, after)
+    for token, name in ((STATEFULSET, "rabbitmq-statefulset"), *((DEPLOYMENT, w) for w in workers)):
         assert _only_annotations_differ(before[(token, name)], after[(token, name)]) == {"ha-celery/tls-sha256"}
 
 

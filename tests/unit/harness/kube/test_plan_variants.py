@@ -40,7 +40,12 @@ def variant_dirs(plan_runner: Callable[..., subprocess.CompletedProcess[str]]) -
 def test_variant_loads_with_zero_refusals(variant_dirs: dict[str, Path], variant: str) -> None:
     plan = load_plan(variant_dirs[variant])
     kinds = sorted(o["kind"] for o in plan.autoscalers)
-    want = {"keda": ["ScaledObject", "TriggerAuthentication"], "hpa": ["HorizontalPodAutoscaler"], "mirror": []}
+    # One autoscaler per lane (dev: default and long).
+    want = {
+        "keda": ["ScaledObject", "ScaledObject", "TriggerAuthentication", "TriggerAuthentication"],
+        "hpa": ["HorizontalPodAutoscaler", "HorizontalPodAutoscaler"],
+        "mirror": [],
+    }
     assert kinds == want[variant]
     if variant == "mirror":
         image = plan.statefulsets[0].template.spec.containers[0].image
@@ -60,6 +65,6 @@ def test_keda_reads_as_the_monitoring_user_and_the_workers_as_the_worker_user(va
     assert keda.data["host"].decode() == (
         f"http://celery-monitoring:{password}@rabbitmq.ha-celery.svc.cluster.local:15672/"
     )
-    w = plan.deployments[0].template.spec.containers[0]
+    w = next(d for d in plan.deployments if d.name == "celery-worker").template.spec.containers[0]
     env = resolve_env(w, PodFacts("w", "ha-celery"), secrets=plan.secrets)
     assert (env["BROKER_USER"], env["BROKER_PASSWORD"]) == ("celery-worker", worker.data["password"].decode())
