@@ -11,7 +11,8 @@ WORKLOAD ?= plain
 CONFIG ?= ha
 BASE ?= HEAD
 # SCENARIO=update: the settings of the second plan (UPDATE="brokerMemoryMiB=1536"), and the steps to it
-# (plan-diff's, unless STEPS names a file); LONG_TASK_S: WORKLOAD=long's task durations, MIN-MAX seconds.
+# (plan-diff's, unless STEPS names a file); LONG_TASK_S: WORKLOAD=long's task durations, MIN-MAX seconds;
+# LANE: the worker lane a drill loads and faults (default: long for WORKLOAD=long, else default).
 UPDATE ?=
 STEPS ?=
 LONG_TASK_S ?= 60-180
@@ -124,9 +125,9 @@ test: setup ## everything: gates, unit, integration (real RabbitMQ) and drills
 	[ $$heavy -eq 0 ] && [ $$light_status -eq 0 ]
 
 # --- the local harness -----------------------------------------------------------
-demo: setup plan $(if $(filter update,$(SCENARIO)),plan-update) ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, WORKLOAD=plain|eta|long, CONFIG=ha|seed, TLS=1; SCENARIO=update UPDATE="key=value ...")
+demo: setup plan $(if $(filter update,$(SCENARIO)),plan-update) ## the plan of STACK booted on the local pod runner, one failure drill (TASKS=, SCENARIO=, WORKLOAD=plain|eta|long, LANE=default|long, CONFIG=ha|seed, TLS=1; SCENARIO=update UPDATE="key=value ...")
 	$(HEAVY) $(PY) -m drill run --tasks $(TASKS) --scenario $(SCENARIO) --workload $(WORKLOAD) --config $(CONFIG) --plan build/plan/$(STACK) \
-	  --long-task-s $(LONG_TASK_S) $(if $(filter update,$(SCENARIO)),--update-plan $(UPDATE_PLAN)/$(STACK) --steps $(or $(STEPS),build/plan-diff/steps.json) --update-set "$(UPDATE)$(if $(REPLACE), $(foreach n,$(REPLACE),REPLACE=$(n)))")
+	  --long-task-s $(LONG_TASK_S) $(if $(LANE),--lane $(LANE)) $(if $(filter update,$(SCENARIO)),--update-plan $(UPDATE_PLAN)/$(STACK) --steps $(or $(STEPS),build/plan-diff/steps.json) --update-set "$(UPDATE)$(if $(REPLACE), $(foreach n,$(REPLACE),REPLACE=$(n)))")
 
 bench: setup plan ## the plan of STACK (4.3) vs the seed (3.10) -> build/bench/results.json, and BENCHMARKS.md if a full run started idle: load <= 0.5 x cores (QUICK=1: short run; SCALE=1M: scale only; NOISY=1: BENCHMARKS.md even when busy, marked so)
 	$(HEAVY) $(PY) -m bench --plan build/plan/$(STACK) $(if $(QUICK),--quick,) $(if $(SCALE),--scale $(SCALE),) $(if $(filter 1,$(NOISY)),--noisy,)

@@ -39,6 +39,9 @@ class PublishPlan:
     count: int
     arguments: Callable[[int], TaskArguments] = no_arguments
     """The arguments of the ``index``-th task (every task is routed like the first)."""
+    queue: str | None = None
+    """Send every task to this queue (a lane's, ``contract.lanes``), as ``apply_async(queue=...)``
+    would; None: where the app's routes send ``task_name``."""
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     """Names this scheduling run. A rerun with the same run id (a retried Job: its UID) derives
     the same task ids, so a task published by both runs is one task to an idempotent body;

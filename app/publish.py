@@ -212,7 +212,10 @@ class TaskRoute:
         # Routed once per plan: this project's routes depend on the task name only (one
         # name per plan); a router that looked at the arguments would need a route per task.
         args, kwargs = plan.arguments(0)
-        options = app.amqp.router.route({}, plan.task_name, args, kwargs)
+        # An explicit queue wins over the routes, as in apply_async (celery.app.routes.Router.route).
+        options = app.amqp.router.route(
+            {} if plan.queue is None else {"queue": plan.queue}, plan.task_name, args, kwargs
+        )
         queue = options.get("queue")
         if queue is None and options.get("exchange") is None:
             queue = app.amqp.default_queue

@@ -62,6 +62,8 @@ def send_one(app: Celery, plan: PublishPlan, index: int, producer: Producer, **o
     """``app.send_task`` of the plan's ``index``-th task on ``producer`` (confirmed, see below); its id."""
     args, kwargs = plan.arguments(index)
     task_id = plan.task_id(index)
+    if plan.queue is not None:
+        options.setdefault("queue", plan.queue)
     app.send_task(plan.task_name, args=args, kwargs=kwargs, task_id=task_id, producer=producer, **options)
     return task_id
 

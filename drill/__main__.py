@@ -20,8 +20,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from contract import lanes
 from contract.plan_dir import IncompletePlanError, check_complete
-from contract.timing import TASK_SOFT_TIME_LIMIT_S
 from drill.profiles import Profile
 from drill.report import summary, timeline
 from drill.runner import DrillOptions, DrillResult, run_drill, run_plan_drills, write_report
@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
         help="--scenario update: plan-diff's steps from --plan to --update-plan (default %(default)s)",
     )
     run.add_argument("--update-set", default="", help="--scenario update: the settings changed (for the report)")
+    run.add_argument(
+        "--lane",
+        help="--config ha: the worker lane to load and fault (its queue and Deployment; default: long for"
+        " --workload long, whose tasks of minutes pass the default lane's hard limit, else default)",
+    )
     commands.add_parser("cleanup", help="remove network namespaces left by a crashed drill")
     return parser
 
@@ -94,14 +99,31 @@ def _check_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         parser.error(f"--task-ms must be >= 0, got {args.task_ms}")
 
 
-def _long_task_s(parser: argparse.ArgumentParser, args: argparse.Namespace, console: Console) -> tuple[float, float]:
-    """``--long-task-s`` as (MIN, MAX) seconds; a warning if the plan's workers would time such tasks out."""
+def _lane(parser: argparse.ArgumentParser, args: argparse.Namespace, profile: Profile) -> str:
+    """``--lane``, or the workload's: long tasks on the long lane (the plan's, contract.lanes)."""
+    if args.lane is None:
+        long = Workload(args.workload) is Workload.LONG and profile is Profile.HA
+        return lanes.LONG_LANE if long else lanes.DEFAULT_LANE
+    if profile is Profile.SEED and args.lane != lanes.DEFAULT_LANE:
+        parser.error(f"--lane {args.lane}: the seed's 2018 setup has one queue (--config ha has lanes)")
+    if (problem := lanes.lane_name_problem(args.lane)) is not None:
+        parser.error(f"--lane {args.lane!r}: {problem}")
+    lane: str = args.lane
+    return lane
+
+
+def _long_task_s(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, console: Console, lane: str
+) -> tuple[float, float]:
+    """``--long-task-s`` as (MIN, MAX) seconds; a warning if the lane's workers would time such tasks out."""
     long_task_s = _seconds_range(parser, args.long_task_s)
-    if Workload(args.workload) is Workload.LONG and long_task_s[1] >= TASK_SOFT_TIME_LIMIT_S:
+    soft = lanes.default_timing(lane).soft_time_limit_s
+    if Workload(args.workload) is Workload.LONG and long_task_s[1] >= soft:
         # Not refused: what the plan's workers do to such a task is the finding (it fails at the soft limit).
         console.print(
-            f"[yellow]--long-task-s {args.long_task_s}: the plan's workers stop a task after "
-            f"{TASK_SOFT_TIME_LIMIT_S} s (contract.timing): longer ones time out (dead-lettered, never completed)[/]"
+            f"[yellow]--long-task-s {args.long_task_s}: lane {lane}'s workers stop a task after {soft} s"
+            " (contract.lanes, unless the plan's workerLanes says otherwise): longer ones time out"
+            " (dead-lettered, never completed)[/]"
         )
     return long_task_s
 
@@ -150,7 +172,8 @@ def _scenarios(parser: argparse.ArgumentParser, args: argparse.Namespace, profil
 def _options(parser: argparse.ArgumentParser, args: argparse.Namespace, console: Console) -> list[DrillOptions]:
     _check_sizes(parser, args)
     profile = Profile(args.config)
-    long_task_s = _long_task_s(parser, args, console)
+    lane = _lane(parser, args, profile)
+    long_task_s = _long_task_s(parser, args, console, lane)
     update = _update(parser, args)
     return [
         DrillOptions(
@@ -164,6 +187,7 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace, console:
             workload=Workload(args.workload),
             long_task_s=long_task_s,
             update=update,
+            lane=lane,
         )
         for scenario in _scenarios(parser, args, profile)
     ]

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from contract.lanes import DEFAULT_LANE, LONG_LANE, deployment_name
 from contract.wire import DEAD_LETTER_QUEUE
 from drill import failing
 from drill.held import BrokerWatch, FreezeReport, holds
@@ -53,10 +54,14 @@ from harness.kube.apply import SEQUENTIAL, Applier, Step, load_steps
 from harness.kube.cluster import KubeCluster, KubeError
 from harness.kube.kubelet import BACKOFF_MAX_S
 from harness.kube.limits import OOM_REASON
+from harness.kube.workloads import named_for
 from harness.runtime.poll import NOT_YET, PollTimeout, poll
 
 BROKERS = "StatefulSet/rabbitmq"
-WORKERS = "Deployment/celery-worker"
+WORKERS = f"Deployment/{deployment_name(DEFAULT_LANE)}"
+"""The default lane's workers (contract.lanes): the faults' workers."""
+LONG_WORKERS = f"Deployment/{deployment_name(LONG_LANE)}"
+"""The long lane's workers (``WORKLOAD=long``)."""
 REJOIN_TIMEOUT_S = 240.0
 
 Mark = Callable[[str], float]
@@ -408,9 +413,8 @@ def dead_lettered(cluster: KubeCluster) -> int:
 
 def oom_kills(cluster: KubeCluster, since: float) -> list[str]:
     """The worker pods' OOM kills since ``since`` (one pod name per kill)."""
-    prefix = WORKERS.split("/", 1)[1] + "-"
     events = cluster.events_of()
-    return [e.pod for e in events if e.at >= since and e.pod.startswith(prefix) and e.reason == OOM_REASON]
+    return [e.pod for e in events if e.at >= since and named_for(WORKERS, e.pod) and e.reason == OOM_REASON]
 
 
 def oom(

@@ -22,13 +22,15 @@ from typing import Any
 from rich.console import Console
 
 from app.batch import PublishResult
+from contract.lanes import DEFAULT_LANE
 from drill import records
 from drill import watch as watching
 from drill.held import FreezeReport
 from drill.node_scenarios import NodeReport
 from drill.observe import Observed
 from drill.profiles import Profile
-from drill.scenario import QUEUE, Scenario
+from drill.scale import ScaleReport
+from drill.scenario import Scenario
 from drill.targets import PlanTarget, PodEvent, Target, boot_local, boot_plan
 from drill.tasks import long_plan, record_plan
 from drill.update import UpdateReport, UpdateSpec
@@ -64,6 +66,10 @@ class DrillOptions:
     """What is published: tasks due at once, or countdowns with a part before any worker (``drill.workload``)."""
     long_task_s: tuple[float, float] = LONG_TASK_S
     """``long`` workload: each task runs this many seconds, spread over the range."""
+    lane: str = DEFAULT_LANE
+    """The lane the drill loads and faults (contract.lanes): its queue, its worker Deployment. The
+    ``long`` workload's default is the long lane (``drill.__main__``): tasks of minutes are past the
+    default lane's hard limit."""
     update: UpdateSpec | None = None
     """``update`` scenario: the second plan and plan-diff's steps to it (``drill.update``)."""
 
@@ -113,13 +119,17 @@ class DrillResult:
     """Node drills (``drill.node_scenarios``): NotReady, taints, evictions, pods held, worker capacity."""
     freeze: FreezeReport | None = None
     """``freeze-broker``: how long the frozen node held each worker, when it stopped being Ready."""
+    scale: ScaleReport | None = None
+    """``scale-in``: the pod the scale-in deleted, its warm shutdown's length, the tasks it finished meanwhile."""
 
     @property
     def failed(self) -> bool:
-        """A task lost or early, the drill not run, an update below a majority, a worker held by a frozen node."""
+        """A task lost or early, the drill not run, an update below a majority, a worker held by a
+        frozen node, a scaled-in pod not gone within its grace period."""
         update_failed = self.update is not None and not self.update.ok
         freeze_failed = self.freeze is not None and not self.freeze.ok
-        return bool(self.lost or self.early or self.error or update_failed or freeze_failed)
+        scale_failed = self.scale is not None and not self.scale.ok
+        return bool(self.lost or self.early or self.error or update_failed or freeze_failed or scale_failed)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -171,6 +181,8 @@ class DrillResult:
                 None if self.node is None else self.node.to_json(self.started_at)["time_to_full_worker_capacity_s"]
             ),
             "freeze": None if self.freeze is None else self.freeze.to_json(self.started_at),
+            "scale": None if self.scale is None else self.scale.to_json(self.started_at),
+            "lane": self.options.lane,
             "error": self.error,
         }
 
@@ -190,9 +202,19 @@ def _wait_consumers(target: Target, expected: int, timeout: float = 120) -> None
     poll(
         lambda: (target.queue_stat("consumers") or 0) >= expected,
         timeout,
-        f"{expected} consumers on queue {QUEUE!r}",
+        f"{expected} consumers on queue {target.queue!r}",
         interval=1.0,
     )
+
+
+def _counted(report: ScaleReport | None, executions: Sequence[records.Record]) -> ScaleReport | None:
+    """``report`` with the tasks its scaled-in pod finished after its deletion began (its warm shutdown)."""
+    if report is not None and report.deleting_at is not None:
+        deleting_at = report.deleting_at
+        report.finished_after_deletion = sum(
+            1 for r in executions if r.host == report.victim and r.finished_at > deleting_at
+        )
+    return report
 
 
 def _failover(finished: list[float], fault: float | None, task_s: float) -> tuple[float | None, float | None]:
@@ -365,6 +387,7 @@ class Drill:
         self.publishing: threading.Thread | None = None
         self.fault: threading.Thread | None = None
         self.started = 0.0
+        target.use_lane(options.lane)
 
     # ------------------------------------------------------------------------- phases ----
 
@@ -386,9 +409,9 @@ class Drill:
         """Publish every task on a thread of its own; the drill's clock starts here."""
         app, publish = self.target.publisher()
         if self.options.workload is Workload.LONG:
-            plan = long_plan(self.options.tasks, *self.options.long_task_s)
+            plan = long_plan(self.options.tasks, *self.options.long_task_s, queue=self.target.queue)
         else:
-            plan = record_plan(self.options.tasks, self.options.task_ms)
+            plan = record_plan(self.options.tasks, self.options.task_ms, queue=self.target.queue)
 
         def run() -> None:
             if self.eta:
@@ -463,6 +486,7 @@ class Drill:
             update=self.target.update_result(),
             node=self.target.node_result(),
             freeze=self.target.freeze_result(),
+            scale=_counted(self.target.scale_result(), executions),
         )
 
     # ------------------------------------------------------- what the watch looks at ----
@@ -511,7 +535,7 @@ class Drill:
         )
         consumers = self.target.start_workers()
         _wait_consumers(self.target, consumers)
-        self._note(f"workers back: {consumers} consumers on {QUEUE!r}")
+        self._note(f"workers back: {consumers} consumers on {self.target.queue!r}")
 
     def _note(self, label: str) -> None:
         self.workload_events.append((time.time(), label))

@@ -42,6 +42,9 @@ class Scenario(StrEnum):
     """The queue leader stops answering with its sockets open (SIGSTOP: a paused VM, a stalled disk), then resumes."""
     OOM = "oom"
     """A task allocates past the worker pod's memory limit: the container is OOM-killed and restarts."""
+    SCALE_IN = "scale-in"
+    """The workers scaled out by one under load, then in while their tasks run (an autoscaler's
+    down-scale): the pod the controller deletes finishes its tasks in its grace period (``drill.scale``)."""
     UPDATE = "update"
     """A second plan (the same stack with other settings) applied to the running cluster as ``pulumi up`` would."""
 
@@ -61,6 +64,7 @@ class Scenario(StrEnum):
             Scenario.LOSE_DISK,
             Scenario.FREEZE_BROKER,
             Scenario.OOM,
+            Scenario.SCALE_IN,
             Scenario.UPDATE,
         }
 

@@ -31,7 +31,7 @@ from app.config import from_env
 from app.factory import make_app
 from app.publish import publish_pipelined
 from contract import wire
-from contract.lanes import DEFAULT_LANE, LONG_LANE, deployment_name
+from contract.lanes import DEFAULT_LANE, LONG_LANE, deployment_name, queue_name
 from contract.plan_dir import check_complete
 from drill import node_scenarios, pod_scenarios, scenarios
 from drill import tasks as drill_tasks
@@ -41,6 +41,7 @@ from drill.observe import Observed, Observer, observing
 from drill.plan_secrets import plan_secret_rules
 from drill.pod_scenarios import BROKERS, WORKERS, Mark
 from drill.profiles import SEED_POLICY, Profile, ProfileRuntime
+from drill.scale import ScaleReport, scale_in
 from drill.scenario import QUEUE, Scenario
 from drill.scenarios import FaultContext
 from drill.update import UpdateReport, UpdateSpec
@@ -48,7 +49,7 @@ from harness.kube.cluster import HostPeer, KubeCluster, PodAdditions
 from harness.kube.dns import resolv_conf
 from harness.kube.fields import Delta
 from harness.kube.objects import Secret
-from harness.kube.workloads import statefulset_ordinals, statefulset_pod_fqdn
+from harness.kube.workloads import named_for, statefulset_ordinals, statefulset_pod_fqdn
 from harness.runtime import rootfs
 from harness.runtime.images import ensure_images
 from harness.runtime.poll import poll
@@ -74,6 +75,15 @@ class Target(Protocol):
 
     @property
     def deltas(self) -> list[Delta]: ...
+
+    @property
+    def queue(self) -> str:
+        """The task queue the drill loads: its lane's (:meth:`use_lane`)."""
+        ...
+
+    def use_lane(self, lane: str) -> None:
+        """Load and fault the lane ``lane`` (contract.lanes): its worker Deployment and its queue."""
+        ...
 
     def start_workers(self) -> int:
         """Start (or confirm) the workers; return how many consumers the task queue should get."""
@@ -134,6 +144,10 @@ class Target(Protocol):
         """How long the ``freeze-broker`` scenario's frozen node held each worker (None for every other)."""
         ...
 
+    def scale_result(self) -> ScaleReport | None:
+        """Which pod the ``scale-in`` scenario's scale-in deleted and how long it took (None for every other)."""
+        ...
+
 
 PodEvent = tuple[float, str, str, str]
 """(epoch seconds, pod or node, reason, message)."""
@@ -190,32 +204,47 @@ class PlanTarget:
         self.deltas = cluster.deltas
         self.workers_stopped = workers_stopped
         """The worker Deployment is scaled to 0 (``stop_workers``, or booted so)."""
+        self.workers = WORKERS
+        """The Deployment of the lane the drill loads (:meth:`use_lane`; the default lane's until told)."""
+        self.queue = QUEUE
+        """That lane's queue."""
+        self.scale_report: ScaleReport | None = None
+
+    def use_lane(self, lane: str) -> None:
+        owner = f"Deployment/{deployment_name(lane)}"
+        if not any(f"Deployment/{d.name}" == owner for d in self.cluster.plan.deployments):
+            raise ValueError(f"the plan has no lane {lane!r} (no {owner}): its workerLanes setting names none")
+        self.workers, self.queue = owner, queue_name(lane)
 
     def start_workers(self) -> int:
         # Booted and ready with the plan, unless scaled to 0: then back to the plan's replicas.
         if self.workers_stopped:
-            self.cluster.scale(WORKERS, self.planned_workers)
-            self.cluster.wait_ready(WORKERS_TIMEOUT_S, WORKERS)
+            self.cluster.scale(self.workers, self.planned_workers)
+            self.cluster.wait_ready(WORKERS_TIMEOUT_S, self.workers)
             self.workers_stopped = False
-        return len(self.cluster.pods_of(WORKERS))
+        return len(self.cluster.pods_of(self.workers))
 
     def stop_workers(self) -> None:
-        self.cluster.scale(WORKERS, 0)
+        self.cluster.scale(self.workers, 0)
         self.workers_stopped = True
         # Warm shutdown: running tasks finish, held (ETA) ones are requeued, then the pods go.
-        poll(lambda: not self.cluster.pods_of(WORKERS), WORKERS_TIMEOUT_S, f"{WORKERS} to have no pod", interval=0.5)
+        poll(
+            lambda: not self.cluster.pods_of(self.workers),
+            WORKERS_TIMEOUT_S,
+            f"{self.workers} to have no pod",
+            interval=0.5,
+        )
 
     @property
     def planned_workers(self) -> int:
         """The worker Deployment's replicas in the plan."""
-        return next(d.replicas for d in self.cluster.plan.deployments if f"Deployment/{d.name}" == WORKERS)
+        return next(d.replicas for d in self.cluster.plan.deployments if f"Deployment/{d.name}" == self.workers)
 
     def workers_present(self) -> int:
-        return len(self.cluster.pods_of(WORKERS))
+        return len(self.cluster.pods_of(self.workers))
 
     def workers_ever(self) -> int:
-        prefix = WORKERS.split("/", 1)[1] + "-"
-        return len({e.pod for e in self.cluster.events_of() if e.pod.startswith(prefix)})
+        return len({e.pod for e in self.cluster.events_of() if named_for(self.workers, e.pod)})
 
     def publisher(self) -> tuple[Celery, Publisher]:
         # The scheduler's default publisher, to every broker pod by its DNS name, as in the cluster.
@@ -264,7 +293,7 @@ class PlanTarget:
 
     def queue_stat(self, item: str) -> int | None:
         out = self._list_queues(item)
-        return None if out is None else parse_queue_stat(out)
+        return None if out is None else parse_queue_stat(out, self.queue)
 
     def delayed_messages(self) -> int | None:
         out = self._list_queues("messages")
@@ -273,6 +302,10 @@ class PlanTarget:
     def inject(self, scenario: Scenario, mark: Mark) -> None:
         self.node_report = None
         self.freeze_report = None
+        self.scale_report = None
+        if scenario is Scenario.SCALE_IN:
+            self.scale_report = scale_in(self.cluster, mark, self.workers)
+            return
         if scenario is Scenario.UPDATE:
             if self.update is None:
                 raise ValueError("scenario update needs a second plan and its steps (UPDATE=..., --update-plan)")
@@ -296,6 +329,9 @@ class PlanTarget:
     def freeze_result(self) -> FreezeReport | None:
         return self.freeze_report
 
+    def scale_result(self) -> ScaleReport | None:
+        return self.scale_report
+
     def reset(self) -> None:
         # Every pod Ready, and no message queued or in flight: a redelivery from the previous
         # scenario could otherwise be counted as a completion of this one.
@@ -303,7 +339,7 @@ class PlanTarget:
         poll(
             lambda: self.queue_stat("messages") == 0 and self.queue_stat("messages_unacknowledged") == 0,
             RESET_TIMEOUT_S,
-            f"queue {QUEUE!r} to be empty between scenarios",
+            f"queue {self.queue!r} to be empty between scenarios",
             interval=1.0,
         )
         if self.observer is not None:
@@ -457,6 +493,11 @@ class LocalTarget:
             "kombu": version("kombu"),
         }
         self.deltas: list[Delta] = []
+        self.queue = QUEUE
+
+    def use_lane(self, lane: str) -> None:
+        if lane != DEFAULT_LANE:
+            raise ValueError(f"lane {lane!r}: the seed's 2018 setup has one queue (CONFIG=ha has lanes)")
 
     def start_workers(self) -> int:
         self.pool.start(self.workers)
@@ -508,6 +549,9 @@ class LocalTarget:
 
     def freeze_result(self) -> FreezeReport | None:
         return None  # freeze-broker needs the pod runner
+
+    def scale_result(self) -> ScaleReport | None:
+        return None  # scale-in needs the pod runner
 
     def inject(self, scenario: Scenario, mark: Mark) -> None:
         if scenario not in scenarios.FAULTS:

@@ -38,13 +38,14 @@ def worker_env(results_dir: Path) -> dict[str, str]:
     return {ENV_INCLUDE: f"{__name__},drill.failing", ENV_RESULTS_DIR: str(results_dir)}
 
 
-def record_plan(count: int, sleep_ms: int = 0, task_name: str = RECORD) -> PublishPlan:
-    """``count`` record tasks; the publish index is each one's record key."""
+def record_plan(count: int, sleep_ms: int = 0, task_name: str = RECORD, queue: str | None = None) -> PublishPlan:
+    """``count`` record tasks (to ``queue``: a lane's; None: where the routes send them); the publish
+    index is each one's record key."""
 
     def arguments(index: int) -> TaskArguments:
         return (index,), {"sleep_ms": sleep_ms}
 
-    return PublishPlan(task_name, count, arguments)
+    return PublishPlan(task_name, count, arguments, queue=queue)
 
 
 _GOLDEN: Final = 0.6180339887498949
@@ -55,7 +56,9 @@ def task_seconds(index: int, low: float, high: float) -> float:
     return round(low + ((index * _GOLDEN) % 1.0) * (high - low), 3)
 
 
-def long_plan(count: int, low_s: float, high_s: float, task_name: str = RECORD) -> PublishPlan:
+def long_plan(
+    count: int, low_s: float, high_s: float, task_name: str = RECORD, queue: str | None = None
+) -> PublishPlan:
     """``count`` record tasks that each sleep between ``low_s`` and ``high_s`` seconds (the ``long`` workload)."""
     if not 0 <= low_s <= high_s:
         raise ValueError(f"long task durations: need 0 <= low <= high, got {low_s}-{high_s}")
@@ -63,7 +66,7 @@ def long_plan(count: int, low_s: float, high_s: float, task_name: str = RECORD) 
     def arguments(index: int) -> TaskArguments:
         return (index,), {"sleep_ms": int(task_seconds(index, low_s, high_s) * 1000)}
 
-    return PublishPlan(task_name, count, arguments)
+    return PublishPlan(task_name, count, arguments, queue=queue)
 
 
 def _results_dir() -> Path | None:

@@ -44,6 +44,8 @@ class PodView:
     terminating: bool = False
     scheduled: bool = True
     ordinal: int | None = None
+    created: float = 0.0
+    """Its creation time (monotonic): among equals, the ReplicaSet controller deletes the newest."""
 
     @property
     def healthy(self) -> bool:
@@ -165,11 +167,19 @@ def _unhealthy_first(pod: PodView) -> tuple[bool, bool, str]:
     return (pod.scheduled, pod.ready, pod.name)
 
 
+def _scale_down_first(pod: PodView) -> tuple[bool, bool, float, str]:
+    """The ReplicaSet controller's order of victims (``controller.ActivePodsWithRanks.Less``), for what
+    the pod runner models: unscheduled, then not Ready, then the newest (its last tie-breakers: a
+    shorter Ready time, then a newer creation; both follow creation here). Not modelled: the
+    ``controller.kubernetes.io/pod-deletion-cost`` annotation (no pod of the plan sets it), restart
+    counts, and pods doubled up on a node."""
+    return (pod.scheduled, pod.ready, -pod.created, pod.name)
+
+
 def _scale(pods: Sequence[PodView], want: int) -> Actions:
     if len(pods) < want:
         return Actions(create=want - len(pods), why=f"{len(pods)} of {want} pods")
-    # The ReplicaSet controller's order, roughly: unscheduled, not Ready, the rest by name.
-    surplus = sorted(pods, key=_unhealthy_first)[: len(pods) - want]
+    surplus = sorted(pods, key=_scale_down_first)[: len(pods) - want]
     return Actions(delete=tuple(p.name for p in surplus), why=f"scaled to {want}") if surplus else Actions()
 
 

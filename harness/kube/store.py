@@ -44,6 +44,8 @@ class Pod:
     hostname: str = ""
     subdomain: str = ""
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: float = field(default_factory=time.monotonic)
+    """When the API created it (``metadata.creationTimestamp``): the ReplicaSet deletes newer pods first."""
     node: str | None = None
     slot: int | None = None
     worker: PodWorker | None = None
@@ -80,7 +82,13 @@ class Pod:
     def view(self, template: PodTemplate | None) -> PodView:
         """What its controller sees of it, ``template`` being the controller's current one."""
         return PodView(
-            self.name, self.template == template, self.ready, self.terminating, self.worker is not None, self.ordinal
+            self.name,
+            self.template == template,
+            self.ready,
+            self.terminating,
+            self.worker is not None,
+            self.ordinal,
+            self.created,
         )
 
 

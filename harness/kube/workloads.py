@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -65,6 +66,15 @@ def deployment_pod_name(deploy: Deployment, rng: random.Random | None = None) ->
     r = rng or random.Random()
     suffix = "".join(r.choice(SAFE_ALPHABET) for _ in range(5))
     return f"{deploy.name}-{template_hash(deploy)}-{suffix}"
+
+
+def named_for(owner: str, pod: str) -> bool:
+    """Whether ``pod`` has the name ``owner``'s controller gives its pods (``Deployment/<name>``:
+    ``<name>-<template hash>-<suffix>``; ``StatefulSet/<name>``: ``<name>-<ordinal>``), so that the
+    pods of ``celery-worker-long`` are not taken for ``celery-worker``'s, as a name prefix would."""
+    kind, name = owner.split("/", 1)
+    tail = r"-[a-z0-9]+-[a-z0-9]+" if kind == "Deployment" else r"-[0-9]+"
+    return re.fullmatch(re.escape(name) + tail, pod) is not None
 
 
 # --- /etc/hosts ----------------------------------------------------------------------------------

@@ -33,17 +33,19 @@ from pathlib import Path
 
 import pytest
 
+from contract.lanes import LONG_LANE
 from contract.timing import GKE_AUTO_REPAIR_S
 from drill.__main__ import main
 from drill.node_scenarios import NODE_COMPRESSION
 from drill.observe import ALERT_COMPRESSION
-from drill.pod_scenarios import BROKERS, WORKERS
+from drill.pod_scenarios import BROKERS, LONG_WORKERS, WORKERS
 from drill.records import read
 from drill.runner import DrillOptions, DrillResult, run_plan_drills
 from drill.scenario import Scenario
 from drill.update import UpdateSpec
 from drill.workload import Workload, published_before_workers
 from harness.kube.nodes import NodeTiming
+from harness.kube.workloads import named_for
 from monitoring.rules import BROKER_NODE_DOWN
 from plan import diff as plan_diff
 from tests.conftest import Plan, run_plan
@@ -84,10 +86,12 @@ the StatefulSet one pod at a time, highest ordinal first, then a worker rollout 
 the engine would (the steps file written as ``make plan-diff`` writes it, ``plan.diff.diff_plans``)."""
 LONG_TASKS = 12
 LONG_TASK_S = (20.0, 40.0)
-"""Within the plan's soft time limit (50 s) and the worker pods' grace period (75 s)."""
+"""On the long lane (``WORKLOAD=long``): 12 at once on its one dev pod (16 processes), each ending
+well inside its grace period; short, to keep ``make test`` short."""
 BROKER_TASKS = 2000
 BROKER_TASK_MS = 100
-WORKERS_SET = "workerConcurrency=3"
+WORKERS_SET = 'workerLanes=[{"name": "default"}, {"name": "long", "replicas": 1, "concurrency": 12, "memoryMiB": 384}]'
+"""The long lane's pod template changes (dev's has 16 processes): its Deployment rolls while the long tasks run."""
 BROKER_SET = "brokerMemoryMiB=1536"
 
 
@@ -122,6 +126,7 @@ def _updates(base: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Drill
             plan=brokers,
             workload=Workload.LONG,
             long_task_s=LONG_TASK_S,
+            lane=LONG_LANE,
             update=UpdateSpec(workers, write_steps(brokers, workers, steps / "workers.json"), (WORKERS_SET,)),
         ),
     ]
@@ -206,8 +211,7 @@ def test_eta_tasks_published_before_any_worker_run_on_time_through_a_broker_kill
     assert result.published_before_workers == published_before_workers(ETA_TASKS) > 0, report
     assert result.workers_before == 0, report
     scaled_up = next(t for t, label in result.workload_events if "starting the workers" in label)
-    worker_pod = WORKERS.split("/", 1)[1] + "-"
-    worker_events = [(t, pod, reason) for t, pod, reason, _ in result.pod_events if pod.startswith(worker_pod)]
+    worker_events = [(t, pod, reason) for t, pod, reason, _ in result.pod_events if named_for(WORKERS, pod)]
     assert worker_events, "the workers' pods were never seen starting"
     assert min(t for t, _, _ in worker_events) >= scaled_up, worker_events[:3]
     assert result.late_seconds is not None, report
@@ -315,13 +319,15 @@ def test_a_broker_config_change_then_a_worker_rollout_lose_nothing(
     assert _ordered(config, broker, "Deleting") == ["rabbitmq-2", "rabbitmq-1", "rabbitmq-0"]
     assert config.update.min_ready_brokers == 2, config.to_json()["update"]
 
-    # The worker rollout: three old pods deleted, no broker touched.
+    # The long lane's rollout: its one old pod deleted, nothing else touched (the default lane's
+    # workers and the brokers stay).
     assert rollout.update is not None
     applied = [a.step.object for a in rollout.update.applied if a.step.step != "same"]
-    assert applied == ["Deployment/ha-celery/celery-worker"], applied
+    assert applied == ["Deployment/ha-celery/celery-worker-long"], applied
     assert rollout.update.min_ready_brokers == 3
     deleting = {pod: t for t, pod, why, _ in rollout.pod_events if why == "Deleting"}
-    assert len([p for p in deleting if p.startswith(WORKERS.split("/", 1)[1] + "-")]) == 3, rollout.pod_events
+    assert len([p for p in deleting if named_for(LONG_WORKERS, p)]) == 1, rollout.pod_events
+    assert not [p for p in deleting if named_for(WORKERS, p)], "the default lane must not roll"
     # Long tasks met the rollout: some ran to their end on a pod already being deleted (warm shutdown).
     on_old = [r for r in executions if r.host in deleting and r.finished_at > deleting[r.host]]
     assert on_old, f"no task finished on a worker pod after its deletion began: {deleting}"

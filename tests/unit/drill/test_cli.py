@@ -67,17 +67,6 @@ def stub_timeline(result: DrillResult, path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def plan(tmp_path: Path) -> Path:
-    """A directory that passes contract.plan_dir.check_complete (the runners are fakes: nothing reads it)."""
-    directory = tmp_path / "plan"
-    (directory / "kubernetes").mkdir(parents=True)
-    (directory / "kubernetes" / "statefulset.yaml").write_text("{}\n")
-    for name in ("resources.json", "engine.json", "settings.json"):
-        (directory / name).write_text("{}\n")
-    return directory
-
-
 def test_one_scenario_writes_its_report_and_timeline_in_out(
     tmp_path: Path, plan: Path, ran: dict[str, list[Scenario]]
 ) -> None:

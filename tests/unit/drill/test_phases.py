@@ -21,6 +21,7 @@ from drill.node_scenarios import NodeReport
 from drill.observe import Observed
 from drill.pod_scenarios import Mark
 from drill.runner import Drill, DrillOptions, DrillResult, drive
+from drill.scale import ScaleReport
 from drill.scenario import Scenario
 from drill.targets import PodEvent
 from drill.update import UpdateReport
@@ -41,10 +42,16 @@ class FakeTarget:
     queued: int | None = 0
     """The task queue's depth as the broker reports it (None: no node answers)."""
     injected: list[Scenario] = field(default_factory=list)
+    lanes: list[str] = field(default_factory=list)
+    """The lanes the drills asked for (:meth:`use_lane`)."""
+    queue: str = "celery"
 
     @property
     def versions(self) -> dict[str, str]:
         return {"fake": "1"}
+
+    def use_lane(self, lane: str) -> None:
+        self.lanes.append(lane)
 
     @property
     def deltas(self) -> list[Delta]:
@@ -106,6 +113,9 @@ class FakeTarget:
         return None
 
     def freeze_result(self) -> FreezeReport | None:
+        return None
+
+    def scale_result(self) -> ScaleReport | None:
         return None
 
 

@@ -210,6 +210,15 @@ def test_steady_state_scales_to_the_wanted_count(have: int, want: int, create: i
     assert deployment_sync(make_deploy(), unscheduled, 1).delete == ("b",)
 
 
+def test_a_scale_in_deletes_the_newest_ready_pod_as_the_replicaset_controller_does() -> None:
+    """``ActivePodsWithRanks.Less``: not Ready before Ready, then the newer first (the name decides nothing)."""
+    pods = [PodView("z-old", True, created=1.0), PodView("a-new", True, created=9.0), PodView("m", True, created=5.0)]
+    assert deployment_sync(make_deploy(), pods, 2).delete == ("a-new",)
+    assert deployment_sync(make_deploy(), pods, 1).delete == ("a-new", "m")
+    starting = [*pods, PodView("b", True, ready=False, created=0.5)]
+    assert deployment_sync(make_deploy(), starting, 3).delete == ("b",), "a pod not Ready goes before any Ready one"
+
+
 def test_stale_uses_env_init_copies_and_sub_paths_but_not_mounted_directories() -> None:
     raw = copy.deepcopy(STS)
     spec = raw["spec"]["template"]["spec"]

@@ -141,3 +141,13 @@ def test_pdb_non_running_and_uncovered_pods() -> None:
 )
 def test_scaled_value(v: int | str, total: int, up: bool, want: int) -> None:
     assert scaled_value(v, total, round_up=up) == want
+
+
+def test_a_pod_is_told_from_another_lanes_by_its_whole_name() -> None:
+    from harness.kube.workloads import named_for
+
+    assert named_for("Deployment/celery-worker", "celery-worker-5ff944c867-rlnx6")
+    assert not named_for("Deployment/celery-worker", "celery-worker-long-5c4b488499-dkph2")
+    assert named_for("Deployment/celery-worker-long", "celery-worker-long-5c4b488499-dkph2")
+    assert named_for("StatefulSet/rabbitmq", "rabbitmq-2")
+    assert not named_for("StatefulSet/rabbitmq", "rabbitmq-nodes-2")
