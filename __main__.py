@@ -87,7 +87,8 @@ broker = RabbitMQCluster(
         consumer_timeout_ms=timing.CONSUMER_TIMEOUT_MS,
         # Each lane's queue with its own consumer timeout (a policy per queue: above the global is fine).
         task_queues=tuple(
-            TaskQueue(lane.queue, lane.timing.consumer_timeout_s * 1000) for lane in config.workers.lanes
+            TaskQueue(lane.queue, lane.timing.consumer_timeout_s * 1000, lane.delivery_limit)
+            for lane in config.workers.lanes
         ),
         cluster_name=f"ha-celery-{config.stack}",
         ops_namespace=config.network.ops_namespace,

@@ -28,6 +28,7 @@ from contract import lanes as lane_contract
 from contract import machines, timing
 from contract.image import ImagePlatforms
 from contract.wire import (
+    DELIVERY_LIMIT,
     GMP_NAMESPACE,
     MAX_CONCURRENCY,
     SCHEDULER_RUN_PATTERN,
@@ -720,8 +721,12 @@ LANE_FIELDS: dict[str, str] = {
     "timeLimitS": "seconds before a task's process is killed",
     "consumerTimeoutS": "the queue's consumer timeout",
     "tasks": "task names or *-globs routed to the lane",
+    "deliveryLimit": "failed deliveries of a task before the dead-letter queue",
 }
 """A ``workerLanes`` entry's fields (the README's lane table says more)."""
+MAX_LANE_DELIVERY_LIMIT = 100
+"""Most failed deliveries a lane may allow: with the retry backoff's 60 s cap, 100 is ~1.5 hours of a
+poison task coming back; more only hides it from the dead-letter queue."""
 DEFAULT_LANE_KEYS: dict[str, str] = {
     "replicas": "workerReplicas",
     "concurrency": "workerConcurrency",
@@ -816,7 +821,9 @@ def _lane(
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
         r.fail(f"{key}.tasks", tasks, "a list of task names or *-globs such as [reports.*]")
         tasks = []
+    delivery_limit = number("deliveryLimit", DELIVERY_LIMIT, maximum=MAX_LANE_DELIVERY_LIMIT)
     return lane_contract.Lane(
+        delivery_limit=delivery_limit,
         name=name,
         replicas=replicas,
         concurrency=concurrency,

@@ -19,6 +19,7 @@ from contract.wire import (
     AMQPS_PORT,
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
+    DELIVERY_LIMIT,
     MANAGEMENT_PORT,
     PROMETHEUS_PORT,
     QUEUE_NAME,
@@ -95,6 +96,8 @@ class TaskQueue:
 
     name: str
     consumer_timeout_ms: int
+    delivery_limit: int = DELIVERY_LIMIT
+    """Its lane's ``delivery-limit`` (the catch-all policy keeps ``BrokerConfig.delivery_limit``)."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,8 @@ class BrokerConfig:
         for queue in self.task_queues:
             if queue.consumer_timeout_ms < 60_000:
                 problems.append(f"task_queues: {queue.name} consumer_timeout_ms must be >= 60000, got {queue}")
+            if queue.delivery_limit < 1:
+                problems.append(f"task_queues: {queue.name} delivery_limit must be >= 1, got {queue}")
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", queue.name) or queue.name == self.dead_letter_queue:
                 problems.append(f"task_queues: {queue.name!r} is not a task queue name")
         ports = {"amqps_port" if self.tls else "amqp_port": self.amqps_port if self.tls else self.amqp_port}

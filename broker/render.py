@@ -519,6 +519,7 @@ def _lane_policy(cfg: BrokerConfig, queue: TaskQueue) -> dict[str, Any]:
         "priority": LANE_POLICY_PRIORITY,
         "definition": {
             **policy_definition(cfg),
+            "delivery-limit": queue.delivery_limit,
             "consumer-timeout": queue.consumer_timeout_ms,
             # Failed deliveries come back after a growing pause (policy keys need 4.3.1+).
             "delayed-retry-type": "failed",

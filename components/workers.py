@@ -273,6 +273,9 @@ def _container(args: CeleryWorkersArgs, lane: Lane) -> k8s.core.v1.ContainerArgs
                 "value": str(wire.max_memory_per_child_kib(lane.memory_mib, lane.concurrency)),
             },
             {"name": wire.ENV_PREFETCH_MULTIPLIER, "value": str(lane.timing.prefetch_multiplier)},
+            # The lane policy's limit (the same value, __main__): the worker keeps a task's last failed
+            # delivery in the dead-letter queue with its reason (app.failures).
+            {"name": wire.ENV_DELIVERY_LIMIT, "value": str(lane.delivery_limit)},
             {"name": wire.ENV_TASK_SOFT_TIME_LIMIT_S, "value": str(lane.timing.soft_time_limit_s)},
             {"name": wire.ENV_TASK_TIME_LIMIT_S, "value": str(lane.timing.time_limit_s)},
             {"name": wire.ENV_HEARTBEAT_FILE, "value": wire.DEFAULT_HEARTBEAT_FILE},

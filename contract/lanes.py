@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from contract import timing
-from contract.wire import QUEUE_NAME
+from contract.wire import DELIVERY_LIMIT, QUEUE_NAME
 
 DEFAULT_LANE: Final = "default"
 """The lane of every task no route sends elsewhere; its queue is ``celery`` (wire.QUEUE_NAME), so a
@@ -153,6 +153,9 @@ class Lane:
     timing: LaneTiming
     tasks: tuple[str, ...] = ()
     """Task names or *-globs routed to this lane (the default lane takes every other task)."""
+    delivery_limit: int = DELIVERY_LIMIT
+    """Failed deliveries of a task before it is dead-lettered: the lane policy's ``delivery-limit``,
+    and what the lane's workers compare a delivery's count with (contract.wire.DELIVERY_LIMIT)."""
 
     @property
     def queue(self) -> str:

@@ -8,14 +8,12 @@ cluster is stopped once the last module here ran, before any other module boots 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 
 from app.dlq import dead_letter_channel
-from contract.wire import DEAD_LETTER_QUEUE, QUEUE_NAME, BrokerRole
-from drill.pod_scenarios import broker_exec
+from contract.wire import DEAD_LETTER_QUEUE, BrokerRole
 from drill.runner import booted_plan
 from drill.targets import broker_urls
 from tests.conftest import Plan
@@ -36,26 +34,3 @@ def fresh(booted: Booted) -> Booted:
     with dead_letter_channel(broker_urls(booted.target.cluster, BrokerRole.WORKER)) as channel:
         channel.queue_purge(DEAD_LETTER_QUEUE)
     return booted
-
-
-TEST_DELIVERY_LIMIT = 3
-"""The task queue's delivery limit while a test drives a task through it: 4 runs, spaced by the
-shipped retry backoff (2, 4, 6 s), instead of the plan's 21 runs over ~7 minutes."""
-_LIMIT_POLICY = "test-delivery-limit"
-
-
-@pytest.fixture
-def low_delivery_limit(fresh: Booted) -> Iterator[int]:
-    """The task queue's delivery limit lowered for one test by an operator policy (RabbitMQ applies
-    the lower of the two limits; every other key of the plan's policy stays: dead-lettering and the
-    retry backoff); cleared after it."""
-    cluster = fresh.target.cluster
-    body = json.dumps({"delivery-limit": TEST_DELIVERY_LIMIT})
-    pattern = f"^{QUEUE_NAME}$"
-    broker_exec(
-        cluster, "rabbitmqctl", "-q", "set_operator_policy", "--apply-to", "quorum_queues", _LIMIT_POLICY, pattern, body
-    )
-    try:
-        yield TEST_DELIVERY_LIMIT
-    finally:
-        broker_exec(cluster, "rabbitmqctl", "-q", "clear_operator_policy", _LIMIT_POLICY)

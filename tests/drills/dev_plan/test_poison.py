@@ -175,7 +175,6 @@ def test_every_malformed_message_is_dead_lettered_with_its_reason_and_no_worker_
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.usefixtures("low_delivery_limit")  # the plan's 20 retries, backed off, would take ~7 minutes
 def test_list_and_replay_see_the_same_messages_large_and_delivery_limited_included(
     fresh_target: tuple[PlanTarget, Path],
 ) -> None:

@@ -48,6 +48,16 @@ def test_each_lane_has_its_own_disruption_budget(plan: Plan) -> None:
         assert budgets[lanes.deployment_name(lane)] == {"maxUnavailable": 1, "selector": selector}
 
 
+def test_each_lane_has_one_delivery_limit_in_its_policy_and_its_workers(plan: Plan) -> None:
+    """The broker dead-letters past the lane's limit; its workers know the same number (app.failures)."""
+    config_map = next(c for c in plan.objects("ConfigMap") if "definitions.json" in c["data"])
+    policies = {p["name"]: p for p in json.loads(config_map["data"]["definitions.json"])["policies"]}
+    want = {"dev": 5, "prod": wire.DELIVERY_LIMIT}[plan.stack]  # Pulumi.dev.yaml: deliveryLimit 5
+    for lane, queue in (("default", "celery"), ("long", "celery.long")):
+        assert policies[f"lane-{queue}"]["definition"]["delivery-limit"] == want
+        assert env(plan, lane)["WORKER_DELIVERY_LIMIT"] == str(want)
+
+
 def test_each_lanes_queue_has_its_consumer_timeout_policy(plan: Plan) -> None:
     config_map = next(c for c in plan.objects("ConfigMap") if "definitions.json" in c["data"])
     definitions: dict[str, Any] = json.loads(config_map["data"]["definitions.json"])

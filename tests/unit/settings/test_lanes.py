@@ -86,6 +86,8 @@ def test_a_lane_of_its_own_with_routes_and_timing() -> None:
             "it is 'x''s already",
         ),
         ([{"name": "default"}] * 9, KEY, "1-8 lanes"),
+        ([{"name": "default", "deliveryLimit": 0}], f"{KEY}[0].deliveryLimit", "1..100"),
+        ([{"name": "default"}, {"name": "x", "deliveryLimit": 101}], f"{KEY}[1].deliveryLimit", "1..100"),
     ],
 )
 def test_a_bad_lane_is_refused_by_its_key(entries: list[dict[str, Any]], key: str, allowed: str) -> None:
