@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from contract.lanes import LONG_LANE
 from contract.timing import GKE_AUTO_REPAIR_S
@@ -48,7 +49,7 @@ from harness.kube.nodes import NodeTiming
 from harness.kube.workloads import named_for
 from monitoring.rules import BROKER_NODE_DOWN
 from plan import diff as plan_diff
-from tests.conftest import Plan, run_plan
+from tests.conftest import ROOT, Plan, run_plan
 from tests.drills.conftest import REPORT_KEYS, TASK_MS, TASKS, assert_nothing_lost
 
 pytestmark = [pytest.mark.drill]
@@ -86,12 +87,21 @@ the StatefulSet one pod at a time, highest ordinal first, then a worker rollout 
 the engine would (the steps file written as ``make plan-diff`` writes it, ``plan.diff.diff_plans``)."""
 LONG_TASKS = 12
 LONG_TASK_S = (20.0, 40.0)
-"""On the long lane (``WORKLOAD=long``): 12 at once on its one dev pod (16 processes), each ending
+"""On the long lane (``WORKLOAD=long``): 12 at once on its one dev pod (32 processes), each ending
 well inside its grace period; short, to keep ``make test`` short."""
 BROKER_TASKS = 2000
 BROKER_TASK_MS = 100
-WORKERS_SET = 'workerLanes=[{"name": "default"}, {"name": "long", "replicas": 1, "concurrency": 12, "memoryMiB": 384}]'
-"""The long lane's pod template changes (dev's has 16 processes): its Deployment rolls while the long tasks run."""
+
+
+def _long_lane_resized(concurrency: int) -> str:
+    """dev's workerLanes with the long lane's concurrency changed, nothing else (a `pulumi config set`)."""
+    lanes = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]["ha-celery:workerLanes"]
+    resized = [lane | {"concurrency": concurrency} if lane["name"] == LONG_LANE else lane for lane in lanes]
+    return "workerLanes=" + json.dumps(resized)
+
+
+WORKERS_SET = _long_lane_resized(24)
+"""The long lane's pod template changes (dev's has 32 processes): its Deployment rolls while the long tasks run."""
 BROKER_SET = "brokerMemoryMiB=1536"
 
 
