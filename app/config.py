@@ -55,6 +55,12 @@ Worker tuning:
     recycled. The worker Deployment derives it from its memory limit
     (``contract.wire.max_memory_per_child_kib``).
 
+``WORKER_DELIVERY_LIMIT``
+    The broker policy's delivery limit, 1..1000 (default ``contract.wire.DELIVERY_LIMIT``, 20, which
+    the broker config uses too). A task whose pool process died or that hit its hard time limit on
+    the delivery whose requeue would pass it is put into the dead-letter queue by the worker, with
+    why (``app.failures``), instead of by the broker without a word. The worker Deployment sets it.
+
 Probes:
 
 ``HEALTH_HEARTBEAT_FILE``
@@ -170,6 +176,8 @@ class AppConfig:
     """Port of the worker's ``/metrics`` (0: none); see ``WORKER_METRICS_PORT``."""
     metrics_dir: PurePosixPath | None = None
     """prometheus-client's multiprocess directory; see ``PROMETHEUS_MULTIPROC_DIR``."""
+    delivery_limit: int = wire.DELIVERY_LIMIT
+    """The broker policy's delivery limit; see ``WORKER_DELIVERY_LIMIT``."""
 
     def redacted_urls(self) -> tuple[str, ...]:
         """The broker URLs with passwords masked, for logs and reports."""
@@ -253,6 +261,7 @@ def from_env(environ: Mapping[str, str]) -> AppConfig:
         tls_server_name=tls_server_name,
         metrics_port=_int_env(environ, metrics.ENV_METRICS_PORT, metrics.WORKER_METRICS_PORT, 0, 65535),
         metrics_dir=_optional_abs_path_env(environ, metrics.ENV_MULTIPROC_DIR),
+        delivery_limit=_int_env(environ, wire.ENV_DELIVERY_LIMIT, wire.DELIVERY_LIMIT, 1, wire.MAX_DELIVERY_LIMIT),
     )
 
 
@@ -587,4 +596,6 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
         # Read by app.bootsteps.MetricsStep.
         "ha_metrics_port": config.metrics_port,
         "ha_metrics_dir": None if config.metrics_dir is None else str(config.metrics_dir),
+        # Read by app.bootsteps.Consumer: a final failure's copy goes to the dead-letter queue (app.failures).
+        "ha_delivery_limit": config.delivery_limit,
     }

@@ -250,6 +250,9 @@ def _container(args: CeleryWorkersArgs) -> k8s.core.v1.ContainerArgsDict:
                 "value": str(wire.max_memory_per_child_kib(args.memory_mib, args.concurrency)),
             },
             {"name": wire.ENV_PREFETCH_MULTIPLIER, "value": str(wire.DEFAULT_PREFETCH_MULTIPLIER)},
+            # The broker policy's limit (components.rabbitmq renders the same constant): the worker
+            # keeps a task's last failed delivery in the dead-letter queue with its reason (app.failures).
+            {"name": wire.ENV_DELIVERY_LIMIT, "value": str(wire.DELIVERY_LIMIT)},
             {"name": wire.ENV_HEARTBEAT_FILE, "value": wire.DEFAULT_HEARTBEAT_FILE},
             {"name": wire.ENV_READY_FILE, "value": wire.DEFAULT_READY_FILE},
             {"name": metrics.ENV_METRICS_PORT, "value": str(metrics.WORKER_METRICS_PORT)},

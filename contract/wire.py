@@ -87,6 +87,19 @@ DEAD_LETTER_EXCHANGE: Final = "celery.dlx"
 """Fanout exchange that receives tasks rejected past the delivery limit."""
 DEAD_LETTER_QUEUE: Final = "celery.dlq"
 """Quorum queue bound to the dead-letter exchange: poison tasks are kept, not dropped."""
+DELIVERY_LIMIT: Final = 20
+"""Failed deliveries a task message may have before it is dead-lettered: the broker policy's
+``delivery-limit`` (``broker.config.BrokerConfig``; RabbitMQ 4.x's default) and the number the
+worker compares a delivery's ``x-delivery-count`` with, to know that a crashed or timed-out task's
+requeue would be its last and to keep it in the dead-letter queue with its reason instead
+(``app.failures``). RabbitMQ 4.3 counts only failed returns (``basic.reject`` with requeue, a
+closed channel); the delivery whose return takes the count past the limit is dead-lettered, so a
+task that always crashes runs ``DELIVERY_LIMIT + 1`` times and its last delivery carries
+``x-delivery-count: DELIVERY_LIMIT``."""
+ENV_DELIVERY_LIMIT: Final = "WORKER_DELIVERY_LIMIT"
+"""The broker's delivery limit as the worker Deployment tells the worker (``app.config``)."""
+MAX_DELIVERY_LIMIT: Final = 1000
+"""Largest ``WORKER_DELIVERY_LIMIT`` accepted: far past any sensible limit, so a typo fails the pod."""
 AMQP_FRAME_MAX: Final = 131_072
 """The largest AMQP frame the broker accepts (``frame_max``, bytes): RabbitMQ's default (4.3.6 and
 3.10, ``rabbit.app``), which ``broker/`` leaves unset and py-amqp takes in ``connection.tune``. A

@@ -314,7 +314,7 @@ def test_every_setting_is_one_celery_knows() -> None:
     known = set(DEFAULTS)
     ours = celery_settings(from_env(HOSTS_ENV), random.Random(0))
     custom = {key for key in ours if key.startswith("ha_")}
-    assert custom == {"ha_heartbeat_file", "ha_ready_file", "ha_metrics_port", "ha_metrics_dir"}, (
+    assert custom == {"ha_heartbeat_file", "ha_ready_file", "ha_metrics_port", "ha_metrics_dir", "ha_delivery_limit"}, (
         "custom keys are prefixed ha_ and read by our bootsteps"
     )
     unknown = sorted(set(ours) - custom - known)
