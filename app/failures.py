@@ -76,7 +76,7 @@ def time_limit_reason(seconds: object) -> str:
 
 
 def traceback_tail(formatted: str, budget: int) -> str:
-    """The last frames of a formatted traceback that fit in ``budget`` characters, whole lines only.
+    """The last frames of a formatted traceback that fit in ``budget`` characters, whole frames only.
 
     The exception's own lines at its end are left out (the reason starts with them).
     """
@@ -92,7 +92,14 @@ def traceback_tail(formatted: str, budget: int) -> str:
             break
         kept.append(line)
         used += cost
-    return "\n".join(reversed(kept))
+    kept.reverse()
+    # From the first whole frame on: a frame's code line without its "File" line says little.
+    first = next((i for i, line in enumerate(kept) if line.startswith(_FRAME)), len(kept))
+    return "\n".join(kept[first:])
+
+
+_FRAME: Final = "  File "
+"""How Python starts a traceback's frame line."""
 
 
 @dataclass(frozen=True)
