@@ -120,6 +120,8 @@ INVALID: list[tuple[str, dict[str, str], list[str]]] = [
     ("prefetch big", {**HOSTS_ENV, "WORKER_PREFETCH_MULTIPLIER": "17"}, ["WORKER_PREFETCH_MULTIPLIER='17'", "1..16"]),
     ("prefetch text", {**HOSTS_ENV, "WORKER_PREFETCH_MULTIPLIER": "one"}, ["WORKER_PREFETCH_MULTIPLIER='one'"]),
     ("concurrency", {**HOSTS_ENV, "WORKER_CONCURRENCY": "0"}, ["WORKER_CONCURRENCY='0'", "1..64"]),
+    ("delivery limit 0", {**HOSTS_ENV, "WORKER_DELIVERY_LIMIT": "0"}, ["WORKER_DELIVERY_LIMIT='0'", "1..1000"]),
+    ("delivery limit -1", {**HOSTS_ENV, "WORKER_DELIVERY_LIMIT": "-1"}, ["WORKER_DELIVERY_LIMIT='-1'", "1..1000"]),
     (
         "memory per child in bytes",
         {**HOSTS_ENV, "WORKER_MAX_MEMORY_PER_CHILD_KIB": "268435456"},
@@ -287,6 +289,11 @@ def test_max_memory_per_child_from_env_reaches_the_app() -> None:
     app = build_app({**HOSTS_ENV, "WORKER_MAX_MEMORY_PER_CHILD_KIB": "120000"})
     assert app.conf.worker_max_memory_per_child == 120000
     assert build_app(HOSTS_ENV).conf.worker_max_memory_per_child is None
+
+
+def test_delivery_limit_from_env_reaches_the_app_and_defaults_to_the_brokers() -> None:
+    assert build_app({**HOSTS_ENV, "WORKER_DELIVERY_LIMIT": "3"}).conf.ha_delivery_limit == 3
+    assert build_app(HOSTS_ENV).conf.ha_delivery_limit == wire.DELIVERY_LIMIT
 
 
 def test_prefetch_multiplier_from_env_reaches_the_app() -> None:

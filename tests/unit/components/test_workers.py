@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -105,6 +106,19 @@ def test_replicas_and_resources_per_stack(plans: dict[str, Plan]) -> None:
     assert worker(plans["prod"])["resources"]["limits"]["memory"] == "512Mi"
     env = {e["name"]: e.get("value") for e in worker(plans["prod"])["env"]}
     assert env["WORKER_CONCURRENCY"] == "4"
+
+
+def test_workers_are_told_the_delivery_limit_the_broker_policy_has(plan: Plan) -> None:
+    """app.failures compares a delivery's count with it: the two must be one number."""
+    env = {e["name"]: e.get("value") for e in worker(plan)["env"]}
+    limits = {
+        policy["definition"]["delivery-limit"]
+        for configmap in plan.objects("ConfigMap")
+        if "definitions.json" in configmap.get("data", {})
+        for policy in json.loads(configmap["data"]["definitions.json"])["policies"]
+        if "delivery-limit" in policy["definition"]
+    }
+    assert limits == {int(env[wire.ENV_DELIVERY_LIMIT])} == {wire.DELIVERY_LIMIT}
 
 
 @pytest.mark.parametrize(("stack", "memory_mib", "concurrency"), [("dev", 256, 2), ("prod", 512, 4)])
