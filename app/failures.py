@@ -60,6 +60,9 @@ def failure_reason(exc: BaseException, formatted_traceback: str | None) -> str:
         exc = exc.exc
     if isinstance(exc, WorkerLostError):
         return f"worker lost: {exc}"[:REASON_MAX_CHARS]
+    if isinstance(exc, SystemExit | KeyboardInterrupt):
+        # Celery treats these as a lost pool process too (requeued, not a task failure).
+        return f"worker lost: the pool process exited ({type(exc).__name__}: {exc})"[:REASON_MAX_CHARS]
     if isinstance(exc, TimeLimitExceeded):
         return time_limit_reason(exc.args[0] if exc.args else None)
     # A pool process sends an exception it cannot pickle as a wrapper; this restores it if it can.

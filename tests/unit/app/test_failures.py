@@ -75,6 +75,7 @@ def test_a_lost_pool_process_and_the_hard_time_limit_are_named() -> None:
     # billiard may hand the exception over wrapped with its traceback text.
     assert failure_reason(ExceptionWithTraceback(WorkerLostError(LOST), "tb"), None) == f"worker lost: {LOST}"
     assert failure_reason(TimeLimitExceeded(60.0), None) == "hard time limit 60 s exceeded"
+    assert failure_reason(SystemExit(3), "tb") == "worker lost: the pool process exited (SystemExit: 3)"
     assert failure_reason(TimeLimitExceeded(2.5), None) == "hard time limit 2.5 s exceeded"
 
 
