@@ -22,11 +22,13 @@ from vine import promise
 
 from app import health, intake
 from app.certs import CertificateWatch
-from app.dlq import Refuser, refused_copy
+from app.dlq import Outcome, Refuser, refused_copy
 from app.failover import BrokerRotation
+from app.failures import Keeper, KeepingRequest
 from app.metrics import MetricsConfigError, WorkerMetrics
 from contract import metrics, timing
 from contract.wire import DEAD_LETTER_QUEUE as DLQ
+from contract.wire import DELIVERY_LIMIT
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +208,11 @@ class Consumer(StockConsumer):
     delivery acked. If that copy cannot be published the delivery is rejected without requeue,
     so the broker's dead-letter policy keeps it (reason ``rejected``; the worker's reason is in
     its log). Never acked away, never a crash.
+
+    The same way in takes a task that failed for good (``app.failures``): the consumer hands every
+    request it runs a :class:`app.failures.Keeper` (:meth:`keep_failed` and the delivery limit).
+    Handed over in ``on_task_request``, where every request goes to the pool (at once, after its
+    ETA or its rate limit), so the requests reach this consumer's ``Refuser`` without a global.
     """
 
     # celery-types declares the stock Blueprint as an attribute, not as the class it is.
@@ -219,6 +226,18 @@ class Consumer(StockConsumer):
         super().__init__(*args, **kwargs)
         self.refuser = Refuser(self.app.connection_for_write)
         self.rotation = BrokerRotation.of(self.app.conf)
+        self.keeper = Keeper(self.keep_failed, int(self.app.conf.get("ha_delivery_limit") or DELIVERY_LIMIT))
+        state = cast(Any, self)
+        # Celery's strategies read this attribute when they are built (update_strategies, after __init__).
+        stock_request = state.on_task_request
+        keeper = self.keeper
+
+        def on_task_request(request: Any) -> None:
+            if isinstance(request, KeepingRequest):
+                request.keeper = keeper
+            stock_request(request)
+
+        state.on_task_request = on_task_request
 
     def connection_for_read(self, heartbeat: float | None = None) -> Any:
         """The consumer's connection, its failover list starting where :class:`BrokerRotation` says
@@ -271,16 +290,46 @@ class Consumer(StockConsumer):
         # Refused without a run, as Celery signals an unknown message: the worker's rejected counter
         # (app.metrics) counts it, whichever way the message then leaves.
         signals.task_rejected.send(sender=self, message=message, exc=None)
-        try:
-            self.refuser.put(
-                # As received: a compressed body stays compressed, with its header (UndecompressedConsumer).
-                refused_copy(message.body, dict(message.properties), reason, self._queue_of(message), datetime.now(UTC))
-            )
-        except Exception:
-            logger.exception("intake: %s did not confirm the refused copy; rejecting it to the dead-letter policy", DLQ)
+        if not self._put_copy(message, reason, Outcome.REFUSED):
             message.reject_log_error(logger, state.connection_errors, requeue=False)
             return
         message.ack_log_error(logger, state.connection_errors)
+
+    def keep_failed(self, message: Any, reason: str) -> bool:
+        """Put the delivery of a task that failed for good into the dead-letter queue with ``reason``
+        (``app.failures``); True once confirmed. The request acks or rejects; Celery counted the failure."""
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        logger.warning(
+            "failed for good: task %.200r id %.200r into %s: %.200s",
+            headers.get("task"),
+            headers.get("id"),
+            DLQ,
+            reason.partition("\n")[0],
+        )
+        return self._put_copy(message, reason, Outcome.FAILED)
+
+    def _put_copy(self, message: Any, reason: str, outcome: Outcome) -> bool:
+        """A confirmed copy of ``message`` with ``reason`` in the dead-letter queue; False if not confirmed."""
+        try:
+            self.refuser.put(
+                # As received: a compressed body stays compressed, with its header (UndecompressedConsumer).
+                refused_copy(
+                    message.body,
+                    dict(message.properties),
+                    reason,
+                    self._queue_of(message),
+                    datetime.now(UTC),
+                    outcome=outcome,
+                )
+            )
+        except Exception:
+            logger.exception(
+                "%s did not confirm the %s copy; rejecting the delivery as before (the dead-letter policy keeps it)",
+                DLQ,
+                outcome,
+            )
+            return False
+        return True
 
     def _queue_of(self, message: Any) -> str:
         """The queue ``message`` was consumed from (by its consumer tag), else the default queue."""

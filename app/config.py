@@ -67,6 +67,11 @@ Lanes (``contract.lanes``; the worker Deployment of each lane sets them, and its
 ``TASK_SOFT_TIME_LIMIT_S``, ``TASK_TIME_LIMIT_S``
     The lane's soft and hard time limits, the soft one below the hard one (default
     ``contract.timing``'s 50 and 60 s).
+``WORKER_DELIVERY_LIMIT``
+    The broker policy's delivery limit, 1..1000 (default ``contract.wire.DELIVERY_LIMIT``, 20, which
+    the broker config uses too). A task whose pool process died or that hit its hard time limit on
+    the delivery whose requeue would pass it is put into the dead-letter queue by the worker, with
+    why (``app.failures``), instead of by the broker without a word. The worker Deployment sets it.
 
 Probes:
 
@@ -196,6 +201,8 @@ class AppConfig:
     """``task_soft_time_limit``; see ``TASK_SOFT_TIME_LIMIT_S``."""
     time_limit_s: int = timing.TASK_TIME_LIMIT_S
     """``task_time_limit``; see ``TASK_TIME_LIMIT_S``."""
+    delivery_limit: int = wire.DELIVERY_LIMIT
+    """The broker policy's delivery limit; see ``WORKER_DELIVERY_LIMIT``."""
 
     def redacted_urls(self) -> tuple[str, ...]:
         """The broker URLs with passwords masked, for logs and reports."""
@@ -280,6 +287,7 @@ def from_env(environ: Mapping[str, str]) -> AppConfig:
         metrics_port=_int_env(environ, metrics.ENV_METRICS_PORT, metrics.WORKER_METRICS_PORT, 0, 65535),
         metrics_dir=_optional_abs_path_env(environ, metrics.ENV_MULTIPROC_DIR),
         **_lane_env(environ),
+        delivery_limit=_int_env(environ, wire.ENV_DELIVERY_LIMIT, wire.DELIVERY_LIMIT, 1, wire.MAX_DELIVERY_LIMIT),
     )
 
 
@@ -657,4 +665,6 @@ def celery_settings(config: AppConfig, rng: random.Random) -> dict[str, object]:
         # Read by app.bootsteps.MetricsStep.
         "ha_metrics_port": config.metrics_port,
         "ha_metrics_dir": None if config.metrics_dir is None else str(config.metrics_dir),
+        # Read by app.bootsteps.Consumer: a final failure's copy goes to the dead-letter queue (app.failures).
+        "ha_delivery_limit": config.delivery_limit,
     }

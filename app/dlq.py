@@ -11,28 +11,35 @@ queue), 2 bad arguments or configuration.
 What lands in ``celery.dlq``, and why
 -------------------------------------
 The broker policy gives the task queue a dead-letter exchange (``celery.dlx``, fanout, bound to
-the quorum queue ``celery.dlq``) and a delivery limit (20 unless the broker config says
-otherwise). A task message gets there two ways, and the ``x-death`` header says which:
+the quorum queue ``celery.dlq``) and a delivery limit (``contract.wire.DELIVERY_LIMIT``, 20). Most
+copies are put here by the worker itself, with why; the broker's own dead-lettering (``x-death``)
+is what is left when the worker could not do that.
 
-``rejected``
-    The task raised. The app acks late with ``task_acks_on_failure=False``, so Celery answers
-    ``basic.reject(requeue=False)`` and the broker dead-letters the message at once: the task
-    ran once and is kept, not redelivered forever and not silently acked away.
-``delivery_limit``
-    The message was returned to the queue more often than the delivery limit: a pool process
-    that died mid-task (OOM kill, segfault, ``os._exit``; ``task_reject_on_worker_lost``
-    requeues it), a task killed by its hard time limit (``task_acks_on_timeout=False`` requeues
-    it), or a worker whose connection died with the task unacked. A task that keeps doing that
-    is poison; after the limit it is kept here instead of looping.
-
-``refused`` (no ``x-death``; the headers ``x-ha-celery-reason``, ``-queue``, ``-refused-at``)
+``failed x<n>`` (no ``x-death``; the headers ``x-ha-celery-reason``, ``-queue``, ``-refused-at``,
+``-outcome: failed``, ``-delivery-count``)
+    The task ran and failed for good (``app.failures``), n failed deliveries in all. It raised
+    (the reason: the exception's type and message and the tail of its traceback; the app never
+    requeues a raise), or on the delivery that used up the delivery limit its pool process died
+    (``worker lost: ...`` with Celery's words, e.g. ``signal 9 (SIGKILL)``: OOM kill, segfault,
+    ``os._exit``; before that ``task_reject_on_worker_lost`` requeues it) or it hit its hard time
+    limit (``hard time limit <N> s exceeded``; before that ``task_acks_on_timeout=False`` requeues
+    it). The worker publishes a copy here, waits for the confirm, then acks the delivery.
+``refused`` (no ``x-death``; the same headers, ``-outcome: refused`` or none)
     The worker's intake (``app.intake``) refused the delivery before Celery saw it: a body that is
     not UTF-8 JSON of the protocol-2 shape, another content type or encoding, headers that are
     missing, mistyped or too large, a body over the size limit, a task this worker does not
-    register, or a delivery Celery could not decode or failed on. The worker publishes a copy here
-    (original body, properties and headers, plus the reason), waits for the confirm, then acks
-    the delivery; if the copy is not confirmed it rejects the delivery, which the policy then
-    dead-letters as ``rejected`` (the reason is in the worker's log). The task never ran.
+    register, or a delivery Celery could not decode or failed on. Copied and acked the same way.
+    The task never ran.
+``rejected`` (``x-death``)
+    The task raised or was refused, and the worker's copy was not confirmed: the worker rejects
+    the delivery without requeue (as Celery does with ``task_acks_on_failure=False``) and the
+    broker dead-letters it at once. The reason is in the worker's log.
+``delivery_limit`` (``x-death``)
+    The message was returned to the queue more often than the delivery limit without the worker
+    keeping it: a worker whose connection died with the task unacked, or a final crash or time
+    limit whose copy was not confirmed (the worker then requeues it, as before, and the broker
+    dead-letters it). A task that keeps doing that is poison; after the limit it is kept here
+    instead of looping.
 
 Successful tasks never come here, nor do ``task.retry()`` calls (a retry is a new publish).
 
@@ -95,6 +102,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Final, cast
 
 import amqp
@@ -103,7 +111,7 @@ from amqp.exceptions import AMQPError, MessageNacked
 from kombu.exceptions import OperationalError
 
 from app.config import ConfigError, check_files, from_env, ssl_options
-from app.intake import QUEUE_HEADER, REASON_HEADER, REFUSED_AT_HEADER
+from app.intake import DELIVERY_COUNT_HEADER, OUTCOME_HEADER, QUEUE_HEADER, REASON_HEADER, REFUSED_AT_HEADER
 from app.tls import PerHostTlsConnection
 from contract import timing
 from contract.wire import DEAD_LETTER_QUEUE
@@ -113,11 +121,13 @@ ROTATION_HEADER: Final = "x-ha-celery-kept-by"
 its own stamp again tells the run it has been through the whole queue."""
 COUNT_HEADERS: Final = frozenset({"x-delivery-count", "x-acquired-count"})
 """The broker's delivery counters: a kept copy drops them (the broker counts the copy afresh)."""
-BOOKKEEPING_HEADERS: Final = frozenset(
-    {"x-death", ROTATION_HEADER, *COUNT_HEADERS, REASON_HEADER, QUEUE_HEADER, REFUSED_AT_HEADER}
+WORKER_HEADERS: Final = frozenset(
+    {REASON_HEADER, QUEUE_HEADER, REFUSED_AT_HEADER, OUTCOME_HEADER, DELIVERY_COUNT_HEADER}
 )
-"""Headers the broker writes while dead-lettering and redelivering, and the worker's refusal
-stamps (``app.intake``); a replayed copy drops them."""
+"""The stamps on a copy the worker put into the dead-letter queue itself (``app.intake``)."""
+BOOKKEEPING_HEADERS: Final = frozenset({"x-death", ROTATION_HEADER, *COUNT_HEADERS, *WORKER_HEADERS})
+"""Headers the broker writes while dead-lettering and redelivering, and the worker's stamps; a
+replayed copy drops them."""
 BOOKKEEPING_PREFIXES: Final = ("x-first-death-", "x-last-death-")
 DEFAULT_EXCHANGE: Final = ""
 """Routes by queue name: a replay reaches exactly the queue the task died in."""
@@ -138,15 +148,36 @@ class Death:
     """When it (last) died there, UTC (naive, as py-amqp decodes AMQP timestamps)."""
 
 
+class Outcome(StrEnum):
+    """Why the worker itself put a copy into the dead-letter queue (``OUTCOME_HEADER``)."""
+
+    REFUSED = "refused"
+    """The intake refused the delivery (``app.intake``): the task never ran."""
+    FAILED = "failed"
+    """The task ran and failed for good (``app.failures``): it raised, or its pool process died or
+    it hit its hard time limit on the delivery that used up the delivery limit."""
+
+
 @dataclass(frozen=True)
 class Refusal:
-    """Why and where a worker refused a delivery into the dead-letter queue (``app.intake``)."""
+    """Why and where the worker put a delivery into the dead-letter queue itself: refused by the
+    intake (``app.intake``) or failed for good (``app.failures``)."""
 
     reason: str
     queue: str
-    """The queue it was refused from; ``replay`` sends it back there."""
+    """The queue it came from; ``replay`` sends it back there."""
     time: datetime | None
     """When (naive UTC, as py-amqp decodes AMQP timestamps)."""
+    outcome: Outcome = Outcome.REFUSED
+    delivery_count: int = 0
+    """The broker's count of the delivery's earlier failed deliveries (``x-delivery-count``)."""
+
+    @property
+    def why(self) -> str:
+        """``refused``, or ``failed x<n>`` with n the failed deliveries, this one included."""
+        if self.outcome is Outcome.FAILED:
+            return f"{self.outcome} x{self.delivery_count + 1}"
+        return str(self.outcome)
 
 
 @dataclass(frozen=True)
@@ -158,7 +189,8 @@ class DeadTask:
     deaths: tuple[Death, ...]
     """Newest first, as the broker keeps them."""
     refusal: Refusal | None = None
-    """Set when the worker refused the delivery (it never ran) instead of the broker dead-lettering it."""
+    """Set when the worker put the copy there itself (refused, or failed with its reason) instead of
+    the broker dead-lettering the delivery."""
 
     @property
     def latest(self) -> Death | None:
@@ -173,10 +205,10 @@ class DeadTask:
 
     @property
     def why(self) -> str:
-        """``rejected x1``, ``delivery_limit x21``, ``refused``, or ``-``."""
+        """``rejected x1``, ``delivery_limit x21``, ``refused``, ``failed x21``, or ``-``."""
         if self.latest is not None:
             return f"{self.latest.reason} x{self.latest.count}"
-        return "refused" if self.refusal is not None else "-"
+        return self.refusal.why if self.refusal is not None else "-"
 
     def age_s(self, now: datetime) -> float | None:
         """Seconds since the latest death or the refusal (``now`` naive UTC), None if unknown."""
@@ -230,15 +262,29 @@ def describe(properties: Mapping[str, Any]) -> DeadTask:
 
 
 def parse_refusal(headers: Mapping[str, Any]) -> Refusal | None:
-    """The worker's refusal stamps in ``headers`` (``app.intake``), None if it has none."""
+    """The worker's stamps in ``headers`` (``app.intake``), None if it has none."""
     reason, queue, when = headers.get(REASON_HEADER), headers.get(QUEUE_HEADER), headers.get(REFUSED_AT_HEADER)
     if not isinstance(reason, str):
         return None
+    outcome = headers.get(OUTCOME_HEADER)
     return Refusal(
         reason=reason,
         queue=queue if isinstance(queue, str) else "",
         time=when if isinstance(when, datetime) else None,
+        outcome=Outcome.FAILED if outcome == Outcome.FAILED else Outcome.REFUSED,
+        delivery_count=delivery_count(headers, DELIVERY_COUNT_HEADER),
     )
+
+
+def delivery_count(headers: Mapping[str, Any] | None, name: str = "x-delivery-count") -> int:
+    """The count in header ``name`` (the broker's ``x-delivery-count`` by default), 0 if absent or not a count.
+
+    RabbitMQ 4.3 quorum queues put ``x-delivery-count`` on every redelivery after a failed one:
+    the number of failed deliveries so far (``basic.reject`` with requeue, a channel closed with
+    the message unacked; not ``basic.nack``). A first delivery has none.
+    """
+    raw = (headers or {}).get(name)
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0 else 0
 
 
 def replay_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -258,15 +304,16 @@ def replay_copy(message: amqp.Message) -> amqp.Message:
 
 
 def format_row(task: DeadTask, now: datetime) -> str:
-    """One ``list`` entry: task name, task id, reason x count, original queue, age; a refused
-    delivery gets a second, indented line with the worker's reason."""
+    """One ``list`` entry: task name, task id, reason x count, original queue, age; a delivery the
+    worker put there itself gets its reason below, indented (``refused: ...`` or ``failed: ...``)."""
     age = task.age_s(now)
     row = (
         f"{task.task_name or '-':<32} {task.task_id or '-':<36} {task.why:<18} {task.queue or '-':<12} "
         f"{'-' if age is None else _human_age(age)}"
     )
     if task.refusal is not None:
-        row += f"\n    refused: {task.refusal.reason}"
+        reason = task.refusal.reason.replace("\n", "\n      ")  # a traceback's lines stay under their entry
+        row += f"\n    {task.refusal.outcome}: {reason}"
     return row
 
 
@@ -426,20 +473,33 @@ class _Mover:
 
 
 REASON_MAX_CHARS: Final = 1000
-"""A refusal reason is cut to this in its header (``app.intake`` keeps its own reasons shorter)."""
+"""A reason is cut to this in its header (``app.intake`` and ``app.failures`` keep theirs shorter)."""
 
 
 def refused_copy(
-    body: bytes | str, properties: Mapping[str, Any], reason: str, queue: str, now: datetime
+    body: bytes | str,
+    properties: Mapping[str, Any],
+    reason: str,
+    queue: str,
+    now: datetime,
+    *,
+    outcome: Outcome = Outcome.REFUSED,
 ) -> amqp.Message:
-    """What the worker puts into the dead-letter queue for a delivery it refused: the same body
-    and properties, the original headers (whatever they were; not a table: dropped) and the
-    refusal stamps (reason, queue, time), persistent."""
+    """What the worker puts into the dead-letter queue for a delivery it refused or that failed for
+    good: the same body and properties, the original headers (whatever they were; not a table:
+    dropped) without the broker's delivery counters, and the worker's stamps (reason, queue,
+    time, outcome, the delivery count it had), persistent."""
     original = properties.get("application_headers")
     headers = dict(original) if isinstance(original, Mapping) else {}
+    count = delivery_count(headers)
+    # The broker counts a published copy afresh; its count is kept in our own header instead.
+    for name in COUNT_HEADERS:
+        headers.pop(name, None)
     headers[REASON_HEADER] = reason[:REASON_MAX_CHARS]
     headers[QUEUE_HEADER] = queue
     headers[REFUSED_AT_HEADER] = now.replace(tzinfo=None)
+    headers[OUTCOME_HEADER] = str(outcome)
+    headers[DELIVERY_COUNT_HEADER] = count
     kept = {k: v for k, v in properties.items() if k != "application_headers"}
     kept["delivery_mode"] = 2
     return amqp.Message(body, application_headers=headers, **kept)
@@ -480,7 +540,7 @@ class Refuser:
                     raise
                 continue
             if why is not None:
-                raise RuntimeError(f"{self.queue} did not take the refused message: {why}")
+                raise RuntimeError(f"{self.queue} did not take the worker's copy: {why}")
             return
 
     def _open(self) -> ConfirmedPublisher:

@@ -80,6 +80,8 @@ class ConfirmedCelery(Celery):
     """TLS per broker host, task messages checked before they are sent (see :class:`ProjectAMQP`)."""
     control_cls = "app.failover:Control"
     """Remote control with a pidbox queue per connection (see app.failover)."""
+    task_cls = "app.failures:KeepingTask"
+    """Every task's final failure goes into the dead-letter queue with its reason (see app.failures)."""
 
     def send_task(self, name: str, *args: Any, **options: Any) -> AsyncResult[Any]:
         if len(args) > len(_LEADING):

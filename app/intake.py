@@ -33,11 +33,18 @@ from celery.utils.time import maybe_iso8601
 from kombu.utils.json import loads as kombu_loads
 
 REASON_HEADER: Final = "x-ha-celery-reason"
-"""On a message the worker refused into the dead-letter queue: why (``python -m app.dlq list`` shows it)."""
+"""On a message the worker put into the dead-letter queue itself (refused here, or failed for good,
+``app.failures``): why (``python -m app.dlq list`` shows it)."""
 QUEUE_HEADER: Final = "x-ha-celery-queue"
-"""On a refused message: the queue it was refused from (where ``replay`` sends it back)."""
+"""On such a message: the queue it came from (where ``replay`` sends it back)."""
 REFUSED_AT_HEADER: Final = "x-ha-celery-refused-at"
-"""On a refused message: when the worker refused it (an AMQP timestamp, UTC)."""
+"""On such a message: when the worker put it there (an AMQP timestamp, UTC)."""
+OUTCOME_HEADER: Final = "x-ha-celery-outcome"
+"""On such a message: ``refused`` (this check refused it, it never ran) or ``failed`` (it ran and
+failed for good, ``app.failures``). Copies made before the header existed are refusals."""
+DELIVERY_COUNT_HEADER: Final = "x-ha-celery-delivery-count"
+"""On such a message: the ``x-delivery-count`` the delivery carried, the broker's count of its
+earlier failed deliveries (0 when it had none). The copy drops the broker's own counters."""
 
 CONTENT_TYPE: Final = "application/json"
 CONTENT_ENCODING: Final = "utf-8"

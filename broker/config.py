@@ -152,8 +152,9 @@ class BrokerConfig:
     """Fanout exchange that receives tasks rejected past the delivery limit."""
     dead_letter_queue: str = DEAD_LETTER_QUEUE
     """Quorum queue bound to the DLX: poison tasks are kept here for inspection, not dropped."""
-    delivery_limit: int = 20
-    """Redeliveries before a quorum queue dead-letters a message (4.x default; 3.10 has none)."""
+    delivery_limit: int = DELIVERY_LIMIT
+    """Failed deliveries before a quorum queue dead-letters a message (contract.wire.DELIVERY_LIMIT,
+    the 4.x default, which the worker Deployment also tells the workers; 3.10 has no default)."""
     policy_name: str = "celery-quorum-dlx"
     excluded_queue_patterns: tuple[str, ...] = CELERY_INTERNAL_QUEUE_PATTERNS
     """Queue-name regexes that must not get the dead-letter policy (see policy_pattern)."""

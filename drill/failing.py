@@ -11,6 +11,9 @@ itself (what ``drill.records.tally`` of the results directory counts as complete
 ``crash``
     The pool process exits mid-task (``os._exit``): Celery's ``task_reject_on_worker_lost``
     rejects the message with requeue.
+``kill``
+    The pool process kills itself with SIGKILL mid-task (what the OOM killer does): the same
+    requeue; Celery says ``signal 9 (SIGKILL)``.
 ``overrun``
     Ignores its soft time limit and sleeps past its hard one (``OVERRUN_TIME_LIMIT_S``), like a
     task stuck in a call the soft limit's exception cannot interrupt: the pool process is killed
@@ -29,6 +32,7 @@ itself (what ``drill.records.tally`` of the results directory counts as complete
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -41,6 +45,7 @@ from drill.tasks import ENV_RESULTS_DIR
 
 FAIL: Final = "drill.failing.fail"
 CRASH: Final = "drill.failing.crash"
+KILL: Final = "drill.failing.kill"
 OVERRUN: Final = "drill.failing.overrun"
 FAIL_WHILE_MARKED: Final = "drill.failing.fail_while_marked"
 HOG: Final = "drill.failing.hog"
@@ -103,6 +108,13 @@ def crash(self: Task[Any, Any], n: int) -> None:
     """Record the attempt, then end the pool process without any cleanup."""
     _attempt(self, n)
     os._exit(CRASH_EXIT_STATUS)
+
+
+@shared_task(name=KILL, bind=True)
+def kill(self: Task[Any, Any], n: int) -> None:
+    """Record the attempt, then SIGKILL the pool process running it."""
+    _attempt(self, n)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @shared_task(name=OVERRUN, bind=True, soft_time_limit=OVERRUN_SOFT_TIME_LIMIT_S, time_limit=OVERRUN_TIME_LIMIT_S)

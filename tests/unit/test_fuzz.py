@@ -163,6 +163,7 @@ ENV_PLAUSIBLE: dict[str, list[str]] = {
     wire.ENV_BROKER_PASSWORD: [SECRET, ""],
     wire.ENV_PREFETCH_MULTIPLIER: ["1", "4", "0", "-1", "1000", "x"],
     wire.ENV_CONCURRENCY: ["2", "64", "65", "0", "two"],
+    wire.ENV_DELIVERY_LIMIT: ["20", "1", "0", "1001", "-1"],
     wire.ENV_HEARTBEAT_FILE: ["/tmp/hb", "tmp/hb", ""],
     wire.ENV_READY_FILE: ["/tmp/ready", "ready", " "],
     wire.ENV_REMAP_SIGTERM: ["", "SIGQUIT"],

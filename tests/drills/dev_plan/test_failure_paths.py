@@ -1,7 +1,7 @@
 """Failure paths on the dev plan booted for real (RabbitMQ 4.3, the image's worker): a task that
-fails is kept in ``celery.dlq``, never redelivered forever and never dropped, and
-``python -m app.dlq`` lists it without consuming it and replays it without losing it, even when
-killed mid-replay.
+fails is kept in ``celery.dlq`` with the reason the worker gave it (``app.failures``), never
+redelivered forever and never dropped, and ``python -m app.dlq`` lists it without consuming it
+and replays it without losing it, even when killed mid-replay.
 
 The failing tasks are ``drill.failing``'s; each records every execution when it starts (under
 ``<results>/attempts``) and every completion (in ``<results>``), so the runs are counted, not
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from app.config import from_env
-from app.dlq import DeadTask, dead_letter_channel, list_dead
+from app.dlq import DeadTask, Outcome, dead_letter_channel, list_dead
 from app.factory import make_app
 from contract import timing
 from contract.wire import DEAD_LETTER_QUEUE, QUEUE_NAME, BrokerRole
@@ -113,15 +113,27 @@ def marker(fresh: Booted) -> Iterator[Path]:
     path.unlink(missing_ok=True)
 
 
-def test_a_task_that_raises_is_dead_lettered_at_once_and_ran_once(fresh: Booted) -> None:
+def failed(task: DeadTask) -> str:
+    """The reason the worker kept ``task`` with (asserting it did, not the broker's dead-lettering)."""
+    kept = task.refusal
+    assert task.latest is None, f"{task.task_id}: dead-lettered by the broker ({task.latest}), not kept by the worker"
+    assert kept is not None, f"{task.task_id}: no reason header"
+    assert (kept.outcome, kept.queue) == (Outcome.FAILED, QUEUE_NAME), kept
+    return kept.reason
+
+
+def test_a_task_that_raises_is_kept_at_once_with_its_exception_and_ran_once(fresh: Booted) -> None:
     target = fresh.target
     ids = publish(target, failing.FAIL, 3)
     found = wait_dead(target, ids, timeout=60)
-    for task_id, task in found.items():
+    for n, task in enumerate(found.values()):
         assert task.task_name == failing.FAIL
-        latest = task.latest
-        assert latest is not None, f"{task_id}: no x-death header"
-        assert (latest.reason, latest.count, latest.queue) == ("rejected", 1, QUEUE_NAME), task
+        reason = failed(task)
+        # The exception as Python names it, then the traceback's tail down to the raise.
+        assert reason.startswith(f"drill.failing.DrillFailure: fail({n}) fails on purpose\n"), reason
+        assert "drill/failing.py" in reason, reason
+        assert "raise DrillFailure" in reason, reason
+        assert (task.why, task.refusal.delivery_count if task.refusal else None) == ("failed x1", 0), task
     # Dead-lettered, so nothing of it is left to redeliver: the count below is final.
     poll(lambda: task_queue_idle(target), 30, f"queue {QUEUE_NAME!r} idle")
     ran = attempts(fresh.results)
@@ -131,18 +143,24 @@ def test_a_task_that_raises_is_dead_lettered_at_once_and_ran_once(fresh: Booted)
 
 REQUEUED = {
     # The pool process exits mid-task: task_reject_on_worker_lost -> basic.reject(requeue=True).
-    failing.CRASH: 0.0,
+    failing.CRASH: (0.0, f"worker lost: Worker exited prematurely: exitcode {failing.CRASH_EXIT_STATUS} Job: "),
+    # The pool process is SIGKILLed mid-task (as by the OOM killer): the same.
+    failing.KILL: (0.0, "worker lost: Worker exited prematurely: signal 9 (SIGKILL) Job: "),
     # The hard time limit kills the pool process: task_acks_on_timeout=False -> basic.reject(requeue=True).
     # Each run lasts until the hard limit, so runs are at least that far apart.
-    failing.OVERRUN: float(failing.OVERRUN_TIME_LIMIT_S),
+    failing.OVERRUN: (
+        float(failing.OVERRUN_TIME_LIMIT_S),
+        f"hard time limit {failing.OVERRUN_TIME_LIMIT_S} s exceeded",
+    ),
 }
-"""The ways a task is requeued without end, and the least time between two of its runs."""
+"""The ways a task is requeued without end: the least time between two of its runs, and how the
+worker's reason for keeping it starts."""
 
 
-def test_a_task_requeued_past_the_delivery_limit_is_dead_lettered(fresh: Booted) -> None:
-    """Both ways at once (in different pool processes; one wait instead of two), each delivery later than
-    the one before by the lane policy's retry backoff (contract.timing.RETRY_DELAY_MIN_MS), up to the
-    dev plan's delivery limit (5: its default lane's ``deliveryLimit``)."""
+def test_a_task_requeued_past_the_delivery_limit_is_kept_with_why(fresh: Booted) -> None:
+    """Every way at once (in different pool processes; one wait instead of three), each delivery later
+    than the one before by the lane policy's retry backoff (contract.timing.RETRY_DELAY_MIN_MS), up to
+    the dev plan's delivery limit (5: its default lane's ``deliveryLimit``)."""
     target = fresh.target
     limit = plan_delivery_limit(target)
     started = time.monotonic()
@@ -152,23 +170,29 @@ def test_a_task_requeued_past_the_delivery_limit_is_dead_lettered(fresh: Booted)
     poll(lambda: task_queue_idle(target), 30, f"queue {QUEUE_NAME!r} idle")
     runs, _ = records.read(fresh.results / failing.ATTEMPTS_DIR)
     for task, task_id in ids.items():
-        latest = found[task_id].latest
-        assert latest is not None, f"{task}: no x-death header"
-        assert (latest.reason, latest.queue) == ("delivery_limit", QUEUE_NAME), found[task_id]
+        min_gap_s, why = REQUEUED[task]
+        reason = failed(found[task_id])
+        assert reason.startswith(why), f"{task}: {reason!r}"
+        # The last delivery carries x-delivery-count = the limit: its requeue would be dead-lettered,
+        # so the worker keeps it instead, and says so.
+        assert found[task_id].why == f"failed x{limit + 1}", found[task_id]
         starts = sorted(r.finished_at for r in runs if r.task_id == task_id)
         # Measured on 4.3.6: each basic.reject(requeue=True) counts; the delivery that follows the
         # return taking the count past the limit is not made: the message is dead-lettered instead.
-        # So the task runs once, then once per counted return up to the limit: limit + 1 times.
+        # So the task runs once, then once per counted return up to the limit: limit + 1 times
+        # (the worker keeps the last one itself: the same number of runs).
         assert len(starts) == limit + 1, f"{task}: ran {len(starts)} times with delivery-limit {limit}"
         gaps = [b - a for a, b in itertools.pairwise(starts)]
         # The k-th failed delivery waits min(RETRY_DELAY_MIN_MS x k, RETRY_DELAY_MAX_MS) before the next.
         backoff = [min(timing.RETRY_DELAY_MIN_MS * k, timing.RETRY_DELAY_MAX_MS) / 1000 for k in range(1, limit + 1)]
-        expected = [REQUEUED[task] + pause for pause in backoff]
+        expected = [min_gap_s + pause for pause in backoff]
         short = [(round(gap, 2), want) for gap, want in zip(gaps, expected, strict=True) if gap < want * 0.9]
         assert not short, f"{task}: runs closer than the retry backoff: (gap s, expected s) {short}"
         print(f"\n{task}: runs {', '.join(f'{gap:.1f}' for gap in gaps)} s apart")
         assert not records.tally(fresh.results).per_task[task_id], f"{task} completed, it must not"
-    print(f"\ndelivery-limit {limit}: {', '.join(REQUEUED)} dead-lettered within {seconds:.1f} s")
+    print(f"\ndelivery-limit {limit}: {', '.join(REQUEUED)} kept in {DEAD_LETTER_QUEUE} within {seconds:.1f} s")
+    for task_id in ids.values():
+        print(f"  {found[task_id].task_name}: {failed(found[task_id])}")
 
 
 def test_list_leaves_the_tasks_and_replay_runs_them_once_fixed(fresh: Booted, marker: Path) -> None:
@@ -182,7 +206,8 @@ def test_list_leaves_the_tasks_and_replay_runs_them_once_fixed(fresh: Booted, ma
         for task_id in [*fixed, other]:
             assert task_id in listed, f"{task_id} not listed:\n{listed}"
         assert f"{len(fixed) + 1} dead-lettered task(s)" in listed, listed
-        assert listed.count("rejected x1") == len(fixed) + 1, listed
+        assert listed.count("failed x1") == len(fixed) + 1, listed
+        assert listed.count("\n    failed: drill.failing.DrillFailure: ") == len(fixed) + 1, listed
     assert set(dead(target)) == {*fixed, other}, "listing must leave every message in the queue"
 
     marker.unlink()

@@ -120,6 +120,8 @@ INVALID: list[tuple[str, dict[str, str], list[str]]] = [
     ("prefetch big", {**HOSTS_ENV, "WORKER_PREFETCH_MULTIPLIER": "17"}, ["WORKER_PREFETCH_MULTIPLIER='17'", "1..16"]),
     ("prefetch text", {**HOSTS_ENV, "WORKER_PREFETCH_MULTIPLIER": "one"}, ["WORKER_PREFETCH_MULTIPLIER='one'"]),
     ("concurrency", {**HOSTS_ENV, "WORKER_CONCURRENCY": "0"}, ["WORKER_CONCURRENCY='0'", "1..64"]),
+    ("delivery limit 0", {**HOSTS_ENV, "WORKER_DELIVERY_LIMIT": "0"}, ["WORKER_DELIVERY_LIMIT='0'", "1..1000"]),
+    ("delivery limit -1", {**HOSTS_ENV, "WORKER_DELIVERY_LIMIT": "-1"}, ["WORKER_DELIVERY_LIMIT='-1'", "1..1000"]),
     (
         "memory per child in bytes",
         {**HOSTS_ENV, "WORKER_MAX_MEMORY_PER_CHILD_KIB": "268435456"},
@@ -289,6 +291,11 @@ def test_max_memory_per_child_from_env_reaches_the_app() -> None:
     assert build_app(HOSTS_ENV).conf.worker_max_memory_per_child is None
 
 
+def test_delivery_limit_from_env_reaches_the_app_and_defaults_to_the_brokers() -> None:
+    assert build_app({**HOSTS_ENV, "WORKER_DELIVERY_LIMIT": "3"}).conf.ha_delivery_limit == 3
+    assert build_app(HOSTS_ENV).conf.ha_delivery_limit == wire.DELIVERY_LIMIT
+
+
 def test_prefetch_multiplier_from_env_reaches_the_app() -> None:
     assert build_app({**HOSTS_ENV, "WORKER_PREFETCH_MULTIPLIER": "8"}).conf.worker_prefetch_multiplier == 8
 
@@ -314,7 +321,7 @@ def test_every_setting_is_one_celery_knows() -> None:
     known = set(DEFAULTS)
     ours = celery_settings(from_env(HOSTS_ENV), random.Random(0))
     custom = {key for key in ours if key.startswith("ha_")}
-    assert custom == {"ha_heartbeat_file", "ha_ready_file", "ha_metrics_port", "ha_metrics_dir"}, (
+    assert custom == {"ha_heartbeat_file", "ha_ready_file", "ha_metrics_port", "ha_metrics_dir", "ha_delivery_limit"}, (
         "custom keys are prefixed ha_ and read by our bootsteps"
     )
     unknown = sorted(set(ours) - custom - known)

@@ -5,73 +5,20 @@ cannot put there is rejected to the dead-letter policy, and nothing is acked awa
 from __future__ import annotations
 
 import json
-import random
 from typing import Any
 from unittest import mock
 
-import amqp
 import pytest
-from kombu.transport.pyamqp import Message
 
 from app import tasks
 from app.bootsteps import Consumer
-from app.config import AppConfig
-from app.factory import make_app
 from app.intake import QUEUE_HEADER, REASON_HEADER, REFUSED_AT_HEADER
-
-
-class FakeChannel:
-    """What kombu's Message calls to ack or reject."""
-
-    def __init__(self) -> None:
-        self.log: list[tuple[str, Any]] = []
-        self.no_ack_consumers: set[str] = set()
-
-    def basic_ack(self, tag: int, multiple: bool = False) -> None:
-        self.log.append(("ack", (tag, multiple)))
-
-    def basic_reject(self, tag: int, requeue: bool = False) -> None:
-        self.log.append(("reject", (tag, requeue)))
-
-
-class FakeRefuser:
-    def __init__(self, channel: FakeChannel, fail: bool = False) -> None:
-        self.channel = channel
-        self.fail = fail
-        self.put_messages: list[amqp.Message] = []
-
-    def put(self, message: amqp.Message) -> None:
-        if self.fail:
-            raise TimeoutError("no confirm")
-        self.channel.log.append(("dead-letter", message.properties["application_headers"][REASON_HEADER]))
-        self.put_messages.append(message)
-
-    def close(self) -> None:
-        pass
+from tests.unit.app.consumer_fakes import FakeChannel, FakeRefuser, delivery, new_consumer
 
 
 @pytest.fixture
 def consumer() -> Consumer:
-    # No metrics exporter: a unit test opens no port.
-    app = make_app(AppConfig(broker_urls=("amqp://u:p@a:5672//",), metrics_port=0), random.Random(0))
-    requests: list[Any] = []
-    c = Consumer(
-        requests.append, app=app, hostname="h", pool=mock.Mock(), timer=mock.Mock(), controller=mock.MagicMock()
-    )
-    c.update_strategies()
-    c.requests = requests  # type: ignore[attr-defined]
-    return c
-
-
-def delivery(channel: FakeChannel, body: bytes, task: str = tasks.NOOP, **headers: Any) -> Message:
-    raw = amqp.Message(
-        body,
-        content_type="application/json",
-        content_encoding="utf-8",
-        application_headers={"task": task, "id": "t-1", **headers},
-    )
-    raw.delivery_info = {"delivery_tag": 7, "consumer_tag": "ctag", "routing_key": "celery", "exchange": "celery"}
-    return Message(raw, channel=channel)
+    return new_consumer()
 
 
 def test_a_good_task_reaches_celery_and_nothing_is_refused(consumer: Consumer) -> None:

@@ -15,7 +15,7 @@ from amqp.exceptions import MessageNacked
 
 from app import dlq
 from app.dlq import DeadTask, Refusal, Refuser, refused_copy
-from app.intake import QUEUE_HEADER, REASON_HEADER, REFUSED_AT_HEADER
+from app.intake import DELIVERY_COUNT_HEADER, OUTCOME_HEADER, QUEUE_HEADER, REASON_HEADER, REFUSED_AT_HEADER
 
 NOW = datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC)
 
@@ -43,12 +43,18 @@ def test_a_refused_copy_keeps_body_properties_and_headers_and_adds_the_reason() 
         REASON_HEADER: "empty body; allowed: a JSON array",
         QUEUE_HEADER: "celery",
         REFUSED_AT_HEADER: NOW.replace(tzinfo=None),
+        OUTCOME_HEADER: "refused",
+        DELIVERY_COUNT_HEADER: 0,
     }
     assert copy.properties["content_type"] == "application/json"
     assert copy.properties["delivery_mode"] == 2, "persistent"
     assert copy.body == b""
     odd = refused_copy(b"x", {"application_headers": "not a table"}, "r" * 5000, "celery", NOW)
     assert len(odd.properties["application_headers"][REASON_HEADER]) == dlq.REASON_MAX_CHARS
+    # A redelivery's counters stay behind (the broker counts a published copy afresh); its count is ours.
+    counted = {"id": "t-1", "task": "a", "x-delivery-count": 3, "x-acquired-count": 5}
+    again = refused_copy(b"", {"application_headers": counted}, "r", "celery", NOW).properties["application_headers"]
+    assert ("x-delivery-count" in again, "x-acquired-count" in again, again[DELIVERY_COUNT_HEADER]) == (False, False, 3)
 
 
 def test_list_shows_a_refusal_with_its_reason_and_replay_drops_the_stamps() -> None:

@@ -33,7 +33,7 @@ from app.scheduler import main as scheduler_main
 from app.scheduler import publish_confirmed
 from contract.wire import AMQP_FRAME_MAX
 from tests.unit.app import test_consumer_intake
-from tests.unit.app.test_consumer_intake import FakeChannel, FakeRefuser
+from tests.unit.app.consumer_fakes import FakeChannel, FakeRefuser
 from tests.unit.app.test_publish import (
     URLS_ENV,
     CapturingProducer,
