@@ -812,7 +812,8 @@ def _lane(
     try:
         max_memory_per_child_kib(memory, concurrency)
     except ValueError as exc:
-        r.fail(f"{key}.memoryMiB", memory, f"with concurrency {concurrency}: {exc}")
+        if not is_default:  # the default lane's size is workerMemoryMiB's, checked there
+            r.fail(f"{key}.memoryMiB", memory, f"with concurrency {concurrency}: {exc}")
     # Another lane grows only when told how far: the workers' autoscalingMaxReplicas is sized for the default lane.
     max_replicas = number("maxReplicas", default.max_replicas if is_default else replicas)
     if autoscaling is not Autoscaling.NONE and max_replicas < replicas:

@@ -63,6 +63,13 @@ runner's cgroups (2 pool processes, idle after a drill): main 47 MiB resident, e
 39 MiB of which 8 MiB its own, 64 MiB charged to the container in all."""
 WORKER_TMP_MIB: Final = 64
 """The worker pod's ``/tmp``: a memory-backed emptyDir, charged to the pod's memory as it fills."""
+WORKER_CHILD_MIN_MIB: Final = 20
+"""What each pool process adds to the container's charged memory when it starts, at least: the pages
+it copies from the main process after the fork (reference counts touch them), its page tables and
+its own. Measured on the dev plan's workers under the pod runner's cgroups (v1, 2026-12-07): 67 MiB
+for a pod of 2 pool processes, 327 MiB (peak 335) for one of 16, so ~18.6 MiB a process; a pod of
+32 in 512 MiB was OOM-killed at start (peak 512 MiB) though the old floor of 8 MiB a process let
+the settings accept it."""
 MEMORY_PER_CHILD_SHARE: Final = 0.8
 """The part of each pool process's share of the limit it may reach before it is recycled: the
 check runs after a task, so a task may overshoot it by what it allocates."""
@@ -76,11 +83,11 @@ def max_memory_per_child_kib(memory_mib: int, concurrency: int) -> int:
     ``/tmp`` leave of the limit. ValueError when nothing is left: the pod cannot hold the pool.
     """
     left = memory_mib - WORKER_MAIN_PROCESS_MIB - WORKER_TMP_MIB
-    if left < 8 * concurrency:
+    if left < WORKER_CHILD_MIN_MIB * concurrency:
         raise ValueError(
             f"{memory_mib} MiB leaves {left} MiB for {concurrency} pool process(es) after the main process "
             f"({WORKER_MAIN_PROCESS_MIB} MiB) and /tmp ({WORKER_TMP_MIB} MiB); allowed: at least "
-            f"{WORKER_MAIN_PROCESS_MIB + WORKER_TMP_MIB + 8 * concurrency} MiB"
+            f"{WORKER_MAIN_PROCESS_MIB + WORKER_TMP_MIB + WORKER_CHILD_MIN_MIB * concurrency} MiB"
         )
     return int((WORKER_MAIN_PROCESS_MIB + MEMORY_PER_CHILD_SHARE * left / concurrency) * 1024)
 

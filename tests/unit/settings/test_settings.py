@@ -332,7 +332,7 @@ def test_make_plan_fails_before_any_resource(
     [
         ("dev", ("brokerReplicas=5",)),
         # 64 pool processes need room under the memory limit (contract.wire.max_memory_per_child_kib).
-        ("dev", (f"workerConcurrency={MAX_CONCURRENCY}", "workerMemoryMiB=1024")),
+        ("dev", (f"workerConcurrency={MAX_CONCURRENCY}", "workerMemoryMiB=1536")),
         ("prod", ("brokerReplicas=5", "nodeCount=6")),
     ],
 )
@@ -422,7 +422,7 @@ def test_settings_accept_exactly_the_concurrency_the_worker_runs(concurrency: in
         runs = False
     try:
         # Memory enough for any concurrency the worker runs: only the concurrency bound is under test.
-        parse(DEV, workerConcurrency=concurrency, workerMemoryMiB=1024)
+        parse(DEV, workerConcurrency=concurrency, workerMemoryMiB=2048)
         accepted = True
     except SettingsError:
         accepted = False
