@@ -87,7 +87,7 @@ the StatefulSet one pod at a time, highest ordinal first, then a worker rollout 
 the engine would (the steps file written as ``make plan-diff`` writes it, ``plan.diff.diff_plans``)."""
 LONG_TASKS = 12
 LONG_TASK_S = (20.0, 40.0)
-"""On the long lane (``WORKLOAD=long``): 12 at once on its one dev pod (32 processes), each ending
+"""On the long lane (``WORKLOAD=long``): 12 at once on its one dev pod (16 processes), each ending
 well inside its grace period; short, to keep ``make test`` short."""
 BROKER_TASKS = 2000
 BROKER_TASK_MS = 100
@@ -100,8 +100,8 @@ def _long_lane_resized(concurrency: int) -> str:
     return "workerLanes=" + json.dumps(resized)
 
 
-WORKERS_SET = _long_lane_resized(24)
-"""The long lane's pod template changes (dev's has 32 processes): its Deployment rolls while the long tasks run."""
+WORKERS_SET = _long_lane_resized(12)
+"""The long lane's pod template changes (dev's has 16 processes): its Deployment rolls while the long tasks run."""
 BROKER_SET = "brokerMemoryMiB=1536"
 
 
