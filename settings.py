@@ -789,6 +789,8 @@ def _lane(
 
     def number(field_name: str, fallback: int, minimum: int = 1, maximum: int | None = None) -> int:
         value = entry.get(field_name, fallback)
+        if isinstance(value, str) and INTEGER_TEXT_RE.fullmatch(value):
+            value = int(value)  # a number as `pulumi config set --path` may store it
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum and value > maximum):
             bounds = f">= {minimum}" if maximum is None else f"{minimum}..{maximum}"
             r.fail(f"{key}.{field_name}", value, f"a whole number {bounds} ({LANE_FIELDS[field_name]})")

@@ -71,3 +71,17 @@ def test_the_lanes_example_is_accepted_with_the_limits_it_promises() -> None:
     )
     assert lanes["default"].timing.prefetch_multiplier == 4
     assert lanes["long"].tasks == ("reports.*", "app.tasks.export")
+
+
+def test_the_readmes_lane_example_is_accepted() -> None:
+    text = (DOCS.parent / "README.md").read_text()
+    section = text.split("## Short and long tasks: worker lanes")[1].split("```yaml")[1].split("```")[0]
+    entries = yaml.safe_load(section)[f"{PROJECT}:workerLanes"]
+    lanes = {lane.name: lane for lane in _parse("dev", {f"{PROJECT}:workerLanes": json.dumps(entries)}).workers.lanes}
+    reports = lanes["reports"]
+    assert (reports.queue, reports.deployment, reports.tasks) == (
+        "celery.reports",
+        "celery-worker-reports",
+        ("reports.*",),
+    )
+    assert (reports.timing.soft_time_limit_s, reports.timing.termination_grace_s) == (1740, 1815)

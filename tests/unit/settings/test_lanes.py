@@ -126,3 +126,11 @@ def test_another_lane_autoscales_only_within_its_own_bound() -> None:
         DEV, autoscaling="keda", workerLanes=with_lanes({"name": "default"}, {"name": "long", "maxReplicas": 1})
     )
     assert problem.startswith(f"{KEY}[1].maxReplicas: got 1; allowed: >= the lane's replicas (2)"), problem
+
+
+def test_a_number_stored_as_digits_is_a_number() -> None:
+    """`pulumi config set --path` may store a lane's number as its text."""
+    lanes = parse(DEV, workerLanes=with_lanes({"name": "default"}, {"name": "x", "timeLimitS": "600"})).workers.lanes
+    assert lanes[1].timing.time_limit_s == 600
+    [problem] = refused(DEV, workerLanes=with_lanes({"name": "default"}, {"name": "x", "timeLimitS": "6e2"}))
+    assert problem.startswith(f"{KEY}[1].timeLimitS: got '6e2'"), problem
