@@ -69,6 +69,7 @@ SHARED = (
     Scenario.NODE_UNREACHABLE,
     Scenario.DELETE_NODE,
     Scenario.KILL_NODE,
+    Scenario.SCALE_IN,
 )
 """After the eta drill, in this order on the shared cluster (see the module docstring)."""
 ON_PROD = (Scenario.DRAIN_NODE,)
@@ -192,6 +193,14 @@ def test_no_task_lost_on_the_dev_plan(scenario: Scenario, shared: dict[str, Dril
     # Emptied between drills, not carried over: each counts exactly its own tasks.
     assert_nothing_lost(result, scenario)
     assert result.observed is not None, "the plan-booted cluster runs a Prometheus"
+    if scenario is Scenario.SCALE_IN:
+        # The default lane scaled 3 -> 4 -> 3 under load: the newest pod deleted, gone within its grace.
+        assert result.scale is not None, "scale-in reports the pod it deleted"
+        scale = result.scale.to_json(result.started_at)
+        assert result.scale.ok, scale
+        assert result.scale.victim is not None
+        assert named_for(WORKERS, result.scale.victim), scale
+        assert result.scale.finished_after_deletion is not None, scale
     if scenario is Scenario.FREEZE_BROKER:
         # The queue leader frozen (dev_plan's test freezes a follower for longer than the liveness
         # limit): every worker on a healthy node within the limit, the frozen pod not Ready.
