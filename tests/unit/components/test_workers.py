@@ -249,7 +249,7 @@ def test_keda_autoscaling(plan_runner: Callable[..., CompletedProcess[str]]) -> 
     assert set(scaled) == {"celery-worker", "celery-worker-long"}, "one per lane"
     assert scaled["celery-worker"]["spec"]["maxReplicaCount"] == 12
     assert scaled["celery-worker-long"]["spec"]["maxReplicaCount"] == 1, "another lane grows only when told"
-    for name, queue, target in (("celery-worker", "celery", "20"), ("celery-worker-long", "celery.long", "32")):
+    for name, queue, target in (("celery-worker", "celery", "20"), ("celery-worker-long", "celery.long", "16")):
         [trigger] = scaled[name]["spec"]["triggers"]
         assert trigger["type"] == "rabbitmq"
         assert trigger["metadata"]["mode"] == "QueueLength"
