@@ -291,11 +291,6 @@ class WorkerSettings:
     lanes: tuple[lane_contract.Lane, ...] = ()
     """Every lane, the default one first (its pods, concurrency and size are the four keys above)."""
 
-    @property
-    def routes(self) -> tuple[tuple[str, str], ...]:
-        """(task pattern, lane) in the order the lanes list them: Celery's ``task_routes``."""
-        return tuple((pattern, lane.name) for lane in self.lanes for pattern in lane.tasks)
-
 
 @dataclass(frozen=True)
 class MonitoringSettings:

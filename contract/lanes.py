@@ -21,7 +21,6 @@ Standard library only (the broker renderer, the components and the worker import
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -216,19 +215,6 @@ def lane_name_problem(name: str) -> str | None:
     if name in RESERVED_LANE_NAMES:
         return f"not {' or '.join(sorted(RESERVED_LANE_NAMES))}: celery.{name} is the dead-letter topology"
     return None
-
-
-def route(task_name: str, routes: Sequence[tuple[str, str]]) -> str:
-    """The lane of ``task_name`` as Celery's router picks it from the same ``task_routes`` mapping
-    (``celery.app.routes.MapRoute``): an exact name first, then the first glob that matches, in
-    order; no match: the default lane."""
-    exact = {pattern: lane for pattern, lane in routes}
-    if task_name in exact:
-        return exact[task_name]
-    for pattern, lane in routes:
-        if fnmatch.fnmatchcase(task_name, pattern):
-            return lane
-    return DEFAULT_LANE
 
 
 def lane_queues(lanes: Sequence[str]) -> tuple[str, ...]:

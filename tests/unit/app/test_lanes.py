@@ -6,11 +6,10 @@ import json
 import random
 
 import pytest
-from celery.app.routes import MapRoute
 
 from app.config import ConfigError, from_env
 from app.factory import make_app
-from contract import lanes, timing
+from contract import timing
 from tests.unit.app.test_config import HOSTS_ENV
 
 LANES_ENV = {
@@ -60,15 +59,6 @@ def test_an_explicit_queue_beats_the_routes() -> None:
     """Routing by option: a caller (or a task's own ``queue``) that names a lane's queue wins."""
     app = make_app(from_env(LANES_ENV), random.Random(0))
     assert app.amqp.router.route({"queue": "celery"}, "reports.daily")["queue"].name == "celery"
-
-
-@pytest.mark.parametrize(
-    "name", ["reports.daily", "reports.x.y", "app.tasks.count", "app.tasks.counter", "other", "reports"]
-)
-def test_the_contracts_router_agrees_with_celerys(name: str) -> None:
-    routes = [("app.tasks.count", "long"), ("reports.*", "batch"), ("*.x.*", "long")]
-    celery = MapRoute({pattern: {"queue": lane} for pattern, lane in routes})(name)
-    assert lanes.route(name, routes) == (celery or {"queue": lanes.DEFAULT_LANE})["queue"]
 
 
 @pytest.mark.parametrize(

@@ -48,7 +48,7 @@ def test_a_lane_of_its_own_with_routes_and_timing() -> None:
     assert default.name == "default", "the default lane comes first, wherever the list puts it"
     assert default.timing.prefetch_multiplier == 4
     assert reports.timing == lanes.LaneTiming(1, 540, 600, 2 * 600 + 60)
-    assert s.workers.routes == (("reports.*", "reports"), ("app.tasks.export", "reports"))
+    assert reports.tasks == ("reports.*", "app.tasks.export")
 
 
 @pytest.mark.parametrize(
